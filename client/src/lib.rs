@@ -1,1 +1,36 @@
-//! placeholder
+//! Rust client SDK for Switchyard gates, and the load generator behind `switchyard bench`.
+//!
+//! The client speaks the due-compatible client protocol (`PROTOCOL.md`) over TCP or WebSocket, using
+//! the packet codec of [`switchyard_protocol`]. Client, gate and node must share the packet settings
+//! ([`PacketConfig`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchyard_client::ClientError> {
+//! use switchyard_client::{Client, ClientOptions, PacketConfig};
+//!
+//! let client = Client::connect_tcp("127.0.0.1:3553", PacketConfig::default(), ClientOptions::default()).await?;
+//! let mut pushes = client.pushes().expect("first call");
+//! let reply = client.request(1, &br#"{"message":"hi"}"#[..]).await?;
+//! println!("{}", String::from_utf8_lossy(&reply));
+//! if let Some(push) = pushes.recv().await {
+//!     println!("push on route {}", push.route);
+//! }
+//! client.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! - [`Client`]: pipelined requests matched by seq (or FIFO per route without a seq field), pushes,
+//!   heartbeats, reconnect-elsewhere and close signals.
+//! - [`bench`]: the load generator, with its clap flags ([`bench::BenchArgs`]) and report.
+
+pub mod bench;
+mod client;
+mod error;
+mod options;
+mod pending;
+mod transport;
+
+pub use client::{Client, Event, Push, Status};
+pub use error::{ClientError, Fault};
+pub use options::{ClientOptions, Transport};
+pub use switchyard_protocol::{ByteOrder, PacketConfig};

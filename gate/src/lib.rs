@@ -1,1 +1,19 @@
-//! placeholder
+//! The Switchyard gate: where players connect.
+//!
+//! A gate accepts clients over TCP and WebSocket, keeps one session per connection, and forwards each client
+//! packet, undecoded, to the node that must handle it: a `work` node for stateless routes, the player's bound
+//! node for stateful ones. It writes whatever nodes send back (responses, pushes, multicasts, broadcasts)
+//! to the right sessions, and drains gracefully: clients are told to reconnect elsewhere and are closed
+//! gradually within a deadline.
+
+pub mod config;
+mod gate;
+mod links;
+pub mod metrics;
+mod nodes;
+mod session;
+mod transport;
+
+pub use config::{GateConfig, HeartbeatMode, RoutingPolicy};
+pub use gate::Gate;
+pub use metrics::GateMetrics;

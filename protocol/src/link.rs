@@ -7,6 +7,16 @@
 //! (node → gate): the gate never decodes a payload.
 //!
 //! Operations that need an answer carry a [`RequestId`] and are answered by an `Ack` with the same id.
+//!
+//! Between processes the messages travel as the length-prefixed binary frames of [`codec`], which also
+//! specifies them byte by byte.
+
+pub mod codec;
+
+pub use codec::{
+    DEFAULT_MAX_FRAME_BYTES, LINK_VERSION, LinkDecodeError, LinkDecoder, LinkEncodeError, encode_gate_to_node,
+    encode_node_to_gate,
+};
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,0 +1,82 @@
+//! The admin HTTP server of every component: `/healthz` (the process is alive), `/readyz` (it takes new
+//! work: a draining gate or node answers 503 so Kubernetes stops offering it) and `/metrics` (Prometheus
+//! text format).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Whether a component takes new work. Cheap to clone and share.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: Arc<Registry>,
+    readiness: Vec<Readiness>,
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` is cancelled. The component is ready when
+/// every one of `readiness` is (a `dev` process holds a gate and a node).
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Registry>,
+    readiness: Vec<Readiness>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { metrics, readiness });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// Binds the admin address, with an error that names it.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|error| {
+        std::io::Error::new(error.kind(), format!("cannot bind admin HTTP address {address}: {error}"))
+    })
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.readiness.iter().all(Readiness::is_ready) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
+    let mut body = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut body, &state.metrics) {
+        tracing::error!(%error, "encoding metrics failed");
+        return (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::new());
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+}

@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# Builds a real Kubernetes control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubectl) and helm from Go modules,
+# at pinned versions, into
+#   ${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/k8s-<version>/bin
+#
+# Needs only Go (>= 1.26) and the Go module proxy. Idempotent: a stamp per
+# binary records what was built, so a rerun with nothing to do is instant.
+# See README.md next to this file.
+#
+# Usage: build.sh [--print-bin-dir] [--force]
+#   --print-bin-dir  print the bin directory and exit (builds nothing)
+#   --force          rebuild everything, ignoring the stamps
+# Env:
+#   SWITCHYARD_CACHE  cache root (default $HOME/.cache/switchyard)
+#   SWITCHYARD_NICE   niceness for the go commands (default 19)
+set -Eeuo pipefail
+
+# ---- pinned versions --------------------------------------------------------
+# Kubernetes: newest minor supported by the Rust crate k8s-openapi 0.29
+# (feature `latest = v1_37`), newest patch whose module zip the proxy serves.
+K8S_VERSION=v1.37.1
+# etcd: the version Kubernetes v1.37 recommends (kubeadm DefaultEtcdVersion
+# 3.7.0-0; k8s.io/kubernetes go.mod requires go.etcd.io/etcd/*/v3 v3.7.0).
+ETCD_VERSION=v3.7.0
+# helm v3 release built against k8s.io/client-go v0.37.x.
+HELM_VERSION=v3.22.0
+# Minimum Go; Kubernetes v1.37 declares `go 1.26.0`. If the local Go is older,
+# the script asks the go command to fetch this toolchain from the module proxy.
+MIN_GO=1.26.0
+FALLBACK_TOOLCHAIN=go1.26.8
+# Bump when flags/recipe change, so stamps go stale and binaries rebuild.
+RECIPE_REV=1
+
+K8S_TAGS="selinux,notest,grpcnotrace" # what hack/lib/golang.sh uses for release builds
+
+CACHE_ROOT="${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}"
+ROOT="$CACHE_ROOT/k8s-$K8S_VERSION"
+BIN="$ROOT/bin"
+SRC="$ROOT/src"
+STAMPS="$ROOT/stamps"
+NICE="${SWITCHYARD_NICE:-19}"
+
+log() { printf '[build.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+	printf '\n[build.sh] ERROR: %s\n' "$*" >&2
+	exit 1
+}
+trap 'printf "\n[build.sh] ERROR: command failed (exit %s) at line %s: %s\n" "$?" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+FORCE=0
+for arg in "$@"; do
+	case "$arg" in
+	--print-bin-dir)
+		echo "$BIN"
+		exit 0
+		;;
+	--force) FORCE=1 ;;
+	-h | --help)
+		sed -n '2,17p' "$0"
+		exit 0
+		;;
+	*) die "unknown argument: $arg (see --help)" ;;
+	esac
+done
+
+# ---- preconditions ----------------------------------------------------------
+command -v go >/dev/null 2>&1 || die "go not found in PATH. Install Go >= $MIN_GO (Debian: apt-get install golang-go, or any Go >= 1.21 which can fetch $FALLBACK_TOOLCHAIN itself)."
+
+ver_ge() { # ver_ge A B: A >= B (dotted numeric)
+	[ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$2" ]
+}
+
+# Controlled, reproducible go environment (ignore the caller's GOFLAGS/GOWORK).
+# go.sum is produced by `go mod tidy` in each generated module, so builds run
+# with the default -mod=readonly and fail loudly if anything is missing.
+export GOFLAGS="-buildvcs=false"
+export GOWORK=off
+export CGO_ENABLED=0
+export GO111MODULE=on
+unset GOOS GOARCH
+
+local_go="$(GOTOOLCHAIN=local go env GOVERSION 2>/dev/null || true)"
+local_go="${local_go#go}"
+[ -n "$local_go" ] || die "could not determine the Go version ('go env GOVERSION' failed)"
+if ! ver_ge "$local_go" "$MIN_GO"; then
+	if ! ver_ge "$local_go" "1.21.0"; then
+		die "Go $local_go is too old: need >= $MIN_GO (or >= 1.21 to auto-fetch a toolchain)."
+	fi
+	if [ -z "${GOTOOLCHAIN:-}" ] || [ "${GOTOOLCHAIN}" = local ]; then
+		export GOTOOLCHAIN="$FALLBACK_TOOLCHAIN"
+		log "local Go $local_go < $MIN_GO: using GOTOOLCHAIN=$GOTOOLCHAIN (fetched from the Go module proxy)"
+	fi
+fi
+GO_VERSION="$(go env GOVERSION)" || die "the go command does not work (GOTOOLCHAIN=${GOTOOLCHAIN:-})"
+
+mkdir -p "$BIN" "$SRC" "$STAMPS"
+cd "$SRC" # not inside any other Go module
+
+# One build at a time per cache dir (several engineers / CI jobs share it).
+if command -v flock >/dev/null 2>&1; then
+	exec 9>"$ROOT/.lock"
+	if ! flock -n 9; then
+		log "another build.sh holds $ROOT/.lock; waiting..."
+		flock 9
+	fi
+fi
+
+# ---- helpers ----------------------------------------------------------------
+# stamp_line NAME -> the recipe that NAME is built with; a binary is current
+# iff its stamp file has exactly this first line and the binary exists.
+stamp_line() { echo "recipe=$RECIPE_REV name=$1 k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION"; }
+
+is_current() {
+	local name="$1"
+	[ "$FORCE" = 0 ] && [ -x "$BIN/$name" ] && [ -f "$STAMPS/$name" ] &&
+		[ "$(head -n1 "$STAMPS/$name")" = "$(stamp_line "$name")" ]
+}
+
+gocmd() { nice -n "$NICE" go "$@"; }
+
+# module_time MODULE@VERSION -> release time (UTC, RFC3339) from the proxy, used
+# as a reproducible buildDate.
+module_time() {
+	go list -m -f '{{if .Time}}{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}{{end}}' "$1" 2>/dev/null ||
+		true
+}
+
+# prepare_module DIR: runs `go mod tidy` in a generated module dir (writes go.sum).
+prepare_module() {
+	local dir="$1"
+	log "resolving modules in $dir (go mod tidy; downloads from the module proxy on first run)"
+	(cd "$dir" && gocmd mod tidy) || die "go mod tidy failed in $dir — is the Go module proxy reachable? (GOPROXY=$(go env GOPROXY))"
+}
+
+# build_one NAME DIR PKG TAGS LDFLAGS
+build_one() {
+	local name="$1" dir="$2" pkg="$3" tags="$4" ldflags="$5"
+	if is_current "$name"; then
+		log "$name: up to date ($(sed -n 2p "$STAMPS/$name"))"
+		return 0
+	fi
+	log "$name: building $pkg (nice -n $NICE, CGO_ENABLED=0, -trimpath, tags='$tags')"
+	local t0 t1 secs
+	t0=$(date +%s)
+	(cd "$dir" && gocmd build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$BIN/.$name.tmp" "$pkg") ||
+		die "$name: go build $pkg failed (see the compiler output above)"
+	mv -f "$BIN/.$name.tmp" "$BIN/$name"
+	t1=$(date +%s)
+	secs=$((t1 - t0))
+	{
+		stamp_line "$name"
+		echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) in ${secs}s with $GO_VERSION, $(du -h "$BIN/$name" | cut -f1)"
+		echo "package=$pkg tags=$tags"
+		echo "ldflags=$ldflags"
+	} >"$STAMPS/$name"
+	log "$name: built in ${secs}s ($(du -h "$BIN/$name" | cut -f1))"
+}
+
+all_current() {
+	local n
+	for n in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm; do
+		is_current "$n" || return 1
+	done
+}
+
+if all_current; then
+	log "all binaries up to date in $BIN (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION)"
+	echo "$BIN"
+	exit 0
+fi
+
+log "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION with $GO_VERSION -> $BIN"
+log "GOPROXY=$(go env GOPROXY) GOMODCACHE=$(go env GOMODCACHE) GOCACHE=$(go env GOCACHE)"
+
+# ---- Kubernetes ---------------------------------------------------------------
+# k8s.io/kubernetes requires its staging modules (k8s.io/api, ...) at v0.0.0 and
+# replaces them with ./staging/src/...; those replaces do not apply to a module
+# that depends on it. So generate a module that requires k8s.io/kubernetes and
+# replaces every staging module with its published v0.<minor>.<patch> twin.
+k8s_kubernetes_needed=0
+for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+	is_current "$n" || k8s_kubernetes_needed=1
+done
+if [ "$k8s_kubernetes_needed" = 1 ]; then
+	staging_version="v0.${K8S_VERSION#v1.}"
+	kdir="$SRC/kubernetes"
+	mkdir -p "$kdir"
+	log "fetching k8s.io/kubernetes@$K8S_VERSION go.mod"
+	k8s_gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+	[ -n "$k8s_gomod" ] && [ -f "$k8s_gomod" ] ||
+		die "cannot download k8s.io/kubernetes@$K8S_VERSION from the module proxy"
+	mapfile -t staging < <(sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]*=>[[:space:]]*\./staging/.*#\1#p' "$k8s_gomod")
+	[ "${#staging[@]}" -gt 10 ] || die "found only ${#staging[@]} staging replace directives in $k8s_gomod; layout changed?"
+	log "replacing ${#staging[@]} staging modules with their $staging_version releases"
+	{
+		echo "// Generated by switchyard e2e/toolchain/build.sh; do not edit."
+		echo "module switchyard.invalid/k8s-toolchain"
+		echo
+		echo "go 1.26.0"
+		echo
+		echo "godebug default=go1.26" # as in k8s.io/kubernetes' own go.mod
+		echo
+		echo "require k8s.io/kubernetes $K8S_VERSION"
+		echo
+		echo "tool ("
+		echo "	k8s.io/kubernetes/cmd/kube-apiserver"
+		echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+		echo "	k8s.io/kubernetes/cmd/kube-scheduler"
+		echo "	k8s.io/kubernetes/cmd/kubectl"
+		echo ")"
+		echo
+		echo "replace ("
+		for m in "${staging[@]}"; do echo "	$m => $m $staging_version"; done
+		echo ")"
+	} >"$kdir/go.mod.new"
+	if ! cmp -s "$kdir/go.mod.new" "$kdir/go.mod.src" 2>/dev/null; then
+		cp "$kdir/go.mod.new" "$kdir/go.mod"
+		cp "$kdir/go.mod.new" "$kdir/go.mod.src"
+		rm -f "$kdir/go.sum"
+	fi
+	rm -f "$kdir/go.mod.new"
+	prepare_module "$kdir"
+
+	k8s_minor="${K8S_VERSION#v1.}"
+	k8s_minor="${k8s_minor%%.*}"
+	k8s_date="$(cd "$kdir" && module_time "k8s.io/kubernetes@$K8S_VERSION")"
+	k8s_date="${k8s_date:-1970-01-01T00:00:00Z}"
+	k8s_ldflags="-s -w"
+	for pkgv in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		# gitCommit is left empty: module zips carry no git metadata.
+		k8s_ldflags+=" -X $pkgv.gitVersion=$K8S_VERSION -X $pkgv.gitMajor=1 -X $pkgv.gitMinor=$k8s_minor"
+		k8s_ldflags+=" -X $pkgv.gitTreeState=clean -X $pkgv.buildDate=$k8s_date"
+	done
+	for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+		build_one "$n" "$kdir" "k8s.io/kubernetes/cmd/$n" "$K8S_TAGS" "$k8s_ldflags"
+	done
+fi
+
+# ---- etcd ---------------------------------------------------------------------
+# go.etcd.io/etcd/server/v3 is the etcd binary's main package; its go.mod
+# replaces sibling modules with ../paths (same versions), so build it from a
+# generated module too.
+if ! is_current etcd; then
+	edir="$SRC/etcd"
+	mkdir -p "$edir"
+	cat >"$edir/go.mod.new" <<EOF
+// Generated by switchyard e2e/toolchain/build.sh; do not edit.
+module switchyard.invalid/etcd-toolchain
+
+go 1.26.0
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+
+tool go.etcd.io/etcd/server/v3
+EOF
+	if ! cmp -s "$edir/go.mod.new" "$edir/go.mod.src" 2>/dev/null; then
+		cp "$edir/go.mod.new" "$edir/go.mod"
+		cp "$edir/go.mod.new" "$edir/go.mod.src"
+		rm -f "$edir/go.sum"
+	fi
+	rm -f "$edir/go.mod.new"
+	prepare_module "$edir"
+	build_one etcd "$edir" go.etcd.io/etcd/server/v3 "" \
+		"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION"
+fi
+
+# ---- helm ---------------------------------------------------------------------
+if ! is_current helm; then
+	hdir="$SRC/helm"
+	mkdir -p "$hdir"
+	cat >"$hdir/go.mod.new" <<EOF
+// Generated by switchyard e2e/toolchain/build.sh; do not edit.
+module switchyard.invalid/helm-toolchain
+
+go 1.26.0
+
+require helm.sh/helm/v3 $HELM_VERSION
+
+tool helm.sh/helm/v3/cmd/helm
+EOF
+	if ! cmp -s "$hdir/go.mod.new" "$hdir/go.mod.src" 2>/dev/null; then
+		cp "$hdir/go.mod.new" "$hdir/go.mod"
+		cp "$hdir/go.mod.new" "$hdir/go.mod.src"
+		rm -f "$hdir/go.sum"
+	fi
+	rm -f "$hdir/go.mod.new"
+	prepare_module "$hdir"
+	# Like helm's Makefile: the default kube version helm assumes (template
+	# .Capabilities without a cluster, lint deprecations) = its client-go minor.
+	cg="$(cd "$hdir" && go list -m -f '{{.Version}}' k8s.io/client-go)" || die "cannot read helm's k8s.io/client-go version"
+	cg="${cg#v}"
+	helm_kmajor=$((${cg%%.*} + 1))
+	helm_kminor="$(echo "$cg" | cut -d. -f2)"
+	helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+	helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+	helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$helm_kmajor"
+	helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$helm_kminor"
+	helm_ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$helm_kmajor"
+	helm_ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$helm_kminor"
+	build_one helm "$hdir" helm.sh/helm/v3/cmd/helm "" "$helm_ldflags"
+fi
+
+# ---- verify & summary ---------------------------------------------------------
+log "verifying binaries"
+"$BIN/kube-apiserver" --version | grep -qx "Kubernetes $K8S_VERSION" || die "kube-apiserver --version does not report $K8S_VERSION"
+"$BIN/kubectl" version --client -o yaml | grep -q "gitVersion: $K8S_VERSION" || die "kubectl does not report $K8S_VERSION"
+"$BIN/etcd" --version | grep -q "etcd Version: ${ETCD_VERSION#v}" || die "etcd --version does not report ${ETCD_VERSION#v}"
+"$BIN/helm" version --short | grep -q "^$HELM_VERSION" || die "helm version does not report $HELM_VERSION"
+
+{
+	echo "# Written by e2e/toolchain/build.sh"
+	echo "k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION recipe=$RECIPE_REV"
+	for n in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm; do
+		echo "$n: $(sed -n 2p "$STAMPS/$n")"
+	done
+} >"$ROOT/BUILD-INFO"
+cat "$ROOT/BUILD-INFO" >&2
+log "done: $(du -sh "$BIN" | cut -f1) in $BIN"
+echo "$BIN"

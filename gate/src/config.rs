@@ -1,0 +1,140 @@
+//! The gate's validated settings. The binary maps flags and environment onto [`GateConfig`]; a gate is only
+//! ever built from a config that passed [`GateConfig::validate`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use switchyard_protocol::PacketConfig;
+
+/// How the gate keeps clients alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeartbeatMode {
+    /// Answer each client heartbeat with one (due's default).
+    #[default]
+    Resp,
+    /// Send one every interval, whatever the client does.
+    Tick,
+}
+
+impl FromStr for HeartbeatMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "resp" => Ok(HeartbeatMode::Resp),
+            "tick" => Ok(HeartbeatMode::Tick),
+            other => Err(format!("heartbeat mode {other:?} is not one of: resp, tick")),
+        }
+    }
+}
+
+impl fmt::Display for HeartbeatMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HeartbeatMode::Resp => "resp",
+            HeartbeatMode::Tick => "tick",
+        })
+    }
+}
+
+/// How a stateless packet picks among the nodes that take new players.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoutingPolicy {
+    #[default]
+    RoundRobin,
+    Random,
+    /// The node with the fewest players bound through this gate.
+    LeastBound,
+}
+
+impl FromStr for RoutingPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "round-robin" => Ok(RoutingPolicy::RoundRobin),
+            "random" => Ok(RoutingPolicy::Random),
+            "least-bound" => Ok(RoutingPolicy::LeastBound),
+            other => Err(format!("routing policy {other:?} is not one of: round-robin, random, least-bound")),
+        }
+    }
+}
+
+impl fmt::Display for RoutingPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RoutingPolicy::RoundRobin => "round-robin",
+            RoutingPolicy::Random => "random",
+            RoutingPolicy::LeastBound => "least-bound",
+        })
+    }
+}
+
+/// Everything a gate needs to know about how to behave.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// Instance id: the pod name in Kubernetes.
+    pub id: String,
+    pub packet: PacketConfig,
+    /// Heartbeat interval; zero disables heartbeats and the idle timeout.
+    pub heartbeat_interval: Duration,
+    pub heartbeat_mode: HeartbeatMode,
+    /// Attach the server time to downlink heartbeats.
+    pub heartbeat_time: bool,
+    /// Open client connections at most; one more is closed at once and counted.
+    pub max_connections: usize,
+    /// Packets queued for one client at most; a client that lets it fill up is disconnected.
+    pub outbound_queue: usize,
+    /// Bytes a connection writes in one batch at most.
+    pub write_batch_bytes: usize,
+    pub routing: RoutingPolicy,
+    /// WebSocket upgrade path.
+    pub ws_path: String,
+    /// How long a draining gate takes to close its connections.
+    pub drain_deadline: Duration,
+}
+
+impl GateConfig {
+    /// A config with Switchyard's defaults and the given id.
+    pub fn new(id: impl Into<String>) -> Self {
+        GateConfig {
+            id: id.into(),
+            packet: PacketConfig::default(),
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_mode: HeartbeatMode::Resp,
+            heartbeat_time: false,
+            max_connections: 100_000,
+            outbound_queue: 1024,
+            write_batch_bytes: 64 * 1024,
+            routing: RoutingPolicy::RoundRobin,
+            ws_path: "/".to_owned(),
+            drain_deadline: Duration::from_secs(30),
+        }
+    }
+
+    /// Checks what the types cannot.
+    ///
+    /// # Errors
+    /// A message naming the setting at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() {
+            return Err("gate id must not be empty".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max connections must be at least 1".into());
+        }
+        if self.outbound_queue == 0 {
+            return Err("outbound queue must hold at least 1 packet".into());
+        }
+        if !self.ws_path.starts_with('/') {
+            return Err(format!("WebSocket path {:?} must start with '/'", self.ws_path));
+        }
+        Ok(())
+    }
+
+    /// How long a connection may stay silent: twice the heartbeat interval, or forever when it is zero.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (!self.heartbeat_interval.is_zero()).then(|| self.heartbeat_interval * 2)
+    }
+}

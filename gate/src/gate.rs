@@ -1,0 +1,671 @@
+//! The gate: accepts clients, runs their sessions, forwards their packets to nodes and delivers what nodes
+//! send back. Everything it spawns runs on one [`TaskTracker`] and stops through one [`CancellationToken`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prometheus_client::registry::Registry;
+use switchyard_cluster::admin::Readiness;
+use switchyard_cluster::link::Connector;
+use switchyard_cluster::locator::{Locator, LocatorEvent};
+use switchyard_cluster::registry::NodeEndpoint;
+use switchyard_protocol::link::{GateToNode, NO_UID, NodeToGate, Target};
+use switchyard_protocol::{Frame, extcode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{GateConfig, HeartbeatMode};
+use crate::links;
+use crate::metrics::{CloseReason, DropReason, GateMetrics, RefuseReason, TrafficCounters, Transport};
+use crate::nodes::{Decision, NodeTable};
+use crate::session::{Outbound, Session, SessionTable};
+use crate::transport::{FrameSource, PacketSink, SourceEvent, StreamSink, StreamSource, ws_halves};
+
+/// How long a WebSocket upgrade may take.
+const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Packets one write batch holds at most.
+const WRITE_BATCH_PACKETS: usize = 256;
+
+/// A running gate. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub(crate) inner: Arc<GateInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct GateInner {
+    pub(crate) config: GateConfig,
+    pub(crate) sessions: SessionTable,
+    pub(crate) nodes: NodeTable,
+    pub(crate) locator: Arc<dyn Locator>,
+    pub(crate) metrics: GateMetrics,
+    pub(crate) node_pool: String,
+    next_cid: AtomicU64,
+    routing_turn: AtomicUsize,
+    connection_slots: Arc<Semaphore>,
+    readiness: Readiness,
+    /// Cancelled when the gate stops accepting clients (drain or shutdown).
+    accepting: CancellationToken,
+    /// Cancelled when everything must stop.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Gate {
+    /// Builds a gate and registers its metrics. Nothing runs until listeners and links are started.
+    ///
+    /// # Errors
+    /// The config does not validate.
+    pub fn new(config: GateConfig, locator: Arc<dyn Locator>, registry: &mut Registry) -> Result<Self, String> {
+        config.validate()?;
+        let readiness = Readiness::default();
+        readiness.set(true);
+        let inner = Arc::new(GateInner {
+            connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            sessions: SessionTable::default(),
+            nodes: NodeTable::default(),
+            locator,
+            metrics: GateMetrics::register(registry),
+            node_pool: switchyard_cluster::locator::DEFAULT_POOL.to_owned(),
+            next_cid: AtomicU64::new(1),
+            routing_turn: AtomicUsize::new(0),
+            readiness,
+            accepting: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let gate = Gate { inner };
+        gate.spawn_locator_watch();
+        Ok(gate)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.config.id
+    }
+
+    /// Ready while the gate takes new clients.
+    pub fn readiness(&self) -> Readiness {
+        self.inner.readiness.clone()
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// Live node links.
+    pub fn linked_nodes(&self) -> usize {
+        self.inner.nodes.len()
+    }
+
+    /// Accepts TCP clients on `listener` until the gate drains.
+    pub fn serve_tcp(&self, listener: TcpListener) {
+        let gate = self.clone();
+        self.inner.tasks.spawn(async move { gate.accept_loop(listener, Transport::Tcp).await });
+    }
+
+    /// Accepts WebSocket clients on `listener` (upgrade path from the config) until the gate drains.
+    pub fn serve_ws(&self, listener: TcpListener) {
+        let gate = self.clone();
+        self.inner.tasks.spawn(async move { gate.accept_loop(listener, Transport::Ws).await });
+    }
+
+    /// Keeps one link to every node the registry lists, reconnecting with backoff.
+    pub fn connect_nodes(&self, nodes: watch::Receiver<Vec<NodeEndpoint>>, connector: Arc<dyn Connector>) {
+        let gate = self.clone();
+        self.inner.tasks.spawn(async move { links::maintain_links(gate, nodes, connector).await });
+    }
+
+    /// Stops taking clients, tells every client to reconnect elsewhere, and closes connections gradually
+    /// within the drain deadline. Returns when no connection is left.
+    pub async fn drain(&self) {
+        let inner = &self.inner;
+        inner.readiness.set(false);
+        inner.accepting.cancel();
+        inner.metrics.draining.set(1);
+        let deadline = Instant::now() + inner.config.drain_deadline;
+        let reconnect = inner.config.packet.heartbeat_packet(extcode::RECONNECT_ELSEWHERE, None);
+        let sessions = inner.sessions.all();
+        tracing::info!(gate = %inner.config.id, connections = sessions.len(), deadline = ?inner.config.drain_deadline, "gate draining");
+        for session in &sessions {
+            session.send(reconnect.clone());
+        }
+        // Spread the closes over most of the deadline so clients do not all reconnect at the same instant.
+        let steps = 10u32;
+        let step = inner.config.drain_deadline.mul_f64(0.8) / steps;
+        let per_step = sessions.len().div_ceil(steps as usize).max(1);
+        for chunk in sessions.chunks(per_step) {
+            if inner.sessions.len() == 0 {
+                break;
+            }
+            for session in chunk {
+                session.close_after_queued(CloseReason::Draining);
+            }
+            tokio::time::sleep(step).await;
+        }
+        while inner.sessions.len() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for session in inner.sessions.all() {
+            session.close(CloseReason::Draining);
+        }
+        while inner.sessions.len() > 0 && Instant::now() < deadline + Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops everything (after [`Gate::drain`] for a graceful exit) and waits for every task.
+    pub async fn shutdown(&self) {
+        self.inner.readiness.set(false);
+        self.inner.accepting.cancel();
+        self.inner.shutdown.cancel();
+        for session in self.inner.sessions.all() {
+            session.close(CloseReason::Draining);
+        }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    async fn accept_loop(self, listener: TcpListener, transport: Transport) {
+        let inner = &self.inner;
+        loop {
+            let accepted = tokio::select! {
+                _ = inner.accepting.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, ?transport, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = inner.connection_slots.clone().try_acquire_owned() else {
+                inner.metrics.refused(transport, RefuseReason::MaxConnections);
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let gate = self.clone();
+            inner.tasks.spawn(async move {
+                match transport {
+                    Transport::Tcp => {
+                        let (read, write) = stream.into_split();
+                        let source = StreamSource::new(read, &gate.inner.config.packet);
+                        gate.run_session(Transport::Tcp, source, StreamSink::new(write), permit).await;
+                    }
+                    Transport::Ws => gate.accept_ws(stream, peer, permit).await,
+                }
+            });
+        }
+    }
+
+    async fn accept_ws(self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let config = &self.inner.config;
+        let max_message = config.packet.max_packet_bytes() as usize + 4;
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message))
+            .max_write_buffer_size(config.write_batch_bytes.max(max_message) * 4);
+        let path = config.ws_path.clone();
+        let check_path = move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+            if request.uri().path() == path {
+                Ok(response)
+            } else {
+                let mut refusal = ErrorResponse::new(Some("no WebSocket endpoint at this path".into()));
+                *refusal.status_mut() = StatusCode::NOT_FOUND;
+                Err(refusal)
+            }
+        };
+        let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(ws_config));
+        match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(ws)) => {
+                let (source, sink) = ws_halves(ws, &config.packet);
+                self.run_session(Transport::Ws, source, sink, permit).await;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "WebSocket handshake refused");
+                self.inner.metrics.refused(Transport::Ws, RefuseReason::Handshake);
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "WebSocket handshake timed out");
+                self.inner.metrics.refused(Transport::Ws, RefuseReason::Handshake);
+            }
+        }
+    }
+
+    /// Runs one client connection from its first packet to its cleanup.
+    async fn run_session<S: FrameSource, W: PacketSink>(
+        self,
+        transport: Transport,
+        mut source: S,
+        sink: W,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let inner = &self.inner;
+        let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
+        let (outbound_tx, outbound_rx) = mpsc::channel(inner.config.outbound_queue);
+        let session = Arc::new(Session::new(cid, outbound_tx));
+        inner.sessions.insert(session.clone());
+        let labels = crate::metrics::TransportLabels { protocol: transport };
+        inner.metrics.connections.get_or_create(&labels).inc();
+        inner.metrics.connections_opened.get_or_create(&labels).inc();
+        let traffic = inner.metrics.traffic(transport);
+
+        let writer = inner.tasks.spawn(write_loop(self.clone(), session.clone(), sink, outbound_rx, traffic.clone()));
+        self.read_loop(&session, &mut source, &traffic).await;
+        session.close(CloseReason::Error); // no-op when a reason is already recorded
+        let _ = writer.await;
+
+        inner.sessions.remove(&session);
+        let reason = session.close_reason().unwrap_or(CloseReason::Error);
+        inner.metrics.connections.get_or_create(&labels).dec();
+        inner.metrics.closed(transport, reason);
+        self.after_close(&session);
+    }
+
+    async fn read_loop<S: FrameSource>(&self, session: &Arc<Session>, source: &mut S, traffic: &TrafficCounters) {
+        let inner = &self.inner;
+        let idle_timeout = inner.config.idle_timeout();
+        let mut last_seen = Instant::now();
+        let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(86_400)));
+        tokio::pin!(idle);
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = session.closed.cancelled() => return,
+                event = source.next() => event,
+                _ = &mut idle, if idle_timeout.is_some() => {
+                    let timeout = idle_timeout.unwrap_or_default();
+                    if last_seen.elapsed() >= timeout {
+                        tracing::debug!(cid = session.cid, "client idle past twice the heartbeat interval");
+                        session.close(CloseReason::Idle);
+                        return;
+                    }
+                    idle.as_mut().reset(last_seen + timeout);
+                    continue;
+                }
+            };
+            match event {
+                SourceEvent::Frame(frame, wire_bytes) => {
+                    last_seen = Instant::now();
+                    traffic.packets_in.inc();
+                    traffic.bytes_in.inc_by(wire_bytes as u64);
+                    self.on_frame(session, frame).await;
+                }
+                SourceEvent::Malformed => {
+                    last_seen = Instant::now();
+                    inner.metrics.dropped(DropReason::Malformed);
+                }
+                SourceEvent::Oversize(error) => {
+                    tracing::info!(cid = session.cid, %error, "closing client connection");
+                    session.close(CloseReason::Oversize);
+                    return;
+                }
+                SourceEvent::Closed => {
+                    session.close(CloseReason::Client);
+                    return;
+                }
+                SourceEvent::Failed(error) => {
+                    tracing::debug!(cid = session.cid, %error, "client connection failed");
+                    session.close(CloseReason::Error);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_frame(&self, session: &Arc<Session>, frame: Frame) {
+        let inner = &self.inner;
+        match frame {
+            Frame::Data(data) => {
+                let uid = session.uid();
+                let bound = session.node();
+                let snapshot = inner.nodes.snapshot();
+                let decision = snapshot.decide(
+                    data.route(),
+                    uid,
+                    bound.as_deref(),
+                    inner.config.routing,
+                    &inner.routing_turn,
+                );
+                let node = match decision {
+                    Decision::Forward(node) => node,
+                    Decision::Rebind(node) => {
+                        // The bound node vanished: forget it, so the game sees an unbound player and rebinds.
+                        self.clear_stale_binding(session, uid, bound);
+                        node
+                    }
+                    Decision::Drop(reason) => {
+                        inner.metrics.dropped(reason);
+                        tracing::trace!(cid = session.cid, route = data.route(), ?reason, "packet dropped");
+                        return;
+                    }
+                };
+                session.visited(&node);
+                let packet = GateToNode::Packet { cid: session.cid, uid, body: data.into_body() };
+                // Waiting here is the backpressure of a node that cannot keep up.
+                if node.tx.send(packet).await.is_err() {
+                    inner.metrics.dropped(DropReason::NoNode);
+                }
+            }
+            Frame::Heartbeat { .. } => {
+                inner.metrics.heartbeats.inc();
+                if inner.config.heartbeat_mode == HeartbeatMode::Resp && !inner.config.heartbeat_interval.is_zero() {
+                    session.send(self.heartbeat_packet(0));
+                }
+            }
+            Frame::Empty => {}
+            Frame::Short { .. } => inner.metrics.dropped(DropReason::Malformed),
+        }
+    }
+
+    fn clear_stale_binding(&self, session: &Arc<Session>, uid: i64, bound: Option<Arc<str>>) {
+        let inner = &self.inner;
+        session.set_node(None);
+        inner.metrics.stale_bindings_cleared.inc();
+        let Some(dead) = bound else { return };
+        tracing::info!(uid, node = %dead, "cleared a binding to a vanished node");
+        let locator = inner.locator.clone();
+        let pool = inner.node_pool.clone();
+        inner.tasks.spawn(async move {
+            if let Err(error) = locator.unbind_node(uid, &pool, &dead).await {
+                tracing::warn!(uid, %error, "could not clear a stale node binding in the locator");
+            }
+        });
+    }
+
+    pub(crate) fn heartbeat_packet(&self, extcode: u8) -> Bytes {
+        let config = &self.inner.config;
+        let time = config.heartbeat_time.then(|| {
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos() as i64)
+        });
+        config.packet.heartbeat_packet(extcode, time)
+    }
+
+    /// Tells the nodes that saw a closed connection, and releases its locator binding.
+    fn after_close(&self, session: &Arc<Session>) {
+        let inner = &self.inner;
+        let uid = session.uid();
+        let mut nodes = session.take_visited();
+        if let Some(bound) = session.node() {
+            if let Some(node) = inner.nodes.snapshot().node(&bound) {
+                if !nodes.iter().any(|seen| Arc::ptr_eq(seen, node)) {
+                    nodes.push(node.clone());
+                }
+                node.bound.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        for node in nodes {
+            let message = GateToNode::Disconnected { cid: session.cid, uid };
+            if let Err(mpsc::error::TrySendError::Full(message)) = node.tx.try_send(message) {
+                inner.tasks.spawn(async move {
+                    let _ = node.tx.send(message).await;
+                });
+            }
+        }
+        if uid != NO_UID {
+            let locator = inner.locator.clone();
+            let gate_id = inner.config.id.clone();
+            inner.tasks.spawn(async move {
+                if let Err(error) = locator.unbind_gate(uid, &gate_id).await {
+                    tracing::warn!(uid, %error, "could not release a gate binding in the locator");
+                }
+            });
+        }
+    }
+
+    /// Applies one message a node sent on its link.
+    pub(crate) fn on_node_message(&self, link: &links::LinkContext, message: NodeToGate) {
+        let inner = &self.inner;
+        match message {
+            NodeToGate::Deliver { target, packet } => {
+                let push = !matches!(target, Target::Connection(_));
+                let delivered = self.for_each_target(&target, |session| session.send(packet.clone()));
+                if push {
+                    inner.metrics.pushes_delivered.inc_by(delivered);
+                }
+            }
+            NodeToGate::BindUser { request, cid, uid } => {
+                let result = inner.sessions.bind(cid, uid);
+                let session = result.as_ref().ok().and_then(|_| inner.sessions.get(cid));
+                let gate = self.clone();
+                let tx = link.tx.clone();
+                inner.tasks.spawn(async move {
+                    if let Some(session) = session {
+                        gate.load_binding(&session, uid).await;
+                    }
+                    let _ = tx.send(GateToNode::Ack { request, result: result.map(|_| ()) }).await;
+                });
+            }
+            NodeToGate::UnbindUser { request, uid } => {
+                let result = match inner.sessions.unbind(uid) {
+                    Some(session) => {
+                        self.release_node_count(&session, None);
+                        Ok(())
+                    }
+                    None => Err(switchyard_protocol::link::AckError::UnknownUser),
+                };
+                let locator = inner.locator.clone();
+                let gate_id = inner.config.id.clone();
+                let tx = link.tx.clone();
+                inner.tasks.spawn(async move {
+                    if result.is_ok() {
+                        if let Err(error) = locator.unbind_gate(uid, &gate_id).await {
+                            tracing::warn!(uid, %error, "could not release a gate binding in the locator");
+                        }
+                    }
+                    let _ = tx.send(GateToNode::Ack { request, result }).await;
+                });
+            }
+            NodeToGate::UserNode { uid, node_id } => {
+                if let Some(session) = inner.sessions.by_uid(uid) {
+                    self.release_node_count(&session, node_id.map(Arc::from));
+                }
+            }
+            NodeToGate::Disconnect { target } => {
+                self.for_each_target(&target, |session| {
+                    session.close_after_queued(CloseReason::Kicked);
+                    true
+                });
+            }
+            NodeToGate::State(state) => {
+                tracing::info!(node = %link.node.id, %state, "node state changed");
+                inner.nodes.set_state(&link.node, state);
+            }
+            NodeToGate::Hello { .. } => {
+                tracing::warn!(node = %link.node.id, "node sent a second hello; ignored");
+            }
+            NodeToGate::Heartbeat => {}
+        }
+    }
+
+    /// Sets a session's node binding and keeps the per-node bound counts right.
+    fn release_node_count(&self, session: &Session, node: Option<Arc<str>>) {
+        let snapshot = self.inner.nodes.snapshot();
+        if let Some(new) = node.as_deref().and_then(|id| snapshot.node(id)) {
+            new.bound.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(old) = session.set_node(node).as_deref().and_then(|id| snapshot.node(id)) {
+            old.bound.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// After a login, brings the player's node binding from the locator into the session, so a player who
+    /// reconnects (to this or another gate) keeps the node that holds their state. A binding to a node this
+    /// gate has no link to is stale and is removed.
+    async fn load_binding(&self, session: &Arc<Session>, uid: i64) {
+        let inner = &self.inner;
+        let pool = &inner.node_pool;
+        let located = match inner.locator.locate_node(uid, pool).await {
+            Ok(located) => located,
+            Err(error) => {
+                tracing::warn!(uid, %error, "could not look up a node binding; the player starts unbound");
+                None
+            }
+        };
+        if let Err(error) = inner.locator.bind_gate(uid, &inner.config.id).await {
+            tracing::warn!(uid, %error, "could not record the gate binding; pushes from other gates may miss");
+        }
+        let Some(node_id) = located else { return };
+        if inner.nodes.snapshot().node(&node_id).is_some() {
+            if session.uid() == uid {
+                self.release_node_count(session, Some(Arc::from(node_id)));
+            }
+        } else {
+            inner.metrics.stale_bindings_cleared.inc();
+            if let Err(error) = inner.locator.unbind_node(uid, pool, &node_id).await {
+                tracing::warn!(uid, %error, "could not clear a stale node binding in the locator");
+            }
+        }
+    }
+
+    /// Runs `apply` on every session `target` names on this gate; returns how many it accepted.
+    fn for_each_target(&self, target: &Target, mut apply: impl FnMut(&Session) -> bool) -> u64 {
+        let sessions = &self.inner.sessions;
+        let mut count = 0;
+        let mut one = |session: Option<Arc<Session>>| {
+            if let Some(session) = session {
+                count += u64::from(apply(&session));
+            }
+        };
+        match target {
+            Target::Connection(cid) => one(sessions.get(*cid)),
+            Target::User(uid) => one(sessions.by_uid(*uid)),
+            Target::Users(uids) => uids.iter().for_each(|uid| one(sessions.by_uid(*uid))),
+            Target::Broadcast => sessions.all().into_iter().for_each(|session| one(Some(session))),
+        }
+        count
+    }
+
+    /// Keeps session caches right when bindings change elsewhere (another gate, another node).
+    fn spawn_locator_watch(&self) {
+        let gate = self.clone();
+        let mut events = self.inner.locator.events();
+        self.inner.tasks.spawn(async move {
+            let inner = &gate.inner;
+            loop {
+                let event = tokio::select! {
+                    _ = inner.shutdown.cancelled() => return,
+                    event = events.recv() => event,
+                };
+                match event {
+                    Ok(LocatorEvent::GateBound { uid, gate_id }) if gate_id != inner.config.id => {
+                        // The player logged in on another gate: this gate no longer delivers to them.
+                        if let Some(session) = inner.sessions.unbind(uid) {
+                            gate.release_node_count(&session, None);
+                        }
+                    }
+                    Ok(LocatorEvent::NodeBound { uid, pool, node_id }) if pool == inner.node_pool => {
+                        if let Some(session) = inner.sessions.by_uid(uid) {
+                            if session.node().as_deref() != Some(node_id.as_str()) {
+                                gate.release_node_count(&session, Some(Arc::from(node_id)));
+                            }
+                        }
+                    }
+                    Ok(LocatorEvent::NodeUnbound { uid, pool, node_id }) if pool == inner.node_pool => {
+                        if let Some(session) = inner.sessions.by_uid(uid) {
+                            if session.node().as_deref() == Some(node_id.as_str()) {
+                                gate.release_node_count(&session, None);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "gate fell behind locator events; caches may be stale until next bind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Applies the registry's readiness of every node address.
+    pub(crate) fn registry_accepting(&self, nodes: &[NodeEndpoint]) {
+        let accepting: HashMap<String, bool> =
+            nodes.iter().map(|node| (node.address.clone(), node.accepting)).collect();
+        self.inner.nodes.set_accepting(accepting);
+    }
+}
+
+/// Writes queued packets to the client in batches; sends ticks in `tick` heartbeat mode.
+async fn write_loop<W: PacketSink>(
+    gate: Gate,
+    session: Arc<Session>,
+    mut sink: W,
+    mut outbound: mpsc::Receiver<Outbound>,
+    traffic: TrafficCounters,
+) {
+    let config = &gate.inner.config;
+    let tick_every = (config.heartbeat_mode == HeartbeatMode::Tick && !config.heartbeat_interval.is_zero())
+        .then_some(config.heartbeat_interval);
+    let mut tick = tokio::time::interval(tick_every.unwrap_or(Duration::from_secs(86_400)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        let mut close = None;
+        tokio::select! {
+            biased;
+            _ = session.closed.cancelled() => break,
+            message = outbound.recv() => match message {
+                Some(Outbound::Packet(packet)) => {
+                    let mut bytes = packet.len();
+                    batch.push(packet);
+                    while bytes < config.write_batch_bytes && batch.len() < WRITE_BATCH_PACKETS {
+                        match outbound.try_recv() {
+                            Ok(Outbound::Packet(packet)) => {
+                                bytes += packet.len();
+                                batch.push(packet);
+                            }
+                            Ok(Outbound::Close(reason)) => {
+                                close = Some(reason);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(Outbound::Close(reason)) => close = Some(reason),
+                None => break,
+            },
+            _ = tick.tick(), if tick_every.is_some() => batch.push(gate.heartbeat_packet(0)),
+        }
+        if !batch.is_empty() {
+            let bytes: usize = batch.iter().map(Bytes::len).sum();
+            let written = tokio::select! {
+                _ = session.closed.cancelled() => break,
+                written = sink.write(&batch) => written,
+            };
+            if let Err(error) = written {
+                tracing::debug!(cid = session.cid, %error, "writing to client failed");
+                session.close(CloseReason::Error);
+                break;
+            }
+            traffic.packets_out.inc_by(batch.len() as u64);
+            traffic.bytes_out.inc_by(bytes as u64);
+            batch.clear();
+            if batch.capacity() > WRITE_BATCH_PACKETS {
+                batch = Vec::new();
+            }
+        }
+        if let Some(reason) = close {
+            session.close(reason);
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
+}

@@ -1,0 +1,150 @@
+//! The gate's links to nodes: one task per node address the registry lists, which connects, shakes hands,
+//! applies the node's messages, and reconnects with jittered backoff when the link drops. A node whose
+//! link is down is out of the routing snapshot, so no packet waits on it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use rand::Rng;
+use switchyard_cluster::link::{Connector, GateLink};
+use switchyard_cluster::registry::NodeEndpoint;
+use switchyard_protocol::link::{GateToNode, NodeToGate};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::gate::Gate;
+use crate::nodes::NodeHandle;
+
+/// How long a node has to answer the gate's hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What a link's message handler needs to know about the link.
+#[derive(Debug)]
+pub(crate) struct LinkContext {
+    pub(crate) node: Arc<NodeHandle>,
+    pub(crate) tx: mpsc::Sender<GateToNode>,
+}
+
+/// Follows the registry: starts a link task for every new address, stops the ones that disappeared.
+pub(crate) async fn maintain_links(
+    gate: Gate,
+    mut nodes: watch::Receiver<Vec<NodeEndpoint>>,
+    connector: Arc<dyn Connector>,
+) {
+    let shutdown = gate.inner.shutdown.clone();
+    let mut running: HashMap<String, CancellationToken> = HashMap::new();
+    loop {
+        let endpoints = nodes.borrow_and_update().clone();
+        gate.registry_accepting(&endpoints);
+        running.retain(|address, stop| {
+            let present = endpoints.iter().any(|endpoint| &endpoint.address == address);
+            if !present {
+                tracing::info!(%address, "node left the registry; closing its link");
+                stop.cancel();
+            }
+            present
+        });
+        for endpoint in &endpoints {
+            if !running.contains_key(&endpoint.address) {
+                let stop = shutdown.child_token();
+                running.insert(endpoint.address.clone(), stop.clone());
+                let task = keep_link(gate.clone(), endpoint.address.clone(), connector.clone(), stop);
+                gate.inner.tasks.spawn(task);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = nodes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Keeps one link to `address` open until `stop`.
+async fn keep_link(gate: Gate, address: String, connector: Arc<dyn Connector>, stop: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            connected = connector.connect(&address) => connected,
+        };
+        match connected {
+            Ok(link) => match run_link(&gate, &address, link, &stop).await {
+                Ok(()) => {
+                    backoff = BACKOFF_MIN;
+                    failures = 0;
+                }
+                Err(reason) => {
+                    gate.inner.metrics.node_link_failures.inc();
+                    log_failure(&address, &reason, failures);
+                    failures += 1;
+                }
+            },
+            Err(error) => {
+                gate.inner.metrics.node_link_failures.inc();
+                log_failure(&address, &error.to_string(), failures);
+                failures += 1;
+            }
+        }
+        let jitter = rand::rng().random_range(0.5..1.5);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Logs the first failure of a streak loudly and the rest quietly.
+fn log_failure(address: &str, reason: &str, failures_before: u32) {
+    if failures_before == 0 {
+        tracing::warn!(%address, %reason, "node link failed; retrying with backoff");
+    } else {
+        tracing::debug!(%address, %reason, failures = failures_before + 1, "node link still failing");
+    }
+}
+
+/// Runs one link: hello both ways, then the node's messages until the link or the gate ends.
+/// Returns `Ok` when the link ran and ended, `Err` when it never came up.
+async fn run_link(gate: &Gate, address: &str, link: GateLink, stop: &CancellationToken) -> Result<(), String> {
+    let GateLink { tx, mut rx } = link;
+    tx.send(GateToNode::Hello { gate_id: gate.id().to_owned() })
+        .await
+        .map_err(|_| "link closed before the hello".to_owned())?;
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, rx.recv())
+        .await
+        .map_err(|_| format!("no hello within {HANDSHAKE_TIMEOUT:?}"))?;
+    let Some(NodeToGate::Hello { node_id, state, routes }) = hello else {
+        return Err(format!("expected a hello, got {hello:?}"));
+    };
+    let node = Arc::new(NodeHandle {
+        id: Arc::from(node_id.as_str()),
+        address: address.to_owned(),
+        tx: tx.clone(),
+        bound: AtomicUsize::new(0),
+    });
+    tracing::info!(%address, node = %node_id, %state, routes = routes.len(), "node linked");
+    gate.inner.nodes.insert(node.clone(), state, routes);
+    gate.inner.metrics.node_links.inc();
+    let context = LinkContext { node: node.clone(), tx };
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => break,
+            message = rx.recv() => message,
+        };
+        match message {
+            Some(message) => gate.on_node_message(&context, message),
+            None => {
+                tracing::warn!(%address, node = %node_id, "node link closed");
+                break;
+            }
+        }
+    }
+    gate.inner.nodes.remove(&node);
+    gate.inner.metrics.node_links.dec();
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The gate's Prometheus metrics. Labels are bounded sets (protocol, reason); never a uid or connection id.
+//! Hot-path counters are resolved once per connection, so counting a packet is one atomic add.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Client transport of a connection.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Transport {
+    Tcp,
+    Ws,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TransportLabels {
+    pub(crate) protocol: Transport,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CloseReason {
+    /// The client closed it.
+    Client,
+    /// No traffic for twice the heartbeat interval.
+    Idle,
+    /// The client announced a packet over the maximum size.
+    Oversize,
+    /// The client did not read its packets fast enough.
+    SlowReader,
+    /// A node asked for it (logout elsewhere, duplicate login, drain deadline).
+    Kicked,
+    /// The gate is draining or shutting down.
+    Draining,
+    /// The socket failed.
+    Error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CloseLabels {
+    pub(crate) protocol: Transport,
+    pub(crate) reason: CloseReason,
+}
+
+/// Why a client packet was not forwarded.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum DropReason {
+    /// Shorter than header + route + seq, or a WebSocket message that is not one packet.
+    Malformed,
+    /// No node serves the route (or it is internal).
+    UnknownRoute,
+    /// An authorized or stateful route from a session without a uid.
+    Unauthorized,
+    /// The route exists but no node takes it now.
+    NoNode,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DropLabels {
+    pub(crate) reason: DropReason,
+}
+
+/// Why a connection was refused before a session existed.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum RefuseReason {
+    MaxConnections,
+    Draining,
+    Handshake,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefuseLabels {
+    pub(crate) protocol: Transport,
+    pub(crate) reason: RefuseReason,
+}
+
+/// Every metric the gate exports.
+#[derive(Debug, Clone, Default)]
+pub struct GateMetrics {
+    pub(crate) connections: Family<TransportLabels, Gauge>,
+    pub(crate) connections_opened: Family<TransportLabels, Counter>,
+    pub(crate) connections_closed: Family<CloseLabels, Counter>,
+    pub(crate) connections_refused: Family<RefuseLabels, Counter>,
+    pub(crate) packets_in: Family<TransportLabels, Counter>,
+    pub(crate) bytes_in: Family<TransportLabels, Counter>,
+    pub(crate) packets_out: Family<TransportLabels, Counter>,
+    pub(crate) bytes_out: Family<TransportLabels, Counter>,
+    pub(crate) packets_dropped: Family<DropLabels, Counter>,
+    pub(crate) heartbeats: Counter,
+    pub(crate) pushes_delivered: Counter,
+    pub(crate) stale_bindings_cleared: Counter,
+    pub(crate) node_links: Gauge,
+    pub(crate) node_link_failures: Counter,
+    pub(crate) draining: Gauge,
+}
+
+impl GateMetrics {
+    /// Creates the metrics and registers them under `switchyard_gate_*`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = GateMetrics::default();
+        let gate = registry.sub_registry_with_prefix("switchyard_gate");
+        gate.register("connections", "Open client connections", metrics.connections.clone());
+        gate.register("connections_opened", "Client connections accepted", metrics.connections_opened.clone());
+        gate.register("connections_closed", "Client connections closed, by reason", metrics.connections_closed.clone());
+        gate.register(
+            "connections_refused",
+            "Client connections refused before a session existed",
+            metrics.connections_refused.clone(),
+        );
+        gate.register("packets_in", "Client packets received", metrics.packets_in.clone());
+        gate.register("bytes_in", "Client packet bytes received", metrics.bytes_in.clone());
+        gate.register("packets_out", "Packets written to clients", metrics.packets_out.clone());
+        gate.register("bytes_out", "Bytes written to clients", metrics.bytes_out.clone());
+        gate.register("packets_dropped", "Client packets not forwarded, by reason", metrics.packets_dropped.clone());
+        gate.register("heartbeats", "Client heartbeats received", metrics.heartbeats.clone());
+        gate.register("pushes_delivered", "Node pushes queued to client sessions", metrics.pushes_delivered.clone());
+        gate.register(
+            "stale_bindings_cleared",
+            "Stateful bindings to vanished nodes cleared",
+            metrics.stale_bindings_cleared.clone(),
+        );
+        gate.register("node_links", "Live links to nodes", metrics.node_links.clone());
+        gate.register("node_link_failures", "Node links that failed or could not open", metrics.node_link_failures.clone());
+        gate.register("draining", "1 while the gate drains", metrics.draining.clone());
+        metrics
+    }
+
+    pub(crate) fn dropped(&self, reason: DropReason) {
+        self.packets_dropped.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    pub(crate) fn refused(&self, protocol: Transport, reason: RefuseReason) {
+        self.connections_refused.get_or_create(&RefuseLabels { protocol, reason }).inc();
+    }
+
+    pub(crate) fn closed(&self, protocol: Transport, reason: CloseReason) {
+        self.connections_closed.get_or_create(&CloseLabels { protocol, reason }).inc();
+    }
+
+    /// The per-connection counters of one transport, resolved once.
+    pub(crate) fn traffic(&self, protocol: Transport) -> TrafficCounters {
+        let labels = TransportLabels { protocol };
+        TrafficCounters {
+            packets_in: self.packets_in.get_or_create(&labels).clone(),
+            bytes_in: self.bytes_in.get_or_create(&labels).clone(),
+            packets_out: self.packets_out.get_or_create(&labels).clone(),
+            bytes_out: self.bytes_out.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+/// Counters a connection touches per packet.
+#[derive(Debug, Clone)]
+pub(crate) struct TrafficCounters {
+    pub(crate) packets_in: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) packets_out: Counter,
+    pub(crate) bytes_out: Counter,
+}

@@ -1,0 +1,231 @@
+//! Client sessions: one per connection, with its bound uid, its stateful node binding and its bounded
+//! outbound queue. Whoever queues a packet for a client uses [`Session::send`], which never waits: a client
+//! whose queue is full is too slow a reader and is disconnected rather than allowed to grow memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchyard_protocol::link::{AckError, ConnectionId, NO_UID, Uid};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::CloseReason;
+use crate::nodes::NodeHandle;
+
+/// What a connection's writer receives.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A whole packet, size field included.
+    Packet(Bytes),
+    /// Close after writing everything queued before this.
+    Close(CloseReason),
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) cid: ConnectionId,
+    uid: AtomicI64,
+    /// The node holding this player's state (stateful routes), by node id.
+    node: Mutex<Option<Arc<str>>>,
+    /// Nodes this connection's packets reached: they hear of its disconnect.
+    visited: Mutex<Vec<Arc<NodeHandle>>>,
+    outbound: mpsc::Sender<Outbound>,
+    /// Cancelled when the connection must end; the first reason recorded wins.
+    pub(crate) closed: CancellationToken,
+    close_reason: Mutex<Option<CloseReason>>,
+}
+
+impl Session {
+    pub(crate) fn new(cid: ConnectionId, outbound: mpsc::Sender<Outbound>) -> Self {
+        Session {
+            cid,
+            uid: AtomicI64::new(NO_UID),
+            node: Mutex::new(None),
+            visited: Mutex::new(Vec::new()),
+            outbound,
+            closed: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn uid(&self) -> Uid {
+        self.uid.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn node(&self) -> Option<Arc<str>> {
+        self.node.lock().clone()
+    }
+
+    /// Sets the stateful binding; returns the previous one.
+    pub(crate) fn set_node(&self, node: Option<Arc<str>>) -> Option<Arc<str>> {
+        std::mem::replace(&mut *self.node.lock(), node)
+    }
+
+    /// Remembers that `node` saw this connection (cheap when it is the last one seen).
+    pub(crate) fn visited(&self, node: &Arc<NodeHandle>) {
+        let mut visited = self.visited.lock();
+        if !visited.iter().any(|seen| Arc::ptr_eq(seen, node)) {
+            visited.push(node.clone());
+        }
+    }
+
+    pub(crate) fn take_visited(&self) -> Vec<Arc<NodeHandle>> {
+        std::mem::take(&mut *self.visited.lock())
+    }
+
+    /// Queues a packet without waiting. Returns false when the session is closing; a full queue closes the
+    /// session as a slow reader.
+    pub(crate) fn send(&self, packet: Bytes) -> bool {
+        match self.outbound.try_send(Outbound::Packet(packet)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.close(CloseReason::SlowReader);
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Closes after the packets already queued are written.
+    pub(crate) fn close_after_queued(&self, reason: CloseReason) {
+        if self.outbound.try_send(Outbound::Close(reason)).is_err() {
+            self.close(reason);
+        } else {
+            self.record_reason(reason);
+        }
+    }
+
+    /// Closes now.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        self.record_reason(reason);
+        self.closed.cancel();
+    }
+
+    fn record_reason(&self, reason: CloseReason) {
+        self.close_reason.lock().get_or_insert(reason);
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        *self.close_reason.lock()
+    }
+}
+
+/// All sessions of the gate, by connection id and by bound uid.
+#[derive(Debug, Default)]
+pub(crate) struct SessionTable {
+    by_cid: Mutex<HashMap<ConnectionId, Arc<Session>>>,
+    by_uid: Mutex<HashMap<Uid, Arc<Session>>>,
+}
+
+impl SessionTable {
+    pub(crate) fn insert(&self, session: Arc<Session>) {
+        self.by_cid.lock().insert(session.cid, session);
+    }
+
+    /// Forgets a closed session (and its uid binding, if it still holds it).
+    pub(crate) fn remove(&self, session: &Session) {
+        self.by_cid.lock().remove(&session.cid);
+        let uid = session.uid();
+        if uid != NO_UID {
+            let mut by_uid = self.by_uid.lock();
+            if by_uid.get(&uid).is_some_and(|bound| bound.cid == session.cid) {
+                by_uid.remove(&uid);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, cid: ConnectionId) -> Option<Arc<Session>> {
+        self.by_cid.lock().get(&cid).cloned()
+    }
+
+    pub(crate) fn by_uid(&self, uid: Uid) -> Option<Arc<Session>> {
+        self.by_uid.lock().get(&uid).cloned()
+    }
+
+    pub(crate) fn all(&self) -> Vec<Arc<Session>> {
+        self.by_cid.lock().values().cloned().collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_cid.lock().len()
+    }
+
+    /// Binds `uid` to connection `cid`. A different connection of this gate that held `uid` loses it (and
+    /// stays open: closing it is the game's decision); it is returned. The session keeps its node binding
+    /// only if it was for the same uid.
+    ///
+    /// # Errors
+    /// The connection is gone.
+    pub(crate) fn bind(&self, cid: ConnectionId, uid: Uid) -> Result<Option<Arc<Session>>, AckError> {
+        let session = self.get(cid).ok_or(AckError::UnknownConnection)?;
+        let mut by_uid = self.by_uid.lock();
+        let previous_uid = session.uid.swap(uid, Ordering::AcqRel);
+        if previous_uid != uid {
+            session.set_node(None);
+            if previous_uid != NO_UID && by_uid.get(&previous_uid).is_some_and(|s| s.cid == cid) {
+                by_uid.remove(&previous_uid);
+            }
+        }
+        let displaced = by_uid.insert(uid, session).filter(|old| old.cid != cid);
+        if let Some(old) = &displaced {
+            old.uid.store(NO_UID, Ordering::Release);
+            old.set_node(None);
+        }
+        Ok(displaced)
+    }
+
+    /// Drops `uid`'s binding to its connection; returns the session that held it.
+    pub(crate) fn unbind(&self, uid: Uid) -> Option<Arc<Session>> {
+        let session = self.by_uid.lock().remove(&uid)?;
+        session.uid.store(NO_UID, Ordering::Release);
+        session.set_node(None);
+        Some(session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(table: &SessionTable, cid: ConnectionId, queue: usize) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let session = Arc::new(Session::new(cid, tx));
+        table.insert(session.clone());
+        (session, rx)
+    }
+
+    #[test]
+    fn binding_a_uid_elsewhere_displaces_the_older_session() {
+        let table = SessionTable::default();
+        let (first, _rx1) = session(&table, 1, 4);
+        let (second, _rx2) = session(&table, 2, 4);
+        assert!(table.bind(1, 42).unwrap().is_none());
+        first.set_node(Some("node-a".into()));
+        let displaced = table.bind(2, 42).unwrap().expect("first session displaced");
+        assert_eq!(displaced.cid, 1);
+        assert_eq!((first.uid(), first.node()), (NO_UID, None));
+        assert_eq!(table.by_uid(42).map(|s| s.cid), Some(2));
+        // Removing the displaced session must not drop the new owner's binding.
+        table.remove(&first);
+        assert_eq!(table.by_uid(42).map(|s| s.cid), Some(2));
+        assert_eq!(table.bind(9, 1).unwrap_err(), AckError::UnknownConnection);
+        assert_eq!(table.unbind(42).map(|s| s.cid), Some(2));
+        assert_eq!(second.uid(), NO_UID);
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_session_as_slow_reader() {
+        let table = SessionTable::default();
+        let (session, _rx) = session(&table, 1, 2);
+        assert!(session.send(Bytes::from_static(b"a")));
+        assert!(session.send(Bytes::from_static(b"b")));
+        assert!(!session.send(Bytes::from_static(b"c")));
+        assert!(session.closed.is_cancelled());
+        assert_eq!(session.close_reason(), Some(CloseReason::SlowReader));
+    }
+}

@@ -1,0 +1,186 @@
+//! Client transports reduced to two small interfaces: a [`FrameSource`] that yields decoded packets and a
+//! [`PacketSink`] that writes batches of whole packets. TCP is a byte stream cut by the packet decoder;
+//! WebSocket carries exactly one packet per binary message. The session logic above is the same for both.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use switchyard_protocol::packet::MessageError;
+use switchyard_protocol::{DecodeError, Decoder, Frame, PacketConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Read buffer a TCP connection starts with; it grows up to one maximum packet when a packet needs it.
+const INITIAL_READ_BUFFER: usize = 4 * 1024;
+
+/// What reading from a client produced.
+#[derive(Debug)]
+pub(crate) enum SourceEvent {
+    /// A packet and the bytes it took on the wire.
+    Frame(Frame, usize),
+    /// A WebSocket message that is not exactly one packet: dropped, the connection stays.
+    Malformed,
+    /// A packet over the maximum: the connection must close.
+    Oversize(DecodeError),
+    /// The client closed the connection.
+    Closed,
+    Failed(io::Error),
+}
+
+/// Decoded packets from a client. `next` must be cancel-safe: the session drops it to check timers.
+pub(crate) trait FrameSource: Send + 'static {
+    fn next(&mut self) -> impl Future<Output = SourceEvent> + Send;
+}
+
+/// Writes to a client.
+pub(crate) trait PacketSink: Send + 'static {
+    /// Writes whole packets, in order.
+    fn write(&mut self, packets: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ends the connection politely.
+    fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// A byte stream cut into packets.
+pub(crate) struct StreamSource<R> {
+    read: R,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl<R> StreamSource<R> {
+    pub(crate) fn new(read: R, config: &PacketConfig) -> Self {
+        StreamSource { read, buf: BytesMut::with_capacity(INITIAL_READ_BUFFER), decoder: config.decoder() }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> FrameSource for StreamSource<R> {
+    async fn next(&mut self) -> SourceEvent {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(frame)) => {
+                    let wire = wire_len(&frame);
+                    return SourceEvent::Frame(frame, wire);
+                }
+                Ok(None) => {}
+                Err(error) => return SourceEvent::Oversize(error),
+            }
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(INITIAL_READ_BUFFER);
+            }
+            match self.read.read_buf(&mut self.buf).await {
+                Ok(0) => return SourceEvent::Closed,
+                Ok(_) => {}
+                Err(error) => return SourceEvent::Failed(error),
+            }
+        }
+    }
+}
+
+fn wire_len(frame: &Frame) -> usize {
+    4 + match frame {
+        Frame::Empty => 0,
+        Frame::Heartbeat { server_time_nanos, .. } => 1 + server_time_nanos.map_or(0, |_| 8),
+        Frame::Data(data) => data.body().len(),
+        Frame::Short { size } => *size as usize,
+    }
+}
+
+/// A byte stream that packets are written to, coalesced into one write per batch.
+pub(crate) struct StreamSink<W> {
+    write: W,
+    buf: BytesMut,
+}
+
+impl<W> StreamSink<W> {
+    pub(crate) fn new(write: W) -> Self {
+        StreamSink { write, buf: BytesMut::new() }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for StreamSink<W> {
+    async fn write(&mut self, packets: &[Bytes]) -> io::Result<()> {
+        if let [packet] = packets {
+            return self.write.write_all(packet).await;
+        }
+        self.buf.clear();
+        for packet in packets {
+            self.buf.extend_from_slice(packet);
+        }
+        self.write.write_all(&self.buf).await?;
+        // Do not keep a large batch buffer around for an idle connection.
+        if self.buf.capacity() > 64 * 1024 {
+            self.buf = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.write.shutdown().await;
+    }
+}
+
+/// The reading half of a WebSocket connection.
+pub(crate) struct WsSource<S> {
+    stream: futures_util::stream::SplitStream<WebSocketStream<S>>,
+    config: PacketConfig,
+}
+
+/// The writing half of a WebSocket connection.
+pub(crate) struct WsSink<S> {
+    sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+}
+
+/// Splits an accepted WebSocket into its two halves.
+pub(crate) fn ws_halves<S>(ws: WebSocketStream<S>, config: &PacketConfig) -> (WsSource<S>, WsSink<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (sink, stream) = ws.split();
+    (WsSource { stream, config: *config }, WsSink { sink })
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSource for WsSource<S> {
+    async fn next(&mut self) -> SourceEvent {
+        loop {
+            match self.stream.next().await {
+                Some(Ok(Message::Binary(message))) => {
+                    let wire = message.len();
+                    return match self.config.parse_message(message) {
+                        Ok(frame) => SourceEvent::Frame(frame, wire),
+                        Err(MessageError::Oversize(error)) => SourceEvent::Oversize(error),
+                        Err(MessageError::NoSizeField { .. } | MessageError::NotOnePacket { .. }) => {
+                            SourceEvent::Malformed
+                        }
+                    };
+                }
+                // Text frames and ping/pong are not packets and do not count as liveness.
+                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return SourceEvent::Closed,
+                Some(Err(tungstenite::Error::Capacity(error))) => {
+                    tracing::debug!(%error, "WebSocket message over the size limit");
+                    let max = self.config.max_packet_bytes();
+                    return SourceEvent::Oversize(DecodeError::Oversize { size: max.saturating_add(1), max });
+                }
+                Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
+                    return SourceEvent::Closed;
+                }
+                Some(Err(error)) => return SourceEvent::Failed(io::Error::other(error)),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<S> {
+    async fn write(&mut self, packets: &[Bytes]) -> io::Result<()> {
+        for packet in packets {
+            self.sink.feed(Message::Binary(packet.clone())).await.map_err(io::Error::other)?;
+        }
+        self.sink.flush().await.map_err(io::Error::other)
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.sink.close().await;
+    }
+}

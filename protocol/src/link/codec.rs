@@ -1,0 +1,1116 @@
+//! The link wire format: how [`GateToNode`] and [`NodeToGate`] travel over TCP between processes.
+//!
+//! This text is the specification. An implementation that follows it byte for byte interoperates with
+//! Switchyard gates and nodes of the same [`LINK_VERSION`].
+//!
+//! # Frames
+//!
+//! A link is a byte stream of frames, each:
+//!
+//! ```text
+//! | length u32 | type u8 | fields ... | extensions ... |
+//! ```
+//!
+//! - Every integer is big-endian; signed ones (uid, route) are two's complement.
+//! - `length` counts every byte after itself, the type byte included, so a frame takes `4 + length`
+//!   bytes. It is at least 1. A receiver compares it with its maximum before it buffers the frame and
+//!   closes the link when it is larger ([`DEFAULT_MAX_FRAME_BYTES`] = 1 MiB + one maximal default client
+//!   packet, size field included: 1 048 576 + 65 536 + 4 = 1 114 116 bytes).
+//! - `type` names the message. Gate → node types are `0x01..=0x7f`, node → gate types `0x81..=0xff`,
+//!   so a frame sent the wrong way round is recognised as such.
+//! - `fields` are the message's fields in the order of the tables below, without padding.
+//! - `extensions` are the bytes left in the frame after the fields (see [Extensions](#extensions)).
+//!
+//! Any error while reading a link (oversize, unknown type, truncated or invalid field) is the peer's
+//! fault and leaves the stream unusable: the receiver closes the link.
+//!
+//! ## Field encodings
+//!
+//! | field | bytes |
+//! |---|---|
+//! | `u16`, `u32`, `u64`, `i32`, `i64` | 2, 4, 8, 4, 8 bytes, big-endian |
+//! | `id` (gate id, node id) | `len u8`, then `len` bytes of UTF-8: at most 255 bytes |
+//! | `opt id` | `0x00` (none), or `0x01` then an `id` |
+//! | `bytes` (a client packet) | `len u32`, then `len` bytes, carried opaque |
+//! | `state` | `u8`: 0 work, 1 busy, 2 draining, 3 shut |
+//! | `result` | `u8`: 0 ok, 1 unknown connection, 2 unknown user, 3 shutting down |
+//! | `route` | `route i32`, then `flags u8`: bit 0 stateful, bit 1 authorized, bit 2 internal; bits 3–7 are 0 |
+//! | `target` | `kind u8`, then 0 connection: `cid u64`; 1 user: `uid i64`; 2 users: `count u32`, `count` × `uid i64`; 3 broadcast: nothing |
+//!
+//! ## Gate → node
+//!
+//! | type | message | fields |
+//! |---|---|---|
+//! | `0x01` | `Hello` | `version u16`, `gate_id id` |
+//! | `0x02` | `Packet` | `cid u64`, `uid i64`, `body bytes` (the client packet after its size field) |
+//! | `0x03` | `Disconnected` | `cid u64`, `uid i64` |
+//! | `0x04` | `Ack` | `request u64`, `result` |
+//! | `0x05` | `Heartbeat` | none |
+//!
+//! ## Node → gate
+//!
+//! | type | message | fields |
+//! |---|---|---|
+//! | `0x81` | `Hello` | `version u16`, `node_id id`, `state`, `count u32`, `count` × `route` |
+//! | `0x82` | `State` | `state` |
+//! | `0x83` | `Deliver` | `target`, `packet bytes` (a whole client packet, size field included) |
+//! | `0x84` | `BindUser` | `request u64`, `cid u64`, `uid i64` |
+//! | `0x85` | `UnbindUser` | `request u64`, `uid i64` |
+//! | `0x86` | `UserNode` | `uid i64`, `node_id opt id` |
+//! | `0x87` | `Disconnect` | `target` |
+//! | `0x88` | `Heartbeat` | none |
+//!
+//! # Versions
+//!
+//! Each side sends its `Hello` as its first frame without waiting for the other's. The `version u16`
+//! comes right after the type byte (frame bytes 5 and 6) in every version to come, whatever else
+//! changes. This version is [`LINK_VERSION`] = 1. A receiver that reads a different version refuses the
+//! Hello with [`LinkDecodeError::VersionMismatch`] and closes the link; as both sides send a Hello,
+//! both log the mismatch. A change that an older peer could not safely ignore bumps the version;
+//! anything else is an extension.
+//!
+//! # Extensions
+//!
+//! The bytes of a frame after its message's fields are a sequence of optional fields, each
+//!
+//! ```text
+//! | tag u8 | len u16 | value (len bytes) |
+//! ```
+//!
+//! A receiver skips every extension it does not know, so new optional fields can be added without a
+//! version bump; an extension cut short by the end of the frame is an error. Version 1 defines none,
+//! and an absent extension costs no byte. Reserved:
+//!
+//! | tag | in | value |
+//! |---|---|---|
+//! | `0x01` | gate → node `Packet` | W3C `traceparent`: its 55-byte header value, `00-<32 hex>-<16 hex>-<2 hex>` |
+//!
+//! # Examples
+//!
+//! ```text
+//! gate → node Heartbeat            00 00 00 01  05
+//! gate → node Hello "g1"           00 00 00 06  01  00 01  02 67 31
+//! gate → node Packet cid 7 uid -1  00 00 00 1a  02  00 00 00 00 00 00 00 07  ff ff ff ff ff ff ff ff
+//!   body 00 00 01 00 01                         00 00 00 05  00 00 01 00 01
+//! node → gate State draining       00 00 00 02  82  02
+//! ```
+//!
+//! # Zero copy
+//!
+//! The decoder splits each whole frame off the read buffer ([`BytesMut::split_to`], then `freeze`) and
+//! hands out `bytes` fields as slices of it ([`Bytes::slice`]): client packets are never copied. The
+//! encoders append to a [`BytesMut`], so a writer can coalesce many frames into one write.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::{AckError, GateToNode, NodeState, NodeToGate, RouteSpec, Target};
+use crate::packet::{DEFAULT_MAX_PACKET_BYTES, PacketConfig, SIZE_FIELD_BYTES};
+
+/// The link protocol version this code speaks, carried in both Hellos.
+pub const LINK_VERSION: u16 = 1;
+/// Bytes taken by the length field in front of every frame.
+pub const LENGTH_FIELD_BYTES: usize = 4;
+/// The longest gate or node id the link can carry, in bytes of UTF-8.
+pub const MAX_ID_BYTES: usize = u8::MAX as usize;
+/// Room a frame limit leaves for everything but the one client packet it may carry: ids, uid lists, routes.
+pub const FRAME_ALLOWANCE_BYTES: u32 = 1024 * 1024;
+/// Default cap on the length field: 1 MiB plus one maximal default client packet (size field included).
+pub const DEFAULT_MAX_FRAME_BYTES: u32 =
+    FRAME_ALLOWANCE_BYTES + DEFAULT_MAX_PACKET_BYTES + SIZE_FIELD_BYTES as u32;
+
+/// Extension tags. See the module documentation.
+pub mod ext {
+    /// Reserved for the W3C `traceparent` of a gate → node `Packet` (55 bytes). Not yet read or written.
+    pub const TRACEPARENT: u8 = 0x01;
+}
+
+mod ty {
+    pub(super) const G_HELLO: u8 = 0x01;
+    pub(super) const G_PACKET: u8 = 0x02;
+    pub(super) const G_DISCONNECTED: u8 = 0x03;
+    pub(super) const G_ACK: u8 = 0x04;
+    pub(super) const G_HEARTBEAT: u8 = 0x05;
+
+    pub(super) const N_HELLO: u8 = 0x81;
+    pub(super) const N_STATE: u8 = 0x82;
+    pub(super) const N_DELIVER: u8 = 0x83;
+    pub(super) const N_BIND_USER: u8 = 0x84;
+    pub(super) const N_UNBIND_USER: u8 = 0x85;
+    pub(super) const N_USER_NODE: u8 = 0x86;
+    pub(super) const N_DISCONNECT: u8 = 0x87;
+    pub(super) const N_HEARTBEAT: u8 = 0x88;
+
+    /// Node → gate types have the high bit set.
+    pub(super) const NODE_TO_GATE_BIT: u8 = 0x80;
+}
+
+mod target_kind {
+    pub(super) const CONNECTION: u8 = 0;
+    pub(super) const USER: u8 = 1;
+    pub(super) const USERS: u8 = 2;
+    pub(super) const BROADCAST: u8 = 3;
+}
+
+mod route_flag {
+    pub(super) const STATEFUL: u8 = 0x01;
+    pub(super) const AUTHORIZED: u8 = 0x02;
+    pub(super) const INTERNAL: u8 = 0x04;
+    pub(super) const KNOWN: u8 = STATEFUL | AUTHORIZED | INTERNAL;
+}
+
+/// Which way a link frame travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    GateToNode,
+    NodeToGate,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::GateToNode => "gate-to-node",
+            Direction::NodeToGate => "node-to-gate",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A link byte stream that cannot go on. The peer is at fault; the link must be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkDecodeError {
+    #[error("peer announced a link frame of {len} bytes, over the maximum of {max} bytes")]
+    Oversize { len: u32, max: u32 },
+    #[error("peer sent an empty link frame (length 0, no type byte)")]
+    EmptyFrame,
+    #[error("peer sent link frame type 0x{type_byte:02x}, which is no {expected} message type")]
+    UnknownType { type_byte: u8, expected: Direction },
+    #[error(
+        "peer sent a {expected} link frame of type 0x{type_byte:02x}, which is a type of the other \
+         direction (are both ends gates, or both nodes?)"
+    )]
+    WrongDirection { type_byte: u8, expected: Direction },
+    #[error("peer sent a {message} link frame that ends inside its {field}")]
+    Truncated {
+        message: &'static str,
+        field: &'static str,
+    },
+    #[error("peer sent a {message} link frame whose {field} is not UTF-8")]
+    NotUtf8 {
+        message: &'static str,
+        field: &'static str,
+    },
+    #[error("peer speaks link protocol version {peer}, this side speaks version {ours}")]
+    VersionMismatch { peer: u16, ours: u16 },
+    #[error("peer sent node state {0}, which is not one of 0 work, 1 busy, 2 draining, 3 shut")]
+    UnknownNodeState(u8),
+    #[error("peer sent ack result {0}, which is not one of 0 ok, 1 unknown connection, 2 unknown user, 3 shutting down")]
+    UnknownAckResult(u8),
+    #[error("peer sent target kind {0}, which is not one of 0 connection, 1 user, 2 users, 3 broadcast")]
+    UnknownTargetKind(u8),
+    #[error("peer sent a {message} link frame whose {field} presence byte is {value}, not 0 or 1")]
+    InvalidPresence {
+        message: &'static str,
+        field: &'static str,
+        value: u8,
+    },
+    #[error("peer sent route {route} with flags 0x{flags:02x}, which set bits this version does not know")]
+    UnknownRouteFlags { route: i32, flags: u8 },
+}
+
+/// A link message this side was asked to send cannot be framed. The caller is at fault; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkEncodeError {
+    #[error("{field} of {len} bytes is longer than the link's limit of 255 bytes")]
+    IdTooLong { field: &'static str, len: usize },
+    #[error("{field} has {len} entries or bytes, more than a link frame can count (u32)")]
+    TooLong { field: &'static str, len: usize },
+    #[error("link frame of {len} bytes does not fit the u32 length field")]
+    FrameTooLarge { len: usize },
+}
+
+/// The largest frame a receiver should accept when client packets are capped by `packet`: 1 MiB plus
+/// one maximal client packet, size field included (saturating at `u32::MAX`).
+pub fn max_frame_bytes_for(packet: &PacketConfig) -> u32 {
+    FRAME_ALLOWANCE_BYTES
+        .saturating_add(packet.max_packet_bytes())
+        .saturating_add(SIZE_FIELD_BYTES as u32)
+}
+
+/// Splits a link byte stream into messages. Handles partial reads and many frames per read; checks each
+/// frame's length against its maximum before it reserves room for the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkDecoder {
+    max_frame_bytes: u32,
+}
+
+impl Default for LinkDecoder {
+    fn default() -> Self {
+        LinkDecoder::new(DEFAULT_MAX_FRAME_BYTES)
+    }
+}
+
+impl LinkDecoder {
+    /// A decoder that refuses frames whose length field exceeds `max_frame_bytes`.
+    pub fn new(max_frame_bytes: u32) -> Self {
+        LinkDecoder { max_frame_bytes }
+    }
+
+    /// A decoder sized for links carrying client packets of `packet`'s settings
+    /// (see [`max_frame_bytes_for`]).
+    pub fn for_packets(packet: &PacketConfig) -> Self {
+        LinkDecoder::new(max_frame_bytes_for(packet))
+    }
+
+    /// The cap on the length field (bytes after the length field itself).
+    pub fn max_frame_bytes(&self) -> u32 {
+        self.max_frame_bytes
+    }
+
+    /// Takes the next gate → node message off the front of `buf`, or returns `None` when more bytes are
+    /// needed (having reserved room for the rest of an announced frame that is within the maximum).
+    ///
+    /// # Errors
+    /// Any [`LinkDecodeError`]: the peer is at fault and the link must be closed.
+    pub fn decode_gate_to_node(&mut self, buf: &mut BytesMut) -> Result<Option<GateToNode>, LinkDecodeError> {
+        match self.next_frame(buf)? {
+            Some(frame) => parse_gate_to_node(frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Takes the next node → gate message off the front of `buf`, or returns `None` when more bytes are
+    /// needed (having reserved room for the rest of an announced frame that is within the maximum).
+    ///
+    /// # Errors
+    /// Any [`LinkDecodeError`]: the peer is at fault and the link must be closed.
+    pub fn decode_node_to_gate(&mut self, buf: &mut BytesMut) -> Result<Option<NodeToGate>, LinkDecodeError> {
+        match self.next_frame(buf)? {
+            Some(frame) => parse_node_to_gate(frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Splits one whole frame (type byte onwards) off `buf`.
+    fn next_frame(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, LinkDecodeError> {
+        let Some(&length_field) = buf.first_chunk::<LENGTH_FIELD_BYTES>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(length_field);
+        if len > self.max_frame_bytes {
+            return Err(LinkDecodeError::Oversize {
+                len,
+                max: self.max_frame_bytes,
+            });
+        }
+        if len == 0 {
+            return Err(LinkDecodeError::EmptyFrame);
+        }
+        let total = LENGTH_FIELD_BYTES + len as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        buf.advance(LENGTH_FIELD_BYTES);
+        Ok(Some(buf.split_to(len as usize).freeze()))
+    }
+}
+
+fn parse_gate_to_node(frame: Bytes) -> Result<GateToNode, LinkDecodeError> {
+    let expected = Direction::GateToNode;
+    let type_byte = frame[0];
+    let mut r = Reader::new(frame, "");
+    let msg = match type_byte {
+        ty::G_HELLO => {
+            r.message = "gate-to-node Hello";
+            r.version()?;
+            GateToNode::Hello {
+                gate_id: r.id("gate id")?,
+            }
+        }
+        ty::G_PACKET => {
+            r.message = "gate-to-node Packet";
+            GateToNode::Packet {
+                cid: r.u64("connection id")?,
+                uid: r.i64("uid")?,
+                body: r.bytes("packet body")?,
+            }
+        }
+        ty::G_DISCONNECTED => {
+            r.message = "gate-to-node Disconnected";
+            GateToNode::Disconnected {
+                cid: r.u64("connection id")?,
+                uid: r.i64("uid")?,
+            }
+        }
+        ty::G_ACK => {
+            r.message = "gate-to-node Ack";
+            let request = r.u64("request id")?;
+            let result = match r.u8("result")? {
+                0 => Ok(()),
+                code => Err(AckError::from_u8(code).ok_or(LinkDecodeError::UnknownAckResult(code))?),
+            };
+            GateToNode::Ack { request, result }
+        }
+        ty::G_HEARTBEAT => {
+            r.message = "gate-to-node Heartbeat";
+            GateToNode::Heartbeat
+        }
+        other if other & ty::NODE_TO_GATE_BIT != 0 => {
+            return Err(LinkDecodeError::WrongDirection {
+                type_byte: other,
+                expected,
+            });
+        }
+        other => {
+            return Err(LinkDecodeError::UnknownType {
+                type_byte: other,
+                expected,
+            });
+        }
+    };
+    r.skip_extensions()?;
+    Ok(msg)
+}
+
+fn parse_node_to_gate(frame: Bytes) -> Result<NodeToGate, LinkDecodeError> {
+    let expected = Direction::NodeToGate;
+    let type_byte = frame[0];
+    let mut r = Reader::new(frame, "");
+    let msg = match type_byte {
+        ty::N_HELLO => {
+            r.message = "node-to-gate Hello";
+            r.version()?;
+            let node_id = r.id("node id")?;
+            let state = r.state()?;
+            let count = r.count(5, "route list")?;
+            let mut routes = Vec::with_capacity(count);
+            for _ in 0..count {
+                let route = r.i32("route")?;
+                let flags = r.u8("route flags")?;
+                if flags & !route_flag::KNOWN != 0 {
+                    return Err(LinkDecodeError::UnknownRouteFlags { route, flags });
+                }
+                routes.push(RouteSpec {
+                    route,
+                    stateful: flags & route_flag::STATEFUL != 0,
+                    authorized: flags & route_flag::AUTHORIZED != 0,
+                    internal: flags & route_flag::INTERNAL != 0,
+                });
+            }
+            NodeToGate::Hello {
+                node_id,
+                state,
+                routes,
+            }
+        }
+        ty::N_STATE => {
+            r.message = "node-to-gate State";
+            NodeToGate::State(r.state()?)
+        }
+        ty::N_DELIVER => {
+            r.message = "node-to-gate Deliver";
+            NodeToGate::Deliver {
+                target: r.target()?,
+                packet: r.bytes("packet")?,
+            }
+        }
+        ty::N_BIND_USER => {
+            r.message = "node-to-gate BindUser";
+            NodeToGate::BindUser {
+                request: r.u64("request id")?,
+                cid: r.u64("connection id")?,
+                uid: r.i64("uid")?,
+            }
+        }
+        ty::N_UNBIND_USER => {
+            r.message = "node-to-gate UnbindUser";
+            NodeToGate::UnbindUser {
+                request: r.u64("request id")?,
+                uid: r.i64("uid")?,
+            }
+        }
+        ty::N_USER_NODE => {
+            r.message = "node-to-gate UserNode";
+            let uid = r.i64("uid")?;
+            let node_id = match r.u8("node id presence")? {
+                0 => None,
+                1 => Some(r.id("node id")?),
+                value => {
+                    return Err(LinkDecodeError::InvalidPresence {
+                        message: r.message,
+                        field: "node id",
+                        value,
+                    });
+                }
+            };
+            NodeToGate::UserNode { uid, node_id }
+        }
+        ty::N_DISCONNECT => {
+            r.message = "node-to-gate Disconnect";
+            NodeToGate::Disconnect { target: r.target()? }
+        }
+        ty::N_HEARTBEAT => {
+            r.message = "node-to-gate Heartbeat";
+            NodeToGate::Heartbeat
+        }
+        other if other & ty::NODE_TO_GATE_BIT == 0 => {
+            return Err(LinkDecodeError::WrongDirection {
+                type_byte: other,
+                expected,
+            });
+        }
+        other => {
+            return Err(LinkDecodeError::UnknownType {
+                type_byte: other,
+                expected,
+            });
+        }
+    };
+    r.skip_extensions()?;
+    Ok(msg)
+}
+
+/// Reads the fields of one frame, whose type byte it has already passed.
+struct Reader {
+    frame: Bytes,
+    pos: usize,
+    message: &'static str,
+}
+
+impl Reader {
+    fn new(frame: Bytes, message: &'static str) -> Self {
+        Reader {
+            frame,
+            pos: 1,
+            message,
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.frame.len() - self.pos
+    }
+
+    fn truncated(&self, field: &'static str) -> LinkDecodeError {
+        LinkDecodeError::Truncated {
+            message: self.message,
+            field,
+        }
+    }
+
+    /// The next `n` bytes as a range of the frame.
+    fn take(&mut self, n: usize, field: &'static str) -> Result<std::ops::Range<usize>, LinkDecodeError> {
+        if self.remaining() < n {
+            return Err(self.truncated(field));
+        }
+        let start = self.pos;
+        self.pos += n;
+        Ok(start..self.pos)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], LinkDecodeError> {
+        let range = self.take(N, field)?;
+        let mut out = [0; N];
+        out.copy_from_slice(&self.frame[range]);
+        Ok(out)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, LinkDecodeError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, LinkDecodeError> {
+        self.array(field).map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, LinkDecodeError> {
+        self.array(field).map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, LinkDecodeError> {
+        self.array(field).map(u64::from_be_bytes)
+    }
+
+    fn i32(&mut self, field: &'static str) -> Result<i32, LinkDecodeError> {
+        self.array(field).map(i32::from_be_bytes)
+    }
+
+    fn i64(&mut self, field: &'static str) -> Result<i64, LinkDecodeError> {
+        self.array(field).map(i64::from_be_bytes)
+    }
+
+    fn version(&mut self) -> Result<(), LinkDecodeError> {
+        let peer = self.u16("version")?;
+        if peer != LINK_VERSION {
+            return Err(LinkDecodeError::VersionMismatch {
+                peer,
+                ours: LINK_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    fn id(&mut self, field: &'static str) -> Result<String, LinkDecodeError> {
+        let len = self.u8(field)?;
+        let range = self.take(len as usize, field)?;
+        match std::str::from_utf8(&self.frame[range]) {
+            Ok(id) => Ok(id.to_owned()),
+            Err(_) => Err(LinkDecodeError::NotUtf8 {
+                message: self.message,
+                field,
+            }),
+        }
+    }
+
+    /// A `bytes` field, as a slice of the frame (no copy).
+    fn bytes(&mut self, field: &'static str) -> Result<Bytes, LinkDecodeError> {
+        let len = self.u32(field)?;
+        let range = self.take(len as usize, field)?;
+        Ok(self.frame.slice(range))
+    }
+
+    /// A `u32` count of entries of `entry_bytes` each, checked against the bytes left in the frame so
+    /// that no hostile count can make the reader allocate more than the frame holds.
+    fn count(&mut self, entry_bytes: usize, field: &'static str) -> Result<usize, LinkDecodeError> {
+        let count = self.u32(field)? as usize;
+        if count.saturating_mul(entry_bytes) > self.remaining() {
+            return Err(self.truncated(field));
+        }
+        Ok(count)
+    }
+
+    fn state(&mut self) -> Result<NodeState, LinkDecodeError> {
+        let value = self.u8("node state")?;
+        NodeState::from_u8(value).ok_or(LinkDecodeError::UnknownNodeState(value))
+    }
+
+    fn target(&mut self) -> Result<Target, LinkDecodeError> {
+        Ok(match self.u8("target")? {
+            target_kind::CONNECTION => Target::Connection(self.u64("target connection id")?),
+            target_kind::USER => Target::User(self.i64("target uid")?),
+            target_kind::USERS => {
+                let count = self.count(8, "target uid list")?;
+                let mut uids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    uids.push(self.i64("target uid list")?);
+                }
+                Target::Users(uids)
+            }
+            target_kind::BROADCAST => Target::Broadcast,
+            other => return Err(LinkDecodeError::UnknownTargetKind(other)),
+        })
+    }
+
+    /// Skips the extension section: no extension is known to this version.
+    fn skip_extensions(mut self) -> Result<(), LinkDecodeError> {
+        while self.remaining() > 0 {
+            let _tag = self.u8("extension tag")?;
+            let len = self.u16("extension length")?;
+            self.take(len as usize, "extension value")?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends one gate → node frame to `dst` and returns its length on the wire (length field included).
+///
+/// # Errors
+/// A gate id over 255 bytes or a body or frame too large for its length field; `dst` is then unchanged.
+pub fn encode_gate_to_node(msg: &GateToNode, dst: &mut BytesMut) -> Result<usize, LinkEncodeError> {
+    match msg {
+        GateToNode::Hello { gate_id } => frame(dst, ty::G_HELLO, 3 + gate_id.len(), |dst| {
+            dst.put_u16(LINK_VERSION);
+            put_id(dst, "gate id", gate_id)
+        }),
+        GateToNode::Packet { cid, uid, body } => frame(dst, ty::G_PACKET, 20 + body.len(), |dst| {
+            dst.put_u64(*cid);
+            dst.put_i64(*uid);
+            put_bytes(dst, "packet body", body)
+        }),
+        GateToNode::Disconnected { cid, uid } => frame(dst, ty::G_DISCONNECTED, 16, |dst| {
+            dst.put_u64(*cid);
+            dst.put_i64(*uid);
+            Ok(())
+        }),
+        GateToNode::Ack { request, result } => frame(dst, ty::G_ACK, 9, |dst| {
+            dst.put_u64(*request);
+            dst.put_u8(match result {
+                Ok(()) => 0,
+                Err(error) => error.to_u8(),
+            });
+            Ok(())
+        }),
+        GateToNode::Heartbeat => frame(dst, ty::G_HEARTBEAT, 0, |_| Ok(())),
+    }
+}
+
+/// Appends one node → gate frame to `dst` and returns its length on the wire (length field included).
+///
+/// The receiver refuses frames over its maximum ([`DEFAULT_MAX_FRAME_BYTES`] by default): a sender
+/// compares the returned length with it, or splits long uid lists ahead.
+///
+/// # Errors
+/// A node id over 255 bytes, or a list, packet or frame too large for its length field; `dst` is then
+/// unchanged.
+pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize, LinkEncodeError> {
+    match msg {
+        NodeToGate::Hello {
+            node_id,
+            state,
+            routes,
+        } => frame(dst, ty::N_HELLO, 8 + node_id.len() + 5 * routes.len(), |dst| {
+            dst.put_u16(LINK_VERSION);
+            put_id(dst, "node id", node_id)?;
+            dst.put_u8(state.to_u8());
+            put_count(dst, "route list", routes.len())?;
+            for spec in routes {
+                dst.put_i32(spec.route);
+                let mut flags = 0;
+                if spec.stateful {
+                    flags |= route_flag::STATEFUL;
+                }
+                if spec.authorized {
+                    flags |= route_flag::AUTHORIZED;
+                }
+                if spec.internal {
+                    flags |= route_flag::INTERNAL;
+                }
+                dst.put_u8(flags);
+            }
+            Ok(())
+        }),
+        NodeToGate::State(state) => frame(dst, ty::N_STATE, 1, |dst| {
+            dst.put_u8(state.to_u8());
+            Ok(())
+        }),
+        NodeToGate::Deliver { target, packet } => {
+            frame(dst, ty::N_DELIVER, target_len(target) + 4 + packet.len(), |dst| {
+                put_target(dst, target)?;
+                put_bytes(dst, "packet", packet)
+            })
+        }
+        NodeToGate::BindUser { request, cid, uid } => frame(dst, ty::N_BIND_USER, 24, |dst| {
+            dst.put_u64(*request);
+            dst.put_u64(*cid);
+            dst.put_i64(*uid);
+            Ok(())
+        }),
+        NodeToGate::UnbindUser { request, uid } => frame(dst, ty::N_UNBIND_USER, 16, |dst| {
+            dst.put_u64(*request);
+            dst.put_i64(*uid);
+            Ok(())
+        }),
+        NodeToGate::UserNode { uid, node_id } => {
+            let hint = 10 + node_id.as_ref().map_or(0, String::len);
+            frame(dst, ty::N_USER_NODE, hint, |dst| {
+                dst.put_i64(*uid);
+                match node_id {
+                    None => dst.put_u8(0),
+                    Some(node_id) => {
+                        dst.put_u8(1);
+                        put_id(dst, "node id", node_id)?;
+                    }
+                }
+                Ok(())
+            })
+        }
+        NodeToGate::Disconnect { target } => frame(dst, ty::N_DISCONNECT, target_len(target), |dst| {
+            put_target(dst, target)
+        }),
+        NodeToGate::Heartbeat => frame(dst, ty::N_HEARTBEAT, 0, |_| Ok(())),
+    }
+}
+
+/// Writes a frame: a length placeholder, the type byte and the fields `body` puts, then the length.
+/// On error `dst` is truncated back to where it was.
+fn frame(
+    dst: &mut BytesMut,
+    type_byte: u8,
+    fields_hint: usize,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), LinkEncodeError>,
+) -> Result<usize, LinkEncodeError> {
+    let start = dst.len();
+    dst.reserve((LENGTH_FIELD_BYTES + 1).saturating_add(fields_hint));
+    dst.put_u32(0);
+    dst.put_u8(type_byte);
+    if let Err(error) = body(dst) {
+        dst.truncate(start);
+        return Err(error);
+    }
+    let total = dst.len() - start;
+    let Ok(len) = u32::try_from(total - LENGTH_FIELD_BYTES) else {
+        dst.truncate(start);
+        return Err(LinkEncodeError::FrameTooLarge { len: total });
+    };
+    dst[start..start + LENGTH_FIELD_BYTES].copy_from_slice(&len.to_be_bytes());
+    Ok(total)
+}
+
+fn put_id(dst: &mut BytesMut, field: &'static str, id: &str) -> Result<(), LinkEncodeError> {
+    let Ok(len) = u8::try_from(id.len()) else {
+        return Err(LinkEncodeError::IdTooLong { field, len: id.len() });
+    };
+    dst.put_u8(len);
+    dst.put_slice(id.as_bytes());
+    Ok(())
+}
+
+fn put_count(dst: &mut BytesMut, field: &'static str, len: usize) -> Result<(), LinkEncodeError> {
+    let Ok(count) = u32::try_from(len) else {
+        return Err(LinkEncodeError::TooLong { field, len });
+    };
+    dst.put_u32(count);
+    Ok(())
+}
+
+fn put_bytes(dst: &mut BytesMut, field: &'static str, bytes: &[u8]) -> Result<(), LinkEncodeError> {
+    put_count(dst, field, bytes.len())?;
+    dst.put_slice(bytes);
+    Ok(())
+}
+
+fn target_len(target: &Target) -> usize {
+    match target {
+        Target::Connection(_) | Target::User(_) => 9,
+        Target::Users(uids) => 5 + 8 * uids.len(),
+        Target::Broadcast => 1,
+    }
+}
+
+fn put_target(dst: &mut BytesMut, target: &Target) -> Result<(), LinkEncodeError> {
+    match target {
+        Target::Connection(cid) => {
+            dst.put_u8(target_kind::CONNECTION);
+            dst.put_u64(*cid);
+        }
+        Target::User(uid) => {
+            dst.put_u8(target_kind::USER);
+            dst.put_i64(*uid);
+        }
+        Target::Users(uids) => {
+            dst.put_u8(target_kind::USERS);
+            put_count(dst, "target uid list", uids.len())?;
+            for uid in uids {
+                dst.put_i64(*uid);
+            }
+        }
+        Target::Broadcast => dst.put_u8(target_kind::BROADCAST),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn gate_bytes(msg: &GateToNode) -> BytesMut {
+        let mut buf = BytesMut::new();
+        let n = encode_gate_to_node(msg, &mut buf).unwrap();
+        assert_eq!(n, buf.len());
+        buf
+    }
+
+    fn node_bytes(msg: &NodeToGate) -> BytesMut {
+        let mut buf = BytesMut::new();
+        let n = encode_node_to_gate(msg, &mut buf).unwrap();
+        assert_eq!(n, buf.len());
+        buf
+    }
+
+    fn decode_node(bytes: &[u8]) -> Result<Option<NodeToGate>, LinkDecodeError> {
+        LinkDecoder::default().decode_node_to_gate(&mut BytesMut::from(bytes))
+    }
+
+    fn decode_gate(bytes: &[u8]) -> Result<Option<GateToNode>, LinkDecodeError> {
+        LinkDecoder::default().decode_gate_to_node(&mut BytesMut::from(bytes))
+    }
+
+    #[test]
+    fn documented_examples() {
+        assert_eq!(hex(&gate_bytes(&GateToNode::Heartbeat)), "00 00 00 01 05");
+        assert_eq!(
+            hex(&gate_bytes(&GateToNode::Hello { gate_id: "g1".into() })),
+            "00 00 00 06 01 00 01 02 67 31"
+        );
+        let packet = GateToNode::Packet {
+            cid: 7,
+            uid: -1,
+            body: Bytes::from_static(&[0, 0, 1, 0, 1]),
+        };
+        assert_eq!(
+            hex(&gate_bytes(&packet)),
+            "00 00 00 1a 02 00 00 00 00 00 00 00 07 ff ff ff ff ff ff ff ff 00 00 00 05 00 00 01 00 01"
+        );
+        assert_eq!(
+            hex(&node_bytes(&NodeToGate::State(NodeState::Draining))),
+            "00 00 00 02 82 02"
+        );
+    }
+
+    #[test]
+    fn node_hello_exact_bytes() {
+        let hello = NodeToGate::Hello {
+            node_id: "n".into(),
+            state: NodeState::Busy,
+            routes: vec![
+                RouteSpec {
+                    route: 1,
+                    stateful: false,
+                    authorized: false,
+                    internal: false,
+                },
+                RouteSpec {
+                    route: -2,
+                    stateful: true,
+                    authorized: true,
+                    internal: true,
+                },
+            ],
+        };
+        let bytes = node_bytes(&hello);
+        assert_eq!(
+            hex(&bytes),
+            "00 00 00 14 81 00 01 01 6e 01 00 00 00 02 00 00 00 01 00 ff ff ff fe 07"
+        );
+        assert_eq!(decode_node(&bytes), Ok(Some(hello)));
+    }
+
+    #[test]
+    fn deliver_and_user_node_exact_bytes() {
+        let deliver = NodeToGate::Deliver {
+            target: Target::Users(vec![1, -1]),
+            packet: Bytes::from_static(&[0, 0, 0, 1, 0x80]),
+        };
+        assert_eq!(
+            hex(&node_bytes(&deliver)),
+            "00 00 00 1f 83 02 00 00 00 02 00 00 00 00 00 00 00 01 ff ff ff ff ff ff ff ff \
+             00 00 00 05 00 00 00 01 80"
+        );
+        let user_node = NodeToGate::UserNode {
+            uid: 3,
+            node_id: Some("ab".into()),
+        };
+        assert_eq!(
+            hex(&node_bytes(&user_node)),
+            "00 00 00 0d 86 00 00 00 00 00 00 00 03 01 02 61 62"
+        );
+        let ack = GateToNode::Ack {
+            request: 9,
+            result: Err(AckError::UnknownUser),
+        };
+        assert_eq!(
+            hex(&gate_bytes(&ack)),
+            "00 00 00 0a 04 00 00 00 00 00 00 00 09 02"
+        );
+    }
+
+    #[test]
+    fn packet_body_is_a_slice_of_the_read_buffer() {
+        let body = Bytes::from(vec![0x5a; 300]);
+        let mut buf = gate_bytes(&GateToNode::Packet { cid: 1, uid: 2, body });
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let Some(GateToNode::Packet { body, .. }) = LinkDecoder::default().decode_gate_to_node(&mut buf).unwrap()
+        else {
+            panic!("no packet")
+        };
+        assert_eq!(body.len(), 300);
+        assert!(range.contains(&(body.as_ptr() as usize)));
+    }
+
+    #[test]
+    fn version_mismatch_is_refused() {
+        assert_eq!(
+            decode_gate(&[0, 0, 0, 4, 0x01, 0, 2, 0]),
+            Err(LinkDecodeError::VersionMismatch { peer: 2, ours: 1 })
+        );
+        assert_eq!(
+            decode_node(&[0, 0, 0, 3, 0x81, 0x01, 0x00]),
+            Err(LinkDecodeError::VersionMismatch { peer: 256, ours: 1 })
+        );
+        let message = LinkDecodeError::VersionMismatch { peer: 2, ours: 1 }.to_string();
+        assert_eq!(message, "peer speaks link protocol version 2, this side speaks version 1");
+    }
+
+    #[test]
+    fn extensions_are_skipped_and_checked() {
+        // A Packet carrying an unknown extension and the reserved traceparent.
+        let mut bytes = gate_bytes(&GateToNode::Packet {
+            cid: 1,
+            uid: 0,
+            body: Bytes::from_static(b"x"),
+        })
+        .to_vec();
+        bytes.extend_from_slice(&[0x7e, 0x00, 0x01, 0xaa]);
+        bytes.extend_from_slice(&[ext::TRACEPARENT, 0x00, 55]);
+        bytes.extend_from_slice(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let len = (bytes.len() - 4) as u32;
+        bytes[..4].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(
+            decode_gate(&bytes),
+            Ok(Some(GateToNode::Packet {
+                cid: 1,
+                uid: 0,
+                body: Bytes::from_static(b"x")
+            }))
+        );
+        // An extension cut short by the end of the frame.
+        assert_eq!(
+            decode_gate(&[0, 0, 0, 4, 0x05, 0x01, 0x00, 0x02]),
+            Err(LinkDecodeError::Truncated {
+                message: "gate-to-node Heartbeat",
+                field: "extension value"
+            })
+        );
+    }
+
+    #[test]
+    fn bad_input_errors() {
+        assert_eq!(
+            decode_gate(&[0, 0, 0, 0]),
+            Err(LinkDecodeError::EmptyFrame)
+        );
+        assert_eq!(
+            decode_gate(&[0, 0, 0, 1, 0x81]),
+            Err(LinkDecodeError::WrongDirection {
+                type_byte: 0x81,
+                expected: Direction::GateToNode
+            })
+        );
+        assert_eq!(
+            decode_node(&[0, 0, 0, 1, 0x05]),
+            Err(LinkDecodeError::WrongDirection {
+                type_byte: 0x05,
+                expected: Direction::NodeToGate
+            })
+        );
+        assert_eq!(
+            decode_gate(&[0, 0, 0, 1, 0x00]),
+            Err(LinkDecodeError::UnknownType {
+                type_byte: 0,
+                expected: Direction::GateToNode
+            })
+        );
+        assert_eq!(
+            decode_gate(&[0, 0, 0, 2, 0x03, 0]),
+            Err(LinkDecodeError::Truncated {
+                message: "gate-to-node Disconnected",
+                field: "connection id"
+            })
+        );
+        assert_eq!(
+            decode_gate(&[0, 0, 0, 5, 0x01, 0, 1, 1, 0xff]),
+            Err(LinkDecodeError::NotUtf8 {
+                message: "gate-to-node Hello",
+                field: "gate id"
+            })
+        );
+        assert_eq!(
+            decode_gate(&[0, 0, 0, 10, 0x04, 0, 0, 0, 0, 0, 0, 0, 1, 4]),
+            Err(LinkDecodeError::UnknownAckResult(4))
+        );
+        assert_eq!(decode_node(&[0, 0, 0, 2, 0x82, 4]), Err(LinkDecodeError::UnknownNodeState(4)));
+        assert_eq!(decode_node(&[0, 0, 0, 2, 0x87, 9]), Err(LinkDecodeError::UnknownTargetKind(9)));
+        assert_eq!(
+            decode_node(&[0, 0, 0, 10, 0x86, 0, 0, 0, 0, 0, 0, 0, 1, 2]),
+            Err(LinkDecodeError::InvalidPresence {
+                message: "node-to-gate UserNode",
+                field: "node id",
+                value: 2
+            })
+        );
+        assert_eq!(
+            decode_node(&[0, 0, 0, 14, 0x81, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 5, 0x08]),
+            Err(LinkDecodeError::UnknownRouteFlags { route: 5, flags: 8 })
+        );
+        // A hostile uid count is checked against the frame before anything is allocated.
+        assert_eq!(
+            decode_node(&[0, 0, 0, 6, 0x87, 2, 0xff, 0xff, 0xff, 0xff]),
+            Err(LinkDecodeError::Truncated {
+                message: "node-to-gate Disconnect",
+                field: "target uid list"
+            })
+        );
+    }
+
+    #[test]
+    fn oversize_is_refused_before_allocating() {
+        let mut decoder = LinkDecoder::new(100);
+        let mut buf = BytesMut::from(&[0, 0, 0, 101][..]);
+        let capacity = buf.capacity();
+        assert_eq!(
+            decoder.decode_gate_to_node(&mut buf),
+            Err(LinkDecodeError::Oversize { len: 101, max: 100 })
+        );
+        assert_eq!(buf.capacity(), capacity);
+        let mut buf = BytesMut::from(&[0, 0, 0, 100, 0x02][..]);
+        assert_eq!(decoder.decode_gate_to_node(&mut buf), Ok(None));
+        assert!(buf.capacity() >= 104);
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let bytes = gate_bytes(&GateToNode::Disconnected { cid: 5, uid: 6 });
+        let mut decoder = LinkDecoder::default();
+        let mut buf = BytesMut::new();
+        for (i, &byte) in bytes.iter().enumerate() {
+            buf.put_u8(byte);
+            let decoded = decoder.decode_gate_to_node(&mut buf).unwrap();
+            assert_eq!(decoded.is_some(), i + 1 == bytes.len());
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn encode_errors_leave_dst_unchanged() {
+        let mut dst = BytesMut::from(&b"keep"[..]);
+        let long = "x".repeat(256);
+        assert_eq!(
+            encode_gate_to_node(&GateToNode::Hello { gate_id: long.clone() }, &mut dst),
+            Err(LinkEncodeError::IdTooLong {
+                field: "gate id",
+                len: 256
+            })
+        );
+        assert_eq!(
+            encode_node_to_gate(
+                &NodeToGate::UserNode {
+                    uid: 1,
+                    node_id: Some(long)
+                },
+                &mut dst
+            ),
+            Err(LinkEncodeError::IdTooLong {
+                field: "node id",
+                len: 256
+            })
+        );
+        assert_eq!(&dst[..], b"keep");
+        let max_id = "y".repeat(MAX_ID_BYTES);
+        let hello = GateToNode::Hello { gate_id: max_id };
+        encode_gate_to_node(&hello, &mut dst).unwrap();
+        assert_eq!(decode_gate(&dst[4..]), Ok(Some(hello)));
+    }
+
+    #[test]
+    fn frame_limit_follows_packet_settings() {
+        assert_eq!(DEFAULT_MAX_FRAME_BYTES, 1_114_116);
+        assert_eq!(
+            LinkDecoder::for_packets(&PacketConfig::default()),
+            LinkDecoder::default()
+        );
+        let huge = PacketConfig::new(crate::ByteOrder::Big, 2, 2, u32::MAX).unwrap();
+        assert_eq!(max_frame_bytes_for(&huge), u32::MAX);
+    }
+}
