@@ -105,7 +105,8 @@ impl Shared {
         for reply in replies {
             let _ = reply.send(Err(reason.clone()));
         }
-        self.status.send_modify(|status| status.closed = Some(reason.clone()));
+        self.status
+            .send_modify(|status| status.closed = Some(reason.clone()));
         let _ = self.events.send(Event::Closed(reason));
         self.cancel.cancel();
     }
@@ -139,9 +140,8 @@ impl Shared {
                     server_time_nanos,
                 });
                 if extcode == extcode::RECONNECT_ELSEWHERE {
-                    self.status.send_if_modified(|status| {
-                        !std::mem::replace(&mut status.reconnect_requested, true)
-                    });
+                    self.status
+                        .send_if_modified(|status| !std::mem::replace(&mut status.reconnect_requested, true));
                     let _ = self.events.send(Event::ReconnectElsewhere);
                 }
             }
@@ -260,7 +260,11 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError::Connect`], [`ClientError::ConnectTimeout`] or [`ClientError::Handshake`].
-    pub async fn connect_ws(url: &str, config: PacketConfig, options: ClientOptions) -> Result<Client, ClientError> {
+    pub async fn connect_ws(
+        url: &str,
+        config: PacketConfig,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let (read, write) = transport::connect_ws(url, &config, options.connect_timeout).await?;
         Ok(Client::start(read, write, config, options))
     }
@@ -395,7 +399,11 @@ impl Client {
     /// [`ClientError::Encode`] when route, seq or payload do not fit the settings; the reason the
     /// connection ended when it did.
     pub async fn send(&self, route: i32, seq: i32, payload: impl Into<Bytes>) -> Result<(), ClientError> {
-        let packet = self.inner.shared.config.data_packet(route, seq, &payload.into())?;
+        let packet = self
+            .inner
+            .shared
+            .config
+            .data_packet(route, seq, &payload.into())?;
         self.send_packet(packet).await
     }
 

@@ -142,7 +142,11 @@ impl Pending {
         self.closed = Some(reason);
         self.in_flight = 0;
         let mut replies: Vec<Reply> = self.by_seq.drain().map(|(_, w)| w.reply).collect();
-        replies.extend(self.by_route.drain().flat_map(|(_, q)| q.into_iter().map(|w| w.reply)));
+        replies.extend(
+            self.by_route
+                .drain()
+                .flat_map(|(_, q)| q.into_iter().map(|w| w.reply)),
+        );
         Some(replies)
     }
 }
@@ -200,7 +204,8 @@ mod tests {
         let mut rxs = Vec::new();
         for (id, route) in [(1, 5), (2, 6), (3, 5)] {
             let (w, rx) = waiter(id, route);
-            pending.insert(pending.alloc_seq().unwrap(), w);
+            let seq = pending.alloc_seq().unwrap();
+            pending.insert(seq, w);
             rxs.push(rx);
         }
         assert!(pending.cancel(1, 5));

@@ -40,7 +40,7 @@ pub(crate) async fn connect(
 /// Opens a TCP connection (with `TCP_NODELAY`) within `timeout`.
 pub(crate) async fn connect_tcp<A: ToSocketAddrs>(
     addr: A,
-    target: &dyn fmt::Display,
+    target: &(dyn fmt::Display + Sync),
     config: &PacketConfig,
     timeout: Duration,
 ) -> Result<(ReadHalf, WriteHalf), ClientError> {
@@ -137,7 +137,10 @@ pub(crate) enum ReadHalf {
 impl fmt::Debug for ReadHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReadHalf::Tcp { buf, .. } => f.debug_struct("ReadHalf::Tcp").field("buffered", &buf.len()).finish(),
+            ReadHalf::Tcp { buf, .. } => f
+                .debug_struct("ReadHalf::Tcp")
+                .field("buffered", &buf.len())
+                .finish(),
             ReadHalf::Ws { .. } => f.write_str("ReadHalf::Ws"),
         }
     }
@@ -213,8 +216,14 @@ pub(crate) enum WriteHalf {
 impl fmt::Debug for WriteHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WriteHalf::Tcp { buf, .. } => f.debug_struct("WriteHalf::Tcp").field("buffered", &buf.len()).finish(),
-            WriteHalf::Ws { batch, .. } => f.debug_struct("WriteHalf::Ws").field("batched", &batch.len()).finish(),
+            WriteHalf::Tcp { buf, .. } => f
+                .debug_struct("WriteHalf::Tcp")
+                .field("buffered", &buf.len())
+                .finish(),
+            WriteHalf::Ws { batch, .. } => f
+                .debug_struct("WriteHalf::Ws")
+                .field("batched", &batch.len())
+                .finish(),
         }
     }
 }
@@ -300,7 +309,9 @@ fn ws_error(err: tungstenite::Error) -> ClientError {
     match err {
         tungstenite::Error::ConnectionClosed
         | tungstenite::Error::AlreadyClosed
-        | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => ClientError::ServerClosed,
+        | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            ClientError::ServerClosed
+        }
         tungstenite::Error::Io(err)
             if matches!(
                 err.kind(),

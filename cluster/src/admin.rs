@@ -51,7 +51,9 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(AdminState { metrics, readiness });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 /// Binds the admin address, with an error that names it.
@@ -60,7 +62,10 @@ pub async fn serve(
 /// The address cannot be bound.
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await.map_err(|error| {
-        std::io::Error::new(error.kind(), format!("cannot bind admin HTTP address {address}: {error}"))
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot bind admin HTTP address {address}: {error}"),
+        )
     })
 }
 
@@ -76,7 +81,18 @@ async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
     let mut body = String::new();
     if let Err(error) = prometheus_client::encoding::text::encode(&mut body, &state.metrics) {
         tracing::error!(%error, "encoding metrics failed");
-        return (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::new());
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::new(),
+        );
     }
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
 }

@@ -38,7 +38,16 @@ pub struct NodeLink {
 pub fn link_pair(capacity: usize) -> (GateLink, NodeLink) {
     let (gate_tx, node_rx) = mpsc::channel(capacity);
     let (node_tx, gate_rx) = mpsc::channel(capacity);
-    (GateLink { tx: gate_tx, rx: gate_rx }, NodeLink { tx: node_tx, rx: node_rx })
+    (
+        GateLink {
+            tx: gate_tx,
+            rx: gate_rx,
+        },
+        NodeLink {
+            tx: node_tx,
+            rx: node_rx,
+        },
+    )
 }
 
 /// Why a link could not be opened.
@@ -89,7 +98,10 @@ impl Default for InProcessHub {
 
 impl InProcessHub {
     pub fn new(link_capacity: usize) -> Self {
-        InProcessHub { listeners: Arc::default(), capacity: link_capacity }
+        InProcessHub {
+            listeners: Arc::default(),
+            capacity: link_capacity,
+        }
     }
 
     /// Starts listening on `address`; the name is free again once the acceptor is dropped.
@@ -113,7 +125,10 @@ impl Connector for InProcessHub {
         let listener = self.listeners.lock().get(address).cloned();
         let listener = listener.ok_or_else(|| LinkError::NoListener(address.to_owned()))?;
         let (gate_end, node_end) = link_pair(self.capacity);
-        listener.send(node_end).await.map_err(|_| LinkError::ListenerClosed(address.to_owned()))?;
+        listener
+            .send(node_end)
+            .await
+            .map_err(|_| LinkError::ListenerClosed(address.to_owned()))?;
         Ok(gate_end)
     }
 }
@@ -143,18 +158,33 @@ mod tests {
         assert!(matches!(hub.listen("node-a"), Err(LinkError::AddressInUse(_))));
         let mut gate = hub.connect("node-a").await.unwrap();
         let mut node = acceptor.accept().await.unwrap();
-        gate.tx.send(GateToNode::Hello { gate_id: "g".into() }).await.unwrap();
-        assert_eq!(node.rx.recv().await, Some(GateToNode::Hello { gate_id: "g".into() }));
-        node.tx.send(NodeToGate::State(NodeState::Draining)).await.unwrap();
+        gate.tx
+            .send(GateToNode::Hello { gate_id: "g".into() })
+            .await
+            .unwrap();
+        assert_eq!(
+            node.rx.recv().await,
+            Some(GateToNode::Hello { gate_id: "g".into() })
+        );
+        node.tx
+            .send(NodeToGate::State(NodeState::Draining))
+            .await
+            .unwrap();
         assert_eq!(gate.rx.recv().await, Some(NodeToGate::State(NodeState::Draining)));
     }
 
     #[tokio::test]
     async fn connecting_to_nobody_says_so() {
         let hub = InProcessHub::default();
-        assert!(matches!(hub.connect("ghost").await, Err(LinkError::NoListener(_))));
+        assert!(matches!(
+            hub.connect("ghost").await,
+            Err(LinkError::NoListener(_))
+        ));
         drop(hub.listen("gone").unwrap());
-        assert!(matches!(hub.connect("gone").await, Err(LinkError::ListenerClosed(_))));
+        assert!(matches!(
+            hub.connect("gone").await,
+            Err(LinkError::ListenerClosed(_))
+        ));
         assert!(hub.listen("gone").is_ok(), "a dropped acceptor frees its name");
     }
 }

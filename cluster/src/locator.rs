@@ -92,14 +92,20 @@ impl MemoryLocator {
 impl Locator for MemoryLocator {
     async fn bind_gate(&self, uid: Uid, gate_id: &str) -> Result<(), LocatorError> {
         self.inner.gates.lock().insert(uid, gate_id.to_owned());
-        self.publish(LocatorEvent::GateBound { uid, gate_id: gate_id.to_owned() });
+        self.publish(LocatorEvent::GateBound {
+            uid,
+            gate_id: gate_id.to_owned(),
+        });
         Ok(())
     }
 
     async fn unbind_gate(&self, uid: Uid, gate_id: &str) -> Result<bool, LocatorError> {
         let removed = remove_if_owned(&mut self.inner.gates.lock(), &uid, gate_id);
         if removed {
-            self.publish(LocatorEvent::GateUnbound { uid, gate_id: gate_id.to_owned() });
+            self.publish(LocatorEvent::GateUnbound {
+                uid,
+                gate_id: gate_id.to_owned(),
+            });
         }
         Ok(removed)
     }
@@ -109,15 +115,26 @@ impl Locator for MemoryLocator {
     }
 
     async fn bind_node(&self, uid: Uid, pool: &str, node_id: &str) -> Result<(), LocatorError> {
-        self.inner.nodes.lock().insert((uid, pool.to_owned()), node_id.to_owned());
-        self.publish(LocatorEvent::NodeBound { uid, pool: pool.to_owned(), node_id: node_id.to_owned() });
+        self.inner
+            .nodes
+            .lock()
+            .insert((uid, pool.to_owned()), node_id.to_owned());
+        self.publish(LocatorEvent::NodeBound {
+            uid,
+            pool: pool.to_owned(),
+            node_id: node_id.to_owned(),
+        });
         Ok(())
     }
 
     async fn unbind_node(&self, uid: Uid, pool: &str, node_id: &str) -> Result<bool, LocatorError> {
         let removed = remove_if_owned(&mut self.inner.nodes.lock(), &(uid, pool.to_owned()), node_id);
         if removed {
-            self.publish(LocatorEvent::NodeUnbound { uid, pool: pool.to_owned(), node_id: node_id.to_owned() });
+            self.publish(LocatorEvent::NodeUnbound {
+                uid,
+                pool: pool.to_owned(),
+                node_id: node_id.to_owned(),
+            });
         }
         Ok(removed)
     }
@@ -151,24 +168,43 @@ mod tests {
         let mut events = locator.events();
         locator.bind_gate(7, "gate-a").await.unwrap();
         locator.bind_gate(7, "gate-b").await.unwrap();
-        assert!(!locator.unbind_gate(7, "gate-a").await.unwrap(), "a stale owner must not unbind");
+        assert!(
+            !locator.unbind_gate(7, "gate-a").await.unwrap(),
+            "a stale owner must not unbind"
+        );
         assert_eq!(locator.locate_gate(7).await.unwrap().as_deref(), Some("gate-b"));
         assert!(locator.unbind_gate(7, "gate-b").await.unwrap());
         assert_eq!(locator.locate_gate(7).await.unwrap(), None);
 
         locator.bind_node(7, DEFAULT_POOL, "node-1").await.unwrap();
         assert!(!locator.unbind_node(7, DEFAULT_POOL, "node-2").await.unwrap());
-        assert_eq!(locator.locate_node(7, DEFAULT_POOL).await.unwrap().as_deref(), Some("node-1"));
+        assert_eq!(
+            locator.locate_node(7, DEFAULT_POOL).await.unwrap().as_deref(),
+            Some("node-1")
+        );
         assert_eq!(locator.locate_node(7, "other-pool").await.unwrap(), None);
 
         let seen: Vec<_> = std::iter::from_fn(|| events.try_recv().ok()).collect();
         assert_eq!(
             seen,
             vec![
-                LocatorEvent::GateBound { uid: 7, gate_id: "gate-a".into() },
-                LocatorEvent::GateBound { uid: 7, gate_id: "gate-b".into() },
-                LocatorEvent::GateUnbound { uid: 7, gate_id: "gate-b".into() },
-                LocatorEvent::NodeBound { uid: 7, pool: DEFAULT_POOL.into(), node_id: "node-1".into() },
+                LocatorEvent::GateBound {
+                    uid: 7,
+                    gate_id: "gate-a".into()
+                },
+                LocatorEvent::GateBound {
+                    uid: 7,
+                    gate_id: "gate-b".into()
+                },
+                LocatorEvent::GateUnbound {
+                    uid: 7,
+                    gate_id: "gate-b".into()
+                },
+                LocatorEvent::NodeBound {
+                    uid: 7,
+                    pool: DEFAULT_POOL.into(),
+                    node_id: "node-1".into()
+                },
             ]
         );
     }

@@ -32,8 +32,16 @@ pub struct StaticRegistry {
 
 impl StaticRegistry {
     pub fn new(addresses: impl IntoIterator<Item = String>) -> Self {
-        let nodes = addresses.into_iter().map(|address| NodeEndpoint { address, accepting: true }).collect();
-        StaticRegistry { tx: watch::Sender::new(nodes) }
+        let nodes = addresses
+            .into_iter()
+            .map(|address| NodeEndpoint {
+                address,
+                accepting: true,
+            })
+            .collect();
+        StaticRegistry {
+            tx: watch::Sender::new(nodes),
+        }
     }
 
     /// Replaces the node set (tests and configuration reloads).

@@ -56,7 +56,9 @@ impl FromStr for RoutingPolicy {
             "round-robin" => Ok(RoutingPolicy::RoundRobin),
             "random" => Ok(RoutingPolicy::Random),
             "least-bound" => Ok(RoutingPolicy::LeastBound),
-            other => Err(format!("routing policy {other:?} is not one of: round-robin, random, least-bound")),
+            other => Err(format!(
+                "routing policy {other:?} is not one of: round-robin, random, least-bound"
+            )),
         }
     }
 }

@@ -66,7 +66,11 @@ impl Gate {
     ///
     /// # Errors
     /// The config does not validate.
-    pub fn new(config: GateConfig, locator: Arc<dyn Locator>, registry: &mut Registry) -> Result<Self, String> {
+    pub fn new(
+        config: GateConfig,
+        locator: Arc<dyn Locator>,
+        registry: &mut Registry,
+    ) -> Result<Self, String> {
         config.validate()?;
         let readiness = Readiness::default();
         readiness.set(true);
@@ -112,19 +116,25 @@ impl Gate {
     /// Accepts TCP clients on `listener` until the gate drains.
     pub fn serve_tcp(&self, listener: TcpListener) {
         let gate = self.clone();
-        self.inner.tasks.spawn(async move { gate.accept_loop(listener, Transport::Tcp).await });
+        self.inner
+            .tasks
+            .spawn(async move { gate.accept_loop(listener, Transport::Tcp).await });
     }
 
     /// Accepts WebSocket clients on `listener` (upgrade path from the config) until the gate drains.
     pub fn serve_ws(&self, listener: TcpListener) {
         let gate = self.clone();
-        self.inner.tasks.spawn(async move { gate.accept_loop(listener, Transport::Ws).await });
+        self.inner
+            .tasks
+            .spawn(async move { gate.accept_loop(listener, Transport::Ws).await });
     }
 
     /// Keeps one link to every node the registry lists, reconnecting with backoff.
     pub fn connect_nodes(&self, nodes: watch::Receiver<Vec<NodeEndpoint>>, connector: Arc<dyn Connector>) {
         let gate = self.clone();
-        self.inner.tasks.spawn(async move { links::maintain_links(gate, nodes, connector).await });
+        self.inner
+            .tasks
+            .spawn(async move { links::maintain_links(gate, nodes, connector).await });
     }
 
     /// Stops taking clients, tells every client to reconnect elsewhere, and closes connections gradually
@@ -135,7 +145,10 @@ impl Gate {
         inner.accepting.cancel();
         inner.metrics.draining.set(1);
         let deadline = Instant::now() + inner.config.drain_deadline;
-        let reconnect = inner.config.packet.heartbeat_packet(extcode::RECONNECT_ELSEWHERE, None);
+        let reconnect = inner
+            .config
+            .packet
+            .heartbeat_packet(extcode::RECONNECT_ELSEWHERE, None);
         let sessions = inner.sessions.all();
         tracing::info!(gate = %inner.config.id, connections = sessions.len(), deadline = ?inner.config.drain_deadline, "gate draining");
         for session in &sessions {
@@ -205,7 +218,8 @@ impl Gate {
                     Transport::Tcp => {
                         let (read, write) = stream.into_split();
                         let source = StreamSource::new(read, &gate.inner.config.packet);
-                        gate.run_session(Transport::Tcp, source, StreamSink::new(write), permit).await;
+                        gate.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
+                            .await;
                     }
                     Transport::Ws => gate.accept_ws(stream, peer, permit).await,
                 }
@@ -265,7 +279,13 @@ impl Gate {
         inner.metrics.connections_opened.get_or_create(&labels).inc();
         let traffic = inner.metrics.traffic(transport);
 
-        let writer = inner.tasks.spawn(write_loop(self.clone(), session.clone(), sink, outbound_rx, traffic.clone()));
+        let writer = inner.tasks.spawn(write_loop(
+            self.clone(),
+            session.clone(),
+            sink,
+            outbound_rx,
+            traffic.clone(),
+        ));
         self.read_loop(&session, &mut source, &traffic).await;
         session.close(CloseReason::Error); // no-op when a reason is already recorded
         let _ = writer.await;
@@ -277,7 +297,12 @@ impl Gate {
         self.after_close(&session);
     }
 
-    async fn read_loop<S: FrameSource>(&self, session: &Arc<Session>, source: &mut S, traffic: &TrafficCounters) {
+    async fn read_loop<S: FrameSource>(
+        &self,
+        session: &Arc<Session>,
+        source: &mut S,
+        traffic: &TrafficCounters,
+    ) {
         let inner = &self.inner;
         let idle_timeout = inner.config.idle_timeout();
         let mut last_seen = Instant::now();
@@ -356,7 +381,11 @@ impl Gate {
                     }
                 };
                 session.visited(&node);
-                let packet = GateToNode::Packet { cid: session.cid, uid, body: data.into_body() };
+                let packet = GateToNode::Packet {
+                    cid: session.cid,
+                    uid,
+                    body: data.into_body(),
+                };
                 // Waiting here is the backpressure of a node that cannot keep up.
                 if node.tx.send(packet).await.is_err() {
                     inner.metrics.dropped(DropReason::NoNode);
@@ -364,7 +393,9 @@ impl Gate {
             }
             Frame::Heartbeat { .. } => {
                 inner.metrics.heartbeats.inc();
-                if inner.config.heartbeat_mode == HeartbeatMode::Resp && !inner.config.heartbeat_interval.is_zero() {
+                if inner.config.heartbeat_mode == HeartbeatMode::Resp
+                    && !inner.config.heartbeat_interval.is_zero()
+                {
                     session.send(self.heartbeat_packet(0));
                 }
             }
@@ -391,7 +422,9 @@ impl Gate {
     pub(crate) fn heartbeat_packet(&self, extcode: u8) -> Bytes {
         let config = &self.inner.config;
         let time = config.heartbeat_time.then(|| {
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos() as i64)
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_nanos() as i64)
         });
         config.packet.heartbeat_packet(extcode, time)
     }
@@ -410,7 +443,10 @@ impl Gate {
             }
         }
         for node in nodes {
-            let message = GateToNode::Disconnected { cid: session.cid, uid };
+            let message = GateToNode::Disconnected {
+                cid: session.cid,
+                uid,
+            };
             if let Err(mpsc::error::TrySendError::Full(message)) = node.tx.try_send(message) {
                 inner.tasks.spawn(async move {
                     let _ = node.tx.send(message).await;
@@ -448,7 +484,12 @@ impl Gate {
                     if let Some(session) = session {
                         gate.load_binding(&session, uid).await;
                     }
-                    let _ = tx.send(GateToNode::Ack { request, result: result.map(|_| ()) }).await;
+                    let _ = tx
+                        .send(GateToNode::Ack {
+                            request,
+                            result: result.map(|_| ()),
+                        })
+                        .await;
                 });
             }
             NodeToGate::UnbindUser { request, uid } => {
@@ -585,7 +626,10 @@ impl Gate {
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "gate fell behind locator events; caches may be stale until next bind");
+                        tracing::warn!(
+                            missed,
+                            "gate fell behind locator events; caches may be stale until next bind"
+                        );
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
@@ -595,8 +639,10 @@ impl Gate {
 
     /// Applies the registry's readiness of every node address.
     pub(crate) fn registry_accepting(&self, nodes: &[NodeEndpoint]) {
-        let accepting: HashMap<String, bool> =
-            nodes.iter().map(|node| (node.address.clone(), node.accepting)).collect();
+        let accepting: HashMap<String, bool> = nodes
+            .iter()
+            .map(|node| (node.address.clone(), node.accepting))
+            .collect();
         self.inner.nodes.set_accepting(accepting);
     }
 }

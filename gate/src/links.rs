@@ -110,15 +110,27 @@ fn log_failure(address: &str, reason: &str, failures_before: u32) {
 
 /// Runs one link: hello both ways, then the node's messages until the link or the gate ends.
 /// Returns `Ok` when the link ran and ended, `Err` when it never came up.
-async fn run_link(gate: &Gate, address: &str, link: GateLink, stop: &CancellationToken) -> Result<(), String> {
+async fn run_link(
+    gate: &Gate,
+    address: &str,
+    link: GateLink,
+    stop: &CancellationToken,
+) -> Result<(), String> {
     let GateLink { tx, mut rx } = link;
-    tx.send(GateToNode::Hello { gate_id: gate.id().to_owned() })
-        .await
-        .map_err(|_| "link closed before the hello".to_owned())?;
+    tx.send(GateToNode::Hello {
+        gate_id: gate.id().to_owned(),
+    })
+    .await
+    .map_err(|_| "link closed before the hello".to_owned())?;
     let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, rx.recv())
         .await
         .map_err(|_| format!("no hello within {HANDSHAKE_TIMEOUT:?}"))?;
-    let Some(NodeToGate::Hello { node_id, state, routes }) = hello else {
+    let Some(NodeToGate::Hello {
+        node_id,
+        state,
+        routes,
+    }) = hello
+    else {
         return Err(format!("expected a hello, got {hello:?}"));
     };
     let node = Arc::new(NodeHandle {
@@ -130,7 +142,10 @@ async fn run_link(gate: &Gate, address: &str, link: GateLink, stop: &Cancellatio
     tracing::info!(%address, node = %node_id, %state, routes = routes.len(), "node linked");
     gate.inner.nodes.insert(node.clone(), state, routes);
     gate.inner.metrics.node_links.inc();
-    let context = LinkContext { node: node.clone(), tx };
+    let context = LinkContext {
+        node: node.clone(),
+        tx,
+    };
     loop {
         let message = tokio::select! {
             _ = stop.cancelled() => break,

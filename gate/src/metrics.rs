@@ -101,28 +101,68 @@ impl GateMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = GateMetrics::default();
         let gate = registry.sub_registry_with_prefix("switchyard_gate");
-        gate.register("connections", "Open client connections", metrics.connections.clone());
-        gate.register("connections_opened", "Client connections accepted", metrics.connections_opened.clone());
-        gate.register("connections_closed", "Client connections closed, by reason", metrics.connections_closed.clone());
+        gate.register(
+            "connections",
+            "Open client connections",
+            metrics.connections.clone(),
+        );
+        gate.register(
+            "connections_opened",
+            "Client connections accepted",
+            metrics.connections_opened.clone(),
+        );
+        gate.register(
+            "connections_closed",
+            "Client connections closed, by reason",
+            metrics.connections_closed.clone(),
+        );
         gate.register(
             "connections_refused",
             "Client connections refused before a session existed",
             metrics.connections_refused.clone(),
         );
-        gate.register("packets_in", "Client packets received", metrics.packets_in.clone());
-        gate.register("bytes_in", "Client packet bytes received", metrics.bytes_in.clone());
-        gate.register("packets_out", "Packets written to clients", metrics.packets_out.clone());
+        gate.register(
+            "packets_in",
+            "Client packets received",
+            metrics.packets_in.clone(),
+        );
+        gate.register(
+            "bytes_in",
+            "Client packet bytes received",
+            metrics.bytes_in.clone(),
+        );
+        gate.register(
+            "packets_out",
+            "Packets written to clients",
+            metrics.packets_out.clone(),
+        );
         gate.register("bytes_out", "Bytes written to clients", metrics.bytes_out.clone());
-        gate.register("packets_dropped", "Client packets not forwarded, by reason", metrics.packets_dropped.clone());
-        gate.register("heartbeats", "Client heartbeats received", metrics.heartbeats.clone());
-        gate.register("pushes_delivered", "Node pushes queued to client sessions", metrics.pushes_delivered.clone());
+        gate.register(
+            "packets_dropped",
+            "Client packets not forwarded, by reason",
+            metrics.packets_dropped.clone(),
+        );
+        gate.register(
+            "heartbeats",
+            "Client heartbeats received",
+            metrics.heartbeats.clone(),
+        );
+        gate.register(
+            "pushes_delivered",
+            "Node pushes queued to client sessions",
+            metrics.pushes_delivered.clone(),
+        );
         gate.register(
             "stale_bindings_cleared",
             "Stateful bindings to vanished nodes cleared",
             metrics.stale_bindings_cleared.clone(),
         );
         gate.register("node_links", "Live links to nodes", metrics.node_links.clone());
-        gate.register("node_link_failures", "Node links that failed or could not open", metrics.node_link_failures.clone());
+        gate.register(
+            "node_link_failures",
+            "Node links that failed or could not open",
+            metrics.node_link_failures.clone(),
+        );
         gate.register("draining", "1 while the gate drains", metrics.draining.clone());
         metrics
     }
@@ -132,11 +172,15 @@ impl GateMetrics {
     }
 
     pub(crate) fn refused(&self, protocol: Transport, reason: RefuseReason) {
-        self.connections_refused.get_or_create(&RefuseLabels { protocol, reason }).inc();
+        self.connections_refused
+            .get_or_create(&RefuseLabels { protocol, reason })
+            .inc();
     }
 
     pub(crate) fn closed(&self, protocol: Transport, reason: CloseReason) {
-        self.connections_closed.get_or_create(&CloseLabels { protocol, reason }).inc();
+        self.connections_closed
+            .get_or_create(&CloseLabels { protocol, reason })
+            .inc();
     }
 
     /// The per-connection counters of one transport, resolved once.

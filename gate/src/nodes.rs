@@ -99,13 +99,19 @@ impl RoutingSnapshot {
 
 /// A node for a player with no binding: a `work` node by the policy, else a `busy` one, never a draining one.
 fn pick_new(entry: &RouteEntry, policy: RoutingPolicy, turn: &AtomicUsize) -> Option<Arc<NodeHandle>> {
-    let candidates = if entry.work.is_empty() { &entry.busy } else { &entry.work };
+    let candidates = if entry.work.is_empty() {
+        &entry.busy
+    } else {
+        &entry.work
+    };
     let chosen = match (candidates.len(), policy) {
         (0, _) => return None,
         (1, _) => &candidates[0],
         (n, RoutingPolicy::RoundRobin) => &candidates[turn.fetch_add(1, Ordering::Relaxed) % n],
         (n, RoutingPolicy::Random) => &candidates[rand::rng().random_range(0..n)],
-        (_, RoutingPolicy::LeastBound) => candidates.iter().min_by_key(|node| node.bound.load(Ordering::Relaxed))?,
+        (_, RoutingPolicy::LeastBound) => candidates
+            .iter()
+            .min_by_key(|node| node.bound.load(Ordering::Relaxed))?,
     };
     Some(chosen.clone())
 }
@@ -127,13 +133,23 @@ impl NodeTable {
     /// A node said hello on a new link (replacing any older link of the same node id).
     pub(crate) fn insert(&self, handle: Arc<NodeHandle>, state: NodeState, routes: Vec<RouteSpec>) {
         let mut records = self.records.lock();
-        records.insert(handle.id.clone(), NodeRecord { handle, state, routes });
+        records.insert(
+            handle.id.clone(),
+            NodeRecord {
+                handle,
+                state,
+                routes,
+            },
+        );
         self.rebuild(&records);
     }
 
     pub(crate) fn set_state(&self, handle: &Arc<NodeHandle>, state: NodeState) {
         let mut records = self.records.lock();
-        if let Some(record) = records.get_mut(&handle.id).filter(|record| Arc::ptr_eq(&record.handle, handle)) {
+        if let Some(record) = records
+            .get_mut(&handle.id)
+            .filter(|record| Arc::ptr_eq(&record.handle, handle))
+        {
             record.state = state;
             self.rebuild(&records);
         }
@@ -148,7 +164,10 @@ impl NodeTable {
     /// A link ended; the node is forgotten unless a newer link replaced it already.
     pub(crate) fn remove(&self, handle: &Arc<NodeHandle>) {
         let mut records = self.records.lock();
-        if records.get(&handle.id).is_some_and(|record| Arc::ptr_eq(&record.handle, handle)) {
+        if records
+            .get(&handle.id)
+            .is_some_and(|record| Arc::ptr_eq(&record.handle, handle))
+        {
             records.remove(&handle.id);
             self.rebuild(&records);
         }
@@ -168,7 +187,9 @@ impl NodeTable {
             if !record.state.serves_bound_players() {
                 continue;
             }
-            snapshot.nodes.insert(record.handle.id.clone(), record.handle.clone());
+            snapshot
+                .nodes
+                .insert(record.handle.id.clone(), record.handle.clone());
             let registry_accepts = accepting.get(&record.handle.address).copied().unwrap_or(true);
             for spec in &record.routes {
                 let entry = snapshot.routes.entry(spec.route).or_insert_with(|| RouteEntry {
@@ -195,12 +216,22 @@ mod tests {
     use super::*;
 
     fn route(route: i32, stateful: bool, authorized: bool) -> RouteSpec {
-        RouteSpec { route, stateful, authorized, internal: false }
+        RouteSpec {
+            route,
+            stateful,
+            authorized,
+            internal: false,
+        }
     }
 
     fn handle(id: &str) -> Arc<NodeHandle> {
         let (tx, _rx) = mpsc::channel(1);
-        Arc::new(NodeHandle { id: id.into(), address: format!("{id}:1"), tx, bound: AtomicUsize::new(0) })
+        Arc::new(NodeHandle {
+            id: id.into(),
+            address: format!("{id}:1"),
+            tx,
+            bound: AtomicUsize::new(0),
+        })
     }
 
     fn forwarded_to(decision: Decision) -> String {
@@ -220,16 +251,31 @@ mod tests {
         table.insert(c.clone(), NodeState::Busy, routes.clone());
         let turn = AtomicUsize::new(0);
         let picks: Vec<String> = (0..4)
-            .map(|_| forwarded_to(table.snapshot().decide(1, NO_UID, None, RoutingPolicy::RoundRobin, &turn)))
+            .map(|_| {
+                forwarded_to(
+                    table
+                        .snapshot()
+                        .decide(1, NO_UID, None, RoutingPolicy::RoundRobin, &turn),
+                )
+            })
             .collect();
         assert_eq!(picks, ["a", "b", "a", "b"]);
 
         table.set_state(&a, NodeState::Draining);
         table.set_state(&b, NodeState::Draining);
-        assert_eq!(forwarded_to(table.snapshot().decide(1, NO_UID, None, RoutingPolicy::RoundRobin, &turn)), "c");
+        assert_eq!(
+            forwarded_to(
+                table
+                    .snapshot()
+                    .decide(1, NO_UID, None, RoutingPolicy::RoundRobin, &turn)
+            ),
+            "c"
+        );
         table.set_state(&c, NodeState::Shut);
         assert!(matches!(
-            table.snapshot().decide(1, NO_UID, None, RoutingPolicy::Random, &turn),
+            table
+                .snapshot()
+                .decide(1, NO_UID, None, RoutingPolicy::Random, &turn),
             Decision::Drop(DropReason::NoNode)
         ));
     }
@@ -238,31 +284,73 @@ mod tests {
     fn registry_readiness_withdraws_a_node_from_new_players_only() {
         let table = NodeTable::default();
         let (a, b) = (handle("a"), handle("b"));
-        table.insert(a.clone(), NodeState::Work, vec![route(1, false, false), route(3, true, true)]);
-        table.insert(b.clone(), NodeState::Work, vec![route(1, false, false), route(3, true, true)]);
+        table.insert(
+            a.clone(),
+            NodeState::Work,
+            vec![route(1, false, false), route(3, true, true)],
+        );
+        table.insert(
+            b.clone(),
+            NodeState::Work,
+            vec![route(1, false, false), route(3, true, true)],
+        );
         table.set_accepting(HashMap::from([(a.address.clone(), false)]));
         let turn = AtomicUsize::new(0);
         for _ in 0..3 {
-            assert_eq!(forwarded_to(table.snapshot().decide(1, 5, None, RoutingPolicy::RoundRobin, &turn)), "b");
+            assert_eq!(
+                forwarded_to(
+                    table
+                        .snapshot()
+                        .decide(1, 5, None, RoutingPolicy::RoundRobin, &turn)
+                ),
+                "b"
+            );
         }
         // A player bound to `a` keeps going there.
-        assert_eq!(forwarded_to(table.snapshot().decide(3, 5, Some("a"), RoutingPolicy::RoundRobin, &turn)), "a");
+        assert_eq!(
+            forwarded_to(
+                table
+                    .snapshot()
+                    .decide(3, 5, Some("a"), RoutingPolicy::RoundRobin, &turn)
+            ),
+            "a"
+        );
     }
 
     #[test]
     fn stateful_and_authorized_rules() {
         let table = NodeTable::default();
         let a = handle("a");
-        table.insert(a.clone(), NodeState::Draining, vec![route(3, true, true), route(7, false, true)]);
+        table.insert(
+            a.clone(),
+            NodeState::Draining,
+            vec![route(3, true, true), route(7, false, true)],
+        );
         let turn = AtomicUsize::new(0);
         let snapshot = table.snapshot();
         let decide = |route, uid, bound| snapshot.decide(route, uid, bound, RoutingPolicy::RoundRobin, &turn);
-        assert!(matches!(decide(3, NO_UID, None), Decision::Drop(DropReason::Unauthorized)));
-        assert!(matches!(decide(7, NO_UID, None), Decision::Drop(DropReason::Unauthorized)));
-        assert!(matches!(decide(9, 1, None), Decision::Drop(DropReason::UnknownRoute)));
-        assert_eq!(forwarded_to(decide(3, 1, Some("a"))), "a", "a draining node serves its bound players");
+        assert!(matches!(
+            decide(3, NO_UID, None),
+            Decision::Drop(DropReason::Unauthorized)
+        ));
+        assert!(matches!(
+            decide(7, NO_UID, None),
+            Decision::Drop(DropReason::Unauthorized)
+        ));
+        assert!(matches!(
+            decide(9, 1, None),
+            Decision::Drop(DropReason::UnknownRoute)
+        ));
+        assert_eq!(
+            forwarded_to(decide(3, 1, Some("a"))),
+            "a",
+            "a draining node serves its bound players"
+        );
         // Bound to a vanished node while no node takes new players: nowhere to go.
-        assert!(matches!(decide(3, 1, Some("gone")), Decision::Drop(DropReason::NoNode)));
+        assert!(matches!(
+            decide(3, 1, Some("gone")),
+            Decision::Drop(DropReason::NoNode)
+        ));
 
         let b = handle("b");
         table.insert(b, NodeState::Work, vec![route(3, true, true)]);
@@ -277,15 +365,29 @@ mod tests {
     fn least_bound_policy_and_internal_routes() {
         let table = NodeTable::default();
         let (a, b) = (handle("a"), handle("b"));
-        let internal = RouteSpec { route: 9, stateful: false, authorized: false, internal: true };
+        let internal = RouteSpec {
+            route: 9,
+            stateful: false,
+            authorized: false,
+            internal: true,
+        };
         table.insert(a.clone(), NodeState::Work, vec![route(1, false, false), internal]);
         table.insert(b.clone(), NodeState::Work, vec![route(1, false, false)]);
         a.bound.store(5, Ordering::Relaxed);
         b.bound.store(2, Ordering::Relaxed);
         let turn = AtomicUsize::new(0);
-        assert_eq!(forwarded_to(table.snapshot().decide(1, NO_UID, None, RoutingPolicy::LeastBound, &turn)), "b");
+        assert_eq!(
+            forwarded_to(
+                table
+                    .snapshot()
+                    .decide(1, NO_UID, None, RoutingPolicy::LeastBound, &turn)
+            ),
+            "b"
+        );
         assert!(matches!(
-            table.snapshot().decide(9, 1, None, RoutingPolicy::RoundRobin, &turn),
+            table
+                .snapshot()
+                .decide(9, 1, None, RoutingPolicy::RoundRobin, &turn),
             Decision::Drop(DropReason::UnknownRoute)
         ));
     }
@@ -298,7 +400,12 @@ mod tests {
         table.insert(old.clone(), NodeState::Work, vec![route(1, false, false)]);
         table.insert(new.clone(), NodeState::Work, vec![route(1, false, false)]);
         table.remove(&old);
-        assert!(table.snapshot().node("a").is_some_and(|node| Arc::ptr_eq(node, &new)));
+        assert!(
+            table
+                .snapshot()
+                .node("a")
+                .is_some_and(|node| Arc::ptr_eq(node, &new))
+        );
         table.remove(&new);
         assert_eq!(table.len(), 0);
     }

@@ -192,7 +192,11 @@ impl SessionTable {
 mod tests {
     use super::*;
 
-    fn session(table: &SessionTable, cid: ConnectionId, queue: usize) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
+    fn session(
+        table: &SessionTable,
+        cid: ConnectionId,
+        queue: usize,
+    ) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(queue);
         let session = Arc::new(Session::new(cid, tx));
         table.insert(session.clone());

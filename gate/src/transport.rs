@@ -51,7 +51,11 @@ pub(crate) struct StreamSource<R> {
 
 impl<R> StreamSource<R> {
     pub(crate) fn new(read: R, config: &PacketConfig) -> Self {
-        StreamSource { read, buf: BytesMut::with_capacity(INITIAL_READ_BUFFER), decoder: config.decoder() }
+        StreamSource {
+            read,
+            buf: BytesMut::with_capacity(INITIAL_READ_BUFFER),
+            decoder: config.decoder(),
+        }
     }
 }
 
@@ -81,7 +85,9 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameSource for StreamSource<R> {
 fn wire_len(frame: &Frame) -> usize {
     4 + match frame {
         Frame::Empty => 0,
-        Frame::Heartbeat { server_time_nanos, .. } => 1 + server_time_nanos.map_or(0, |_| 8),
+        Frame::Heartbeat {
+            server_time_nanos, ..
+        } => 1 + server_time_nanos.map_or(0, |_| 8),
         Frame::Data(data) => data.body().len(),
         Frame::Short { size } => *size as usize,
     }
@@ -95,7 +101,10 @@ pub(crate) struct StreamSink<W> {
 
 impl<W> StreamSink<W> {
     pub(crate) fn new(write: W) -> Self {
-        StreamSink { write, buf: BytesMut::new() }
+        StreamSink {
+            write,
+            buf: BytesMut::new(),
+        }
     }
 }
 
@@ -138,7 +147,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (sink, stream) = ws.split();
-    (WsSource { stream, config: *config }, WsSink { sink })
+    (
+        WsSource {
+            stream,
+            config: *config,
+        },
+        WsSink { sink },
+    )
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSource for WsSource<S> {
@@ -161,7 +176,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSource for WsSourc
                 Some(Err(tungstenite::Error::Capacity(error))) => {
                     tracing::debug!(%error, "WebSocket message over the size limit");
                     let max = self.config.max_packet_bytes();
-                    return SourceEvent::Oversize(DecodeError::Oversize { size: max.saturating_add(1), max });
+                    return SourceEvent::Oversize(DecodeError::Oversize {
+                        size: max.saturating_add(1),
+                        max,
+                    });
                 }
                 Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
                     return SourceEvent::Closed;
@@ -175,7 +193,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSource for WsSourc
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<S> {
     async fn write(&mut self, packets: &[Bytes]) -> io::Result<()> {
         for packet in packets {
-            self.sink.feed(Message::Binary(packet.clone())).await.map_err(io::Error::other)?;
+            self.sink
+                .feed(Message::Binary(packet.clone()))
+                .await
+                .map_err(io::Error::other)?;
         }
         self.sink.flush().await.map_err(io::Error::other)
     }

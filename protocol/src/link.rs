@@ -14,8 +14,8 @@
 pub mod codec;
 
 pub use codec::{
-    DEFAULT_MAX_FRAME_BYTES, LINK_VERSION, LinkDecodeError, LinkDecoder, LinkEncodeError, encode_gate_to_node,
-    encode_node_to_gate,
+    DEFAULT_MAX_FRAME_BYTES, LINK_VERSION, LinkDecodeError, LinkDecoder, LinkEncodeError,
+    encode_gate_to_node, encode_node_to_gate,
 };
 
 use std::fmt;

@@ -242,6 +242,38 @@ impl PacketConfig {
         Ok(())
     }
 
+    /// Starts a data packet whose payload the caller appends to `dst` itself (for example by serializing
+    /// straight into it); returns the offset to pass to [`PacketConfig::finish_data`].
+    ///
+    /// # Errors
+    /// Route or seq outside the signed range of their width.
+    pub fn begin_data(&self, route: i32, seq: i32, dst: &mut BytesMut) -> Result<usize, EncodeError> {
+        let start = dst.len();
+        self.encode_data(route, seq, &[], dst)?;
+        Ok(start)
+    }
+
+    /// Completes a packet begun at `start` with [`PacketConfig::begin_data`]: writes its size field.
+    ///
+    /// # Errors
+    /// The packet exceeds the maximum size; `dst` is truncated back to `start`.
+    pub fn finish_data(&self, dst: &mut BytesMut, start: usize) -> Result<(), EncodeError> {
+        let size = (dst.len() - start - SIZE_FIELD_BYTES) as u64;
+        if size > u64::from(self.max_packet_bytes) {
+            dst.truncate(start);
+            return Err(EncodeError::TooLarge {
+                size,
+                max: self.max_packet_bytes,
+            });
+        }
+        let field = match self.byte_order {
+            ByteOrder::Big => (size as u32).to_be_bytes(),
+            ByteOrder::Little => (size as u32).to_le_bytes(),
+        };
+        dst[start..start + SIZE_FIELD_BYTES].copy_from_slice(&field);
+        Ok(())
+    }
+
     /// One data packet as its own buffer.
     ///
     /// # Errors
@@ -587,6 +619,23 @@ mod tests {
             config.parse_message(packet.slice(..3)),
             Err(MessageError::NoSizeField { .. })
         ));
+    }
+
+    #[test]
+    fn payload_written_in_place() {
+        let config = PacketConfig::new(ByteOrder::Little, 2, 1, 16).unwrap();
+        let mut dst = BytesMut::from(&b"prefix"[..]);
+        let start = config.begin_data(3, 4, &mut dst).unwrap();
+        dst.extend_from_slice(b"hello");
+        config.finish_data(&mut dst, start).unwrap();
+        assert_eq!(&dst[start..], &config.data_packet(3, 4, b"hello").unwrap()[..]);
+        let start = config.begin_data(3, 4, &mut dst).unwrap();
+        dst.extend_from_slice(&[0; 20]);
+        assert!(matches!(
+            config.finish_data(&mut dst, start),
+            Err(EncodeError::TooLarge { .. })
+        ));
+        assert_eq!(dst.len(), start, "a refused packet leaves nothing behind");
     }
 
     #[test]

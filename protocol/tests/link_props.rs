@@ -7,8 +7,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use switchyard_protocol::link::codec::{LENGTH_FIELD_BYTES, MAX_ID_BYTES};
 use switchyard_protocol::link::{
-    AckError, DEFAULT_MAX_FRAME_BYTES, GateToNode, LinkDecodeError, LinkDecoder, LinkEncodeError, NodeState, NodeToGate, RouteSpec,
-    Target, encode_gate_to_node, encode_node_to_gate,
+    AckError, DEFAULT_MAX_FRAME_BYTES, GateToNode, LinkDecodeError, LinkDecoder, LinkEncodeError, NodeState,
+    NodeToGate, RouteSpec, Target, encode_gate_to_node, encode_node_to_gate,
 };
 
 /// Any id the link can carry: UTF-8 of at most 255 bytes, cut at a character boundary.
@@ -97,10 +97,8 @@ fn node_to_gate() -> impl Strategy<Value = NodeToGate> {
             uid
         }),
         (any::<u64>(), any::<i64>()).prop_map(|(request, uid)| NodeToGate::UnbindUser { request, uid }),
-        (any::<i64>(), proptest::option::of(id())).prop_map(|(uid, node_id)| NodeToGate::UserNode {
-            uid,
-            node_id
-        }),
+        (any::<i64>(), proptest::option::of(id()))
+            .prop_map(|(uid, node_id)| NodeToGate::UserNode { uid, node_id }),
         target().prop_map(|target| NodeToGate::Disconnect { target }),
         Just(NodeToGate::Heartbeat),
     ]
@@ -169,7 +167,10 @@ fn decode_anything(max_frame_bytes: u32, input: &[u8]) -> Result<(), TestCaseErr
             Ok(Some(msg)) => {
                 // Whatever decodes re-encodes to a frame that decodes to the same message.
                 let mut again = encode_all_gate(std::slice::from_ref(&msg));
-                prop_assert_eq!(LinkDecoder::new(u32::MAX).decode_gate_to_node(&mut again), Ok(Some(msg)));
+                prop_assert_eq!(
+                    LinkDecoder::new(u32::MAX).decode_gate_to_node(&mut again),
+                    Ok(Some(msg))
+                );
             }
             Ok(None) => {
                 prop_assert!(buf.capacity() <= limit.max(2 * initial));
@@ -187,7 +188,10 @@ fn decode_anything(max_frame_bytes: u32, input: &[u8]) -> Result<(), TestCaseErr
         match decoder.decode_node_to_gate(&mut buf) {
             Ok(Some(msg)) => {
                 let mut again = encode_all_node(std::slice::from_ref(&msg));
-                prop_assert_eq!(LinkDecoder::new(u32::MAX).decode_node_to_gate(&mut again), Ok(Some(msg)));
+                prop_assert_eq!(
+                    LinkDecoder::new(u32::MAX).decode_node_to_gate(&mut again),
+                    Ok(Some(msg))
+                );
             }
             Ok(None) => {
                 prop_assert!(buf.capacity() <= limit.max(2 * initial));

@@ -17,11 +17,15 @@ fn byte_order() -> impl Strategy<Value = ByteOrder> {
 
 /// Any valid settings: both byte orders, every allowed width, caps from the smallest allowed up.
 fn config() -> impl Strategy<Value = PacketConfig> {
-    (byte_order(), select(vec![1u8, 2, 4]), select(vec![0u8, 1, 2, 4]), 9u32..=MAX_CAP).prop_map(
-        |(order, route_bytes, seq_bytes, max)| {
-            PacketConfig::new(order, route_bytes, seq_bytes, max).expect("valid settings")
-        },
+    (
+        byte_order(),
+        select(vec![1u8, 2, 4]),
+        select(vec![0u8, 1, 2, 4]),
+        9u32..=MAX_CAP,
     )
+        .prop_map(|(order, route_bytes, seq_bytes, max)| {
+            PacketConfig::new(order, route_bytes, seq_bytes, max).expect("valid settings")
+        })
 }
 
 fn signed_range(bytes: u8) -> std::ops::RangeInclusive<i32> {
@@ -104,7 +108,9 @@ fn encode_items(config: &PacketConfig, items: &[Item]) -> BytesMut {
     for item in items {
         match item {
             Item::Data { route, seq, payload } => {
-                config.encode_data(*route, *seq, payload, &mut stream).expect("fits");
+                config
+                    .encode_data(*route, *seq, payload, &mut stream)
+                    .expect("fits");
             }
             Item::Heartbeat { extcode, time } => config.encode_heartbeat(*extcode, *time, &mut stream),
             Item::Raw(body) => {

@@ -208,7 +208,9 @@ pub enum LinkDecodeError {
     VersionMismatch { peer: u16, ours: u16 },
     #[error("peer sent node state {0}, which is not one of 0 work, 1 busy, 2 draining, 3 shut")]
     UnknownNodeState(u8),
-    #[error("peer sent ack result {0}, which is not one of 0 ok, 1 unknown connection, 2 unknown user, 3 shutting down")]
+    #[error(
+        "peer sent ack result {0}, which is not one of 0 ok, 1 unknown connection, 2 unknown user, 3 shutting down"
+    )]
     UnknownAckResult(u8),
     #[error("peer sent target kind {0}, which is not one of 0 connection, 1 user, 2 users, 3 broadcast")]
     UnknownTargetKind(u8),
@@ -921,7 +923,8 @@ mod tests {
         let body = Bytes::from(vec![0x5a; 300]);
         let mut buf = gate_bytes(&GateToNode::Packet { cid: 1, uid: 2, body });
         let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
-        let Some(GateToNode::Packet { body, .. }) = LinkDecoder::default().decode_gate_to_node(&mut buf).unwrap()
+        let Some(GateToNode::Packet { body, .. }) =
+            LinkDecoder::default().decode_gate_to_node(&mut buf).unwrap()
         else {
             panic!("no packet")
         };
@@ -940,7 +943,10 @@ mod tests {
             Err(LinkDecodeError::VersionMismatch { peer: 256, ours: 1 })
         );
         let message = LinkDecodeError::VersionMismatch { peer: 2, ours: 1 }.to_string();
-        assert_eq!(message, "peer speaks link protocol version 2, this side speaks version 1");
+        assert_eq!(
+            message,
+            "peer speaks link protocol version 2, this side speaks version 1"
+        );
     }
 
     #[test]
@@ -977,10 +983,7 @@ mod tests {
 
     #[test]
     fn bad_input_errors() {
-        assert_eq!(
-            decode_gate(&[0, 0, 0, 0]),
-            Err(LinkDecodeError::EmptyFrame)
-        );
+        assert_eq!(decode_gate(&[0, 0, 0, 0]), Err(LinkDecodeError::EmptyFrame));
         assert_eq!(
             decode_gate(&[0, 0, 0, 1, 0x81]),
             Err(LinkDecodeError::WrongDirection {
@@ -1020,8 +1023,14 @@ mod tests {
             decode_gate(&[0, 0, 0, 10, 0x04, 0, 0, 0, 0, 0, 0, 0, 1, 4]),
             Err(LinkDecodeError::UnknownAckResult(4))
         );
-        assert_eq!(decode_node(&[0, 0, 0, 2, 0x82, 4]), Err(LinkDecodeError::UnknownNodeState(4)));
-        assert_eq!(decode_node(&[0, 0, 0, 2, 0x87, 9]), Err(LinkDecodeError::UnknownTargetKind(9)));
+        assert_eq!(
+            decode_node(&[0, 0, 0, 2, 0x82, 4]),
+            Err(LinkDecodeError::UnknownNodeState(4))
+        );
+        assert_eq!(
+            decode_node(&[0, 0, 0, 2, 0x87, 9]),
+            Err(LinkDecodeError::UnknownTargetKind(9))
+        );
         assert_eq!(
             decode_node(&[0, 0, 0, 10, 0x86, 0, 0, 0, 0, 0, 0, 0, 1, 2]),
             Err(LinkDecodeError::InvalidPresence {
@@ -1077,7 +1086,12 @@ mod tests {
         let mut dst = BytesMut::from(&b"keep"[..]);
         let long = "x".repeat(256);
         assert_eq!(
-            encode_gate_to_node(&GateToNode::Hello { gate_id: long.clone() }, &mut dst),
+            encode_gate_to_node(
+                &GateToNode::Hello {
+                    gate_id: long.clone()
+                },
+                &mut dst
+            ),
             Err(LinkEncodeError::IdTooLong {
                 field: "gate id",
                 len: 256

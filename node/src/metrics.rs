@@ -1,0 +1,139 @@
+//! The node's Prometheus metrics. Route labels are bounded by the router; never a uid.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub(crate) route: i32,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum Failure {
+    Error,
+    Panic,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FailureLabels {
+    pub(crate) route: i32,
+    pub(crate) kind: Failure,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum NodeDrop {
+    UnknownRoute,
+    Malformed,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NodeDropLabels {
+    pub(crate) reason: NodeDrop,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum PushKind {
+    Unicast,
+    Multicast,
+    Broadcast,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PushLabels {
+    pub(crate) kind: PushKind,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StateLabels {
+    pub(crate) state: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum DrainEnd {
+    /// Every player left.
+    Empty,
+    /// The deadline passed with players still bound.
+    Deadline,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DrainLabels {
+    pub(crate) outcome: DrainEnd,
+}
+
+fn latency_histogram() -> Histogram {
+    // 20 µs .. ~10 s
+    Histogram::new(exponential_buckets(0.000_02, 2.0, 20))
+}
+
+/// Every metric the node exports.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeMetrics {
+    pub(crate) handler_duration: Family<RouteLabels, Histogram>,
+    pub(crate) handler_failures: Family<FailureLabels, Counter>,
+    pub(crate) dropped: Family<NodeDropLabels, Counter>,
+    pub(crate) bound_players: Gauge,
+    pub(crate) state: Family<StateLabels, Gauge>,
+    pub(crate) drains_started: Counter,
+    pub(crate) drains_finished: Family<DrainLabels, Counter>,
+    pub(crate) drain_duration: Histogram,
+    pub(crate) pushes: Family<PushLabels, Counter>,
+    pub(crate) gate_links: Gauge,
+}
+
+impl NodeMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let metrics = NodeMetrics {
+            handler_duration: Family::new_with_constructor(latency_histogram),
+            handler_failures: Family::default(),
+            dropped: Family::default(),
+            bound_players: Gauge::default(),
+            state: Family::default(),
+            drains_started: Counter::default(),
+            drains_finished: Family::default(),
+            drain_duration: Histogram::new(exponential_buckets(0.1, 2.0, 14)),
+            pushes: Family::default(),
+            gate_links: Gauge::default(),
+        };
+        let node = registry.sub_registry_with_prefix("switchyard_node");
+        node.register(
+            "handler_duration_seconds",
+            "Handler run time per route",
+            metrics.handler_duration.clone(),
+        );
+        node.register(
+            "handler_failures",
+            "Handlers that returned an error or panicked",
+            metrics.handler_failures.clone(),
+        );
+        node.register(
+            "packets_dropped",
+            "Packets from gates not handled, by reason",
+            metrics.dropped.clone(),
+        );
+        node.register(
+            "bound_players",
+            "Players bound to this node",
+            metrics.bound_players.clone(),
+        );
+        node.register("state", "1 for the node's current state", metrics.state.clone());
+        node.register("drains_started", "Drains started", metrics.drains_started.clone());
+        node.register(
+            "drains_finished",
+            "Drains finished, by outcome",
+            metrics.drains_finished.clone(),
+        );
+        node.register(
+            "drain_duration_seconds",
+            "How long drains took",
+            metrics.drain_duration.clone(),
+        );
+        node.register("pushes", "Pushes sent to gates, by kind", metrics.pushes.clone());
+        node.register("gate_links", "Live links to gates", metrics.gate_links.clone());
+        metrics
+    }
+}

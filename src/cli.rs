@@ -1,0 +1,146 @@
+//! Command-line options shared by several subcommands, and their validation into library configs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use switchyard_gate::{GateConfig, HeartbeatMode, RoutingPolicy};
+use switchyard_protocol::{ByteOrder, PacketConfig};
+
+/// Packet settings; client, gate and node must agree on them.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct PacketArgs {
+    /// Byte order of size, route, seq and heartbeat time: big or little.
+    #[arg(long, env = "SWITCHYARD_BYTE_ORDER", default_value = "big")]
+    pub(crate) byte_order: ByteOrder,
+    /// Width of the route field in bytes: 1, 2 or 4.
+    #[arg(long, env = "SWITCHYARD_ROUTE_BYTES", default_value_t = 2)]
+    pub(crate) route_bytes: u8,
+    /// Width of the seq field in bytes: 0, 1, 2 or 4.
+    #[arg(long, env = "SWITCHYARD_SEQ_BYTES", default_value_t = 2)]
+    pub(crate) seq_bytes: u8,
+    /// Largest packet accepted (size field value); a client announcing more is disconnected.
+    #[arg(long, env = "SWITCHYARD_MAX_PACKET_BYTES", default_value_t = 64 * 1024)]
+    pub(crate) max_packet_bytes: u32,
+}
+
+impl PacketArgs {
+    pub(crate) fn config(&self) -> anyhow::Result<PacketConfig> {
+        Ok(PacketConfig::new(
+            self.byte_order,
+            self.route_bytes,
+            self.seq_bytes,
+            self.max_packet_bytes,
+        )?)
+    }
+}
+
+/// How the gate treats clients.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GateArgs {
+    /// Client TCP listen address (empty to disable).
+    #[arg(long = "tcp", env = "SWITCHYARD_TCP", default_value = "127.0.0.1:3553")]
+    pub(crate) tcp: String,
+    /// Client WebSocket listen address (empty to disable).
+    #[arg(long = "ws", env = "SWITCHYARD_WS", default_value = "127.0.0.1:3554")]
+    pub(crate) ws: String,
+    /// WebSocket upgrade path.
+    #[arg(long, env = "SWITCHYARD_WS_PATH", default_value = "/")]
+    pub(crate) ws_path: String,
+    /// Heartbeat interval (e.g. 10s, 500ms; 0 disables heartbeats and the idle timeout).
+    #[arg(long, env = "SWITCHYARD_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) heartbeat_interval: Duration,
+    /// resp: answer each client heartbeat; tick: send one every interval.
+    #[arg(long, env = "SWITCHYARD_HEARTBEAT_MODE", default_value = "resp")]
+    pub(crate) heartbeat_mode: HeartbeatMode,
+    /// Attach the server time (ns) to downlink heartbeats.
+    #[arg(long, env = "SWITCHYARD_HEARTBEAT_TIME")]
+    pub(crate) heartbeat_time: bool,
+    /// Open client connections at most.
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub(crate) max_connections: usize,
+    /// Packets queued per client at most; a client that lets the queue fill is disconnected.
+    #[arg(long, env = "SWITCHYARD_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub(crate) outbound_queue: usize,
+    /// How stateless packets pick a node: round-robin, random, least-bound.
+    #[arg(long, env = "SWITCHYARD_ROUTING", default_value = "round-robin")]
+    pub(crate) routing: RoutingPolicy,
+    /// How long a draining gate takes to close its connections.
+    #[arg(long = "gate-drain-deadline", env = "SWITCHYARD_GATE_DRAIN_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) drain_deadline: Duration,
+}
+
+impl GateArgs {
+    pub(crate) fn config(&self, id: String, packet: PacketConfig) -> anyhow::Result<GateConfig> {
+        let config = GateConfig {
+            packet,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_mode: self.heartbeat_mode,
+            heartbeat_time: self.heartbeat_time,
+            max_connections: self.max_connections,
+            outbound_queue: self.outbound_queue,
+            routing: self.routing,
+            ws_path: self.ws_path.clone(),
+            drain_deadline: self.drain_deadline,
+            ..GateConfig::new(id)
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+
+    /// The TCP and WebSocket addresses, `None` where disabled.
+    pub(crate) fn listen_addresses(&self) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>)> {
+        let tcp = parse_optional_addr("--tcp", &self.tcp)?;
+        let ws = parse_optional_addr("--ws", &self.ws)?;
+        anyhow::ensure!(
+            tcp.is_some() || ws.is_some(),
+            "at least one of --tcp and --ws must be set"
+        );
+        Ok((tcp, ws))
+    }
+}
+
+fn parse_optional_addr(flag: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|error| anyhow::anyhow!("{flag} {value:?} is not an address like 127.0.0.1:3553: {error}"))
+}
+
+/// Parses `250ms`, `10s`, `2m`, or a plain number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(split) => text.split_at(split),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text:?}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

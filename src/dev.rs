@@ -1,0 +1,103 @@
+//! `switchyard dev`: a gate and the demo node in one process, linked in-process, with the in-memory
+//! locator. The same gate and node code as a real cluster; only the transports are embedded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use prometheus_client::registry::Registry;
+use switchyard_cluster::link::InProcessHub;
+use switchyard_cluster::locator::MemoryLocator;
+use switchyard_cluster::registry::{Registry as _, StaticRegistry};
+use switchyard_gate::Gate;
+use switchyard_node::{Node, NodeConfig, demo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{GateArgs, PacketArgs};
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    #[command(flatten)]
+    pub(crate) gate: GateArgs,
+    #[command(flatten)]
+    pub(crate) packet: PacketArgs,
+    /// Admin HTTP address: /healthz, /readyz, /metrics.
+    #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:3555")]
+    pub(crate) http: SocketAddr,
+}
+
+pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let packet = args.packet.config()?;
+    let (tcp_addr, ws_addr) = args.gate.listen_addresses()?;
+    let gate_config = args.gate.config("dev-gate".to_owned(), packet)?;
+
+    let mut registry = Registry::default();
+    let locator = Arc::new(MemoryLocator::default());
+    let hub = InProcessHub::default();
+
+    let node_config = NodeConfig {
+        packet,
+        drain_deadline: Duration::from_secs(5),
+        ..NodeConfig::new("dev-node")
+    };
+    let node =
+        Node::new(node_config, demo::router(), locator.clone(), &mut registry).map_err(anyhow::Error::msg)?;
+    node.serve(hub.listen("dev-node")?);
+
+    let gate = Gate::new(gate_config, locator, &mut registry).map_err(anyhow::Error::msg)?;
+    let nodes = StaticRegistry::new(["dev-node".to_owned()]);
+    gate.connect_nodes(nodes.nodes(), Arc::new(hub));
+
+    let mut bound = Vec::new();
+    if let Some(addr) = tcp_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for TCP on {addr}"))?;
+        bound.push(format!("tcp://{}", listener.local_addr()?));
+        gate.serve_tcp(listener);
+    }
+    if let Some(addr) = ws_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for WebSocket on {addr}"))?;
+        bound.push(format!("ws://{}{}", listener.local_addr()?, args.gate.ws_path));
+        gate.serve_ws(listener);
+    }
+    let admin = switchyard_cluster::admin::bind(args.http).await?;
+    let admin_addr = admin.local_addr()?;
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(switchyard_cluster::admin::serve(
+        admin,
+        Arc::new(registry),
+        vec![gate.readiness(), node.readiness()],
+        admin_stop.clone(),
+    ));
+
+    println!("switchyard dev: gate + demo node, in-memory locator");
+    for address in &bound {
+        println!("  clients   {address}");
+    }
+    println!("  admin     http://{admin_addr}  (/healthz /readyz /metrics)");
+    println!(
+        "  packets   {} byte order, route {} B, seq {} B, max {} B; heartbeat {:?} ({})",
+        packet.byte_order(),
+        packet.route_bytes(),
+        packet.seq_bytes(),
+        packet.max_packet_bytes(),
+        args.gate.heartbeat_interval,
+        args.gate.heartbeat_mode,
+    );
+    println!("  demo      route 1 echo, 2 login, 3 whoami, 4 join, 5 say, 7 logout (see README)");
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: draining the gate");
+    gate.drain().await;
+    gate.shutdown().await;
+    node.shutdown().await;
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    Ok(())
+}
