@@ -51,8 +51,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Dev(args) => dev::run(args, shutdown_signal()).await,
         Command::Bench(args) => {
+            let json = args.json;
             let report = switchyard_client::bench::run(args).await?;
-            println!("{report}");
+            if json {
+                println!("{}", report.to_json()?);
+            } else {
+                println!("{report}");
+            }
             Ok(())
         }
     }

@@ -1,5 +1,6 @@
 //! `bench::run` against the raw-protocol test server: counts, error detection, timeouts, transports and
 //! packet settings, with the flags parsed as `switchyard bench` parses them.
+#![allow(clippy::unwrap_used)] // helpers of tests, which may panic
 
 mod support;
 
@@ -92,7 +93,7 @@ async fn ws_duration_run_with_warmup() {
     assert!(report.requests_ok > 0);
     assert_eq!((report.errors, report.timeouts), (0, 0));
     assert!(
-        report.elapsed_secs >= 0.45 && report.elapsed_secs < 2.0,
+        report.elapsed_secs >= 0.45 && report.elapsed_secs < 5.0,
         "{}",
         report.elapsed_secs
     );

@@ -1,14 +1,25 @@
 //! The gate's Prometheus metrics. Labels are bounded sets (protocol, reason); never a uid or connection id.
 //! Hot-path counters are resolved once per connection, so counting a packet is one atomic add.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// Implements [`EncodeLabelValue`] with snake_case names, the Prometheus convention.
+macro_rules! snake_case_labels {
+    ($type:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl EncodeLabelValue for $type {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, match self { $(Self::$variant => $name),+ })
+            }
+        }
+    };
+}
+
 /// Client transport of a connection.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Transport {
     Tcp,
     Ws,
@@ -20,7 +31,7 @@ pub(crate) struct TransportLabels {
 }
 
 /// Why a connection ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum CloseReason {
     /// The client closed it.
     Client,
@@ -45,7 +56,7 @@ pub(crate) struct CloseLabels {
 }
 
 /// Why a client packet was not forwarded.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum DropReason {
     /// Shorter than header + route + seq, or a WebSocket message that is not one packet.
     Malformed,
@@ -63,7 +74,7 @@ pub(crate) struct DropLabels {
 }
 
 /// Why a connection was refused before a session existed.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RefuseReason {
     MaxConnections,
     Draining,
@@ -164,6 +175,41 @@ impl GateMetrics {
             metrics.node_link_failures.clone(),
         );
         gate.register("draining", "1 while the gate drains", metrics.draining.clone());
+        // Create every series up front: a dashboard query should see 0, not "no data".
+        for protocol in [Transport::Tcp, Transport::Ws] {
+            let _ = metrics.connections.get_or_create(&TransportLabels { protocol });
+            metrics.traffic(protocol);
+            for reason in [
+                CloseReason::Client,
+                CloseReason::Idle,
+                CloseReason::Oversize,
+                CloseReason::SlowReader,
+                CloseReason::Kicked,
+                CloseReason::Draining,
+                CloseReason::Error,
+            ] {
+                let _ = metrics
+                    .connections_closed
+                    .get_or_create(&CloseLabels { protocol, reason });
+            }
+            for reason in [
+                RefuseReason::MaxConnections,
+                RefuseReason::Draining,
+                RefuseReason::Handshake,
+            ] {
+                let _ = metrics
+                    .connections_refused
+                    .get_or_create(&RefuseLabels { protocol, reason });
+            }
+        }
+        for reason in [
+            DropReason::Malformed,
+            DropReason::UnknownRoute,
+            DropReason::Unauthorized,
+            DropReason::NoNode,
+        ] {
+            let _ = metrics.packets_dropped.get_or_create(&DropLabels { reason });
+        }
         metrics
     }
 
@@ -203,3 +249,21 @@ pub(crate) struct TrafficCounters {
     pub(crate) packets_out: Counter,
     pub(crate) bytes_out: Counter,
 }
+
+snake_case_labels!(Transport { Tcp => "tcp", Ws => "ws" });
+snake_case_labels!(CloseReason {
+    Client => "client",
+    Idle => "idle",
+    Oversize => "oversize",
+    SlowReader => "slow_reader",
+    Kicked => "kicked",
+    Draining => "draining",
+    Error => "error",
+});
+snake_case_labels!(DropReason {
+    Malformed => "malformed",
+    UnknownRoute => "unknown_route",
+    Unauthorized => "unauthorized",
+    NoNode => "no_node",
+});
+snake_case_labels!(RefuseReason { MaxConnections => "max_connections", Draining => "draining", Handshake => "handshake" });

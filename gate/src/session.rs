@@ -127,16 +127,16 @@ impl SessionTable {
         self.by_cid.lock().insert(session.cid, session);
     }
 
-    /// Forgets a closed session (and its uid binding, if it still holds it).
-    pub(crate) fn remove(&self, session: &Session) {
+    /// Forgets a closed session, and its uid binding if it still holds it; returns that uid, if any.
+    pub(crate) fn remove(&self, session: &Session) -> Option<Uid> {
         self.by_cid.lock().remove(&session.cid);
+        let mut by_uid = self.by_uid.lock();
         let uid = session.uid();
-        if uid != NO_UID {
-            let mut by_uid = self.by_uid.lock();
-            if by_uid.get(&uid).is_some_and(|bound| bound.cid == session.cid) {
-                by_uid.remove(&uid);
-            }
+        if uid != NO_UID && by_uid.get(&uid).is_some_and(|bound| bound.cid == session.cid) {
+            by_uid.remove(&uid);
+            return Some(uid);
         }
+        None
     }
 
     pub(crate) fn get(&self, cid: ConnectionId) -> Option<Arc<Session>> {

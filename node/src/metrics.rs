@@ -1,6 +1,6 @@
 //! The node's Prometheus metrics. Route labels are bounded by the router; never a uid.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,7 +12,7 @@ pub(crate) struct RouteLabels {
     pub(crate) route: i32,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum Failure {
     Error,
     Panic,
@@ -24,7 +24,7 @@ pub(crate) struct FailureLabels {
     pub(crate) kind: Failure,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum NodeDrop {
     UnknownRoute,
     Malformed,
@@ -35,7 +35,7 @@ pub(crate) struct NodeDropLabels {
     pub(crate) reason: NodeDrop,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum PushKind {
     Unicast,
     Multicast,
@@ -52,7 +52,7 @@ pub(crate) struct StateLabels {
     pub(crate) state: &'static str,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum DrainEnd {
     /// Every player left.
     Empty,
@@ -134,6 +134,31 @@ impl NodeMetrics {
         );
         node.register("pushes", "Pushes sent to gates, by kind", metrics.pushes.clone());
         node.register("gate_links", "Live links to gates", metrics.gate_links.clone());
+        for reason in [NodeDrop::UnknownRoute, NodeDrop::Malformed] {
+            let _ = metrics.dropped.get_or_create(&NodeDropLabels { reason });
+        }
+        for kind in [PushKind::Unicast, PushKind::Multicast, PushKind::Broadcast] {
+            let _ = metrics.pushes.get_or_create(&PushLabels { kind });
+        }
+        for outcome in [DrainEnd::Empty, DrainEnd::Deadline] {
+            let _ = metrics.drains_finished.get_or_create(&DrainLabels { outcome });
+        }
         metrics
     }
 }
+
+/// Implements [`EncodeLabelValue`] with snake_case names, the Prometheus convention.
+macro_rules! snake_case_labels {
+    ($type:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl EncodeLabelValue for $type {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, match self { $(Self::$variant => $name),+ })
+            }
+        }
+    };
+}
+
+snake_case_labels!(Failure { Error => "error", Panic => "panic" });
+snake_case_labels!(NodeDrop { UnknownRoute => "unknown_route", Malformed => "malformed" });
+snake_case_labels!(PushKind { Unicast => "unicast", Multicast => "multicast", Broadcast => "broadcast" });
+snake_case_labels!(DrainEnd { Empty => "empty", Deadline => "deadline" });
