@@ -53,23 +53,39 @@ fuzz_target!(|data: &[u8]| {
     };
     let chunk = usize::from(*chunk);
 
-    let whole = decode(max_frame_bytes, stream, stream.len(), LinkDecoder::decode_gate_to_node);
+    let whole = decode(
+        max_frame_bytes,
+        stream,
+        stream.len(),
+        LinkDecoder::decode_gate_to_node,
+    );
     let chunked = decode(max_frame_bytes, stream, chunk, LinkDecoder::decode_gate_to_node);
     assert_eq!(whole, chunked, "chunked gate-to-node decoding differs from whole");
     for msg in whole.0 {
         let mut buf = BytesMut::new();
         encode_gate_to_node(&msg, &mut buf).expect("a decoded message re-encodes");
-        assert_eq!(LinkDecoder::new(u32::MAX).decode_gate_to_node(&mut buf), Ok(Some(msg)));
+        assert_eq!(
+            LinkDecoder::new(u32::MAX).decode_gate_to_node(&mut buf),
+            Ok(Some(msg))
+        );
         assert!(buf.is_empty());
     }
 
-    let whole = decode(max_frame_bytes, stream, stream.len(), LinkDecoder::decode_node_to_gate);
+    let whole = decode(
+        max_frame_bytes,
+        stream,
+        stream.len(),
+        LinkDecoder::decode_node_to_gate,
+    );
     let chunked = decode(max_frame_bytes, stream, chunk, LinkDecoder::decode_node_to_gate);
     assert_eq!(whole, chunked, "chunked node-to-gate decoding differs from whole");
     for msg in whole.0 {
         let mut buf = BytesMut::new();
         encode_node_to_gate(&msg, &mut buf).expect("a decoded message re-encodes");
-        assert_eq!(LinkDecoder::new(u32::MAX).decode_node_to_gate(&mut buf), Ok(Some(msg)));
+        assert_eq!(
+            LinkDecoder::new(u32::MAX).decode_node_to_gate(&mut buf),
+            Ok(Some(msg))
+        );
         assert!(buf.is_empty());
     }
 });

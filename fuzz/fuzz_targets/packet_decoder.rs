@@ -15,7 +15,11 @@ use switchyard_protocol::packet::SIZE_FIELD_BYTES;
 use switchyard_protocol::{ByteOrder, DecodeError, Frame, PacketConfig};
 
 fn config(selector: u8, cap: u16) -> PacketConfig {
-    let order = if selector & 1 == 0 { ByteOrder::Big } else { ByteOrder::Little };
+    let order = if selector & 1 == 0 {
+        ByteOrder::Big
+    } else {
+        ByteOrder::Little
+    };
     let route_bytes = [1, 2, 4, 2][usize::from((selector >> 1) & 3)];
     let seq_bytes = [0, 1, 2, 4][usize::from((selector >> 3) & 3)];
     let max = u32::from(cap).max(9);

@@ -13,7 +13,7 @@ use switchyard_cluster::admin::Readiness;
 use switchyard_cluster::link::Connector;
 use switchyard_cluster::locator::{Locator, LocatorEvent};
 use switchyard_cluster::registry::NodeEndpoint;
-use switchyard_protocol::link::{GateToNode, NO_UID, NodeToGate, Target};
+use switchyard_protocol::link::{GateToNode, NodeToGate, Target};
 use switchyard_protocol::{Frame, extcode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -235,6 +235,7 @@ impl Gate {
             .max_frame_size(Some(max_message))
             .max_write_buffer_size(config.write_batch_bytes.max(max_message) * 4);
         let path = config.ws_path.clone();
+        #[allow(clippy::result_large_err)] // the signature is tungstenite's callback type
         let check_path = move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
             if request.uri().path() == path {
                 Ok(response)
@@ -288,13 +289,17 @@ impl Gate {
         ));
         self.read_loop(&session, &mut source, &traffic).await;
         session.close(CloseReason::Error); // no-op when a reason is already recorded
-        let _ = writer.await;
+        let sink = writer.await;
 
-        inner.sessions.remove(&session);
+        // Account for the connection before the client can see it closed.
+        let owned_uid = inner.sessions.remove(&session);
         let reason = session.close_reason().unwrap_or(CloseReason::Error);
         inner.metrics.connections.get_or_create(&labels).dec();
         inner.metrics.closed(transport, reason);
-        self.after_close(&session);
+        self.after_close(&session, owned_uid);
+        if let Ok(mut sink) = sink {
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
+        }
     }
 
     async fn read_loop<S: FrameSource>(
@@ -429,18 +434,17 @@ impl Gate {
         config.packet.heartbeat_packet(extcode, time)
     }
 
-    /// Tells the nodes that saw a closed connection, and releases its locator binding.
-    fn after_close(&self, session: &Arc<Session>) {
+    /// Tells the nodes that saw a closed connection, and releases its locator binding if it still held it.
+    fn after_close(&self, session: &Arc<Session>, owned_uid: Option<i64>) {
         let inner = &self.inner;
         let uid = session.uid();
         let mut nodes = session.take_visited();
-        if let Some(bound) = session.node() {
-            if let Some(node) = inner.nodes.snapshot().node(&bound) {
-                if !nodes.iter().any(|seen| Arc::ptr_eq(seen, node)) {
-                    nodes.push(node.clone());
-                }
-                node.bound.fetch_sub(1, Ordering::Relaxed);
+        let snapshot = inner.nodes.snapshot();
+        if let Some(node) = session.node().and_then(|bound| snapshot.node(&bound).cloned()) {
+            if !nodes.iter().any(|seen| Arc::ptr_eq(seen, &node)) {
+                nodes.push(node.clone());
             }
+            node.bound.fetch_sub(1, Ordering::Relaxed);
         }
         for node in nodes {
             let message = GateToNode::Disconnected {
@@ -453,14 +457,26 @@ impl Gate {
                 });
             }
         }
-        if uid != NO_UID {
-            let locator = inner.locator.clone();
-            let gate_id = inner.config.id.clone();
-            inner.tasks.spawn(async move {
-                if let Err(error) = locator.unbind_gate(uid, &gate_id).await {
-                    tracing::warn!(uid, %error, "could not release a gate binding in the locator");
-                }
-            });
+        if let Some(uid) = owned_uid {
+            let gate = self.clone();
+            inner
+                .tasks
+                .spawn(async move { gate.release_gate_binding(uid).await });
+        }
+    }
+
+    /// Removes `uid`'s gate binding from the locator. A newer session of the same uid on this gate may have
+    /// bound it meanwhile (this unbind races that bind): then the binding is written again.
+    async fn release_gate_binding(&self, uid: i64) {
+        let inner = &self.inner;
+        if let Err(error) = inner.locator.unbind_gate(uid, &inner.config.id).await {
+            tracing::warn!(uid, %error, "could not release a gate binding in the locator");
+            return;
+        }
+        if inner.sessions.by_uid(uid).is_some()
+            && let Err(error) = inner.locator.bind_gate(uid, &inner.config.id).await
+        {
+            tracing::warn!(uid, %error, "could not restore a gate binding in the locator");
         }
     }
 
@@ -500,14 +516,11 @@ impl Gate {
                     }
                     None => Err(switchyard_protocol::link::AckError::UnknownUser),
                 };
-                let locator = inner.locator.clone();
-                let gate_id = inner.config.id.clone();
+                let gate = self.clone();
                 let tx = link.tx.clone();
                 inner.tasks.spawn(async move {
                     if result.is_ok() {
-                        if let Err(error) = locator.unbind_gate(uid, &gate_id).await {
-                            tracing::warn!(uid, %error, "could not release a gate binding in the locator");
-                        }
+                        gate.release_gate_binding(uid).await;
                     }
                     let _ = tx.send(GateToNode::Ack { request, result }).await;
                 });
@@ -611,17 +624,17 @@ impl Gate {
                         }
                     }
                     Ok(LocatorEvent::NodeBound { uid, pool, node_id }) if pool == inner.node_pool => {
-                        if let Some(session) = inner.sessions.by_uid(uid) {
-                            if session.node().as_deref() != Some(node_id.as_str()) {
-                                gate.release_node_count(&session, Some(Arc::from(node_id)));
-                            }
+                        if let Some(session) = inner.sessions.by_uid(uid)
+                            && session.node().as_deref() != Some(node_id.as_str())
+                        {
+                            gate.release_node_count(&session, Some(Arc::from(node_id)));
                         }
                     }
                     Ok(LocatorEvent::NodeUnbound { uid, pool, node_id }) if pool == inner.node_pool => {
-                        if let Some(session) = inner.sessions.by_uid(uid) {
-                            if session.node().as_deref() == Some(node_id.as_str()) {
-                                gate.release_node_count(&session, None);
-                            }
+                        if let Some(session) = inner.sessions.by_uid(uid)
+                            && session.node().as_deref() == Some(node_id.as_str())
+                        {
+                            gate.release_node_count(&session, None);
                         }
                     }
                     Ok(_) => {}
@@ -654,7 +667,7 @@ async fn write_loop<W: PacketSink>(
     mut sink: W,
     mut outbound: mpsc::Receiver<Outbound>,
     traffic: TrafficCounters,
-) {
+) -> W {
     let config = &gate.inner.config;
     let tick_every = (config.heartbeat_mode == HeartbeatMode::Tick && !config.heartbeat_interval.is_zero())
         .then_some(config.heartbeat_interval);
@@ -713,5 +726,5 @@ async fn write_loop<W: PacketSink>(
             break;
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
+    sink
 }

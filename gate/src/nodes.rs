@@ -79,16 +79,16 @@ impl RoutingSnapshot {
         if needs_user && uid == NO_UID {
             return Decision::Drop(DropReason::Unauthorized);
         }
-        if entry.spec.stateful {
-            if let Some(bound) = bound_node {
-                return match self.nodes.get(bound) {
-                    Some(node) => Decision::Forward(node.clone()),
-                    None => match pick_new(entry, policy, turn) {
-                        Some(node) => Decision::Rebind(node),
-                        None => Decision::Drop(DropReason::NoNode),
-                    },
-                };
-            }
+        if entry.spec.stateful
+            && let Some(bound) = bound_node
+        {
+            return match self.nodes.get(bound) {
+                Some(node) => Decision::Forward(node.clone()),
+                None => match pick_new(entry, policy, turn) {
+                    Some(node) => Decision::Rebind(node),
+                    None => Decision::Drop(DropReason::NoNode),
+                },
+            };
         }
         match pick_new(entry, policy, turn) {
             Some(node) => Decision::Forward(node),
