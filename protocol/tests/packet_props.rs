@@ -1,6 +1,6 @@
 //! Property tests of the due packet codec over every byte order and field width: round trips, streams
 //! split at arbitrary offsets, hostile input (no panic, no allocation driven by a hostile size field),
-//! heartbeats and the signed ranges of route and seq.
+//! heartbeats, payloads written in place, and the signed ranges of route and seq.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
@@ -164,6 +164,30 @@ proptest! {
         // The same packet as one WebSocket message, and the one-shot helper, agree.
         prop_assert_eq!(config.parse_message(packet.clone()).expect("one packet"), frame.expect("some"));
         prop_assert_eq!(config.data_packet(route, seq, &payload).expect("fits"), packet);
+    }
+
+    #[test]
+    fn payload_written_in_place_matches_data_packet(
+        (config, route, seq, payload) in data_packet(),
+        prefix in proptest::collection::vec(any::<u8>(), 0..16),
+        extra in 1usize..64,
+    ) {
+        let mut dst = BytesMut::from(&prefix[..]);
+        let start = config.begin_data(route, seq, &mut dst).expect("in range");
+        prop_assert_eq!(start, prefix.len());
+        dst.extend_from_slice(&payload);
+        config.finish_data(&mut dst, start).expect("fits");
+        prop_assert_eq!(&dst[..start], &prefix[..]);
+        prop_assert_eq!(&dst[start..], &config.data_packet(route, seq, &payload).expect("fits")[..]);
+
+        // One byte over the cap (or more) is refused and leaves `dst` as it was before `begin_data`.
+        let room = config.max_packet_bytes() as usize - config.data_header_len();
+        let mut dst = BytesMut::from(&prefix[..]);
+        let start = config.begin_data(route, seq, &mut dst).expect("in range");
+        dst.extend_from_slice(&vec![0; room + extra]);
+        let refused = matches!(config.finish_data(&mut dst, start), Err(EncodeError::TooLarge { .. }));
+        prop_assert!(refused);
+        prop_assert_eq!(&dst[..], &prefix[..]);
     }
 
     #[test]
