@@ -17,6 +17,8 @@ use parking_lot::Mutex;
 use switchyard_protocol::link::{GateToNode, NodeToGate};
 use tokio::sync::mpsc;
 
+pub mod tcp;
+
 /// Messages a link holds in each direction before the sender waits.
 pub const DEFAULT_LINK_CAPACITY: usize = 4096;
 

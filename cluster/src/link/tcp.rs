@@ -1,0 +1,490 @@
+//! Gate ↔ node links over TCP, in the frame format of `switchyard_protocol::link::codec`.
+//!
+//! Each link is one TCP connection opened by the gate. Two tasks bridge it to the channel ends the gate and
+//! node code use ([`GateLink`], [`NodeLink`]): a writer that drains whatever messages are queued into one
+//! buffer and writes it in one call (many frames per syscall under load), and a reader that decodes frames
+//! straight out of its read buffer (client packets stay slices of it) and forwards them, waiting when the
+//! receiver is behind — backpressure onto the TCP window, never unbounded memory.
+//!
+//! Liveness: a side that has written nothing for [`TcpLinkConfig::heartbeat_interval`] sends a heartbeat;
+//! a side that has read nothing for [`TcpLinkConfig::dead_after`] closes the link. Heartbeats are consumed
+//! here and never reach the gate or node.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use switchyard_protocol::link::codec::{
+    LinkDecodeError, LinkDecoder, LinkEncodeError, encode_gate_to_node, encode_node_to_gate,
+};
+use switchyard_protocol::link::{GateToNode, NodeToGate};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Acceptor, Connector, GateLink, LinkError, NodeLink};
+
+/// Settings of TCP links; gates and nodes of one cluster should agree on them.
+#[derive(Debug, Clone)]
+pub struct TcpLinkConfig {
+    /// Largest frame accepted; see `switchyard_protocol::link::codec::max_frame_bytes_for`.
+    pub max_frame_bytes: u32,
+    /// Messages queued per direction before senders wait.
+    pub capacity: usize,
+    /// Bytes one write gathers at most.
+    pub write_batch_bytes: usize,
+    /// Send a heartbeat after this long without writing.
+    pub heartbeat_interval: Duration,
+    /// Close a link that has been silent this long.
+    pub dead_after: Duration,
+    /// How long opening a link may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for TcpLinkConfig {
+    fn default() -> Self {
+        TcpLinkConfig {
+            max_frame_bytes: switchyard_protocol::link::codec::DEFAULT_MAX_FRAME_BYTES,
+            capacity: super::DEFAULT_LINK_CAPACITY,
+            write_batch_bytes: 256 * 1024,
+            heartbeat_interval: Duration::from_secs(2),
+            dead_after: Duration::from_secs(6),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One direction of the protocol: what this side writes and what it reads.
+trait Side: Send + 'static {
+    type Out: Send + fmt::Debug + 'static;
+    type In: Send + 'static;
+    const NAME: &'static str;
+    fn encode(message: &Self::Out, dst: &mut BytesMut) -> Result<usize, LinkEncodeError>;
+    fn decode(decoder: &mut LinkDecoder, src: &mut BytesMut) -> Result<Option<Self::In>, LinkDecodeError>;
+    fn heartbeat() -> Self::Out;
+    fn is_heartbeat(message: &Self::In) -> bool;
+}
+
+struct GateSide;
+struct NodeSide;
+
+impl Side for GateSide {
+    type Out = GateToNode;
+    type In = NodeToGate;
+    const NAME: &'static str = "gate";
+
+    fn encode(message: &GateToNode, dst: &mut BytesMut) -> Result<usize, LinkEncodeError> {
+        encode_gate_to_node(message, dst)
+    }
+
+    fn decode(decoder: &mut LinkDecoder, src: &mut BytesMut) -> Result<Option<NodeToGate>, LinkDecodeError> {
+        decoder.decode_node_to_gate(src)
+    }
+
+    fn heartbeat() -> GateToNode {
+        GateToNode::Heartbeat
+    }
+
+    fn is_heartbeat(message: &NodeToGate) -> bool {
+        matches!(message, NodeToGate::Heartbeat)
+    }
+}
+
+impl Side for NodeSide {
+    type Out = NodeToGate;
+    type In = GateToNode;
+    const NAME: &'static str = "node";
+
+    fn encode(message: &NodeToGate, dst: &mut BytesMut) -> Result<usize, LinkEncodeError> {
+        encode_node_to_gate(message, dst)
+    }
+
+    fn decode(decoder: &mut LinkDecoder, src: &mut BytesMut) -> Result<Option<GateToNode>, LinkDecodeError> {
+        decoder.decode_gate_to_node(src)
+    }
+
+    fn heartbeat() -> NodeToGate {
+        NodeToGate::Heartbeat
+    }
+
+    fn is_heartbeat(message: &GateToNode) -> bool {
+        matches!(message, GateToNode::Heartbeat)
+    }
+}
+
+/// Opens TCP links from a gate to nodes at `host:port` addresses.
+#[derive(Debug, Clone, Default)]
+pub struct TcpConnector {
+    config: TcpLinkConfig,
+}
+
+impl TcpConnector {
+    pub fn new(config: TcpLinkConfig) -> Self {
+        TcpConnector { config }
+    }
+}
+
+#[async_trait]
+impl Connector for TcpConnector {
+    async fn connect(&self, address: &str) -> Result<GateLink, LinkError> {
+        let io_error = |source| LinkError::Io {
+            address: address.to_owned(),
+            source,
+        };
+        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| io_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(io_error)?;
+        let (out_tx, out_rx) = mpsc::channel(self.config.capacity);
+        let (in_tx, in_rx) = mpsc::channel(self.config.capacity);
+        spawn_bridge::<GateSide>(stream, address.to_owned(), out_rx, in_tx, &self.config);
+        Ok(GateLink {
+            tx: out_tx,
+            rx: in_rx,
+        })
+    }
+}
+
+/// Accepts TCP links from gates on a node's link port.
+#[derive(Debug)]
+pub struct TcpAcceptor {
+    rx: mpsc::Receiver<NodeLink>,
+    local_addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl TcpAcceptor {
+    /// Listens on `address` and accepts links in the background until dropped.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind(address: SocketAddr, config: TcpLinkConfig) -> Result<Self, LinkError> {
+        let listener = TcpListener::bind(address).await.map_err(|source| LinkError::Io {
+            address: address.to_string(),
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| LinkError::Io {
+            address: address.to_string(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_links(listener, tx, config, stop.clone()));
+        Ok(TcpAcceptor { rx, local_addr, stop })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for TcpAcceptor {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[async_trait]
+impl Acceptor for TcpAcceptor {
+    async fn accept(&mut self) -> Option<NodeLink> {
+        self.rx.recv().await
+    }
+}
+
+async fn accept_links(
+    listener: TcpListener,
+    links: mpsc::Sender<NodeLink>,
+    config: TcpLinkConfig,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let (out_tx, out_rx) = mpsc::channel(config.capacity);
+                let (in_tx, in_rx) = mpsc::channel(config.capacity);
+                spawn_bridge::<NodeSide>(stream, peer.to_string(), out_rx, in_tx, &config);
+                if links
+                    .send(NodeLink {
+                        tx: out_tx,
+                        rx: in_rx,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a gate link failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn spawn_bridge<S: Side>(
+    stream: TcpStream,
+    peer: String,
+    outgoing: mpsc::Receiver<S::Out>,
+    incoming: mpsc::Sender<S::In>,
+    config: &TcpLinkConfig,
+) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let done = CancellationToken::new();
+    tokio::spawn(write_frames::<S>(
+        write,
+        outgoing,
+        config.clone(),
+        done.clone(),
+        peer.clone(),
+    ));
+    tokio::spawn(read_frames::<S>(read, incoming, config.clone(), done, peer));
+}
+
+async fn write_frames<S: Side>(
+    mut write: OwnedWriteHalf,
+    mut outgoing: mpsc::Receiver<S::Out>,
+    config: TcpLinkConfig,
+    done: CancellationToken,
+    peer: String,
+) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let first = tokio::select! {
+            _ = done.cancelled() => break,
+            message = outgoing.recv() => match message {
+                Some(message) => message,
+                None => break, // the gate or node let go of the link
+            },
+            _ = tokio::time::sleep(config.heartbeat_interval) => S::heartbeat(),
+        };
+        encode_or_drop::<S>(&first, &mut buf, &peer);
+        while buf.len() < config.write_batch_bytes {
+            match outgoing.try_recv() {
+                Ok(message) => encode_or_drop::<S>(&message, &mut buf, &peer),
+                Err(_) => break,
+            }
+        }
+        let written = tokio::select! {
+            _ = done.cancelled() => break,
+            written = write.write_all(&buf) => written,
+        };
+        if let Err(error) = written {
+            tracing::debug!(side = S::NAME, %peer, %error, "link write failed");
+            break;
+        }
+        buf.clear();
+        if buf.capacity() > 4 * config.write_batch_bytes {
+            buf = BytesMut::with_capacity(16 * 1024);
+        }
+    }
+    done.cancel();
+    let _ = write.shutdown().await;
+}
+
+/// A message that cannot be encoded (an id over 255 bytes, a delivery over the frame limit) is a bug of
+/// the sender; it is dropped with an error rather than taking the whole link down.
+fn encode_or_drop<S: Side>(message: &S::Out, buf: &mut BytesMut, peer: &str) {
+    if let Err(error) = S::encode(message, buf) {
+        tracing::error!(side = S::NAME, %peer, %error, ?message, "dropped a link message that cannot be encoded");
+    }
+}
+
+async fn read_frames<S: Side>(
+    mut read: OwnedReadHalf,
+    incoming: mpsc::Sender<S::In>,
+    config: TcpLinkConfig,
+    done: CancellationToken,
+    peer: String,
+) {
+    let mut decoder = LinkDecoder::new(config.max_frame_bytes);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut last_read = Instant::now();
+    'link: loop {
+        loop {
+            match S::decode(&mut decoder, &mut buf) {
+                Ok(Some(message)) if S::is_heartbeat(&message) => {}
+                Ok(Some(message)) => {
+                    let forwarded = tokio::select! {
+                        _ = done.cancelled() => break 'link,
+                        forwarded = incoming.send(message) => forwarded,
+                    };
+                    if forwarded.is_err() {
+                        break 'link;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(side = S::NAME, %peer, %error, "closing a link that sent an invalid frame");
+                    break 'link;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let silence = config.dead_after.saturating_sub(last_read.elapsed());
+        let read_result = tokio::select! {
+            _ = done.cancelled() => break,
+            read_result = tokio::time::timeout(silence, read.read_buf(&mut buf)) => read_result,
+        };
+        match read_result {
+            Ok(Ok(0)) => break,
+            Ok(Ok(_)) => last_read = Instant::now(),
+            Ok(Err(error)) => {
+                tracing::debug!(side = S::NAME, %peer, %error, "link read failed");
+                break;
+            }
+            Err(_) => {
+                tracing::warn!(side = S::NAME, %peer, silent = ?config.dead_after, "closing a silent link");
+                break;
+            }
+        }
+    }
+    done.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use switchyard_protocol::link::{NodeState, Target};
+
+    fn fast() -> TcpLinkConfig {
+        TcpLinkConfig {
+            heartbeat_interval: Duration::from_millis(50),
+            dead_after: Duration::from_millis(300),
+            ..TcpLinkConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_cross_in_both_directions_and_heartbeats_stay_inside() {
+        let mut acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), fast())
+            .await
+            .unwrap();
+        let address = acceptor.local_addr().to_string();
+        let mut gate = TcpConnector::new(fast()).connect(&address).await.unwrap();
+        let mut node = acceptor.accept().await.unwrap();
+
+        let body = Bytes::from_static(b"\x00\x00\x01\x00\x01{}");
+        for cid in 0..1000 {
+            gate.tx
+                .send(GateToNode::Packet {
+                    cid,
+                    uid: 7,
+                    body: body.clone(),
+                })
+                .await
+                .unwrap();
+        }
+        for cid in 0..1000 {
+            assert_eq!(
+                node.rx.recv().await,
+                Some(GateToNode::Packet {
+                    cid,
+                    uid: 7,
+                    body: body.clone()
+                })
+            );
+        }
+        node.tx
+            .send(NodeToGate::State(NodeState::Draining))
+            .await
+            .unwrap();
+        node.tx
+            .send(NodeToGate::Deliver {
+                target: Target::Users(vec![1, 2]),
+                packet: body.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(gate.rx.recv().await, Some(NodeToGate::State(NodeState::Draining)));
+        assert!(matches!(gate.rx.recv().await, Some(NodeToGate::Deliver { .. })));
+
+        // Idle for several heartbeat intervals: the link stays up and no heartbeat is forwarded.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(gate.rx.try_recv().is_err());
+        gate.tx.send(GateToNode::Heartbeat).await.unwrap();
+        gate.tx
+            .send(GateToNode::Disconnected { cid: 1, uid: 2 })
+            .await
+            .unwrap();
+        assert_eq!(
+            node.rx.recv().await,
+            Some(GateToNode::Disconnected { cid: 1, uid: 2 })
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_one_end_closes_the_other() {
+        let mut acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), fast())
+            .await
+            .unwrap();
+        let address = acceptor.local_addr().to_string();
+        let gate = TcpConnector::new(fast()).connect(&address).await.unwrap();
+        let mut node = acceptor.accept().await.unwrap();
+        drop(gate);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(2), node.rx.recv())
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_is_declared_dead() {
+        // A "node" that accepts the connection and never writes a byte.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let mut gate = TcpConnector::new(fast()).connect(&address).await.unwrap();
+        let (_silent, _) = listener.accept().await.unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(2), gate.rx.recv())
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn garbage_closes_the_link() {
+        let mut acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), fast())
+            .await
+            .unwrap();
+        let mut raw = TcpStream::connect(acceptor.local_addr()).await.unwrap();
+        let mut node = acceptor.accept().await.unwrap();
+        raw.write_all(&[0, 0, 0, 1, 0x7e]).await.unwrap(); // unknown type
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(2), node.rx.recv())
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn connecting_to_nothing_fails_fast() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        assert!(matches!(
+            TcpConnector::default().connect(&address).await,
+            Err(LinkError::Io { .. })
+        ));
+    }
+}
