@@ -30,7 +30,7 @@ HELM_VERSION=v3.22.0
 MIN_GO=1.26.0
 FALLBACK_TOOLCHAIN=go1.26.8
 # Bump when flags/recipe change, so stamps go stale and binaries rebuild.
-RECIPE_REV=1
+RECIPE_REV=2
 
 K8S_TAGS="selinux,notest,grpcnotrace" # what hack/lib/golang.sh uses for release builds
 
@@ -109,7 +109,15 @@ fi
 # ---- helpers ----------------------------------------------------------------
 # stamp_line NAME -> the recipe that NAME is built with; a binary is current
 # iff its stamp file has exactly this first line and the binary exists.
-stamp_line() { echo "recipe=$RECIPE_REV name=$1 k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION"; }
+stamp_line() {
+	local v
+	case "$1" in
+	etcd) v="etcd=$ETCD_VERSION" ;;
+	helm) v="helm=$HELM_VERSION" ;;
+	*) v="k8s=$K8S_VERSION" ;;
+	esac
+	echo "recipe=$RECIPE_REV name=$1 $v"
+}
 
 is_current() {
 	local name="$1"
@@ -187,9 +195,11 @@ if [ "$k8s_kubernetes_needed" = 1 ]; then
 	kdir="$SRC/kubernetes"
 	mkdir -p "$kdir"
 	log "fetching k8s.io/kubernetes@$K8S_VERSION go.mod"
-	k8s_gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+	dl_json="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>&1)" || true
+	k8s_gomod="$(printf '%s\n' "$dl_json" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
 	[ -n "$k8s_gomod" ] && [ -f "$k8s_gomod" ] ||
-		die "cannot download k8s.io/kubernetes@$K8S_VERSION from the module proxy"
+		die "cannot download k8s.io/kubernetes@$K8S_VERSION (GOPROXY=$(go env GOPROXY)):
+$dl_json"
 	mapfile -t staging < <(sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]*=>[[:space:]]*\./staging/.*#\1#p' "$k8s_gomod")
 	[ "${#staging[@]}" -gt 10 ] || die "found only ${#staging[@]} staging replace directives in $k8s_gomod; layout changed?"
 	log "replacing ${#staging[@]} staging modules with their $staging_version releases"
@@ -228,8 +238,9 @@ if [ "$k8s_kubernetes_needed" = 1 ]; then
 	k8s_date="${k8s_date:-1970-01-01T00:00:00Z}"
 	k8s_ldflags="-s -w"
 	for pkgv in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-		# gitCommit is left empty: module zips carry no git metadata.
-		k8s_ldflags+=" -X $pkgv.gitVersion=$K8S_VERSION -X $pkgv.gitMajor=1 -X $pkgv.gitMinor=$k8s_minor"
+		# gitCommit is set empty (the default is the git-archive placeholder
+		# "$Format:%H$"): module zips carry no git metadata, so it is unknown.
+		k8s_ldflags+=" -X $pkgv.gitCommit= -X $pkgv.gitVersion=$K8S_VERSION -X $pkgv.gitMajor=1 -X $pkgv.gitMinor=$k8s_minor"
 		k8s_ldflags+=" -X $pkgv.gitTreeState=clean -X $pkgv.buildDate=$k8s_date"
 	done
 	for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
@@ -261,8 +272,8 @@ EOF
 	fi
 	rm -f "$edir/go.mod.new"
 	prepare_module "$edir"
-	build_one etcd "$edir" go.etcd.io/etcd/server/v3 "" \
-		"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION"
+	# No -X for version.GitSHA: the commit is unknown, etcd then says "Not provided".
+	build_one etcd "$edir" go.etcd.io/etcd/server/v3 "" "-s -w"
 fi
 
 # ---- helm ---------------------------------------------------------------------

@@ -42,9 +42,12 @@ PIDS=()
 cleanup() {
 	local rc=$?
 	set +e
-	local i
-	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -TERM "${PIDS[$i]}" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do
+	# Stop in reverse start order (kube-apiserver before etcd, else its
+	# graceful shutdown hangs on the missing etcd); SIGKILL after 10s.
+	local i p
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		p="${PIDS[$i]}"
+		kill -TERM "$p" 2>/dev/null
 		for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
 		kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
@@ -99,7 +102,7 @@ log "generating CA, serving/client certs and service-account key with openssl"
 (
 	set -e
 	cd "$PKI"
-	exec 2>>"$WORK/openssl.log"
+	exec 2>>"$WORK/openssl.out"
 	openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 \
 		-subj "/CN=switchyard-smoke-ca" >/dev/null
 	# sign NAME SUBJECT EXTENSIONS
@@ -117,11 +120,12 @@ subjectAltName=$SAN_ADDR,IP:$SERVICE_IP,IP:127.0.0.1,DNS:localhost,DNS:kubernete
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
 	sign admin "/O=system:masters/CN=switchyard-admin" "$client_ext"
+	sign front-proxy-client "/CN=front-proxy-client" "$client_ext"
 	sign kcm "/CN=system:kube-controller-manager" "$client_ext"
 	sign scheduler "/CN=system:kube-scheduler" "$client_ext"
 	openssl genrsa -out sa.key 2048 >/dev/null
 	openssl rsa -in sa.key -pubout -out sa.pub >/dev/null
-) || die "openssl failed, see $WORK/openssl.log"
+) || die "openssl failed, see $WORK/openssl.out"
 
 kubeconfig() { # NAME CERTNAME
 	local kc="$WORK/$1.kubeconfig"
@@ -178,6 +182,15 @@ etcd_healthy() { (exec 3<>"/dev/tcp/$ADDR/$ETCD_PORT") 2>/dev/null; }
 wait_for etcd 60 "$ETCD_PID" etcd_healthy
 
 # ---- kube-apiserver -----------------------------------------------------------------
+# kube-apiserver refuses a loopback --advertise-address with the default
+# (lease) endpoint reconciler: "cannot use public IP 127.0.0.1 with endpoint
+# reconciler ... may not be in the loopback range". On loopback, switch the
+# reconciler off (the `default/kubernetes` Endpoints are then not maintained);
+# on a non-loopback address (the e2e network namespace) keep `lease`.
+case "$ADDR" in
+127.* | ::1) ENDPOINT_RECONCILER="${SMOKE_ENDPOINT_RECONCILER:-none}" ;;
+*) ENDPOINT_RECONCILER="${SMOKE_ENDPOINT_RECONCILER:-lease}" ;;
+esac
 APISERVER_FLAGS=(
 	--etcd-servers="http://$HOST:$ETCD_PORT"
 	--bind-address="$ADDR"
@@ -191,6 +204,14 @@ APISERVER_FLAGS=(
 	--service-account-signing-key-file="$PKI/sa.key"
 	--service-cluster-ip-range="$SERVICE_CIDR"
 	--authorization-mode=RBAC
+	--requestheader-client-ca-file="$PKI/ca.crt"
+	--requestheader-allowed-names=front-proxy-client
+	--requestheader-username-headers=X-Remote-User
+	--requestheader-group-headers=X-Remote-Group
+	--requestheader-extra-headers-prefix=X-Remote-Extra-
+	--proxy-client-cert-file="$PKI/front-proxy-client.crt"
+	--proxy-client-key-file="$PKI/front-proxy-client.key"
+	--endpoint-reconciler-type="$ENDPOINT_RECONCILER"
 	--allow-privileged=true
 	--profiling=false
 	--v=1
@@ -233,7 +254,9 @@ echo
 log "kubectl version"
 k version
 log "kubectl api-resources | head"
-k api-resources | head
+# (not piped straight into head: kubectl would die of SIGPIPE under pipefail)
+k api-resources >"$WORK/api-resources.txt"
+head "$WORK/api-resources.txt"
 log "kubectl create namespace smoke"
 k create namespace smoke
 
@@ -246,6 +269,15 @@ pod_unschedulable() {
 	[ "$(k -n smoke get pod smoke-pod -o jsonpath='{.status.conditions[?(@.type=="PodScheduled")].reason}')" = Unschedulable ]
 }
 wait_for "kube-scheduler: pod smoke/smoke-pod Unschedulable (no nodes)" 120 "$SCHED_PID" pod_unschedulable
+
+# With the lease reconciler (non-loopback address) the apiserver publishes
+# itself in the default/kubernetes EndpointSlice, as in a real cluster.
+if [ "$ENDPOINT_RECONCILER" = lease ]; then
+	kubernetes_endpoint() {
+		k -n default get endpointslice kubernetes -o jsonpath='{.endpoints[*].addresses[*]}' | grep -qxF "$ADDR"
+	}
+	wait_for "EndpointSlice default/kubernetes -> $ADDR" 60 "$API_PID" kubernetes_endpoint
+fi
 
 log "helm version"
 export HELM_CACHE_HOME="$WORK/helm/cache" HELM_CONFIG_HOME="$WORK/helm/config" HELM_DATA_HOME="$WORK/helm/data"
