@@ -2,6 +2,11 @@
 
 mod cli;
 mod dev;
+mod gate_cmd;
+mod kube_args;
+mod node_cmd;
+mod process;
+mod redis;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +29,10 @@ struct Cli {
 enum Command {
     /// Gate + demo node in one process with in-memory defaults: a whole cluster on a laptop.
     Dev(dev::DevArgs),
+    /// A gate: client listeners, sessions, routing to nodes over TCP links.
+    Gate(gate_cmd::GateCommand),
+    /// The demo game node as its own process.
+    Node(node_cmd::NodeCommand),
     /// Load generator: N connections pipelining requests against a gate.
     Bench(switchyard_client::bench::BenchArgs),
 }
@@ -50,6 +59,8 @@ fn main() -> std::process::ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Dev(args) => dev::run(args, shutdown_signal()).await,
+        Command::Gate(command) => gate_cmd::run(command, shutdown_signal()).await,
+        Command::Node(command) => node_cmd::run(command, shutdown_signal()).await,
         Command::Bench(args) => {
             let json = args.json;
             let report = switchyard_client::bench::run(args).await?;

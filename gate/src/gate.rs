@@ -74,13 +74,14 @@ impl Gate {
         config.validate()?;
         let readiness = Readiness::default();
         readiness.set(true);
+        let metrics = GateMetrics::register(registry);
         let inner = Arc::new(GateInner {
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
             config,
             sessions: SessionTable::default(),
-            nodes: NodeTable::default(),
+            nodes: NodeTable::new(metrics.nodes.clone()),
             locator,
-            metrics: GateMetrics::register(registry),
+            metrics,
             node_pool: switchyard_cluster::locator::DEFAULT_POOL.to_owned(),
             next_cid: AtomicU64::new(1),
             routing_turn: AtomicUsize::new(0),

@@ -87,6 +87,11 @@ pub(crate) struct RefuseLabels {
     pub(crate) reason: RefuseReason,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NodeStateLabels {
+    pub(crate) state: &'static str,
+}
+
 /// Every metric the gate exports.
 #[derive(Debug, Clone, Default)]
 pub struct GateMetrics {
@@ -103,6 +108,8 @@ pub struct GateMetrics {
     pub(crate) pushes_delivered: Counter,
     pub(crate) stale_bindings_cleared: Counter,
     pub(crate) node_links: Gauge,
+    /// Linked nodes by the state they announced.
+    pub(crate) nodes: Family<NodeStateLabels, Gauge>,
     pub(crate) node_link_failures: Counter,
     pub(crate) draining: Gauge,
 }
@@ -175,6 +182,7 @@ impl GateMetrics {
             metrics.node_link_failures.clone(),
         );
         gate.register("draining", "1 while the gate drains", metrics.draining.clone());
+        gate.register("nodes", "Linked nodes by announced state", metrics.nodes.clone());
         // Create every series up front: a dashboard query should see 0, not "no data".
         for protocol in [Transport::Tcp, Transport::Ws] {
             let _ = metrics.connections.get_or_create(&TransportLabels { protocol });

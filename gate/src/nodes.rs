@@ -14,7 +14,9 @@ use switchyard_protocol::link::{GateToNode, NO_UID, NodeState, RouteSpec, Uid};
 use tokio::sync::mpsc;
 
 use crate::config::RoutingPolicy;
-use crate::metrics::DropReason;
+use crate::metrics::{DropReason, NodeStateLabels};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// One linked node as the routing path sees it.
 #[derive(Debug)]
@@ -119,6 +121,8 @@ fn pick_new(entry: &RouteEntry, policy: RoutingPolicy, turn: &AtomicUsize) -> Op
 /// The gate's node facts, and the snapshot derived from them.
 #[derive(Debug, Default)]
 pub(crate) struct NodeTable {
+    /// Linked nodes by state, kept with every rebuild.
+    state_gauge: Family<NodeStateLabels, Gauge>,
     records: Mutex<HashMap<Arc<str>, NodeRecord>>,
     /// Registry readiness by address; a node missing here counts as accepting.
     accepting: Mutex<HashMap<String, bool>>,
@@ -126,6 +130,13 @@ pub(crate) struct NodeTable {
 }
 
 impl NodeTable {
+    pub(crate) fn new(state_gauge: Family<NodeStateLabels, Gauge>) -> Self {
+        NodeTable {
+            state_gauge,
+            ..NodeTable::default()
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> Arc<RoutingSnapshot> {
         self.snapshot.read().clone()
     }
@@ -208,6 +219,19 @@ impl NodeTable {
             }
         }
         *self.snapshot.write() = Arc::new(snapshot);
+        for state in [
+            NodeState::Work,
+            NodeState::Busy,
+            NodeState::Draining,
+            NodeState::Shut,
+        ] {
+            let count = records.values().filter(|record| record.state == state).count();
+            self.state_gauge
+                .get_or_create(&NodeStateLabels {
+                    state: state.as_str(),
+                })
+                .set(count as i64);
+        }
     }
 }
 

@@ -130,6 +130,8 @@ pub(crate) struct NodeInner {
     gates: Mutex<HashMap<Arc<str>, Arc<GateConn>>>,
     lanes: Mutex<HashMap<(u64, ConnectionId), Lane>>,
     bound: Mutex<HashSet<Uid>>,
+    /// The bound-player count, for whoever reports it (metrics, pod annotations).
+    bound_count: watch::Sender<usize>,
     in_flight: AtomicUsize,
     next_request: AtomicU64,
     next_link: AtomicU64,
@@ -190,6 +192,7 @@ impl Node {
                 gates: Mutex::default(),
                 lanes: Mutex::default(),
                 bound: Mutex::default(),
+                bound_count: watch::Sender::new(0),
                 in_flight: AtomicUsize::new(0),
                 next_request: AtomicU64::new(1),
                 next_link: AtomicU64::new(1),
@@ -250,6 +253,16 @@ impl Node {
     /// Players bound to this node now.
     pub fn bound_players(&self) -> usize {
         self.inner.bound.lock().len()
+    }
+
+    /// A receiver of the bound-player count, updated on every change.
+    pub fn watch_bound_players(&self) -> watch::Receiver<usize> {
+        self.inner.bound_count.subscribe()
+    }
+
+    fn bound_changed(&self, count: usize) {
+        self.inner.metrics.bound_players.set(count as i64);
+        self.inner.bound_count.send_replace(count);
     }
 
     /// Linked gates now.
@@ -317,7 +330,7 @@ impl Node {
     async fn evict_all(&self) -> usize {
         let inner = &self.inner;
         let uids: Vec<Uid> = inner.bound.lock().drain().collect();
-        inner.metrics.bound_players.set(0);
+        self.bound_changed(0);
         let reconnect = inner
             .config
             .packet
@@ -783,7 +796,7 @@ impl Node {
             bound.insert(uid);
             bound.len()
         };
-        inner.metrics.bound_players.set(count as i64);
+        self.bound_changed(count);
         let _ = gate
             .tx
             .send(NodeToGate::UserNode {
@@ -802,7 +815,7 @@ impl Node {
             bound.remove(&uid);
             bound.len()
         };
-        inner.metrics.bound_players.set(count as i64);
+        self.bound_changed(count);
         if inner
             .locator
             .unbind_node(uid, &inner.config.pool, &inner.id)

@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod procs;
+
 /// The bytes of the `switchyard` binary under test.
 pub fn switchyard_binary() -> &'static str {
     env!("CARGO_BIN_EXE_switchyard")
