@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh checkout: installs what the tests need, then runs every tier.
 #   ./scripts/test.sh            everything
-#   ./scripts/test.sh quick      formatting, lints and the Rust tests only
+#   ./scripts/test.sh quick      formatting, lints and the Rust tests that need only redis-server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=${1:-all}
+started=$SECONDS
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%4ss] %s\n' "$((SECONDS - started))" "$*"; }
+
+step "prerequisites: redis-server (Debian package), openssl"
+./scripts/redis.sh
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 
 step "formatting"
 cargo fmt --all -- --check
@@ -14,12 +19,20 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "Rust tests (unit, property, integration against real processes)"
+step "Rust tests: unit, property, and integration against real processes and redis-server"
 cargo test --workspace --locked
 
 if [ "$tier" = quick ]; then
   exit 0
 fi
 
-step "fuzz targets build"
+step "fuzz targets build and survive a smoke run"
 ./fuzz/check.sh --smoke
+
+step "Kubernetes control plane from Go modules (cached after the first build)"
+./e2e/toolchain/build.sh
+
+step "tests against a real kube-apiserver"
+cargo test --workspace --locked -- --ignored
+
+step "done in $((SECONDS - started))s"

@@ -1,10 +1,11 @@
 //! Command-line options shared by several subcommands, and their validation into library configs.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use switchyard_gate::{GateConfig, HeartbeatMode, RoutingPolicy};
+use switchyard_gate::{GateConfig, HeartbeatMode, RateLimit, RoutingPolicy};
 use switchyard_protocol::{ByteOrder, PacketConfig};
 
 /// Packet settings; client, gate and node must agree on them.
@@ -68,9 +69,26 @@ pub(crate) struct GateArgs {
     /// How long a draining gate takes to close its connections.
     #[arg(long = "gate-drain-deadline", env = "SWITCHYARD_GATE_DRAIN_DEADLINE", default_value = "30s", value_parser = parse_duration)]
     pub(crate) drain_deadline: Duration,
+    /// PEM certificate chain: with --tls-key, the TCP listener speaks TLS and the WebSocket one WSS.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Close a connection not logged in (bound to a uid) this long after it opened (0 disables).
+    #[arg(long, env = "SWITCHYARD_AUTHORIZE_TIMEOUT", default_value = "0", value_parser = parse_duration)]
+    pub(crate) authorize_timeout: Duration,
+    /// Packets per second a connection may send on average; more are dropped (0 disables).
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT", default_value_t = 0)]
+    pub(crate) rate_limit: u32,
+    /// Packets a connection may send in one go before --rate-limit applies (0: one second's worth).
+    #[arg(long, env = "SWITCHYARD_RATE_BURST", default_value_t = 0)]
+    pub(crate) rate_burst: u32,
 }
 
 impl GateArgs {
+    /// The gate's config. TLS files are read and checked here, so a bad one stops the process at start-up
+    /// with a message naming it.
     pub(crate) fn config(&self, id: String, packet: PacketConfig) -> anyhow::Result<GateConfig> {
         let config = GateConfig {
             packet,
@@ -82,10 +100,35 @@ impl GateArgs {
             routing: self.routing,
             ws_path: self.ws_path.clone(),
             drain_deadline: self.drain_deadline,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => {
+                    Some(switchyard_gate::load_server_config(cert, key).map_err(anyhow::Error::msg)?)
+                }
+                (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key"),
+                (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
+            },
+            authorize_timeout: self.authorize_timeout,
+            rate_limit: self.rate_limit()?,
             ..GateConfig::new(id)
         };
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
+    }
+
+    fn rate_limit(&self) -> anyhow::Result<Option<RateLimit>> {
+        if self.rate_limit == 0 {
+            anyhow::ensure!(self.rate_burst == 0, "--rate-burst needs --rate-limit");
+            return Ok(None);
+        }
+        Ok(Some(RateLimit {
+            per_second: self.rate_limit,
+            burst: if self.rate_burst == 0 {
+                self.rate_limit
+            } else {
+                self.rate_burst
+            },
+        }))
     }
 
     /// The TCP and WebSocket addresses, `None` where disabled.

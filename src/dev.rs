@@ -47,23 +47,35 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
         Node::new(node_config, demo::router(), locator.clone(), &mut registry).map_err(anyhow::Error::msg)?;
     node.serve(hub.listen("dev-node")?);
 
+    let gate_rate_limit = gate_config.rate_limit;
     let gate = Gate::new(gate_config, locator, &mut registry).map_err(anyhow::Error::msg)?;
     let nodes = StaticRegistry::new(["dev-node".to_owned()]);
     gate.connect_nodes(nodes.nodes(), Arc::new(hub));
 
+    // With TLS the addresses keep their tcp:// and ws:// form (scripts read them) and say TLS after them.
     let mut bound = Vec::new();
     if let Some(addr) = tcp_addr {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for TCP on {addr}"))?;
-        bound.push(format!("tcp://{}", listener.local_addr()?));
+        let local = listener.local_addr()?;
+        bound.push(if gate.tls() {
+            format!("tcp://{local}  (TLS)")
+        } else {
+            format!("tcp://{local}")
+        });
         gate.serve_tcp(listener);
     }
     if let Some(addr) = ws_addr {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for WebSocket on {addr}"))?;
-        bound.push(format!("ws://{}{}", listener.local_addr()?, args.gate.ws_path));
+        let (local, path) = (listener.local_addr()?, &args.gate.ws_path);
+        bound.push(if gate.tls() {
+            format!("ws://{local}{path}  (TLS: connect to wss://{local}{path})")
+        } else {
+            format!("ws://{local}{path}")
+        });
         gate.serve_ws(listener);
     }
     let admin = switchyard_cluster::admin::bind(args.http).await?;
@@ -90,6 +102,19 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
         args.gate.heartbeat_interval,
         args.gate.heartbeat_mode,
     );
+    let mut limits = Vec::new();
+    if !args.gate.authorize_timeout.is_zero() {
+        limits.push(format!("log in within {:?}", args.gate.authorize_timeout));
+    }
+    if let Some(limit) = gate_rate_limit {
+        limits.push(format!(
+            "{} packets/s, burst {} per connection",
+            limit.per_second, limit.burst
+        ));
+    }
+    if !limits.is_empty() {
+        println!("  limits    {}", limits.join("; "));
+    }
     println!("  demo      route 1 echo, 2 login, 3 whoami, 4 join, 5 say, 7 logout (see README)");
 
     shutdown.cancelled().await;

@@ -75,14 +75,14 @@ pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> an
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for TCP on {addr}"))?;
-        tracing::info!(address = %listener.local_addr()?, "clients over TCP");
+        tracing::info!(address = %listener.local_addr()?, tls = gate.tls(), "clients over TCP");
         gate.serve_tcp(listener);
     }
     if let Some(addr) = ws_addr {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for WebSocket on {addr}"))?;
-        tracing::info!(address = %listener.local_addr()?, path = %command.gate.ws_path, "clients over WebSocket");
+        tracing::info!(address = %listener.local_addr()?, path = %command.gate.ws_path, tls = gate.tls(), "clients over WebSocket");
         gate.serve_ws(listener);
     }
     let admin = Admin::start(admin_addr, registry, vec![gate.readiness()]).await?;

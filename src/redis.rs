@@ -13,8 +13,9 @@ pub(crate) async fn connect(
 ) -> anyhow::Result<Arc<dyn Locator>> {
     let mut config = RedisLocatorConfig::new(url);
     config.prefix = prefix.to_owned();
+    let shown = config.redacted_url();
     let locator = RedisLocator::connect(config, registry)
         .await
-        .map_err(|error| anyhow::anyhow!("cannot use the Redis locator at {url}: {error}"))?;
+        .map_err(|error| anyhow::anyhow!("cannot use the Redis locator at {shown}: {error}"))?;
     Ok(Arc::new(locator))
 }

@@ -201,6 +201,11 @@ impl RedisLocatorConfig {
         self.parse().map(|_| ())
     }
 
+    /// The URL with its password, if any, replaced by `***`: the form to put in logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
     fn parse(&self) -> Result<Target, RedisConfigError> {
         validate_prefix(&self.prefix)?;
         if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
@@ -831,7 +836,6 @@ pub struct RedisLocator {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     store: Store,
     keys: Keys,
@@ -840,6 +844,22 @@ struct Inner {
     target: String,
     shared: Arc<Shared>,
     _subscriber: DropGuard,
+}
+
+impl fmt::Debug for Inner {
+    /// Where and how, never the cache's contents.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLocator")
+            .field("redis", &self.target)
+            .field("store", &self.store)
+            .field("prefix", &self.keys.prefix)
+            .field("timeout", &self.timeout)
+            .field(
+                "pubsub_connected",
+                &self.shared.subscribed.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisLocator {
@@ -1458,6 +1478,7 @@ mod tests {
         let mut config = RedisLocatorConfig::new("redis+cluster://u:pw@a:1,b:2");
         config.prefix = "p".into();
         assert!(!format!("{config:?}").contains("pw"));
+        assert_eq!(config.redacted_url(), "redis+cluster://u:***@a:1,b:2");
     }
 
     #[test]

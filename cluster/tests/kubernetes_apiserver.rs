@@ -536,6 +536,7 @@ async fn registry_follows_endpoint_slices(admin: &Client, node: &Client, shutdow
             ep("10.244.0.1:7000", true),
             ep("10.244.0.2:7000", true), // accepting in slice a, draining in b: accepting wins
             ep("10.244.0.3:7000", true), // conditions all nil
+            ep("10.244.0.4:7000", false), // listed but not ready: linked, not offered
             ep("[fd00:10:244::9]:7000", true),
         ],
         "initial list",
@@ -566,7 +567,8 @@ async fn registry_follows_endpoint_slices(admin: &Client, node: &Client, shutdow
     )
     .await;
 
-    // Slice b and the IPv6 slice go away; then 10.244.0.1 stops serving.
+    // Slice b and the IPv6 slice go away; then 10.244.0.1 stops serving (a draining node failing its
+    // readiness probe: still linked), and finally leaves the slice (its pod is gone).
     slices
         .delete("game-nodes-b", &DeleteParams::default())
         .await
@@ -592,10 +594,26 @@ async fn registry_follows_endpoint_slices(admin: &Client, node: &Client, shutdow
         )
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        *nodes.borrow_and_update(),
+        vec![ep("10.244.0.1:7000", false), ep("10.244.0.2:7000", true)],
+        "a draining endpoint that fails readiness stays linked"
+    );
+    slices
+        .patch(
+            "game-nodes-a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"endpoints": [
+                {"addresses": ["10.244.0.2"], "conditions": {"ready": true, "serving": true, "terminating": false}},
+            ]})),
+        )
+        .await
+        .unwrap();
     wait_nodes(
         &mut nodes,
         &[ep("10.244.0.2:7000", true)],
-        "terminated endpoint gone",
+        "endpoint gone with its pod",
     )
     .await;
 }

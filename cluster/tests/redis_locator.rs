@@ -611,6 +611,11 @@ async fn dropping_the_locator_releases_its_connections() {
     let clients = || async { redis.command("CLIENT LIST").await.matches("id=").count() };
     let (locator, _registry) = connect(&redis.url()).await;
     let clone = locator.clone();
+    let debug = format!("{locator:?}");
+    assert!(
+        debug.contains("127.0.0.1") && debug.contains("pubsub_connected: true"),
+        "{debug}"
+    );
     locator.bind_gate(1, "g").await.unwrap();
     // The subscription, the command connection, and the CLIENT LIST connection itself.
     assert_eq!(clients().await, 3);

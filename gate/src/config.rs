@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_protocol::PacketConfig;
@@ -73,6 +74,13 @@ impl fmt::Display for RoutingPolicy {
     }
 }
 
+/// A per-connection packet-rate limit: `per_second` packets a second on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
 /// Everything a gate needs to know about how to behave.
 #[derive(Debug, Clone)]
 pub struct GateConfig {
@@ -95,6 +103,14 @@ pub struct GateConfig {
     pub ws_path: String,
     /// How long a draining gate takes to close its connections.
     pub drain_deadline: Duration,
+    /// When set, both client listeners speak TLS (the WebSocket one is then WSS).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// A connection not bound to a uid (logged in) this long after it opened is closed; zero disables.
+    pub authorize_timeout: Duration,
+    /// Packets over this rate are dropped, and a connection that keeps exceeding it is closed.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl GateConfig {
@@ -112,6 +128,10 @@ impl GateConfig {
             routing: RoutingPolicy::RoundRobin,
             ws_path: "/".to_owned(),
             drain_deadline: Duration::from_secs(30),
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            authorize_timeout: Duration::ZERO,
+            rate_limit: None,
         }
     }
 
@@ -131,6 +151,17 @@ impl GateConfig {
         }
         if !self.ws_path.starts_with('/') {
             return Err(format!("WebSocket path {:?} must start with '/'", self.ws_path));
+        }
+        if self.tls.is_some() && self.tls_handshake_timeout.is_zero() {
+            return Err("TLS handshake timeout must be more than 0".into());
+        }
+        if let Some(limit) = self.rate_limit {
+            if limit.per_second == 0 {
+                return Err("rate limit must be at least 1 packet per second".into());
+            }
+            if limit.burst == 0 {
+                return Err("rate burst must be at least 1 packet".into());
+            }
         }
         Ok(())
     }

@@ -8,16 +8,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use switchyard_cluster::admin::Readiness;
 use switchyard_cluster::link::Connector;
 use switchyard_cluster::locator::{Locator, LocatorEvent};
 use switchyard_cluster::registry::NodeEndpoint;
-use switchyard_protocol::link::{GateToNode, NodeToGate, Target};
+use switchyard_protocol::link::{GateToNode, NO_UID, NodeToGate, Target};
 use switchyard_protocol::{Frame, extcode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -28,11 +31,14 @@ use crate::config::{GateConfig, HeartbeatMode};
 use crate::links;
 use crate::metrics::{CloseReason, DropReason, GateMetrics, RefuseReason, TrafficCounters, Transport};
 use crate::nodes::{Decision, NodeTable};
+use crate::rate::{RateLimiter, Verdict};
 use crate::session::{Outbound, Session, SessionTable};
 use crate::transport::{FrameSource, PacketSink, SourceEvent, StreamSink, StreamSource, ws_halves};
 
 /// How long a WebSocket upgrade may take.
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Stands in for "never" in timers that are disabled.
+const NEVER: Duration = Duration::from_secs(86_400);
 /// Packets one write batch holds at most.
 const WRITE_BATCH_PACKETS: usize = 256;
 
@@ -114,7 +120,12 @@ impl Gate {
         self.inner.nodes.len()
     }
 
-    /// Accepts TCP clients on `listener` until the gate drains.
+    /// Whether the client listeners speak TLS (TCP over TLS, and WSS).
+    pub fn tls(&self) -> bool {
+        self.inner.config.tls.is_some()
+    }
+
+    /// Accepts TCP clients (over TLS when the config has it) on `listener` until the gate drains.
     pub fn serve_tcp(&self, listener: TcpListener) {
         let gate = self.clone();
         self.inner
@@ -122,7 +133,8 @@ impl Gate {
             .spawn(async move { gate.accept_loop(listener, Transport::Tcp).await });
     }
 
-    /// Accepts WebSocket clients on `listener` (upgrade path from the config) until the gate drains.
+    /// Accepts WebSocket clients (WSS when the config has TLS) on `listener`, upgrade path from the config,
+    /// until the gate drains.
     pub fn serve_ws(&self, listener: TcpListener) {
         let gate = self.clone();
         self.inner
@@ -214,21 +226,75 @@ impl Gate {
             };
             let _ = stream.set_nodelay(true);
             let gate = self.clone();
-            inner.tasks.spawn(async move {
-                match transport {
-                    Transport::Tcp => {
-                        let (read, write) = stream.into_split();
-                        let source = StreamSource::new(read, &gate.inner.config.packet);
-                        gate.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
-                            .await;
-                    }
-                    Transport::Ws => gate.accept_ws(stream, peer, permit).await,
-                }
-            });
+            inner
+                .tasks
+                .spawn(async move { gate.serve_connection(stream, peer, transport, permit).await });
         }
     }
 
-    async fn accept_ws(self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    /// Takes an accepted socket through the TLS handshake (when configured) and the WebSocket upgrade (on
+    /// the WebSocket listener), then runs its session.
+    async fn serve_connection(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        transport: Transport,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let Some(acceptor) = self.inner.config.tls.clone().map(TlsAcceptor::from) else {
+            match transport {
+                Transport::Tcp => {
+                    let (read, write) = stream.into_split();
+                    let source = StreamSource::new(read, &self.inner.config.packet);
+                    self.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
+                        .await;
+                }
+                Transport::Ws => self.accept_ws(stream, peer, permit).await,
+            }
+            return;
+        };
+        let Some(stream) = self.tls_handshake(&acceptor, stream, peer, transport).await else {
+            return;
+        };
+        match transport {
+            Transport::Tcp => {
+                let (read, write) = tokio::io::split(stream);
+                let source = StreamSource::new(read, &self.inner.config.packet);
+                self.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
+                    .await;
+            }
+            Transport::Ws => self.accept_ws(stream, peer, permit).await,
+        }
+    }
+
+    /// The server side of a TLS handshake, within the configured timeout; a failure is counted as a
+    /// refused connection.
+    async fn tls_handshake(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let inner = &self.inner;
+        let handshake = tokio::time::timeout(inner.config.tls_handshake_timeout, acceptor.accept(stream));
+        let outcome = tokio::select! {
+            _ = inner.shutdown.cancelled() => return None,
+            outcome = handshake => outcome,
+        };
+        match outcome {
+            Ok(Ok(stream)) => return Some(stream),
+            Ok(Err(error)) => tracing::debug!(%peer, %error, ?transport, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, ?transport, "TLS handshake timed out"),
+        }
+        inner.metrics.refused(transport, RefuseReason::Handshake);
+        None
+    }
+
+    async fn accept_ws<S>(self, stream: S, peer: SocketAddr, permit: OwnedSemaphorePermit)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let config = &self.inner.config;
         let max_message = config.packet.max_packet_bytes() as usize + 4;
         let ws_config = WebSocketConfig::default()
@@ -312,12 +378,34 @@ impl Gate {
         let inner = &self.inner;
         let idle_timeout = inner.config.idle_timeout();
         let mut last_seen = Instant::now();
-        let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(86_400)));
+        let idle = tokio::time::sleep(idle_timeout.unwrap_or(NEVER));
         tokio::pin!(idle);
+        let authorize_timeout = inner.config.authorize_timeout;
+        let mut authorize_pending = !authorize_timeout.is_zero();
+        let authorize = tokio::time::sleep(if authorize_pending {
+            authorize_timeout
+        } else {
+            NEVER
+        });
+        tokio::pin!(authorize);
+        let mut limit = inner.config.rate_limit.map(|limit| ConnectionLimit {
+            limiter: RateLimiter::new(limit, last_seen),
+            dropped: inner.metrics.drop_counter(DropReason::RateLimited),
+        });
         loop {
             let event = tokio::select! {
                 biased;
                 _ = session.closed.cancelled() => return,
+                // Before the source: a client flooding packets must not postpone its deadline.
+                _ = &mut authorize, if authorize_pending => {
+                    if session.uid() == NO_UID {
+                        tracing::debug!(cid = session.cid, timeout = ?authorize_timeout, "client did not log in within the authorize timeout");
+                        session.close(CloseReason::Unauthorized);
+                        return;
+                    }
+                    authorize_pending = false;
+                    continue;
+                }
                 event = source.next() => event,
                 _ = &mut idle, if idle_timeout.is_some() => {
                     let timeout = idle_timeout.unwrap_or_default();
@@ -335,11 +423,15 @@ impl Gate {
                     last_seen = Instant::now();
                     traffic.packets_in.inc();
                     traffic.bytes_in.inc_by(wire_bytes as u64);
-                    self.on_frame(session, frame).await;
+                    if admit(&mut limit, session, last_seen) {
+                        self.on_frame(session, frame).await;
+                    }
                 }
                 SourceEvent::Malformed => {
                     last_seen = Instant::now();
-                    inner.metrics.dropped(DropReason::Malformed);
+                    if admit(&mut limit, session, last_seen) {
+                        inner.metrics.dropped(DropReason::Malformed);
+                    }
                 }
                 SourceEvent::Oversize(error) => {
                     tracing::info!(cid = session.cid, %error, "closing client connection");
@@ -658,6 +750,37 @@ impl Gate {
             .map(|node| (node.address.clone(), node.accepting))
             .collect();
         self.inner.nodes.set_accepting(accepting);
+    }
+}
+
+/// A connection's packet-rate limit, owned by its reader.
+struct ConnectionLimit {
+    limiter: RateLimiter,
+    dropped: Counter,
+}
+
+/// Applies the rate limit, if any, to one received packet: true to handle it, false to drop it (counted).
+/// A connection that keeps exceeding the limit is closed.
+fn admit(limit: &mut Option<ConnectionLimit>, session: &Session, now: Instant) -> bool {
+    let Some(limit) = limit else { return true };
+    match limit.limiter.check(now) {
+        Verdict::Pass => true,
+        Verdict::Drop => {
+            limit.dropped.inc();
+            false
+        }
+        Verdict::Abuse => {
+            limit.dropped.inc();
+            // Logged once: the session closes, and its reader stops at the next turn of its loop.
+            if !session.closed.is_cancelled() {
+                tracing::info!(
+                    cid = session.cid,
+                    "closing a client that keeps sending over the packet-rate limit"
+                );
+                session.close(CloseReason::RateLimited);
+            }
+            false
+        }
     }
 }
 

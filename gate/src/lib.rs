@@ -1,19 +1,22 @@
 //! The Switchyard gate: where players connect.
 //!
-//! A gate accepts clients over TCP and WebSocket, keeps one session per connection, and forwards each client
-//! packet, undecoded, to the node that must handle it: a `work` node for stateless routes, the player's bound
-//! node for stateful ones. It writes whatever nodes send back (responses, pushes, multicasts, broadcasts)
-//! to the right sessions, and drains gracefully: clients are told to reconnect elsewhere and are closed
-//! gradually within a deadline.
+//! A gate accepts clients over TCP and WebSocket (both optionally over TLS), keeps one session per
+//! connection, and forwards each client packet, undecoded, to the node that must handle it: a `work` node for
+//! stateless routes, the player's bound node for stateful ones. It writes whatever nodes send back
+//! (responses, pushes, multicasts, broadcasts) to the right sessions, and drains gracefully: clients are told
+//! to reconnect elsewhere and are closed gradually within a deadline.
 
 pub mod config;
 mod gate;
 mod links;
 pub mod metrics;
 mod nodes;
+mod rate;
 mod session;
+mod tls;
 mod transport;
 
-pub use config::{GateConfig, HeartbeatMode, RoutingPolicy};
+pub use config::{GateConfig, HeartbeatMode, RateLimit, RoutingPolicy};
 pub use gate::Gate;
 pub use metrics::GateMetrics;
+pub use tls::load_server_config;

@@ -47,6 +47,10 @@ pub enum CloseReason {
     Draining,
     /// The socket failed.
     Error,
+    /// Not bound to a uid (logged in) within the authorize timeout.
+    Unauthorized,
+    /// Kept sending faster than the packet-rate limit.
+    RateLimited,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +70,8 @@ pub enum DropReason {
     Unauthorized,
     /// The route exists but no node takes it now.
     NoNode,
+    /// Over the connection's packet-rate limit.
+    RateLimited,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -195,6 +201,8 @@ impl GateMetrics {
                 CloseReason::Kicked,
                 CloseReason::Draining,
                 CloseReason::Error,
+                CloseReason::Unauthorized,
+                CloseReason::RateLimited,
             ] {
                 let _ = metrics
                     .connections_closed
@@ -215,6 +223,7 @@ impl GateMetrics {
             DropReason::UnknownRoute,
             DropReason::Unauthorized,
             DropReason::NoNode,
+            DropReason::RateLimited,
         ] {
             let _ = metrics.packets_dropped.get_or_create(&DropLabels { reason });
         }
@@ -223,6 +232,11 @@ impl GateMetrics {
 
     pub(crate) fn dropped(&self, reason: DropReason) {
         self.packets_dropped.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    /// One drop counter, resolved once (for a connection's hot path).
+    pub(crate) fn drop_counter(&self, reason: DropReason) -> Counter {
+        self.packets_dropped.get_or_create(&DropLabels { reason }).clone()
     }
 
     pub(crate) fn refused(&self, protocol: Transport, reason: RefuseReason) {
@@ -267,11 +281,14 @@ snake_case_labels!(CloseReason {
     Kicked => "kicked",
     Draining => "draining",
     Error => "error",
+    Unauthorized => "unauthorized",
+    RateLimited => "rate_limited",
 });
 snake_case_labels!(DropReason {
     Malformed => "malformed",
     UnknownRoute => "unknown_route",
     Unauthorized => "unauthorized",
     NoNode => "no_node",
+    RateLimited => "rate_limited",
 });
 snake_case_labels!(RefuseReason { MaxConnections => "max_connections", Draining => "draining", Handshake => "handshake" });

@@ -1,19 +1,6 @@
 //! The pure translation from a Service's EndpointSlices to the node set a registry publishes.
 //!
-//! Rules (conditions as the `discovery.k8s.io/v1` API defines them: `ready` nil = true, `serving` nil = true,
-//! `terminating` nil = false; kube-proxy reads them the same way):
-//!
-//! - every address of every endpoint whose `serving` is true is **present**; `serving` false is absent;
-//! - a present endpoint is **accepting** (takes new players) when `ready` is true and `terminating` is not;
-//!   `serving` + `terminating` is draining: present, not accepting;
-//! - the port is the slice's port named like the configured port name; a slice without such a port but with
-//!   exactly one port uses that one; any other slice is skipped. Ports without a number, with a number outside
-//!   1..=65535 or with a protocol other than TCP do not count;
-//! - addresses are `ip:port`, IPv6 as `[ip]:port` (in canonical form), FQDN slices as `host:port`; an address
-//!   that does not parse as an IP in an IP slice is skipped;
-//! - the same address in several slices (slices are being split or merged) is listed once, accepting if any
-//!   copy accepts;
-//! - the result is sorted by address, so equal inputs give equal outputs whatever the slice order.
+//! The rules are documented on [`node_endpoints`].
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,9 +12,26 @@ use crate::registry::NodeEndpoint;
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Translates EndpointSlices into the node set: see the [module docs](self) for the rules.
+/// Translates EndpointSlices into the node set. Pure and total: malformed parts of a slice are skipped,
+/// never an error.
 ///
-/// Pure and total: malformed parts of a slice are skipped, never an error.
+/// Rules (conditions as the `discovery.k8s.io/v1` API defines them: `ready` nil = true, `serving` nil = true,
+/// `terminating` nil = false; kube-proxy reads them the same way):
+///
+/// - every address of every endpoint listed in a slice is **present**, whatever its conditions: gates keep a
+///   link to it. A draining Switchyard node fails its readiness probe, so its endpoint reads `ready` false,
+///   `serving` false (and `terminating` true once its pod is being deleted), yet players bound to it must keep
+///   reaching it until it exits and leaves the slice. A crashed node's link fails by itself;
+/// - a present endpoint is **accepting** (takes new players) when `ready` is true and `terminating` is not
+///   (`serving` + `terminating` is draining: present, not accepting);
+/// - the port is the slice's port named like the configured port name; a slice without such a port but with
+///   exactly one port uses that one; any other slice is skipped. Ports without a number, with a number outside
+///   1..=65535 or with a protocol other than TCP do not count;
+/// - addresses are `ip:port`, IPv6 as `[ip]:port` (in canonical form), FQDN slices as `host:port`; an address
+///   that does not parse as an IP in an IP slice is skipped;
+/// - the same address in several slices (slices are being split or merged) is listed once, accepting if any
+///   copy accepts;
+/// - the result is sorted by address, so equal inputs give equal outputs whatever the slice order.
 pub fn node_endpoints<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     port_name: &str,
@@ -39,9 +43,7 @@ pub fn node_endpoints<'a>(
         };
         let fqdn = slice.address_type == "FQDN";
         for endpoint in slice.endpoints.iter().flatten() {
-            let Some(accepting) = endpoint_state(endpoint) else {
-                continue;
-            };
+            let accepting = accepts_new_players(endpoint);
             for address in &endpoint.addresses {
                 let Some(address) = format_address(address, port, fqdn) else {
                     continue;
@@ -57,13 +59,12 @@ pub fn node_endpoints<'a>(
         .collect()
 }
 
-/// `None` when the endpoint is absent (not serving), else whether it accepts new players.
-fn endpoint_state(endpoint: &Endpoint) -> Option<bool> {
+/// Whether a listed endpoint accepts new players.
+fn accepts_new_players(endpoint: &Endpoint) -> bool {
     let conditions = endpoint.conditions.as_ref();
     let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-    let serving = conditions.and_then(|c| c.serving).unwrap_or(true);
     let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
-    serving.then_some(ready && !terminating)
+    ready && !terminating
 }
 
 /// The port links use in a slice with these ports.
@@ -158,24 +159,24 @@ mod tests {
     #[test]
     fn conditions_map_to_present_and_accepting() {
         let accepting = vec![ep("10.244.0.5:7000", true)];
-        let draining = vec![ep("10.244.0.5:7000", false)];
-        let absent: Vec<NodeEndpoint> = vec![];
+        // Listed but not taking new players: draining, starting, or failing its probe. Still linked.
+        let linked_only = vec![ep("10.244.0.5:7000", false)];
         // (ready, serving, terminating) -> expected
         let cases: &[(Cond, &Vec<NodeEndpoint>)] = &[
-            ((T, T, F), &accepting), // running and ready
-            ((F, T, T), &draining),  // terminating, still serving: draining
-            ((T, T, T), &draining),  // publishNotReadyAddresses keeps ready=true while terminating
-            ((F, F, T), &absent),    // terminating and no longer serving
-            ((F, F, F), &absent),    // not ready (starting, or failing its probe)
-            ((T, F, F), &absent),    // inconsistent but explicit: not serving wins
-            ((F, T, F), &draining),  // serving but not ready: reachable, not offered
-            ((N, N, N), &accepting), // all nil: ready, serving, not terminating
-            ((F, N, N), &draining),  // serving nil = true
-            ((N, F, N), &absent),    // serving false
-            ((N, T, T), &draining),  // ready nil but terminating
-            ((N, N, T), &draining),  // serving nil + terminating
-            ((T, N, F), &accepting), // serving nil
-            ((T, T, N), &accepting), // terminating nil = false
+            ((T, T, F), &accepting),   // running and ready
+            ((F, T, T), &linked_only), // terminating, still serving: draining
+            ((T, T, T), &linked_only), // publishNotReadyAddresses keeps ready=true while terminating
+            ((F, F, T), &linked_only), // a draining Switchyard node being deleted: fails readiness on purpose
+            ((F, F, F), &linked_only), // not ready (drain by annotation, starting, or failing its probe)
+            ((T, F, F), &accepting),   // inconsistent; ready decides
+            ((F, T, F), &linked_only), // serving but not ready
+            ((N, N, N), &accepting),   // all nil: ready, serving, not terminating
+            ((F, N, N), &linked_only), // not ready
+            ((N, F, N), &accepting),   // ready nil = true
+            ((N, T, T), &linked_only), // ready nil but terminating
+            ((N, N, T), &linked_only), // terminating
+            ((T, N, F), &accepting),   // serving nil
+            ((T, T, N), &accepting),   // terminating nil = false
         ];
         for (cond, expected) in cases {
             assert_eq!(
@@ -353,6 +354,7 @@ mod tests {
         );
         let expected = vec![
             ep("10.244.0.3:7001", false),
+            ep("10.244.1.2:7000", false),
             ep("10.244.1.9:7000", true),
             ep("[fd00::1]:7000", true),
         ];

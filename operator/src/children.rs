@@ -1,0 +1,1200 @@
+//! The pure translation of a [`GameCluster`] into the Kubernetes objects that run it, exactly as
+//! `docs/pod-contract.md` describes them. No I/O: the reconciler applies what [`children`] returns.
+//!
+//! [`validate`] re-checks every CEL rule of the CRD (the CRD installed in a cluster may be older than the
+//! operator) and what CEL cannot see, such as a node `env` entry that redefines a variable the operator
+//! owns. A spec that cannot work is a [`SpecError`]: the user is at fault, and the reconciler reports it
+//! as the `Degraded` condition rather than retrying.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, DownwardAPIVolumeFile,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+use serde::Serialize;
+
+use crate::crd::{
+    ADMIN_PORT, GameCluster, GameClusterSpec, LINK_PORT, MAX_DRAIN_DEADLINE_SECONDS,
+    MAX_MAX_PACKET_BYTES, MAX_NAME_LENGTH, MIN_MAX_PACKET_BYTES,
+};
+
+/// `app.kubernetes.io/name` of everything the operator creates.
+pub const APP_NAME: &str = "switchyard";
+/// `app.kubernetes.io/managed-by` of everything the operator creates.
+pub const MANAGED_BY: &str = "switchyard-operator";
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Pod-template annotation holding a hash of the packet ConfigMap, so a packet change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "switchyard.dev/config-hash";
+/// Where node pods see their own annotations (downward API volume).
+pub const PODINFO_DIR: &str = "/etc/podinfo";
+/// Redis port of the managed Redis.
+pub const REDIS_PORT: i32 = 6379;
+/// User and group of gate and node containers (the distroless `nonroot` user).
+pub const RUN_AS_USER: i64 = 65532;
+/// The `redis` user of the official Redis images.
+const REDIS_USER: i64 = 999;
+
+/// Annotations a user may not put on pod templates: the operator or the nodes own them.
+const RESERVED_ANNOTATIONS: [&str; 4] = [
+    switchyard_cluster::kubernetes::DRAIN_ANNOTATION,
+    switchyard_cluster::kubernetes::BOUND_PLAYERS_ANNOTATION,
+    switchyard_cluster::kubernetes::POD_DELETION_COST_ANNOTATION,
+    CONFIG_HASH_ANNOTATION,
+];
+
+/// Which pods a label set describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    Gate,
+    Node,
+    Redis,
+}
+
+impl Component {
+    /// The `app.kubernetes.io/component` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Gate => "gate",
+            Component::Node => "node",
+            Component::Redis => "redis",
+        }
+    }
+}
+
+/// Settings of the operator that the spec may leave out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    /// Image of gates and nodes when the spec names none (the operator's own image: one binary runs the
+    /// operator, gates and the demo node).
+    pub image: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            image: format!("switchyard:{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// A spec that cannot work. The user is at fault; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The object lacks something the API server always sets (name, namespace, uid).
+    #[error("the GameCluster has no metadata.{0} (it was not read from the API server)")]
+    Metadata(&'static str),
+    /// A field breaks one of the CRD's rules (the installed CRD may be older than the operator).
+    #[error("{0}")]
+    Invalid(String),
+    /// A user-supplied environment variable that the operator sets itself.
+    #[error(
+        "{field} sets {name}, which the operator sets itself (see docs/pod-contract.md); remove it"
+    )]
+    ReservedEnv { field: &'static str, name: String },
+    /// A user-supplied pod annotation that the operator or the nodes own.
+    #[error("{field} sets the annotation {key}, which Switchyard owns; remove it")]
+    ReservedAnnotation { field: &'static str, key: String },
+}
+
+impl SpecError {
+    /// A short CamelCase reason for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SpecError::Metadata(_) => "MissingMetadata",
+            SpecError::Invalid(_) => "InvalidSpec",
+            SpecError::ReservedEnv { .. } => "ReservedEnv",
+            SpecError::ReservedAnnotation { .. } => "ReservedAnnotation",
+        }
+    }
+}
+
+/// Every object of one cluster, in the order the reconciler applies them (RBAC and configuration before
+/// the Deployments that use them).
+#[derive(Debug, Clone)]
+pub struct Children {
+    pub gate_service_account: ServiceAccount,
+    pub node_service_account: ServiceAccount,
+    pub gate_role: Role,
+    pub node_role: Role,
+    pub gate_role_binding: RoleBinding,
+    pub node_role_binding: RoleBinding,
+    pub config_map: ConfigMap,
+    /// The managed Redis, when `spec.locator.redis` is absent.
+    pub redis: Option<RedisChildren>,
+    pub gate_service: Service,
+    pub gate_headless_service: Service,
+    pub node_service: Service,
+    pub gate_deployment: Deployment,
+    pub node_deployment: Deployment,
+    pub gate_pdb: PodDisruptionBudget,
+    pub node_pdb: PodDisruptionBudget,
+    /// `NAME-node` and, with a managed Redis, `NAME-redis`, when `spec.networkPolicy.enabled`.
+    pub network_policies: Vec<NetworkPolicy>,
+}
+
+/// The managed Redis.
+#[derive(Debug, Clone)]
+pub struct RedisChildren {
+    pub deployment: Deployment,
+    pub service: Service,
+}
+
+/// The name of a child object of cluster `cluster`.
+pub fn child_name(cluster: &str, suffix: &str) -> String {
+    format!("{cluster}-{suffix}")
+}
+
+/// The labels of every object of `component` (the four of the pod contract).
+pub fn labels(cluster: &str, component: Component) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(cluster, component);
+    labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+    labels
+}
+
+/// The labels that select the pods of `component` (Deployment and Service selectors: immutable, so
+/// without `managed-by`).
+pub fn selector_labels(cluster: &str, component: Component) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_owned(), APP_NAME.to_owned()),
+        (LABEL_INSTANCE.to_owned(), cluster.to_owned()),
+        (LABEL_COMPONENT.to_owned(), component.as_str().to_owned()),
+    ])
+}
+
+/// `selector_labels` as a label-selector string, e.g. for `status.selector`.
+pub fn selector_string(cluster: &str, component: Component) -> String {
+    selector_labels(cluster, component)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Checks the spec: every CEL rule of the CRD again, and what CEL cannot see.
+///
+/// # Errors
+/// The first problem found, naming the field.
+pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
+    let invalid = |message: String| Err(SpecError::Invalid(message));
+    if name.is_empty()
+        || name.len() > MAX_NAME_LENGTH
+        || !name.starts_with(|c: char| c.is_ascii_lowercase())
+        || name.ends_with('-')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return invalid(format!(
+            "metadata.name {name:?} must be a DNS label of at most {MAX_NAME_LENGTH} characters that starts with a letter"
+        ));
+    }
+    let packet = &spec.packet;
+    if !matches!(packet.route_bytes, 1 | 2 | 4) {
+        return invalid("packet.routeBytes must be 1, 2 or 4".into());
+    }
+    if !matches!(packet.seq_bytes, 0 | 1 | 2 | 4) {
+        return invalid("packet.seqBytes must be 0, 1, 2 or 4".into());
+    }
+    let header = 1 + packet.route_bytes + packet.seq_bytes;
+    if packet.max_packet_bytes < header.max(MIN_MAX_PACKET_BYTES) {
+        return invalid(format!(
+            "packet.maxPacketBytes must hold a packet header ({header} bytes) and a heartbeat with the server time ({MIN_MAX_PACKET_BYTES} bytes)"
+        ));
+    }
+    if packet.max_packet_bytes > MAX_MAX_PACKET_BYTES {
+        return invalid(format!(
+            "packet.maxPacketBytes must be at most {MAX_MAX_PACKET_BYTES} (64 MiB)"
+        ));
+    }
+    if let Some(redis) = &spec.locator.redis
+        && !["redis://", "rediss://", "redis+cluster://"]
+            .iter()
+            .any(|scheme| redis.url.starts_with(scheme))
+    {
+        return invalid(
+            "locator.redis.url must start with redis://, rediss:// or redis+cluster://".into(),
+        );
+    }
+    let gate = &spec.gate;
+    if gate.replicas < 0 {
+        return invalid("gate.replicas must be 0 or more".into());
+    }
+    if spec.node.replicas < 0 {
+        return invalid("node.replicas must be 0 or more".into());
+    }
+    if !gate.tcp.enabled && !gate.websocket.enabled {
+        return invalid("at least one of gate.tcp and gate.websocket must be enabled".into());
+    }
+    for (field, port) in [
+        ("gate.tcp.port", gate.tcp.port),
+        ("gate.websocket.port", gate.websocket.port),
+    ] {
+        if !(1..=65535).contains(&port) {
+            return invalid(format!("{field} must be between 1 and 65535"));
+        }
+        if port == ADMIN_PORT {
+            return invalid(format!("{field} must not be {ADMIN_PORT}, the admin port"));
+        }
+    }
+    if gate.tcp.enabled && gate.websocket.enabled && gate.tcp.port == gate.websocket.port {
+        return invalid("gate.tcp.port and gate.websocket.port must differ".into());
+    }
+    if !gate.websocket.path.starts_with('/') {
+        return invalid("gate.websocket.path must start with /".into());
+    }
+    if !is_duration(&gate.heartbeat.interval) {
+        return invalid(
+            "gate.heartbeat.interval must be a duration like 10s, 500ms, 2m or 0".into(),
+        );
+    }
+    if gate.max_connections <= 0 {
+        return invalid("gate.maxConnections must be greater than 0".into());
+    }
+    for (field, seconds) in [
+        ("gate.drainDeadlineSeconds", gate.drain_deadline_seconds),
+        ("node.drainDeadlineSeconds", spec.node.drain_deadline_seconds),
+    ] {
+        if seconds <= 0 {
+            return invalid(format!("{field} must be greater than 0"));
+        }
+        if seconds > MAX_DRAIN_DEADLINE_SECONDS {
+            return invalid(format!(
+                "{field} must be at most {MAX_DRAIN_DEADLINE_SECONDS} (one day)"
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&spec.tracing.sampling_ratio) {
+        return invalid("tracing.samplingRatio must be between 0 and 1".into());
+    }
+    // What CEL cannot see: names the operator owns.
+    for env in &spec.node.env {
+        if env.name.starts_with("SWITCHYARD_") && OWNED_NODE_ENV.contains(&env.name.as_str()) {
+            return Err(SpecError::ReservedEnv {
+                field: "node.env",
+                name: env.name.clone(),
+            });
+        }
+    }
+    for (field, annotations) in [
+        ("gate.podAnnotations", &gate.pod_annotations),
+        ("node.podAnnotations", &spec.node.pod_annotations),
+    ] {
+        if let Some(key) = annotations
+            .keys()
+            .find(|key| RESERVED_ANNOTATIONS.contains(&key.as_str()))
+        {
+            return Err(SpecError::ReservedAnnotation {
+                field,
+                key: key.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The environment variables the operator sets on node containers.
+const OWNED_NODE_ENV: [&str; 20] = [
+    "SWITCHYARD_ID",
+    "SWITCHYARD_POD_NAME",
+    "SWITCHYARD_NAMESPACE",
+    "SWITCHYARD_POD_IP",
+    "SWITCHYARD_HTTP",
+    "SWITCHYARD_LOCATOR",
+    "SWITCHYARD_LOCATOR_PREFIX",
+    "SWITCHYARD_LOG",
+    "SWITCHYARD_BYTE_ORDER",
+    "SWITCHYARD_ROUTE_BYTES",
+    "SWITCHYARD_SEQ_BYTES",
+    "SWITCHYARD_MAX_PACKET_BYTES",
+    "SWITCHYARD_LINK",
+    "SWITCHYARD_DRAIN_DEADLINE",
+    "SWITCHYARD_POOL",
+    "SWITCHYARD_REPORT_POD",
+    "SWITCHYARD_DRAIN_FILE",
+    "SWITCHYARD_CODEC",
+    "SWITCHYARD_REGISTRY",
+    "SWITCHYARD_NODE_SERVICE",
+];
+
+/// `10s`, `500ms`, `1.5m`, `0`: what the gate's `--heartbeat-interval` accepts.
+fn is_duration(text: &str) -> bool {
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(number_end);
+    let mut parts = number.split('.');
+    let whole_ok = parts
+        .next()
+        .is_some_and(|whole| !whole.is_empty() && whole.chars().all(|c| c.is_ascii_digit()));
+    let fraction_ok = parts
+        .next()
+        .is_none_or(|fraction| !fraction.is_empty() && fraction.chars().all(|c| c.is_ascii_digit()));
+    whole_ok && fraction_ok && parts.next().is_none() && matches!(unit, "" | "ms" | "s" | "m" | "h")
+}
+
+/// Builds every child object of `cluster`, each with a controller owner reference to it (so deleting the
+/// cluster deletes them).
+///
+/// # Errors
+/// [`SpecError`] when the spec cannot work, or the object lacks its name, namespace or uid.
+pub fn children(cluster: &GameCluster, defaults: &Defaults) -> Result<Children, SpecError> {
+    let name = cluster
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(SpecError::Metadata("name"))?;
+    let namespace = cluster
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(SpecError::Metadata("namespace"))?;
+    let owner = cluster
+        .controller_owner_ref(&())
+        .filter(|owner| !owner.uid.is_empty())
+        .ok_or(SpecError::Metadata("uid"))?;
+    let spec = &cluster.spec;
+    validate(name, spec)?;
+    let ctx = Ctx {
+        name,
+        namespace,
+        owner,
+        spec,
+        defaults,
+    };
+
+    let config_map = ctx.config_map();
+    let config_hash = fnv1a_hex(&serde_json::to_string(&config_map.data).unwrap_or_default());
+    let redis = spec.locator.redis.is_none().then(|| ctx.redis());
+    let network_policies = if spec.network_policy.enabled {
+        let mut policies = vec![ctx.node_network_policy()];
+        if redis.is_some() {
+            policies.push(ctx.redis_network_policy());
+        }
+        policies
+    } else {
+        Vec::new()
+    };
+    Ok(Children {
+        gate_service_account: ctx.service_account(Component::Gate),
+        node_service_account: ctx.service_account(Component::Node),
+        gate_role: ctx.role(
+            Component::Gate,
+            "discovery.k8s.io",
+            "endpointslices",
+            &["get", "list", "watch"],
+        ),
+        node_role: ctx.role(Component::Node, "", "pods", &["get", "watch", "patch"]),
+        gate_role_binding: ctx.role_binding(Component::Gate),
+        node_role_binding: ctx.role_binding(Component::Node),
+        config_map,
+        redis,
+        gate_service: ctx.gate_service(),
+        gate_headless_service: ctx.headless_service(
+            Component::Gate,
+            &child_name(name, "gate-headless"),
+        ),
+        node_service: ctx.headless_service(Component::Node, &child_name(name, "node")),
+        gate_deployment: ctx.gate_deployment(&config_hash),
+        node_deployment: ctx.node_deployment(&config_hash),
+        gate_pdb: ctx.pdb(Component::Gate),
+        node_pdb: ctx.pdb(Component::Node),
+        network_policies,
+    })
+}
+
+/// FNV-1a, 64 bits, as hex: a hash that is stable across Rust versions and processes.
+fn fnv1a_hex(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+struct Ctx<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    owner: OwnerReference,
+    spec: &'a GameClusterSpec,
+    defaults: &'a Defaults,
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".to_owned()),
+                field_path: field_path.to_owned(),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..Default::default()
+    }
+}
+
+fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::String(name.to_owned())),
+        protocol: Some("TCP".to_owned()),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("admin".to_owned()),
+            scheme: Some("HTTP".to_owned()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        success_threshold: Some(1),
+        ..Default::default()
+    }
+}
+
+fn container_security_context(user: i64) -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(user),
+        run_as_group: Some(user),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..Default::default()
+    }
+}
+
+fn pod_security_context(user: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(user),
+        run_as_group: Some(user),
+        fs_group: Some(user),
+        seccomp_profile: Some(runtime_default()),
+        ..Default::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".to_owned(),
+        localhost_profile: None,
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+fn non_empty<K: Ord + Clone, V: Clone>(map: &BTreeMap<K, V>) -> Option<BTreeMap<K, V>> {
+    (!map.is_empty()).then(|| map.clone())
+}
+
+fn non_empty_vec<T: Clone>(items: &[T]) -> Option<Vec<T>> {
+    (!items.is_empty()).then(|| items.to_vec())
+}
+
+fn rolling_update() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".to_owned()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::String("25%".to_owned())),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
+}
+
+impl Ctx<'_> {
+    fn meta(&self, name: String, component: Component) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.to_owned()),
+            labels: Some(labels(self.name, component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..Default::default()
+        }
+    }
+
+    fn selector(&self, component: Component) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(selector_labels(self.name, component)),
+            match_expressions: None,
+        }
+    }
+
+    fn component_name(&self, component: Component) -> String {
+        child_name(self.name, component.as_str())
+    }
+
+    fn service_account(&self, component: Component) -> ServiceAccount {
+        ServiceAccount {
+            metadata: self.meta(self.component_name(component), component),
+            ..Default::default()
+        }
+    }
+
+    fn role(&self, component: Component, group: &str, resource: &str, verbs: &[&str]) -> Role {
+        Role {
+            metadata: self.meta(self.component_name(component), component),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![group.to_owned()]),
+                resources: Some(vec![resource.to_owned()]),
+                verbs: verbs.iter().map(|&verb| verb.to_owned()).collect(),
+                ..Default::default()
+            }]),
+        }
+    }
+
+    fn role_binding(&self, component: Component) -> RoleBinding {
+        let name = self.component_name(component);
+        RoleBinding {
+            metadata: self.meta(name.clone(), component),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".to_owned()),
+                kind: "Role".to_owned(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".to_owned(),
+                name,
+                namespace: Some(self.namespace.to_owned()),
+                api_group: None,
+            }]),
+        }
+    }
+
+    fn config_map(&self) -> ConfigMap {
+        let packet = &self.spec.packet;
+        let mut meta = self.meta(child_name(self.name, "config"), Component::Gate);
+        // Shared by gates and nodes: no single component.
+        if let Some(labels) = meta.labels.as_mut() {
+            labels.remove(LABEL_COMPONENT);
+        }
+        ConfigMap {
+            metadata: meta,
+            data: Some(BTreeMap::from([
+                (
+                    "SWITCHYARD_BYTE_ORDER".to_owned(),
+                    packet.byte_order.as_str().to_owned(),
+                ),
+                (
+                    "SWITCHYARD_ROUTE_BYTES".to_owned(),
+                    packet.route_bytes.to_string(),
+                ),
+                ("SWITCHYARD_SEQ_BYTES".to_owned(), packet.seq_bytes.to_string()),
+                (
+                    "SWITCHYARD_MAX_PACKET_BYTES".to_owned(),
+                    packet.max_packet_bytes.to_string(),
+                ),
+            ])),
+            ..Default::default()
+        }
+    }
+
+    fn locator_url(&self) -> String {
+        match &self.spec.locator.redis {
+            Some(redis) => redis.url.clone(),
+            None => format!(
+                "redis://{}.{}.svc:{REDIS_PORT}",
+                child_name(self.name, "redis"),
+                self.namespace
+            ),
+        }
+    }
+
+    fn locator_prefix(&self) -> String {
+        self.spec
+            .locator
+            .redis
+            .as_ref()
+            .and_then(|redis| redis.key_prefix.clone())
+            .unwrap_or_else(|| format!("switchyard:{}", self.name))
+    }
+
+    /// The variables of the pod contract common to gates and nodes (the pod IP first, so later values can
+    /// reference it).
+    fn common_env(&self, service: &str) -> Vec<EnvVar> {
+        let mut vars = vec![
+            field_env("SWITCHYARD_POD_IP", "status.podIP"),
+            field_env("SWITCHYARD_ID", "metadata.name"),
+            field_env("SWITCHYARD_POD_NAME", "metadata.name"),
+            field_env("SWITCHYARD_NAMESPACE", "metadata.namespace"),
+            env("SWITCHYARD_HTTP", format!("$(SWITCHYARD_POD_IP):{ADMIN_PORT}")),
+            env("SWITCHYARD_LOCATOR", self.locator_url()),
+            env("SWITCHYARD_LOCATOR_PREFIX", self.locator_prefix()),
+            env("SWITCHYARD_LOG", self.spec.log.clone()),
+        ];
+        if let Some(endpoint) = &self.spec.tracing.otlp_endpoint {
+            vars.extend([
+                env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+                env("OTEL_SERVICE_NAME", service),
+                env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                env(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    self.spec.tracing.sampling_ratio.to_string(),
+                ),
+            ]);
+        }
+        vars
+    }
+
+    fn env_from(&self) -> Vec<EnvFromSource> {
+        vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: child_name(self.name, "config"),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]
+    }
+
+    fn pod_annotations(
+        &self,
+        user: &BTreeMap<String, String>,
+        config_hash: &str,
+    ) -> BTreeMap<String, String> {
+        let mut annotations = user.clone();
+        if self.spec.metrics.enabled && self.spec.metrics.scrape_annotations {
+            annotations.insert("prometheus.io/scrape".to_owned(), "true".to_owned());
+            annotations.insert("prometheus.io/port".to_owned(), ADMIN_PORT.to_string());
+            annotations.insert("prometheus.io/path".to_owned(), "/metrics".to_owned());
+        }
+        annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned());
+        annotations
+    }
+
+    fn headless_service(&self, component: Component, name: &str) -> Service {
+        let mut ports = match component {
+            Component::Node => vec![service_port("link", LINK_PORT)],
+            _ => self.gate_ports(),
+        };
+        if self.spec.metrics.enabled {
+            let mut metrics = service_port("metrics", ADMIN_PORT);
+            metrics.target_port = Some(IntOrString::String("admin".to_owned()));
+            ports.push(metrics);
+        }
+        Service {
+            metadata: self.meta(name.to_owned(), component),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".to_owned()),
+                selector: Some(selector_labels(self.name, component)),
+                ports: Some(ports),
+                publish_not_ready_addresses: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn gate_ports(&self) -> Vec<ServicePort> {
+        let gate = &self.spec.gate;
+        let mut ports = Vec::new();
+        if gate.tcp.enabled {
+            ports.push(service_port("tcp", gate.tcp.port));
+        }
+        if gate.websocket.enabled {
+            ports.push(service_port("ws", gate.websocket.port));
+        }
+        ports
+    }
+
+    fn gate_service(&self) -> Service {
+        let service = &self.spec.gate.service;
+        let mut meta = self.meta(self.component_name(Component::Gate), Component::Gate);
+        meta.annotations = non_empty(&service.annotations);
+        Service {
+            metadata: meta,
+            spec: Some(ServiceSpec {
+                type_: Some(service.type_.as_str().to_owned()),
+                selector: Some(selector_labels(self.name, Component::Gate)),
+                ports: Some(self.gate_ports()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn deployment(
+        &self,
+        component: Component,
+        replicas: i32,
+        pod_annotations: BTreeMap<String, String>,
+        pod: PodSpec,
+    ) -> Deployment {
+        Deployment {
+            metadata: self.meta(self.component_name(component), component),
+            spec: DeploymentSpec {
+                replicas: Some(replicas),
+                selector: self.selector(component),
+                strategy: Some(rolling_update()),
+                revision_history_limit: Some(5),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels(self.name, component)),
+                        annotations: non_empty(&pod_annotations),
+                        ..Default::default()
+                    }),
+                    spec: Some(pod),
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn gate_deployment(&self, config_hash: &str) -> Deployment {
+        let gate = &self.spec.gate;
+        let image = gate
+            .image
+            .clone()
+            .or_else(|| self.spec.image.clone())
+            .unwrap_or_else(|| self.defaults.image.clone());
+        let listen = |enabled: bool, port: i32| {
+            if enabled {
+                format!("$(SWITCHYARD_POD_IP):{port}")
+            } else {
+                String::new()
+            }
+        };
+        let mut vars = self.common_env("switchyard-gate");
+        vars.extend([
+            env("SWITCHYARD_TCP", listen(gate.tcp.enabled, gate.tcp.port)),
+            env(
+                "SWITCHYARD_WS",
+                listen(gate.websocket.enabled, gate.websocket.port),
+            ),
+            env("SWITCHYARD_WS_PATH", gate.websocket.path.clone()),
+            env("SWITCHYARD_HEARTBEAT_INTERVAL", gate.heartbeat.interval.clone()),
+            env("SWITCHYARD_HEARTBEAT_MODE", gate.heartbeat.mode.as_str()),
+            env("SWITCHYARD_MAX_CONNECTIONS", gate.max_connections.to_string()),
+            env(
+                "SWITCHYARD_GATE_DRAIN_DEADLINE",
+                format!("{}s", gate.drain_deadline_seconds),
+            ),
+            env("SWITCHYARD_REGISTRY", "kubernetes"),
+            env("SWITCHYARD_NODE_SERVICE", child_name(self.name, "node")),
+            env("SWITCHYARD_LINK_PORT_NAME", "link"),
+        ]);
+        let mut ports = Vec::new();
+        if gate.tcp.enabled {
+            ports.push(port("tcp", gate.tcp.port));
+        }
+        if gate.websocket.enabled {
+            ports.push(port("ws", gate.websocket.port));
+        }
+        ports.push(port("admin", ADMIN_PORT));
+        let container = Container {
+            name: "gate".to_owned(),
+            image: Some(image),
+            image_pull_policy: Some(self.spec.image_pull_policy.as_str().to_owned()),
+            args: Some(vec!["gate".to_owned()]),
+            env: Some(vars),
+            env_from: Some(self.env_from()),
+            ports: Some(ports),
+            readiness_probe: Some(http_probe("/readyz", 2, 2)),
+            liveness_probe: Some(http_probe("/healthz", 10, 3)),
+            resources: gate.resources.clone(),
+            security_context: Some(container_security_context(RUN_AS_USER)),
+            volume_mounts: Some(vec![mount("tmp", "/tmp", false)]),
+            ..Default::default()
+        };
+        let pod = PodSpec {
+            service_account_name: Some(self.component_name(Component::Gate)),
+            automount_service_account_token: Some(true),
+            termination_grace_period_seconds: Some(i64::from(gate.drain_deadline_seconds) + 10),
+            security_context: Some(pod_security_context(RUN_AS_USER)),
+            node_selector: non_empty(&gate.node_selector),
+            tolerations: non_empty_vec(&gate.tolerations),
+            affinity: gate.affinity.clone(),
+            containers: vec![container],
+            volumes: Some(vec![empty_dir("tmp")]),
+            enable_service_links: Some(false),
+            ..Default::default()
+        };
+        self.deployment(
+            Component::Gate,
+            gate.replicas,
+            self.pod_annotations(&gate.pod_annotations, config_hash),
+            pod,
+        )
+    }
+
+    fn node_deployment(&self, config_hash: &str) -> Deployment {
+        let node = &self.spec.node;
+        let image = node
+            .image
+            .clone()
+            .or_else(|| self.spec.image.clone())
+            .unwrap_or_else(|| self.defaults.image.clone());
+        let mut vars = self.common_env("switchyard-node");
+        vars.extend([
+            env("SWITCHYARD_LINK", format!("$(SWITCHYARD_POD_IP):{LINK_PORT}")),
+            env(
+                "SWITCHYARD_DRAIN_DEADLINE",
+                format!("{}s", node.drain_deadline_seconds),
+            ),
+            env("SWITCHYARD_POOL", "game"),
+            env("SWITCHYARD_REPORT_POD", "true"),
+            env(
+                "SWITCHYARD_DRAIN_FILE",
+                format!("{PODINFO_DIR}/annotations"),
+            ),
+            env("SWITCHYARD_CODEC", node.codec.as_str()),
+        ]);
+        vars.extend(node.env.iter().cloned());
+        let args = match (&node.command, &node.args) {
+            (None, None) => Some(vec!["node".to_owned()]),
+            (_, args) => args.clone(),
+        };
+        let container = Container {
+            name: "node".to_owned(),
+            image: Some(image),
+            image_pull_policy: Some(self.spec.image_pull_policy.as_str().to_owned()),
+            command: node.command.clone(),
+            args,
+            env: Some(vars),
+            env_from: Some(self.env_from()),
+            ports: Some(vec![port("link", LINK_PORT), port("admin", ADMIN_PORT)]),
+            readiness_probe: Some(http_probe("/readyz", 2, 2)),
+            liveness_probe: Some(http_probe("/healthz", 10, 3)),
+            resources: node.resources.clone(),
+            security_context: Some(container_security_context(RUN_AS_USER)),
+            volume_mounts: Some(vec![
+                mount("podinfo", PODINFO_DIR, true),
+                mount("tmp", "/tmp", false),
+            ]),
+            ..Default::default()
+        };
+        let podinfo = Volume {
+            name: "podinfo".to_owned(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: "annotations".to_owned(),
+                    field_ref: Some(ObjectFieldSelector {
+                        api_version: Some("v1".to_owned()),
+                        field_path: "metadata.annotations".to_owned(),
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pod = PodSpec {
+            service_account_name: Some(self.component_name(Component::Node)),
+            automount_service_account_token: Some(true),
+            termination_grace_period_seconds: Some(i64::from(node.drain_deadline_seconds) + 15),
+            security_context: Some(pod_security_context(RUN_AS_USER)),
+            node_selector: non_empty(&node.node_selector),
+            tolerations: non_empty_vec(&node.tolerations),
+            affinity: node.affinity.clone(),
+            containers: vec![container],
+            volumes: Some(vec![podinfo, empty_dir("tmp")]),
+            enable_service_links: Some(false),
+            ..Default::default()
+        };
+        self.deployment(
+            Component::Node,
+            node.replicas,
+            self.pod_annotations(&node.pod_annotations, config_hash),
+            pod,
+        )
+    }
+
+    fn pdb(&self, component: Component) -> PodDisruptionBudget {
+        PodDisruptionBudget {
+            metadata: self.meta(self.component_name(component), component),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(self.selector(component)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn redis(&self) -> RedisChildren {
+        let managed = &self.spec.locator.managed_redis;
+        let name = child_name(self.name, "redis");
+        let container = Container {
+            name: "redis".to_owned(),
+            image: Some(managed.image.clone()),
+            image_pull_policy: Some(self.spec.image_pull_policy.as_str().to_owned()),
+            args: Some(
+                [
+                    "--port",
+                    "6379",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ),
+            ports: Some(vec![port("redis", REDIS_PORT)]),
+            readiness_probe: Some(Probe {
+                tcp_socket: Some(TCPSocketAction {
+                    port: IntOrString::String("redis".to_owned()),
+                    host: None,
+                }),
+                period_seconds: Some(5),
+                ..Default::default()
+            }),
+            liveness_probe: Some(Probe {
+                tcp_socket: Some(TCPSocketAction {
+                    port: IntOrString::String("redis".to_owned()),
+                    host: None,
+                }),
+                period_seconds: Some(10),
+                failure_threshold: Some(3),
+                ..Default::default()
+            }),
+            resources: managed.resources.clone(),
+            security_context: Some(container_security_context(REDIS_USER)),
+            volume_mounts: Some(vec![mount("data", "/data", false)]),
+            ..Default::default()
+        };
+        let mut deployment = self.deployment(
+            Component::Redis,
+            1,
+            BTreeMap::new(),
+            PodSpec {
+                automount_service_account_token: Some(false),
+                security_context: Some(pod_security_context(REDIS_USER)),
+                containers: vec![container],
+                volumes: Some(vec![empty_dir("data")]),
+                enable_service_links: Some(false),
+                ..Default::default()
+            },
+        );
+        // One Redis at a time: the locator must not split between two.
+        deployment.spec.strategy = Some(DeploymentStrategy {
+            type_: Some("Recreate".to_owned()),
+            rolling_update: None,
+        });
+        let service = Service {
+            metadata: self.meta(name, Component::Redis),
+            spec: Some(ServiceSpec {
+                selector: Some(selector_labels(self.name, Component::Redis)),
+                ports: Some(vec![service_port("redis", REDIS_PORT)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        RedisChildren {
+            deployment,
+            service,
+        }
+    }
+
+    fn node_network_policy(&self) -> NetworkPolicy {
+        NetworkPolicy {
+            metadata: self.meta(self.component_name(Component::Node), Component::Node),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(self.selector(Component::Node)),
+                policy_types: Some(vec!["Ingress".to_owned()]),
+                ingress: Some(vec![
+                    NetworkPolicyIngressRule {
+                        from: Some(vec![NetworkPolicyPeer {
+                            pod_selector: Some(self.selector(Component::Gate)),
+                            ..Default::default()
+                        }]),
+                        ports: Some(vec![tcp_policy_port(LINK_PORT)]),
+                    },
+                    NetworkPolicyIngressRule {
+                        from: None,
+                        ports: Some(vec![tcp_policy_port(ADMIN_PORT)]),
+                    },
+                ]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn redis_network_policy(&self) -> NetworkPolicy {
+        let instance = LabelSelector {
+            match_labels: Some(BTreeMap::from([
+                (LABEL_NAME.to_owned(), APP_NAME.to_owned()),
+                (LABEL_INSTANCE.to_owned(), self.name.to_owned()),
+            ])),
+            match_expressions: None,
+        };
+        NetworkPolicy {
+            metadata: self.meta(child_name(self.name, "redis"), Component::Redis),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(self.selector(Component::Redis)),
+                policy_types: Some(vec!["Ingress".to_owned()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(instance),
+                        ..Default::default()
+                    }]),
+                    ports: Some(vec![tcp_policy_port(REDIS_PORT)]),
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+fn tcp_policy_port(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_owned()),
+        end_port: None,
+    }
+}
+
+/// One child object of any kind, for code that handles them all alike.
+#[derive(Debug, Clone)]
+pub enum Child {
+    ServiceAccount(ServiceAccount),
+    Role(Role),
+    RoleBinding(RoleBinding),
+    ConfigMap(ConfigMap),
+    Service(Service),
+    Deployment(Deployment),
+    PodDisruptionBudget(PodDisruptionBudget),
+    NetworkPolicy(NetworkPolicy),
+}
+
+impl Child {
+    /// `Kind/name`, for messages.
+    pub fn describe(&self) -> String {
+        fn of<K: Resource<DynamicType = ()>>(object: &K) -> String {
+            format!(
+                "{}/{}",
+                K::kind(&()),
+                object.meta().name.as_deref().unwrap_or("?")
+            )
+        }
+        match self {
+            Child::ServiceAccount(o) => of(o),
+            Child::Role(o) => of(o),
+            Child::RoleBinding(o) => of(o),
+            Child::ConfigMap(o) => of(o),
+            Child::Service(o) => of(o),
+            Child::Deployment(o) => of(o),
+            Child::PodDisruptionBudget(o) => of(o),
+            Child::NetworkPolicy(o) => of(o),
+        }
+    }
+
+    /// The object as JSON with `apiVersion` and `kind` (what server-side apply needs).
+    pub fn to_json(&self) -> serde_json::Value {
+        fn of<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> serde_json::Value {
+            let mut value = serde_json::to_value(object).unwrap_or_default();
+            if let Some(map) = value.as_object_mut() {
+                map.insert("apiVersion".into(), K::api_version(&()).into());
+                map.insert("kind".into(), K::kind(&()).into());
+            }
+            value
+        }
+        match self {
+            Child::ServiceAccount(o) => of(o),
+            Child::Role(o) => of(o),
+            Child::RoleBinding(o) => of(o),
+            Child::ConfigMap(o) => of(o),
+            Child::Service(o) => of(o),
+            Child::Deployment(o) => of(o),
+            Child::PodDisruptionBudget(o) => of(o),
+            Child::NetworkPolicy(o) => of(o),
+        }
+    }
+}
+
+impl Children {
+    /// Every object, in apply order.
+    pub fn all(&self) -> Vec<Child> {
+        let mut all = vec![
+            Child::ServiceAccount(self.gate_service_account.clone()),
+            Child::ServiceAccount(self.node_service_account.clone()),
+            Child::Role(self.gate_role.clone()),
+            Child::Role(self.node_role.clone()),
+            Child::RoleBinding(self.gate_role_binding.clone()),
+            Child::RoleBinding(self.node_role_binding.clone()),
+            Child::ConfigMap(self.config_map.clone()),
+        ];
+        if let Some(redis) = &self.redis {
+            all.push(Child::Service(redis.service.clone()));
+            all.push(Child::Deployment(redis.deployment.clone()));
+        }
+        all.extend([
+            Child::Service(self.gate_service.clone()),
+            Child::Service(self.gate_headless_service.clone()),
+            Child::Service(self.node_service.clone()),
+            Child::Deployment(self.gate_deployment.clone()),
+            Child::Deployment(self.node_deployment.clone()),
+            Child::PodDisruptionBudget(self.gate_pdb.clone()),
+            Child::PodDisruptionBudget(self.node_pdb.clone()),
+        ]);
+        all.extend(self.network_policies.iter().cloned().map(Child::NetworkPolicy));
+        all
+    }
+}
+
+#[cfg(test)]
+#[path = "children_tests.rs"]
+mod tests;

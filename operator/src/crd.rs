@@ -1,0 +1,648 @@
+//! The `GameCluster` custom resource (`switchyard.dev/v1alpha1`): its spec, status and generated
+//! CustomResourceDefinition.
+//!
+//! Every spec field has a default (both a serde default, so the operator reads old or partial objects, and
+//! a schema default, so the API server stores the effective value). What the OpenAPI schema cannot say is
+//! written as CEL rules (`x-kubernetes-validations`), so the API server refuses a spec that cannot work with
+//! a message naming the field. [`crate::children`] checks the same rules again (the CRD installed in a
+//! cluster may be older than the operator), plus what CEL cannot see.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every Switchyard resource.
+pub const GROUP: &str = "switchyard.dev";
+/// API version of [`GameCluster`].
+pub const VERSION: &str = "v1alpha1";
+/// Longest `GameCluster` name: the longest child name (`NAME-gate-headless`) must stay a 63-character
+/// DNS label.
+pub const MAX_NAME_LENGTH: usize = 47;
+/// The admin HTTP port of gates and nodes (`/healthz`, `/readyz`, `/metrics`).
+pub const ADMIN_PORT: i32 = 9090;
+/// The node port that gates link to.
+pub const LINK_PORT: i32 = 7400;
+/// Smallest `maxPacketBytes` the packet codec accepts for any widths: a heartbeat carrying the server time.
+pub const MIN_MAX_PACKET_BYTES: i32 = 9;
+/// Largest `maxPacketBytes` the operator accepts (64 MiB).
+pub const MAX_MAX_PACKET_BYTES: i32 = 64 * 1024 * 1024;
+/// Longest drain deadline, gates and nodes (one day).
+pub const MAX_DRAIN_DEADLINE_SECONDS: i32 = 86_400;
+
+/// One Switchyard cluster: gates, a node pool, their Services, RBAC, disruption budgets, and a Redis
+/// locator when the spec names none.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "switchyard.dev",
+    version = "v1alpha1",
+    kind = "GameCluster",
+    plural = "gameclusters",
+    shortname = "gc",
+    category = "switchyard",
+    namespaced,
+    status = "GameClusterStatus",
+    derive = "PartialEq",
+    doc = "A Switchyard game-server cluster: gates that hold player connections, a node pool that runs the game, and the Services, RBAC and Redis locator that join them.",
+    scale(
+        spec_replicas_path = ".spec.node.replicas",
+        status_replicas_path = ".status.node.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Gates",
+        type_ = "integer",
+        description = "Ready gate pods",
+        json_path = ".status.gate.ready"
+    ),
+    printcolumn(
+        name = "Nodes",
+        type_ = "integer",
+        description = "Ready node pods",
+        json_path = ".status.node.ready"
+    ),
+    printcolumn(
+        name = "Players",
+        type_ = "integer",
+        description = "Players bound to nodes",
+        json_path = ".status.boundPlayers"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        description = "Every gate and node is ready",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 47 characters that starts with a letter (child objects append up to 16 characters, e.g. -gate-headless)")
+)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GameClusterSpec {
+    /// Image of gates and nodes unless `gate.image` / `node.image` say otherwise. Default: the operator's
+    /// own image (its `--default-image`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Pull policy of every container the operator renders.
+    pub image_pull_policy: PullPolicy,
+    /// Log filter of gates and nodes (`SWITCHYARD_LOG`), e.g. `info` or `switchyard_gate=debug`.
+    #[schemars(length(min = 1, max = 256))]
+    pub log: String,
+    /// Packet settings shared by clients, gates and nodes.
+    pub packet: PacketSpec,
+    /// Where player bindings live.
+    pub locator: LocatorSpec,
+    /// The gates: client listeners and their Service.
+    pub gate: GateSpec,
+    /// The node pool: the game's own image. Scaled by the scale subresource (`kubectl scale gc/NAME`).
+    pub node: NodeSpec,
+    /// Prometheus scraping of the admin port.
+    pub metrics: MetricsSpec,
+    /// OpenTelemetry trace export.
+    pub tracing: TracingSpec,
+    /// A NetworkPolicy that lets only gates reach the nodes' link port.
+    pub network_policy: NetworkPolicySpec,
+}
+
+impl Default for GameClusterSpec {
+    fn default() -> Self {
+        GameClusterSpec {
+            image: None,
+            image_pull_policy: PullPolicy::IfNotPresent,
+            log: "info".to_owned(),
+            packet: PacketSpec::default(),
+            locator: LocatorSpec::default(),
+            gate: GateSpec::default(),
+            node: NodeSpec::default(),
+            metrics: MetricsSpec::default(),
+            tracing: TracingSpec::default(),
+            network_policy: NetworkPolicySpec::default(),
+        }
+    }
+}
+
+/// Container image pull policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Byte order of the size, route, seq and heartbeat-time fields.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ByteOrder {
+    #[default]
+    Big,
+    Little,
+}
+
+impl ByteOrder {
+    /// The spelling of `SWITCHYARD_BYTE_ORDER`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByteOrder::Big => "big",
+            ByteOrder::Little => "little",
+        }
+    }
+}
+
+/// Packet settings (due's wire format). Clients must use the same.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.maxPacketBytes >= 1 + self.routeBytes + self.seqBytes && self.maxPacketBytes >= 9",
+    "message": "packet.maxPacketBytes must hold a packet header (1 + routeBytes + seqBytes bytes) and a heartbeat with the server time (9 bytes)"
+}]))]
+pub struct PacketSpec {
+    /// `big` (due's default) or `little`.
+    pub byte_order: ByteOrder,
+    /// Width of the route field: 1, 2 or 4 bytes.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self in [1, 2, 4]", "message": "packet.routeBytes must be 1, 2 or 4"}]))]
+    pub route_bytes: i32,
+    /// Width of the seq field: 0, 1, 2 or 4 bytes.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self in [0, 1, 2, 4]", "message": "packet.seqBytes must be 0, 1, 2 or 4"}]))]
+    pub seq_bytes: i32,
+    /// Largest packet a client may announce (size field value); a larger one disconnects the client.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self <= 67108864", "message": "packet.maxPacketBytes must be at most 67108864 (64 MiB)"}]))]
+    pub max_packet_bytes: i32,
+}
+
+impl Default for PacketSpec {
+    fn default() -> Self {
+        PacketSpec {
+            byte_order: ByteOrder::Big,
+            route_bytes: 2,
+            seq_bytes: 2,
+            max_packet_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Where player bindings (uid → gate, uid → node) live.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LocatorSpec {
+    /// An existing Redis. When absent the operator runs one (`managedRedis`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisLocatorSpec>,
+    /// The Redis the operator runs when `redis` is absent (one pod, no persistence).
+    pub managed_redis: ManagedRedisSpec,
+}
+
+/// An existing Redis (or Redis Cluster).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisLocatorSpec {
+    /// `redis://host:6379`, `rediss://...`, or `redis+cluster://h1:p1,h2:p2`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.startsWith('redis://') || self.startsWith('rediss://') || self.startsWith('redis+cluster://')",
+        "message": "locator.redis.url must start with redis://, rediss:// or redis+cluster://"
+    }]))]
+    pub url: String,
+    /// Key prefix, one per cluster sharing a Redis. Default `switchyard:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub key_prefix: Option<String>,
+}
+
+/// The Redis the operator runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ManagedRedisSpec {
+    /// Redis image.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Resources of the Redis container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ManagedRedisSpec {
+    fn default() -> Self {
+        ManagedRedisSpec {
+            image: "redis:7-alpine".to_owned(),
+            resources: None,
+        }
+    }
+}
+
+/// Gates: client listeners, sessions, routing to nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.tcp.enabled || self.websocket.enabled", "message": "at least one of gate.tcp and gate.websocket must be enabled"},
+    {"rule": "!self.tcp.enabled || !self.websocket.enabled || self.tcp.port != self.websocket.port", "message": "gate.tcp.port and gate.websocket.port must differ"}
+]))]
+pub struct GateSpec {
+    /// Gate pods.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "gate.replicas must be 0 or more"}]))]
+    pub replicas: i32,
+    /// Gate image; default `spec.image`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Client TCP listener.
+    pub tcp: TcpSpec,
+    /// Client WebSocket listener.
+    pub websocket: WebSocketSpec,
+    /// The client-facing Service `NAME-gate`.
+    pub service: GateServiceSpec,
+    /// Client heartbeats.
+    pub heartbeat: HeartbeatSpec,
+    /// Open client connections per gate at most.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 0", "message": "gate.maxConnections must be greater than 0"}]))]
+    pub max_connections: i32,
+    /// How long a terminating gate takes to move its clients elsewhere. The pod's grace period is this
+    /// plus 10 s.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self > 0", "message": "gate.drainDeadlineSeconds must be greater than 0"},
+        {"rule": "self <= 86400", "message": "gate.drainDeadlineSeconds must be at most 86400 (one day)"}
+    ]))]
+    pub drain_deadline_seconds: i32,
+    /// Resources of the gate container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node selector of gate pods.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of gate pods.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of gate pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Extra annotations of gate pods.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+impl Default for GateSpec {
+    fn default() -> Self {
+        GateSpec {
+            replicas: 2,
+            image: None,
+            tcp: TcpSpec::default(),
+            websocket: WebSocketSpec::default(),
+            service: GateServiceSpec::default(),
+            heartbeat: HeartbeatSpec::default(),
+            max_connections: 100_000,
+            drain_deadline_seconds: 30,
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            pod_annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// The client TCP listener of gates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TcpSpec {
+    pub enabled: bool,
+    /// Container and Service port.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 65535", "message": "gate.tcp.port must be between 1 and 65535"},
+        {"rule": "self != 9090", "message": "gate.tcp.port must not be 9090, the admin port"}
+    ]))]
+    pub port: i32,
+}
+
+impl Default for TcpSpec {
+    fn default() -> Self {
+        TcpSpec {
+            enabled: true,
+            port: 3553,
+        }
+    }
+}
+
+/// The client WebSocket listener of gates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WebSocketSpec {
+    pub enabled: bool,
+    /// Container and Service port.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 65535", "message": "gate.websocket.port must be between 1 and 65535"},
+        {"rule": "self != 9090", "message": "gate.websocket.port must not be 9090, the admin port"}
+    ]))]
+    pub port: i32,
+    /// Upgrade path.
+    #[schemars(length(min = 1, max = 256))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self.startsWith('/')", "message": "gate.websocket.path must start with /"}]))]
+    pub path: String,
+}
+
+impl Default for WebSocketSpec {
+    fn default() -> Self {
+        WebSocketSpec {
+            enabled: true,
+            port: 3554,
+            path: "/".to_owned(),
+        }
+    }
+}
+
+/// Type of the client-facing gate Service.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// The client-facing gate Service.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GateServiceSpec {
+    /// `ClusterIP`, `NodePort` or `LoadBalancer`.
+    #[serde(rename = "type")]
+    pub type_: ServiceType,
+    /// Annotations of the Service (load-balancer settings, for example).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How gates treat client heartbeats.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatMode {
+    /// Answer each client heartbeat.
+    #[default]
+    Resp,
+    /// Send one every interval.
+    Tick,
+}
+
+impl HeartbeatMode {
+    /// The spelling of `SWITCHYARD_HEARTBEAT_MODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeartbeatMode::Resp => "resp",
+            HeartbeatMode::Tick => "tick",
+        }
+    }
+}
+
+/// Client heartbeats.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HeartbeatSpec {
+    /// `10s`, `500ms`, `2m`...; `0` disables heartbeats and the idle timeout (idle close after 2 × interval).
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^[0-9]+(\\\\.[0-9]+)?(ms|s|m|h)?$')",
+        "message": "gate.heartbeat.interval must be a duration like 10s, 500ms, 2m or 0"
+    }]))]
+    pub interval: String,
+    /// `resp` or `tick`.
+    pub mode: HeartbeatMode,
+}
+
+impl Default for HeartbeatSpec {
+    fn default() -> Self {
+        HeartbeatSpec {
+            interval: "10s".to_owned(),
+            mode: HeartbeatMode::Resp,
+        }
+    }
+}
+
+/// Payload codec of the game's handlers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    #[default]
+    Json,
+    Msgpack,
+    Protobuf,
+}
+
+impl Codec {
+    /// The spelling of `SWITCHYARD_CODEC`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Json => "json",
+            Codec::Msgpack => "msgpack",
+            Codec::Protobuf => "protobuf",
+        }
+    }
+}
+
+/// The node pool: pods of the game's own image (built on the node SDK).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeSpec {
+    /// Node pods; the scale subresource writes this field.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "node.replicas must be 0 or more"}]))]
+    pub replicas: i32,
+    /// The game's image; default `spec.image` (the demo game).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Entrypoint override; default the image's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Arguments; default `["node"]` when neither `command` nor `args` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Extra environment of the node container (after the operator's own `SWITCHYARD_*` variables, which
+    /// it may reference as `$(SWITCHYARD_POD_IP)`; it may not redefine them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Payload codec: `json`, `msgpack` or `protobuf` (`SWITCHYARD_CODEC`).
+    pub codec: Codec,
+    /// How long a draining node keeps its players before telling them to reconnect. The pod's grace
+    /// period is this plus 15 s.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self > 0", "message": "node.drainDeadlineSeconds must be greater than 0"},
+        {"rule": "self <= 86400", "message": "node.drainDeadlineSeconds must be at most 86400 (one day)"}
+    ]))]
+    pub drain_deadline_seconds: i32,
+    /// Resources of the node container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node selector of node pods.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of node pods.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of node pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Extra annotations of node pods.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+impl Default for NodeSpec {
+    fn default() -> Self {
+        NodeSpec {
+            replicas: 2,
+            image: None,
+            command: None,
+            args: None,
+            env: Vec::new(),
+            codec: Codec::Json,
+            drain_deadline_seconds: 60,
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            pod_annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// Prometheus scraping of the admin port (9090, `/metrics`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MetricsSpec {
+    /// Expose the admin port as `metrics` on the headless Services (for ServiceMonitors).
+    pub enabled: bool,
+    /// Annotate gate and node pods with `prometheus.io/scrape`, `prometheus.io/port`, `prometheus.io/path`.
+    pub scrape_annotations: bool,
+}
+
+impl Default for MetricsSpec {
+    fn default() -> Self {
+        MetricsSpec {
+            enabled: true,
+            scrape_annotations: true,
+        }
+    }
+}
+
+/// OpenTelemetry trace export of gates and nodes (standard `OTEL_*` variables).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TracingSpec {
+    /// OTLP endpoint, e.g. `http://otel-collector:4317`; no export when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub otlp_endpoint: Option<String>,
+    /// Fraction of traces sampled (parent-based), 0 to 1.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0.0 && self <= 1.0", "message": "tracing.samplingRatio must be between 0 and 1"}]))]
+    pub sampling_ratio: f64,
+}
+
+impl Default for TracingSpec {
+    fn default() -> Self {
+        TracingSpec {
+            otlp_endpoint: None,
+            sampling_ratio: 0.1,
+        }
+    }
+}
+
+/// NetworkPolicies around the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NetworkPolicySpec {
+    /// Only gates may reach the nodes' link port (the admin port stays open for probes and scrapes), and
+    /// only this cluster's pods may reach the managed Redis.
+    pub enabled: bool,
+}
+
+/// What the operator observed. Written only by the operator (server-side apply on the status subresource).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GameClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Gate pods.
+    pub gate: GateStatus,
+    /// Node pods.
+    pub node: NodeStatus,
+    /// Players bound to nodes (the sum of the node pods' `switchyard.dev/bound-players`).
+    pub bound_players: i64,
+    /// Label selector of the node pods (for the scale subresource and HPAs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+/// Gate pod counts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GateStatus {
+    /// `spec.gate.replicas`.
+    pub desired: i32,
+    /// Ready gate pods.
+    pub ready: i32,
+    /// Gate pods of the current template.
+    pub updated: i32,
+}
+
+/// Node pod counts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeStatus {
+    /// Node pods that exist and are not terminating (the scale subresource's `status.replicas`).
+    pub replicas: i32,
+    /// `spec.node.replicas`.
+    pub desired: i32,
+    /// Ready node pods.
+    pub ready: i32,
+    /// Node pods of the current template.
+    pub updated: i32,
+    /// Node pods draining their players: terminating, or annotated `switchyard.dev/drain: "true"`.
+    pub draining: i32,
+    /// Players bound to node pods, draining ones included.
+    pub bound_players: i64,
+}
+
+/// The CustomResourceDefinition of [`GameCluster`].
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
+{
+    GameCluster::crd()
+}
+
+/// The CRD as the YAML committed in `crds/gamecluster.yaml` (what `switchyard crd` prints).
+///
+/// # Errors
+/// The YAML serializer failed (a bug).
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let body = serde_saphyr::to_string(&crd())?;
+    Ok(format!(
+        "# GameCluster CustomResourceDefinition, generated by `switchyard crd`: do not edit.\n\
+         # Regenerate with: cargo run -- crd > crds/gamecluster.yaml\n---\n{body}"
+    ))
+}

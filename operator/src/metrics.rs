@@ -1,0 +1,91 @@
+//! The operator's Prometheus metrics, `switchyard_operator_*`. Labels are bounded: a result or an error
+//! reason, never a cluster name.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `result` of a reconcile: `ok`, `invalid_spec` (the user's spec cannot work) or `error` (retried).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// `reason` of a failed reconcile, e.g. `kube_api`, `invalid_spec`, `child_rejected`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Every metric of the operator. Cheap to clone (the metrics are shared handles).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_errors: Family<ReasonLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub clusters: Gauge,
+    pub rollouts_in_progress: Gauge,
+    pub draining_pods: Gauge,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            clusters: Gauge::default(),
+            rollouts_in_progress: Gauge::default(),
+            draining_pods: Gauge::default(),
+            leader: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `switchyard_operator_*`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Metrics::default();
+        let operator = registry.sub_registry_with_prefix("switchyard_operator");
+        operator.register(
+            "reconciles",
+            "Reconciles of GameClusters, by result",
+            metrics.reconciles.clone(),
+        );
+        operator.register(
+            "reconcile_errors",
+            "Reconciles that failed, by reason",
+            metrics.reconcile_errors.clone(),
+        );
+        operator.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            metrics.reconcile_duration.clone(),
+        );
+        operator.register(
+            "clusters",
+            "GameClusters this operator manages",
+            metrics.clusters.clone(),
+        );
+        operator.register(
+            "rollouts_in_progress",
+            "GameClusters whose Progressing condition is True",
+            metrics.rollouts_in_progress.clone(),
+        );
+        operator.register(
+            "draining_pods",
+            "Node pods draining their players, over all GameClusters",
+            metrics.draining_pods.clone(),
+        );
+        operator.register(
+            "leader",
+            "1 while this replica holds the leader-election lease",
+            metrics.leader.clone(),
+        );
+        metrics
+    }
+}

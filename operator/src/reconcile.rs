@@ -1,0 +1,572 @@
+//! The reconciler: a kube-rs [`Controller`] on `GameCluster` that owns every child object, watches the node
+//! pods (bound players, drains), applies [`crate::children`] with server-side apply, writes the status
+//! computed by [`crate::status`] to the status subresource, and records Kubernetes Events.
+//!
+//! A spec that cannot work (or a child the API server refuses) is not an error to retry: it becomes the
+//! `Degraded` condition and a Warning event, and the cluster is looked at again when its spec changes (or
+//! after [`INVALID_REQUEUE`]). API failures are errors: they are retried with a per-cluster exponential
+//! backoff, capped at [`MAX_BACKOFF`].
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use switchyard_cluster::admin::Readiness;
+use tokio_util::sync::CancellationToken;
+
+use crate::children::{
+    Child, Children, Component, Defaults, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY,
+    MANAGED_BY, child_name, children, selector_string,
+};
+use crate::crd::{GameCluster, GameClusterStatus};
+use crate::metrics::{Metrics, ReasonLabels, ResultLabels};
+use crate::status::{Observed, Problem, aggregate, is_progressing, transitions};
+use crate::{FIELD_MANAGER, OperatorConfig};
+
+/// Requeue of a cluster whose spec cannot work (a spec change triggers a reconcile at once anyway).
+pub const INVALID_REQUEUE: Duration = Duration::from_secs(300);
+/// Requeue while a rollout or drain is under way (child and pod events usually come first).
+pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(10);
+/// Periodic resync of a stable cluster.
+pub const STABLE_REQUEUE: Duration = Duration::from_secs(300);
+/// Longest wait between retries of a failing reconcile.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A reconcile that failed and will be retried. The Kubernetes API (or the network to it) is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the GameCluster has no namespace")]
+    NoNamespace,
+}
+
+impl ReconcileError {
+    fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+        let action = action.into();
+        move |source| ReconcileError::Kube { action, source }
+    }
+
+    /// Bounded `reason` label.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Kube { source, .. } => match source {
+                kube::Error::Api(status) if status.code == 403 => "forbidden",
+                kube::Error::Api(status) if status.code == 409 => "conflict",
+                kube::Error::Api(_) => "kube_api",
+                _ => "kube_client",
+            },
+            ReconcileError::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+/// What every reconcile shares.
+struct Context {
+    client: Client,
+    defaults: Defaults,
+    recorder: Recorder,
+    metrics: Metrics,
+    store: Store<GameCluster>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last status written per cluster: fresher than the watch cache right after a write, so events
+    /// are not repeated.
+    statuses: HashMap<ObjectRef<GameCluster>, GameClusterStatus>,
+    /// Consecutive failures per cluster, for the backoff.
+    failures: HashMap<ObjectRef<GameCluster>, u32>,
+}
+
+impl Context {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Drops what is known of deleted clusters and refreshes the gauges.
+    fn refresh_gauges(&self) {
+        let live: Vec<ObjectRef<GameCluster>> = self
+            .store
+            .state()
+            .iter()
+            .map(|cluster| ObjectRef::from_obj(cluster.as_ref()))
+            .collect();
+        let mut state = self.state();
+        state.statuses.retain(|key, _| live.contains(key));
+        state.failures.retain(|key, _| live.contains(key));
+        let rollouts = state.statuses.values().filter(|s| is_progressing(s)).count();
+        let draining: i64 = state
+            .statuses
+            .values()
+            .map(|status| i64::from(status.node.draining))
+            .sum();
+        self.metrics
+            .clusters
+            .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .rollouts_in_progress
+            .set(i64::try_from(rollouts).unwrap_or(i64::MAX));
+        self.metrics.draining_pods.set(draining);
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `stop` is cancelled, then lets in-flight reconciles finish (at most
+/// `config.shutdown_grace`).
+pub(crate) async fn run_controller(
+    client: Client,
+    config: &OperatorConfig,
+    metrics: Metrics,
+    readiness: &Readiness,
+    stop: CancellationToken,
+) {
+    let namespace = config.namespace.as_deref();
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let pods = watcher::Config::default().labels(&format!(
+        "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}={}",
+        Component::Node.as_str()
+    ));
+    let controller = Controller::new(
+        scoped::<GameCluster>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .with_config(
+        ControllerConfig::default()
+            .concurrency(config.concurrency)
+            .debounce(Duration::from_millis(300)),
+    )
+    .owns(scoped::<Deployment>(&client, namespace), owned.clone())
+    .owns(scoped::<Service>(&client, namespace), owned.clone())
+    .owns(scoped::<ConfigMap>(&client, namespace), owned.clone())
+    .owns(scoped::<ServiceAccount>(&client, namespace), owned.clone())
+    .owns(scoped::<Role>(&client, namespace), owned.clone())
+    .owns(scoped::<RoleBinding>(&client, namespace), owned.clone())
+    .owns(scoped::<PodDisruptionBudget>(&client, namespace), owned.clone())
+    .owns(scoped::<NetworkPolicy>(&client, namespace), owned)
+    .watches(scoped::<Pod>(&client, namespace), pods, |pod: Pod| {
+        let instance = pod.labels().get(LABEL_INSTANCE).cloned();
+        let namespace = pod.namespace();
+        instance
+            .zip(namespace)
+            .map(|(name, namespace)| ObjectRef::<GameCluster>::new(&name).within(&namespace))
+    })
+    .graceful_shutdown_on(stop.clone().cancelled_owned());
+
+    let context = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_owned(),
+                instance: Some(config.instance.clone()),
+            },
+        ),
+        client,
+        defaults: config.defaults.clone(),
+        metrics,
+        store: controller.store(),
+        state: Mutex::new(State::default()),
+    });
+    readiness.set(true);
+    tracing::info!(
+        namespace = namespace.unwrap_or("*"),
+        concurrency = config.concurrency,
+        "reconciling GameClusters"
+    );
+    let stream = controller
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                    tracing::warn!(cluster = %object, %error, "reconcile failed; retrying with backoff")
+                }
+                Err(error) => tracing::debug!(%error, "controller event"),
+            }
+        });
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        () = stream => {}
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(?grace, "in-flight reconciles did not finish within the shutdown grace; abandoned"),
+    }
+}
+
+fn error_policy(cluster: Arc<GameCluster>, error: &ReconcileError, context: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(cluster.as_ref());
+    let failures = {
+        let mut state = context.state();
+        let failures = state.failures.entry(key).or_insert(0);
+        *failures = failures.saturating_add(1);
+        *failures
+    };
+    let delay = backoff(failures);
+    tracing::debug!(cluster = %cluster.name_any(), %error, failures, ?delay, "retrying");
+    Action::requeue(delay)
+}
+
+/// 1 s, 2 s, 4 s ... capped at [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
+}
+
+async fn reconcile(cluster: Arc<GameCluster>, context: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile_cluster(&cluster, &context).await;
+    context
+        .metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let key = ObjectRef::from_obj(cluster.as_ref());
+    match &result {
+        Ok((_, invalid)) => {
+            let label = if *invalid { "invalid_spec" } else { "ok" };
+            context
+                .metrics
+                .reconciles
+                .get_or_create(&ResultLabels { result: label })
+                .inc();
+            if *invalid {
+                context
+                    .metrics
+                    .reconcile_errors
+                    .get_or_create(&ReasonLabels {
+                        reason: "invalid_spec",
+                    })
+                    .inc();
+            }
+            context.state().failures.remove(&key);
+        }
+        Err(error) => {
+            context
+                .metrics
+                .reconciles
+                .get_or_create(&ResultLabels { result: "error" })
+                .inc();
+            context
+                .metrics
+                .reconcile_errors
+                .get_or_create(&ReasonLabels {
+                    reason: error.metric_reason(),
+                })
+                .inc();
+        }
+    }
+    context.refresh_gauges();
+    result.map(|(action, _)| action)
+}
+
+/// One reconcile; `Ok((action, spec_invalid))`.
+async fn reconcile_cluster(
+    cluster: &GameCluster,
+    context: &Context,
+) -> Result<(Action, bool), ReconcileError> {
+    let namespace = cluster.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let name = cluster.name_any();
+    if cluster.meta().deletion_timestamp.is_some() {
+        // The garbage collector deletes the children (owner references).
+        return Ok((Action::await_change(), false));
+    }
+    let key = ObjectRef::from_obj(cluster);
+    let previous = context
+        .state()
+        .statuses
+        .get(&key)
+        .cloned()
+        .or_else(|| cluster.status.clone());
+
+    let client = &context.client;
+    let mut problem = None;
+    let mut deployments = Applied::default();
+    match children(cluster, &context.defaults) {
+        Err(error) => {
+            tracing::info!(cluster = %name, %namespace, %error, "spec cannot work");
+            problem = Some(Problem {
+                reason: error.reason().to_owned(),
+                message: error.to_string(),
+            });
+        }
+        Ok(children) => match apply_all(client, &namespace, &children).await? {
+            Ok(applied) => {
+                deployments = applied;
+                prune(client, &namespace, cluster, &children).await?;
+            }
+            Err(rejected) => {
+                tracing::info!(cluster = %name, %namespace, problem = %rejected.message, "child refused");
+                problem = Some(rejected);
+            }
+        },
+    }
+    if problem.is_some() {
+        // Report what exists anyway.
+        let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+        for (slot, component) in [
+            (&mut deployments.gate, Component::Gate),
+            (&mut deployments.node, Component::Node),
+        ] {
+            *slot = api
+                .get_opt(&child_name(&name, component.as_str()))
+                .await
+                .map_err(ReconcileError::kube("reading a Deployment"))?;
+        }
+    }
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let node_pods: Vec<_> = pods
+        .list_metadata(&ListParams::default().labels(&selector_string(&name, Component::Node)))
+        .await
+        .map_err(ReconcileError::kube("listing node pods"))?
+        .items
+        .into_iter()
+        .map(|pod| pod.metadata)
+        .collect();
+
+    let observed = Observed {
+        gate: deployments.gate.as_ref(),
+        node: deployments.node.as_ref(),
+        redis: deployments.redis.as_ref(),
+        wants_redis: cluster.spec.locator.redis.is_none(),
+        node_pods: &node_pods,
+        problem: problem.as_ref(),
+    };
+    let status = aggregate(cluster, previous.as_ref(), &observed, Timestamp::now());
+    if previous.as_ref() != Some(&status) {
+        let api: Api<GameCluster> = Api::namespaced(client.clone(), &namespace);
+        let patch = serde_json::json!({
+            "apiVersion": GameCluster::api_version(&()),
+            "kind": GameCluster::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(ReconcileError::kube("writing the status"))?;
+    }
+    let reference = cluster.object_ref(&());
+    for notice in transitions(previous.as_ref(), &status) {
+        let event = Event {
+            type_: if notice.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: notice.reason.to_owned(),
+            note: Some(notice.message.clone()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        tracing::info!(cluster = %name, %namespace, reason = notice.reason, message = %notice.message, "event");
+        if let Err(error) = context.recorder.publish(&event, &reference).await {
+            tracing::warn!(cluster = %name, %error, "cannot record an event");
+        }
+    }
+    let progressing = is_progressing(&status);
+    context.state().statuses.insert(key, status);
+
+    let action = if problem.is_some() {
+        Action::requeue(INVALID_REQUEUE)
+    } else if progressing {
+        Action::requeue(PROGRESS_REQUEUE)
+    } else {
+        Action::requeue(STABLE_REQUEUE)
+    };
+    Ok((action, problem.is_some()))
+}
+
+/// The Deployments as the API server returned them from the apply.
+#[derive(Debug, Default)]
+struct Applied {
+    gate: Option<Deployment>,
+    node: Option<Deployment>,
+    redis: Option<Deployment>,
+}
+
+/// Server-side applies every child. The outer error is an API failure (retried); the inner one a child the
+/// API server refused as invalid (the spec's fault: reported, not retried).
+async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    children: &Children,
+) -> Result<Result<Applied, Problem>, ReconcileError> {
+    let mut applied = Applied::default();
+    for child in children.all() {
+        let result = match &child {
+            Child::ServiceAccount(object) => apply(client, namespace, object).await.map(drop),
+            Child::Role(object) => apply(client, namespace, object).await.map(drop),
+            Child::RoleBinding(object) => apply(client, namespace, object).await.map(drop),
+            Child::ConfigMap(object) => apply(client, namespace, object).await.map(drop),
+            Child::Service(object) => apply(client, namespace, object).await.map(drop),
+            Child::PodDisruptionBudget(object) => apply(client, namespace, object).await.map(drop),
+            Child::NetworkPolicy(object) => apply(client, namespace, object).await.map(drop),
+            Child::Deployment(object) => apply(client, namespace, object).await.map(|deployment| {
+                let component = deployment
+                    .labels()
+                    .get(LABEL_COMPONENT)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                let slot = match component {
+                    "gate" => &mut applied.gate,
+                    "node" => &mut applied.node,
+                    _ => &mut applied.redis,
+                };
+                *slot = Some(deployment);
+            }),
+        };
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
+                return Ok(Err(Problem {
+                    reason: "ChildRejected".to_owned(),
+                    message: format!(
+                        "the API server refused {}: {}",
+                        child.describe(),
+                        status.message
+                    ),
+                }));
+            }
+            Err(source) => {
+                return Err(ReconcileError::Kube {
+                    action: format!("applying {}", child.describe()),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(Ok(applied))
+}
+
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+}
+
+/// Deletes optional children the spec no longer wants (the managed Redis once a Redis URL is given, the
+/// NetworkPolicies once disabled), if this cluster owns them.
+async fn prune(
+    client: &Client,
+    namespace: &str,
+    cluster: &GameCluster,
+    children: &Children,
+) -> Result<(), ReconcileError> {
+    let name = cluster.name_any();
+    let uid = cluster.uid().unwrap_or_default();
+    let redis = child_name(&name, "redis");
+    let wanted_policies: Vec<String> = children
+        .network_policies
+        .iter()
+        .filter_map(|policy| policy.metadata.name.clone())
+        .collect();
+    for policy in [child_name(&name, "node"), redis.clone()] {
+        if !wanted_policies.contains(&policy) {
+            delete_owned::<NetworkPolicy>(client, namespace, &policy, &uid).await?;
+        }
+    }
+    if children.redis.is_none() {
+        delete_owned::<Deployment>(client, namespace, &redis, &uid).await?;
+        delete_owned::<Service>(client, namespace, &redis, &uid).await?;
+    }
+    Ok(())
+}
+
+async fn delete_owned<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    owner_uid: &str,
+) -> Result<(), ReconcileError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let what = format!("{}/{name}", K::kind(&()));
+    let Some(object) = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(ReconcileError::kube(format!("reading {what}")))?
+    else {
+        return Ok(());
+    };
+    let owned = object
+        .owner_references()
+        .iter()
+        .any(|owner| owner.uid == owner_uid && owner.controller == Some(true));
+    if owned {
+        tracing::info!(%what, %namespace, "deleting a child the spec no longer wants");
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(ReconcileError::Kube {
+                    action: format!("deleting {what}"),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+}

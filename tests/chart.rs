@@ -1,0 +1,1425 @@
+//! The Helm chart (`charts/switchyard`), the example GameClusters (`examples/`), and the contract the
+//! container image relies on: the binary runs as an unprivileged user on a read-only filesystem with
+//! nothing but its documented `SWITCHYARD_*` variables.
+//!
+//! - `helm_lint_passes` and `helm_template_*` need helm (`scripts/helm.sh` builds it into the toolchain
+//!   cache) and fail with a clear message when it is missing.
+//! - `helm_install_into_a_real_apiserver` is ignored by default: it starts etcd and kube-apiserver from
+//!   `e2e/toolchain/build.sh` on free 127.0.0.1 ports (needs openssl for the certificates), installs the
+//!   chart, checks the CRD, the RBAC rules and the examples, and uninstalls. Run it with
+//!   `cargo test --test chart -- --include-ignored`.
+//! - `binary_runs_unprivileged_read_only_with_documented_env_only` runs `switchyard dev` as uid 65532
+//!   (when the test runs as root) on a read-only root filesystem (when it may create a mount namespace).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The release namespace and name used throughout.
+const NAMESPACE: &str = "switchyard-system";
+const RELEASE: &str = "switchyard";
+/// Names the chart gives the release `switchyard` (fullname `switchyard`).
+const OPERATOR: &str = "switchyard-operator";
+const CRD: &str = "gameclusters.switchyard.dev";
+
+/// Every permission the operator needs, cluster-wide: (API groups, resources, verbs). The ClusterRole must
+/// grant exactly the expansion of this table, nothing more and nothing less.
+const CLUSTER_RULES: &[(&[&str], &[&str], &[&str])] = &[
+    (
+        &["switchyard.dev"],
+        &["gameclusters", "gameclusters/status", "gameclusters/scale"],
+        &["get", "list", "watch", "patch", "update"],
+    ),
+    (&["apps"], &["deployments"], CHILD_VERBS),
+    (&[""], &["services", "configmaps", "serviceaccounts"], CHILD_VERBS),
+    (&["policy"], &["poddisruptionbudgets"], CHILD_VERBS),
+    (&["networking.k8s.io"], &["networkpolicies"], CHILD_VERBS),
+    (
+        &["rbac.authorization.k8s.io"],
+        &["roles", "rolebindings"],
+        CHILD_VERBS,
+    ),
+    // get/list/watch for the operator itself; patch (and get/watch) because the Role it gives nodes
+    // grants them, and RBAC only lets a subject grant what it holds.
+    (&[""], &["pods"], &["get", "list", "watch", "patch"]),
+    // What the Role it gives gates grants.
+    (
+        &["discovery.k8s.io"],
+        &["endpointslices"],
+        &["get", "list", "watch"],
+    ),
+    (&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+];
+const CHILD_VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "update", "delete"];
+/// The leader-election Role, in the release namespace only.
+const LEADER_ELECTION_RULES: &[(&[&str], &[&str], &[&str])] = &[(
+    &["coordination.k8s.io"],
+    &["leases"],
+    &["get", "create", "update", "patch"],
+)];
+
+type Grant = (String, String, String);
+
+fn expand(rules: &[(&[&str], &[&str], &[&str])]) -> BTreeSet<Grant> {
+    let mut grants = BTreeSet::new();
+    for (groups, resources, verbs) in rules {
+        for group in *groups {
+            for resource in *resources {
+                for verb in *verbs {
+                    grants.insert((group.to_string(), resource.to_string(), verb.to_string()));
+                }
+            }
+        }
+    }
+    grants
+}
+
+fn assert_same_grants(what: &str, actual: &BTreeSet<Grant>, expected: &BTreeSet<Grant>) {
+    let extra: Vec<_> = actual.difference(expected).collect();
+    let missing: Vec<_> = expected.difference(actual).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "{what}: grants (apiGroup, resource, verb) differ from least privilege\n  \
+         granted but not needed: {extra:?}\n  needed but not granted: {missing:?}"
+    );
+}
+
+// ---- paths, tools, temp dirs, commands --------------------------------------------------------------------
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> PathBuf {
+    repo().join("charts/switchyard")
+}
+
+/// The toolchain's bin dir, as `e2e/toolchain/build.sh --print-bin-dir` reports it (builds nothing).
+fn toolchain_bin() -> PathBuf {
+    let script = repo().join("e2e/toolchain/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("--print-bin-dir")
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} --print-bin-dir failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// A toolchain binary, or a panic that says how to get it.
+fn tool(name: &str) -> PathBuf {
+    let path = toolchain_bin().join(name);
+    if !path.is_file() {
+        let how = if name == "helm" {
+            "scripts/helm.sh (builds the toolchain with e2e/toolchain/build.sh on first use)"
+        } else {
+            "e2e/toolchain/build.sh (~19 min on first use, then instant)"
+        };
+        panic!(
+            "{name} is missing: expected {}. Build it with {how}.",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A program on PATH, or a panic that names the package to install.
+fn on_path(program: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| panic!("{program} is not on PATH: install it (Debian package `{package}`)"))
+}
+
+/// A directory under the system temp dir, removed (recursively) when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "switchyard-{label}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|error| panic!("create {}: {error}", path.display()));
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// Runs a command to completion.
+fn output(command: &mut Command) -> Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(command)))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn run_ok(command: &mut Command) -> String {
+    let out = output(command);
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        describe(command),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn run_err(command: &mut Command) -> String {
+    let out = output(command);
+    assert!(
+        !out.status.success(),
+        "`{}` succeeded but should have failed:\n--- stdout\n{}",
+        describe(command),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs a command with `input` on stdin.
+fn run_with_input(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(command)));
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for the command")
+}
+
+/// helm with its cache, config and data in a private temp dir (the user's helm setup is not touched).
+struct Helm {
+    bin: PathBuf,
+    home: TempDir,
+}
+
+impl Helm {
+    fn new() -> Helm {
+        Helm {
+            bin: tool("helm"),
+            home: TempDir::new("helm-home"),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut command = Command::new(&self.bin);
+        let home = self.home.path();
+        command
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .current_dir(repo());
+        command
+    }
+
+    /// `helm template` of the chart with extra arguments; the rendered manifest.
+    fn template(&self, extra: &[&str]) -> String {
+        run_ok(
+            self.cmd()
+                .args(["template", RELEASE])
+                .arg(chart())
+                .args(["--namespace", NAMESPACE])
+                .args(extra),
+        )
+    }
+}
+
+// ---- the rendered manifest ----------------------------------------------------------------------------------
+
+/// One YAML document of `helm template` output: its kind, metadata.name and text.
+#[derive(Debug)]
+struct Doc {
+    kind: String,
+    name: String,
+    text: String,
+}
+
+fn documents(manifest: &str) -> Vec<Doc> {
+    let mut docs = Vec::new();
+    let mut chunk = String::new();
+    for line in manifest.lines().chain(std::iter::once("---")) {
+        if line == "---" {
+            let kind = chunk
+                .lines()
+                .find_map(|l| l.strip_prefix("kind: "))
+                .map(str::to_owned);
+            if let Some(kind) = kind {
+                let name = chunk
+                    .lines()
+                    .skip_while(|l| *l != "metadata:")
+                    .find_map(|l| l.strip_prefix("  name: "))
+                    .unwrap_or_else(|| panic!("a {kind} without metadata.name:\n{chunk}"))
+                    .trim_matches('"')
+                    .to_owned();
+                docs.push(Doc {
+                    kind,
+                    name,
+                    text: std::mem::take(&mut chunk),
+                });
+            }
+            chunk.clear();
+        } else {
+            chunk.push_str(line);
+            chunk.push('\n');
+        }
+    }
+    docs
+}
+
+fn find<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
+    docs.iter()
+        .find(|doc| doc.kind == kind && doc.name == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {:?}", kinds_and_names(docs)))
+}
+
+fn kinds_and_names(docs: &[Doc]) -> BTreeSet<(String, String)> {
+    docs.iter()
+        .map(|doc| (doc.kind.clone(), doc.name.clone()))
+        .collect()
+}
+
+/// The grants of a rendered ClusterRole or Role. The chart writes each rule as three lines whose values
+/// are one-line flow arrays, which are JSON; any other shape fails here, so no rule can hide.
+fn rendered_grants(doc: &Doc) -> BTreeSet<Grant> {
+    let mut lines = doc.text.lines().skip_while(|line| *line != "rules:").skip(1);
+    let mut grants = BTreeSet::new();
+    let field = |line: Option<&str>, prefix: &str| -> Vec<String> {
+        let line = line.unwrap_or_else(|| panic!("{} {}: rule ends before {prefix}", doc.kind, doc.name));
+        let array = line.strip_prefix(prefix).unwrap_or_else(|| {
+            panic!(
+                "{} {}: expected a line `{prefix}[...]`, got {line:?} (keep each rule as one-line arrays)",
+                doc.kind, doc.name
+            )
+        });
+        serde_json::from_str(array).unwrap_or_else(|error| {
+            panic!("{} {}: {line:?} is not a flat array: {error}", doc.kind, doc.name)
+        })
+    };
+    while let Some(first) = lines.next() {
+        if !first.starts_with(' ') {
+            break; // the next top-level key
+        }
+        let groups = field(Some(first), "  - apiGroups: ");
+        let resources = field(lines.next(), "    resources: ");
+        let verbs = field(lines.next(), "    verbs: ");
+        for group in &groups {
+            for resource in &resources {
+                for verb in &verbs {
+                    grants.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    assert!(!grants.is_empty(), "{} {} has no rules", doc.kind, doc.name);
+    grants
+}
+
+// ---- helm lint and helm template --------------------------------------------------------------------------
+
+#[test]
+fn helm_lint_passes() {
+    let helm = Helm::new();
+    let out = run_ok(helm.cmd().args(["lint", "--strict"]).arg(chart()));
+    assert!(out.contains("0 chart(s) failed"), "helm lint:\n{out}");
+    // The same with every optional part switched the other way.
+    run_ok(
+        helm.cmd()
+            .args(["lint", "--strict"])
+            .arg(chart())
+            .args(["--set", "replicas=2,metrics.service.enabled=false"])
+            .args([
+                "--set",
+                "serviceAccount.create=false,serviceAccount.name=existing",
+            ]),
+    );
+}
+
+#[test]
+fn helm_template_renders_the_operator_with_least_privilege() {
+    let helm = Helm::new();
+    let manifest = helm.template(&[]);
+    let docs = documents(&manifest);
+
+    let expected: BTreeSet<(String, String)> = [
+        ("ServiceAccount", OPERATOR),
+        ("ClusterRole", OPERATOR),
+        ("ClusterRoleBinding", OPERATOR),
+        ("Role", "switchyard-operator-leader-election"),
+        ("RoleBinding", "switchyard-operator-leader-election"),
+        ("Service", "switchyard-operator-metrics"),
+        ("Deployment", OPERATOR),
+    ]
+    .into_iter()
+    .map(|(kind, name)| (kind.to_owned(), name.to_owned()))
+    .collect();
+    assert_eq!(kinds_and_names(&docs), expected, "objects rendered by default");
+
+    // RBAC: exactly the operator's needs, no wildcard, no non-resource URL.
+    assert!(!manifest.contains('*'), "a wildcard in the manifest:\n{manifest}");
+    assert!(
+        !manifest.contains("nonResourceURLs"),
+        "nonResourceURLs in the manifest"
+    );
+    assert_same_grants(
+        "ClusterRole",
+        &rendered_grants(find(&docs, "ClusterRole", OPERATOR)),
+        &expand(CLUSTER_RULES),
+    );
+    assert_same_grants(
+        "leader-election Role",
+        &rendered_grants(find(&docs, "Role", "switchyard-operator-leader-election")),
+        &expand(LEADER_ELECTION_RULES),
+    );
+    for binding in [
+        find(&docs, "ClusterRoleBinding", OPERATOR),
+        find(&docs, "RoleBinding", "switchyard-operator-leader-election"),
+    ] {
+        let text = &binding.text;
+        assert!(
+            text.contains(&format!(
+                "  - kind: ServiceAccount\n    name: {OPERATOR}\n    namespace: {NAMESPACE}\n"
+            )),
+            "{} binds the operator's ServiceAccount:\n{text}",
+            binding.kind
+        );
+    }
+    let role = find(&docs, "Role", "switchyard-operator-leader-election");
+    assert!(
+        role.text.contains(&format!("  namespace: {NAMESPACE}\n")),
+        "the lease Role is namespaced"
+    );
+
+    // The Deployment: image, args, identity from the downward API, probes, and a locked-down container.
+    let deployment = &find(&docs, "Deployment", OPERATOR).text;
+    for needle in [
+        "  replicas: 1\n",
+        "      serviceAccountName: switchyard-operator\n",
+        "          image: \"switchyard:0.1.0\"\n",
+        "          args: [\"operator\"]\n",
+        "            - name: SWITCHYARD_NAMESPACE\n              valueFrom:\n                fieldRef:\n                  fieldPath: metadata.namespace\n",
+        "            - name: SWITCHYARD_POD_NAME\n              valueFrom:\n                fieldRef:\n                  fieldPath: metadata.name\n",
+        "            - name: SWITCHYARD_HTTP\n              value: \"$(SWITCHYARD_POD_IP):9090\"\n",
+        "            - name: SWITCHYARD_LOG\n              value: \"info\"\n",
+        "            - name: admin\n              containerPort: 9090\n",
+        "              path: /healthz\n              port: admin\n",
+        "              path: /readyz\n              port: admin\n",
+        "        runAsNonRoot: true\n",
+        "        runAsUser: 65532\n",
+        "        seccompProfile:\n          type: RuntimeDefault\n",
+        "            allowPrivilegeEscalation: false\n",
+        "            capabilities:\n              drop:\n              - ALL\n",
+        "            readOnlyRootFilesystem: true\n",
+        "          resources:\n",
+    ] {
+        assert!(
+            deployment.contains(needle),
+            "the Deployment lacks {needle:?}:\n{deployment}"
+        );
+    }
+    // The selector carries the component label, so that it never matches the gate, node and redis pods
+    // the operator creates (they share app.kubernetes.io/name: switchyard).
+    assert!(
+        deployment.contains(
+            "    matchLabels:\n      app.kubernetes.io/name: switchyard\n      app.kubernetes.io/instance: switchyard\n      app.kubernetes.io/component: operator\n"
+        ),
+        "the Deployment's selector:\n{deployment}"
+    );
+    let service = &find(&docs, "Service", "switchyard-operator-metrics").text;
+    assert!(
+        service.contains("    - name: metrics\n      port: 9090\n      targetPort: admin\n"),
+        "the metrics Service:\n{service}"
+    );
+
+    // The CRD comes from crds/, only with --include-crds (helm installs it before the templates).
+    let with_crds = documents(&helm.template(&["--include-crds"]));
+    find(&with_crds, "CustomResourceDefinition", CRD);
+}
+
+#[test]
+fn helm_template_follows_the_values() {
+    let helm = Helm::new();
+
+    let docs = documents(&helm.template(&[
+        "--set",
+        "replicas=2,image.repository=registry.example/switchyard,image.tag=1.2.3,logLevel=debug",
+        "--set",
+        "nodeSelector.pool=system,podAnnotations.example/a=b,metrics.port=9191",
+    ]));
+    let deployment = &find(&docs, "Deployment", OPERATOR).text;
+    for needle in [
+        "  replicas: 2\n",
+        "image: \"registry.example/switchyard:1.2.3\"",
+        "value: \"debug\"",
+        "      nodeSelector:\n        pool: system\n",
+        "      annotations:\n        example/a: b\n",
+        "value: \"$(SWITCHYARD_POD_IP):9191\"",
+        "containerPort: 9191",
+    ] {
+        assert!(
+            deployment.contains(needle),
+            "the Deployment lacks {needle:?}:\n{deployment}"
+        );
+    }
+    assert!(
+        find(&docs, "Service", "switchyard-operator-metrics")
+            .text
+            .contains("port: 9191")
+    );
+
+    // Two operators without leader election would fight: the chart refuses.
+    let error = run_err(
+        helm.cmd()
+            .args(["template", RELEASE])
+            .arg(chart())
+            .args(["--set", "replicas=2,leaderElection.enabled=false"]),
+    );
+    assert!(
+        error.contains("needs leaderElection.enabled=true"),
+        "helm said: {error}"
+    );
+
+    // One operator without leader election: no lease permission at all.
+    let docs = documents(&helm.template(&["--set", "leaderElection.enabled=false"]));
+    assert!(
+        !docs
+            .iter()
+            .any(|doc| doc.kind == "Role" || doc.kind == "RoleBinding")
+    );
+    assert!(!docs.iter().any(|doc| doc.text.contains("leases")));
+
+    // An existing ServiceAccount: not created, but bound.
+    let docs = documents(&helm.template(&[
+        "--set",
+        "serviceAccount.create=false,serviceAccount.name=existing",
+    ]));
+    assert!(!docs.iter().any(|doc| doc.kind == "ServiceAccount"));
+    assert!(
+        find(&docs, "Deployment", OPERATOR)
+            .text
+            .contains("serviceAccountName: existing\n")
+    );
+    assert!(
+        find(&docs, "ClusterRoleBinding", OPERATOR)
+            .text
+            .contains("    name: existing\n")
+    );
+    let error = run_err(
+        helm.cmd()
+            .args(["template", RELEASE])
+            .arg(chart())
+            .args(["--set", "serviceAccount.create=false"]),
+    );
+    assert!(
+        error.contains("serviceAccount.name must name an existing ServiceAccount"),
+        "helm said: {error}"
+    );
+
+    // No metrics Service when switched off.
+    let docs = documents(&helm.template(&["--set", "metrics.service.enabled=false"]));
+    assert!(!docs.iter().any(|doc| doc.kind == "Service"));
+
+    // Another release name: every name follows it.
+    let manifest = run_ok(
+        helm.cmd()
+            .args(["template", "games"])
+            .arg(chart())
+            .args(["--namespace", "ops"]),
+    );
+    let names: BTreeSet<String> = documents(&manifest).into_iter().map(|doc| doc.name).collect();
+    assert!(
+        names
+            .iter()
+            .all(|name| name.starts_with("games-switchyard-operator")),
+        "{names:?}"
+    );
+}
+
+// ---- a real kube-apiserver ------------------------------------------------------------------------------------
+
+/// etcd and kube-apiserver on free 127.0.0.1 ports, with certificates made by openssl; stopped (apiserver
+/// first) when dropped. Their logs are printed when a test fails.
+struct ControlPlane {
+    dir: TempDir,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+    processes: Vec<(String, Child)>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+impl ControlPlane {
+    fn start() -> ControlPlane {
+        let etcd = tool("etcd");
+        let apiserver = tool("kube-apiserver");
+        let kubectl = tool("kubectl");
+        let openssl = on_path("openssl", "openssl");
+        let dir = TempDir::new("apiserver");
+        let pki = dir.path().join("pki");
+        std::fs::create_dir_all(&pki).expect("pki dir");
+        let ssl = |args: &[&str]| {
+            run_ok(Command::new(&openssl).args(args).current_dir(&pki));
+        };
+        ssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=switchyard-chart-test-ca",
+        ]);
+        let sign = |name: &str, subject: &str, extensions: &str| {
+            std::fs::write(pki.join(format!("{name}.ext")), extensions).expect("write extensions");
+            ssl(&[
+                "req",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                subject,
+            ]);
+            ssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.crt"),
+            ]);
+        };
+        sign(
+            "apiserver",
+            "/CN=kube-apiserver",
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\n\
+             subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,\
+             DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n",
+        );
+        sign(
+            "admin",
+            "/O=system:masters/CN=switchyard-admin",
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=clientAuth\n",
+        );
+        ssl(&["genrsa", "-out", "sa.key", "2048"]);
+        ssl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+
+        let etcd_port = free_port();
+        let peer_port = free_port();
+        let api_port = free_port();
+        let pki_path = |file: &str| pki.join(file).display().to_string();
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    \
+                 server: https://127.0.0.1:{api_port}\n    certificate-authority: {}\n\
+                 users:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\n\
+                 contexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n\
+                 current-context: test\n",
+                pki_path("ca.crt"),
+                pki_path("admin.crt"),
+                pki_path("admin.key"),
+            ),
+        )
+        .expect("write the kubeconfig");
+
+        let mut plane = ControlPlane {
+            dir,
+            kubectl,
+            kubeconfig,
+            processes: Vec::new(),
+        };
+        plane.spawn(
+            "etcd",
+            Command::new(etcd).args([
+                "--name=test".to_owned(),
+                format!("--data-dir={}", plane.dir.path().join("etcd").display()),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-cluster=test=http://127.0.0.1:{peer_port}"),
+                "--initial-cluster-state=new".to_owned(),
+                "--unsafe-no-fsync".to_owned(),
+                "--log-level=warn".to_owned(),
+            ]),
+        );
+        plane.wait_until("etcd accepts connections", Duration::from_secs(60), |_| {
+            TcpStream::connect(("127.0.0.1", etcd_port)).is_ok()
+        });
+        plane.spawn(
+            "kube-apiserver",
+            Command::new(apiserver).args([
+                format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+                "--bind-address=127.0.0.1".to_owned(),
+                "--advertise-address=127.0.0.1".to_owned(),
+                format!("--secure-port={api_port}"),
+                format!("--tls-cert-file={}", pki_path("apiserver.crt")),
+                format!("--tls-private-key-file={}", pki_path("apiserver.key")),
+                format!("--client-ca-file={}", pki_path("ca.crt")),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
+                format!("--service-account-key-file={}", pki_path("sa.pub")),
+                format!("--service-account-signing-key-file={}", pki_path("sa.key")),
+                "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
+                "--authorization-mode=RBAC".to_owned(),
+                // A loopback advertise address needs this (see e2e/toolchain/README.md).
+                "--endpoint-reconciler-type=none".to_owned(),
+                "--profiling=false".to_owned(),
+                "--v=1".to_owned(),
+            ]),
+        );
+        plane.wait_until("kube-apiserver /readyz", Duration::from_secs(180), |plane| {
+            output(plane.kubectl().args(["get", "--raw", "/readyz"]))
+                .status
+                .success()
+        });
+        plane
+    }
+
+    fn spawn(&mut self, name: &str, command: &mut Command) {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        self.processes.push((name.to_owned(), child));
+    }
+
+    /// Polls `ready` until it holds; panics when time runs out or a process exits.
+    fn wait_until(&mut self, what: &str, within: Duration, ready: impl Fn(&ControlPlane) -> bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            if ready(self) {
+                return;
+            }
+            for (name, child) in &mut self.processes {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("waiting for {what}: {name} exited ({status})");
+                }
+            }
+            assert!(Instant::now() < deadline, "{what}: not ready after {within:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn kubectl(&self) -> Command {
+        let mut command = Command::new(&self.kubectl);
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .arg("--request-timeout=60s")
+            .current_dir(repo());
+        command
+    }
+
+    /// kubectl acting as the operator's ServiceAccount (impersonation by the admin).
+    fn as_operator(&self) -> Command {
+        let mut command = self.kubectl();
+        command.arg(format!("--as=system:serviceaccount:{NAMESPACE}:{OPERATOR}"));
+        command
+    }
+
+    fn get_json(&self, args: &[&str]) -> Value {
+        let text = run_ok(self.kubectl().args(["get", "-o", "json"]).args(args));
+        serde_json::from_str(&text).unwrap_or_else(|error| panic!("kubectl get {args:?}: bad JSON: {error}"))
+    }
+
+    /// `kubectl auth can-i` as the operator; `resource` may name a subresource (`pods/exec`).
+    fn operator_can(&self, verb: &str, resource: &str, namespace: &str) -> bool {
+        let mut command = self.as_operator();
+        command.args(["auth", "can-i", verb, "--namespace", namespace]);
+        match resource.split_once('/') {
+            Some((resource, subresource)) => {
+                command.arg(resource).arg(format!("--subresource={subresource}"))
+            }
+            None => command.arg(resource),
+        };
+        let out = output(&mut command);
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "yes" => true,
+            "no" => false,
+            other => panic!(
+                "kubectl auth can-i {verb} {resource}: {other:?} ({})",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    /// Applies a manifest from stdin; returns the command's output.
+    fn apply(&self, command: &mut Command, manifest: &str) -> Output {
+        run_with_input(command.args(["apply", "-f", "-"]), manifest)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Reverse start order: an apiserver whose etcd is gone hangs in its graceful shutdown.
+        while let Some((name, mut child)) = self.processes.pop() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("----- last lines of {name}.log -----");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+fn grants_of(role: &Value) -> BTreeSet<Grant> {
+    let mut grants = BTreeSet::new();
+    let strings = |value: &Value, field: &str| -> Vec<String> {
+        value[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("rule without {field}: {value}"))
+            .iter()
+            .map(|item| item.as_str().expect("a string").to_owned())
+            .collect()
+    };
+    for rule in role["rules"].as_array().expect("rules") {
+        assert!(
+            rule.get("resourceNames").is_none(),
+            "unexpected resourceNames: {rule}"
+        );
+        assert!(
+            rule.get("nonResourceURLs").is_none(),
+            "unexpected nonResourceURLs: {rule}"
+        );
+        for group in strings(rule, "apiGroups") {
+            for resource in strings(rule, "resources") {
+                for verb in strings(rule, "verbs") {
+                    grants.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    grants
+}
+
+fn env_entry<'a>(container: &'a Value, name: &str) -> &'a Value {
+    container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|entry| entry["name"] == name)
+        .unwrap_or_else(|| panic!("no env {name} in {}", container["env"]))
+}
+
+#[test]
+#[ignore = "needs the control plane: scripts/test.sh runs it"]
+fn helm_install_into_a_real_apiserver() {
+    let helm = Helm::new();
+    let plane = ControlPlane::start();
+    let helm_cmd = || {
+        let mut command = helm.cmd();
+        command.env("KUBECONFIG", &plane.kubeconfig);
+        command
+    };
+
+    // The release namespace enforces the "restricted" Pod Security Standard.
+    run_ok(plane.kubectl().args(["create", "namespace", NAMESPACE]));
+    run_ok(plane.kubectl().args([
+        "label",
+        "namespace",
+        NAMESPACE,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    ]));
+
+    let install = output(
+        helm_cmd()
+            .args(["install", RELEASE])
+            .arg(chart())
+            .args(["--namespace", NAMESPACE]),
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&install.stdout),
+        String::from_utf8_lossy(&install.stderr),
+    );
+    assert!(
+        install.status.success(),
+        "helm install failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("STATUS: deployed"), "helm install:\n{stdout}");
+    assert!(
+        stdout.contains("kubectl get gc"),
+        "NOTES tell the next step:\n{stdout}"
+    );
+    assert!(
+        !stderr.contains("PodSecurity"),
+        "Pod Security warnings:\n{stderr}"
+    );
+
+    // The CRD is installed and established; `gc` is its short name.
+    run_ok(plane.kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/{CRD}"),
+        "--timeout=60s",
+    ]));
+
+    // What the apiserver stored for the operator.
+    let deployment = plane.get_json(&["deployment", OPERATOR, "--namespace", NAMESPACE]);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(pod["serviceAccountName"], OPERATOR);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(container["image"], "switchyard:0.1.0");
+    assert_eq!(container["args"], serde_json::json!(["operator"]));
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(
+        env_entry(container, "SWITCHYARD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(
+        env_entry(container, "SWITCHYARD_POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        env_entry(container, "SWITCHYARD_HTTP")["value"],
+        "$(SWITCHYARD_POD_IP):9090"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "admin");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["ports"][0]["containerPort"], 9090);
+
+    // Its pod passes the "restricted" Pod Security Standard: admission (enforce) rejects it otherwise.
+    let pod_manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "operator-pod-check", "namespace": NAMESPACE },
+        "spec": pod,
+    });
+    let created = run_with_input(
+        plane.kubectl().args(["create", "--dry-run=server", "-f", "-"]),
+        &pod_manifest.to_string(),
+    );
+    assert!(
+        created.status.success(),
+        "the operator's pod is rejected in a namespace enforcing `restricted`: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+
+    // RBAC, as stored, is exactly least privilege.
+    let cluster_role = plane.get_json(&["clusterrole", OPERATOR]);
+    assert_same_grants(
+        "stored ClusterRole",
+        &grants_of(&cluster_role),
+        &expand(CLUSTER_RULES),
+    );
+    let role = plane.get_json(&[
+        "role",
+        "switchyard-operator-leader-election",
+        "--namespace",
+        NAMESPACE,
+    ]);
+    assert_same_grants(
+        "stored leader-election Role",
+        &grants_of(&role),
+        &expand(LEADER_ELECTION_RULES),
+    );
+    plane.get_json(&["service", "switchyard-operator-metrics", "--namespace", NAMESPACE]);
+    plane.get_json(&["serviceaccount", OPERATOR, "--namespace", NAMESPACE]);
+
+    // The bindings reach the ServiceAccount: what it may and may not do, anywhere.
+    run_ok(plane.kubectl().args(["create", "namespace", "games"]));
+    for (verb, resource, namespace) in [
+        ("watch", "gameclusters.switchyard.dev", "games"),
+        ("patch", "gameclusters.switchyard.dev/status", "games"),
+        ("update", "gameclusters.switchyard.dev/scale", "games"),
+        ("create", "deployments.apps", "games"),
+        ("delete", "rolebindings.rbac.authorization.k8s.io", "games"),
+        ("patch", "pods", "games"),
+        ("create", "events.events.k8s.io", "games"),
+        ("list", "endpointslices.discovery.k8s.io", "games"),
+        ("update", "leases.coordination.k8s.io", NAMESPACE),
+    ] {
+        assert!(
+            plane.operator_can(verb, resource, namespace),
+            "the operator cannot {verb} {resource} in {namespace}"
+        );
+    }
+    for (verb, resource, namespace) in [
+        ("create", "gameclusters.switchyard.dev", "games"),
+        ("delete", "gameclusters.switchyard.dev", "games"),
+        ("get", "secrets", "games"),
+        ("create", "pods", "games"),
+        ("delete", "pods", "games"),
+        ("create", "pods/exec", "games"),
+        ("get", "nodes", "default"),
+        ("create", "clusterroles.rbac.authorization.k8s.io", "default"),
+        ("bind", "roles.rbac.authorization.k8s.io", "games"),
+        ("escalate", "roles.rbac.authorization.k8s.io", "games"),
+        ("delete", "endpointslices.discovery.k8s.io", "games"),
+        ("update", "leases.coordination.k8s.io", "games"),
+        ("delete", "leases.coordination.k8s.io", NAMESPACE),
+    ] {
+        assert!(
+            !plane.operator_can(verb, resource, namespace),
+            "the operator may {verb} {resource} in {namespace}"
+        );
+    }
+
+    // RBAC escalation prevention: the operator can create the Roles and RoleBindings it gives gates and
+    // nodes (docs/pod-contract.md) with server-side apply, because it holds what they grant ...
+    let gate_and_node_rbac = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: rbac-check-gate, namespace: games}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: rbac-check-gate, namespace: games}
+rules:
+  - apiGroups: ["discovery.k8s.io"]
+    resources: ["endpointslices"]
+    verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: rbac-check-gate, namespace: games}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: rbac-check-gate}
+subjects: [{kind: ServiceAccount, name: rbac-check-gate, namespace: games}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: rbac-check-node, namespace: games}
+rules:
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["get", "watch", "patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: rbac-check-node, namespace: games}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: rbac-check-node}
+subjects: [{kind: ServiceAccount, name: rbac-check-node, namespace: games}]
+"#;
+    let applied = plane.apply(
+        plane
+            .as_operator()
+            .args(["--server-side", "--field-manager=switchyard-operator"]),
+        gate_and_node_rbac,
+    );
+    assert!(
+        applied.status.success(),
+        "the operator cannot create the gate/node RBAC: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    // ... and nothing beyond it.
+    let escalation = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: rbac-check-secrets, namespace: games}
+rules:
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get"]
+"#;
+    let refused = plane.apply(
+        plane
+            .as_operator()
+            .args(["--server-side", "--field-manager=switchyard-operator"]),
+        escalation,
+    );
+    let refused_err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && refused_err.contains("escalat"),
+        "a Role granting secrets should be refused as escalation: {refused_err}"
+    );
+
+    // The examples are valid GameClusters (server-side validation: schema, CEL rules, defaults).
+    for example in ["examples/minimal.yaml", "examples/full.yaml"] {
+        let out = run_ok(plane.kubectl().args([
+            "apply",
+            "--dry-run=server",
+            "--namespace",
+            "games",
+            "-f",
+            example,
+        ]));
+        assert!(out.contains("(server dry run)"), "{example}: {out}");
+    }
+    // The minimal one for real, then the NOTES' `kubectl get gc`.
+    run_ok(
+        plane
+            .kubectl()
+            .args(["apply", "--namespace", "games", "-f", "examples/minimal.yaml"]),
+    );
+    let listed = run_ok(plane.kubectl().args(["get", "gc", "--namespace", "games"]));
+    assert!(listed.contains("my-game"), "kubectl get gc:\n{listed}");
+
+    // An upgrade to two replicas (leader election keeps that safe).
+    run_ok(helm_cmd().args(["upgrade", RELEASE]).arg(chart()).args([
+        "--namespace",
+        NAMESPACE,
+        "--set",
+        "replicas=2",
+    ]));
+    let deployment = plane.get_json(&["deployment", OPERATOR, "--namespace", NAMESPACE]);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+
+    // Uninstall removes everything but the CRD, which helm never deletes (it would delete every
+    // GameCluster with it).
+    let out = run_ok(helm_cmd().args(["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait"]));
+    assert!(out.contains("uninstalled"), "helm uninstall: {out}");
+    for (kind, namespaced) in [
+        ("deployment", true),
+        ("serviceaccount", true),
+        ("service", true),
+        ("role", true),
+        ("rolebinding", true),
+        ("clusterrole", false),
+        ("clusterrolebinding", false),
+    ] {
+        let mut command = plane.kubectl();
+        command.args([
+            "get",
+            kind,
+            "--selector",
+            "app.kubernetes.io/instance=switchyard,app.kubernetes.io/managed-by=Helm",
+            "-o",
+            "name",
+        ]);
+        if namespaced {
+            command.args(["--namespace", NAMESPACE]);
+        }
+        let left = run_ok(&mut command);
+        assert!(left.trim().is_empty(), "left after helm uninstall: {left}");
+    }
+    plane.get_json(&["crd", CRD]);
+}
+
+// ---- the binary as the image runs it ------------------------------------------------------------------------
+
+/// The effective uid of this process.
+fn euid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|id| id.parse().ok())
+        .expect("a Uid line in /proc/self/status")
+}
+
+/// One HTTP/1.1 GET; the status code and body.
+fn http_get(address: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap_or_else(|error| panic!("connect {address}: {error}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Sends route 1 (echo) over TCP with the default packet settings and returns the response payload.
+fn echo(address: &str, message: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap_or_else(|error| panic!("connect {address}: {error}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let payload = serde_json::json!({ "message": message }).to_string();
+    // | size u32 | header u8 | route i16 | seq i16 | payload |, big-endian.
+    let mut packet = Vec::new();
+    packet.extend_from_slice(&(1 + 2 + 2 + payload.len() as u32).to_be_bytes());
+    packet.push(0);
+    packet.extend_from_slice(&1i16.to_be_bytes());
+    packet.extend_from_slice(&7i16.to_be_bytes());
+    packet.extend_from_slice(payload.as_bytes());
+    stream.write_all(&packet).expect("send the packet");
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("response size");
+    let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).expect("response body");
+    assert_eq!(body[0], 0, "a data packet");
+    assert_eq!(&body[1..5], &[0, 1, 0, 7], "route 1 and seq 7 come back");
+    String::from_utf8_lossy(&body[5..]).into_owned()
+}
+
+/// `switchyard dev` as the image runs it: uid/gid 65532, no new privileges, read-only root filesystem,
+/// a read-only working directory, and an environment of documented `SWITCHYARD_*` variables only (no PATH,
+/// HOME or TMPDIR). It must serve /healthz, /readyz, /metrics and a client, and exit 0 on SIGTERM.
+#[cfg(target_os = "linux")]
+#[test]
+fn binary_runs_unprivileged_read_only_with_documented_env_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let binary = env!("CARGO_BIN_EXE_switchyard");
+    let cwd = TempDir::new("read-only-cwd");
+    std::fs::set_permissions(cwd.path(), std::fs::Permissions::from_mode(0o555)).expect("chmod 0555");
+
+    let root = euid() == 0;
+    let mut command;
+    let mut read_only_root = false;
+    if root {
+        // Drop to the image's user; make the root filesystem read-only in a private mount namespace when
+        // this environment allows one (a container without CAP_SYS_ADMIN does not).
+        let setpriv = on_path("setpriv", "util-linux");
+        let unshare = on_path("unshare", "util-linux");
+        let sh = on_path("sh", "dash");
+        let mount = on_path("mount", "mount");
+        read_only_root = Command::new(&unshare)
+            .args(["--mount", "--propagation", "private", "--"])
+            .arg(&mount)
+            .args(["-o", "remount,bind,ro", "/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        let drop_privileges = [
+            setpriv.as_os_str(),
+            "--reuid=65532".as_ref(),
+            "--regid=65532".as_ref(),
+            "--clear-groups".as_ref(),
+            "--no-new-privs".as_ref(),
+            "--".as_ref(),
+            binary.as_ref(),
+            "dev".as_ref(),
+        ];
+        if read_only_root {
+            command = Command::new(&unshare);
+            command
+                .args(["--mount", "--propagation", "private", "--"])
+                .arg(&sh)
+                .arg("-c")
+                .arg(format!("{} -o remount,bind,ro / && exec \"$@\"", mount.display()))
+                .arg("sh")
+                .args(drop_privileges);
+        } else {
+            eprintln!("note: cannot create a mount namespace here; the root filesystem stays writable");
+            command = Command::new(drop_privileges[0]);
+            command.args(&drop_privileges[1..]);
+        }
+    } else {
+        eprintln!(
+            "note: not root; running as uid {} without a read-only root filesystem",
+            euid()
+        );
+        command = Command::new(binary);
+        command.arg("dev");
+    }
+    command
+        .env_clear()
+        .env("SWITCHYARD_TCP", "127.0.0.1:0")
+        .env("SWITCHYARD_WS", "127.0.0.1:0")
+        .env("SWITCHYARD_HTTP", "127.0.0.1:0")
+        .env("SWITCHYARD_LOG", "info")
+        .current_dir(cwd.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start `{}`: {error}", describe(&command)));
+    let pid = child.id();
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
+    }
+    let guard = KillOnDrop(pid);
+
+    // The banner names the bound addresses.
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut admin, mut tcp) = (String::new(), String::new());
+    while admin.is_empty() || tcp.is_empty() {
+        let Ok(line) = receiver.recv_timeout(Duration::from_secs(60)) else {
+            drop(guard); // kill it first: its stderr reaches EOF only when it exits
+            panic!(
+                "no banner from `switchyard dev` within 60 s; stderr:\n{}",
+                stderr_reader.join().unwrap_or_default()
+            );
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["admin", address, ..] => admin = address.trim_start_matches("http://").to_owned(),
+            ["clients", address, ..] if address.starts_with("tcp://") => {
+                tcp = address.trim_start_matches("tcp://").to_owned();
+            }
+            _ => {}
+        }
+    }
+
+    // The process really is what the pod's securityContext makes of it.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("/proc/<pid>/exe");
+    assert_eq!(exe, Path::new(binary), "pid {pid} is the switchyard binary");
+    if root {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+        for field in ["Uid:", "Gid:"] {
+            let ids: Vec<&str> = status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .expect("ids")
+                .split_whitespace()
+                .collect();
+            assert_eq!(ids, ["65532"; 4], "{field} of switchyard dev");
+        }
+        assert!(
+            status.lines().any(|line| line == "NoNewPrivs:\t1"),
+            "no_new_privs is set"
+        );
+        assert!(
+            status.lines().any(|line| line == "CapEff:\t0000000000000000"),
+            "no effective capability"
+        );
+    }
+    if read_only_root {
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+        let root_mount = mounts
+            .lines()
+            .find(|line| line.split_whitespace().nth(4) == Some("/"))
+            .expect("the root mount");
+        let options = root_mount.split_whitespace().nth(5).expect("mount options");
+        assert!(
+            options.split(',').any(|option| option == "ro"),
+            "root mounted read-only: {root_mount}"
+        );
+    }
+
+    // It serves: admin endpoints and a client.
+    assert_eq!(http_get(&admin, "/healthz").0, 200, "/healthz");
+    assert_eq!(http_get(&admin, "/readyz").0, 200, "/readyz");
+    let (code, metrics) = http_get(&admin, "/metrics");
+    assert_eq!(code, 200, "/metrics");
+    assert!(metrics.contains("switchyard_"), "metrics:\n{metrics}");
+    let reply = echo(&tcp, "read-only");
+    assert!(reply.contains("\"read-only\""), "echo reply: {reply}");
+
+    // SIGTERM: a clean exit.
+    run_ok(Command::new("kill").args(["-TERM", &pid.to_string()]));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "switchyard dev still runs 40 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stderr = stderr_reader.join().unwrap_or_default();
+    assert!(
+        status.success(),
+        "switchyard dev exited with {status}; stderr:\n{stderr}"
+    );
+    std::mem::forget(guard);
+    let _ = std::fs::set_permissions(cwd.path(), std::fs::Permissions::from_mode(0o755));
+}
