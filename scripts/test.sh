@@ -13,6 +13,9 @@ step "prerequisites: redis-server (Debian package), openssl"
 ./scripts/redis.sh
 command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 
+step "Kubernetes control plane and helm from Go modules (about 20 minutes the first time, cached after)"
+./e2e/toolchain/build.sh
+
 step "formatting"
 cargo fmt --all -- --check
 
@@ -28,9 +31,6 @@ fi
 
 step "fuzz targets build and survive a smoke run"
 ./fuzz/check.sh --smoke
-
-step "Kubernetes control plane from Go modules (cached after the first build)"
-./e2e/toolchain/build.sh
 
 step "tests against a real kube-apiserver"
 cargo test --workspace --locked -- --ignored

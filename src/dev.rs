@@ -51,6 +51,12 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
     let gate = Gate::new(gate_config, locator, &mut registry).map_err(anyhow::Error::msg)?;
     let nodes = StaticRegistry::new(["dev-node".to_owned()]);
     gate.connect_nodes(nodes.nodes(), Arc::new(hub));
+    // Clients may connect as soon as the listeners are up: let the in-process link to the node come up
+    // first, or on a busy machine their first packets find no node and are dropped.
+    let linked_by = tokio::time::Instant::now() + Duration::from_secs(5);
+    while gate.linked_nodes() == 0 && tokio::time::Instant::now() < linked_by {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     // With TLS the addresses keep their tcp:// and ws:// form (scripts read them) and say TLS after them.
     let mut bound = Vec::new();

@@ -28,55 +28,45 @@ const RELEASE: &str = "switchyard";
 const OPERATOR: &str = "switchyard-operator";
 const CRD: &str = "gameclusters.switchyard.dev";
 
-/// Every permission the operator needs, cluster-wide: (API groups, resources, verbs). The ClusterRole must
-/// grant exactly the expansion of this table, nothing more and nothing less.
-const CLUSTER_RULES: &[(&[&str], &[&str], &[&str])] = &[
-    (
-        &["switchyard.dev"],
-        &["gameclusters", "gameclusters/status", "gameclusters/scale"],
-        &["get", "list", "watch", "patch", "update"],
-    ),
-    (&["apps"], &["deployments"], CHILD_VERBS),
-    (&[""], &["services", "configmaps", "serviceaccounts"], CHILD_VERBS),
-    (&["policy"], &["poddisruptionbudgets"], CHILD_VERBS),
-    (&["networking.k8s.io"], &["networkpolicies"], CHILD_VERBS),
-    (
-        &["rbac.authorization.k8s.io"],
-        &["roles", "rolebindings"],
-        CHILD_VERBS,
-    ),
-    // get/list/watch for the operator itself; patch (and get/watch) because the Role it gives nodes
-    // grants them, and RBAC only lets a subject grant what it holds.
-    (&[""], &["pods"], &["get", "list", "watch", "patch"]),
-    // What the Role it gives gates grants.
-    (
-        &["discovery.k8s.io"],
-        &["endpointslices"],
-        &["get", "list", "watch"],
-    ),
-    (&["", "events.k8s.io"], &["events"], &["create", "patch"]),
-];
-const CHILD_VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "update", "delete"];
-/// The leader-election Role, in the release namespace only.
-const LEADER_ELECTION_RULES: &[(&[&str], &[&str], &[&str])] = &[(
-    &["coordination.k8s.io"],
-    &["leases"],
-    &["get", "create", "update", "patch"],
-)];
-
 type Grant = (String, String, String);
 
-fn expand(rules: &[(&[&str], &[&str], &[&str])]) -> BTreeSet<Grant> {
+/// Every permission the operator needs, as (API group, resource, verb): the rules the operator's own
+/// API-server tests run it under (`switchyard_operator::rbac::operator_rules`), so the chart can neither
+/// lack a permission the operator uses nor grant one it does not.
+fn operator_grants() -> BTreeSet<Grant> {
     let mut grants = BTreeSet::new();
-    for (groups, resources, verbs) in rules {
-        for group in *groups {
-            for resource in *resources {
-                for verb in *verbs {
-                    grants.insert((group.to_string(), resource.to_string(), verb.to_string()));
+    for rule in switchyard_operator::rbac::operator_rules() {
+        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    grants.insert((group.clone(), resource.clone(), verb.clone()));
                 }
             }
         }
     }
+    grants
+}
+
+fn is_lease(grant: &Grant) -> bool {
+    grant.0 == "coordination.k8s.io" && grant.1 == "leases"
+}
+
+/// What the ClusterRole must grant: everything but the leader-election Lease.
+fn cluster_grants() -> BTreeSet<Grant> {
+    operator_grants()
+        .into_iter()
+        .filter(|grant| !is_lease(grant))
+        .collect()
+}
+
+/// What the namespaced leader-election Role must grant: the Lease only.
+fn lease_grants() -> BTreeSet<Grant> {
+    let grants: BTreeSet<Grant> = operator_grants().into_iter().filter(is_lease).collect();
+    assert!(
+        !grants.is_empty(),
+        "the operator's rules have no Lease permission"
+    );
     grants
 }
 
@@ -408,12 +398,12 @@ fn helm_template_renders_the_operator_with_least_privilege() {
     assert_same_grants(
         "ClusterRole",
         &rendered_grants(find(&docs, "ClusterRole", OPERATOR)),
-        &expand(CLUSTER_RULES),
+        &cluster_grants(),
     );
     assert_same_grants(
         "leader-election Role",
         &rendered_grants(find(&docs, "Role", "switchyard-operator-leader-election")),
-        &expand(LEADER_ELECTION_RULES),
+        &lease_grants(),
     );
     for binding in [
         find(&docs, "ClusterRoleBinding", OPERATOR),
@@ -445,6 +435,9 @@ fn helm_template_renders_the_operator_with_least_privilege() {
         "            - name: SWITCHYARD_POD_NAME\n              valueFrom:\n                fieldRef:\n                  fieldPath: metadata.name\n",
         "            - name: SWITCHYARD_HTTP\n              value: \"$(SWITCHYARD_POD_IP):9090\"\n",
         "            - name: SWITCHYARD_LOG\n              value: \"info\"\n",
+        "            - name: SWITCHYARD_LEADER_ELECT\n              value: \"true\"\n",
+        "            - name: SWITCHYARD_LEASE_NAME\n              value: \"switchyard-operator\"\n",
+        "            - name: SWITCHYARD_DEFAULT_IMAGE\n              value: \"switchyard:0.1.0\"\n",
         "            - name: admin\n              containerPort: 9090\n",
         "              path: /healthz\n              port: admin\n",
         "              path: /readyz\n              port: admin\n",
@@ -494,7 +487,8 @@ fn helm_template_follows_the_values() {
     for needle in [
         "  replicas: 2\n",
         "image: \"registry.example/switchyard:1.2.3\"",
-        "value: \"debug\"",
+        "- name: SWITCHYARD_DEFAULT_IMAGE\n              value: \"registry.example/switchyard:1.2.3\"\n",
+        "- name: SWITCHYARD_LOG\n              value: \"debug\"\n",
         "      nodeSelector:\n        pool: system\n",
         "      annotations:\n        example/a: b\n",
         "value: \"$(SWITCHYARD_POD_IP):9191\"",
@@ -531,6 +525,12 @@ fn helm_template_follows_the_values() {
             .any(|doc| doc.kind == "Role" || doc.kind == "RoleBinding")
     );
     assert!(!docs.iter().any(|doc| doc.text.contains("leases")));
+    assert!(
+        find(&docs, "Deployment", OPERATOR)
+            .text
+            .contains("- name: SWITCHYARD_LEADER_ELECT\n              value: \"false\"\n"),
+        "leader election switched off in the operator's environment"
+    );
 
     // An existing ServiceAccount: not created, but bound.
     let docs = documents(&helm.template(&[
@@ -884,6 +884,17 @@ fn env_entry<'a>(container: &'a Value, name: &str) -> &'a Value {
 #[test]
 #[ignore = "needs the control plane: scripts/test.sh runs it"]
 fn helm_install_into_a_real_apiserver() {
+    let bin = toolchain_bin();
+    let missing: Vec<&str> = ["etcd", "kube-apiserver", "kubectl", "helm"]
+        .into_iter()
+        .filter(|name| !bin.join(name).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "this test needs the control plane, but {missing:?} are missing from {}: build them with \
+         e2e/toolchain/build.sh (~19 min on first use, then instant)",
+        bin.display()
+    );
     let helm = Helm::new();
     let plane = ControlPlane::start();
     let helm_cmd = || {
@@ -984,25 +995,29 @@ fn helm_install_into_a_real_apiserver() {
         "the operator's pod is rejected in a namespace enforcing `restricted`: {}",
         String::from_utf8_lossy(&created.stderr)
     );
+    // (The check has teeth: the same pod allowed to escalate privileges is refused.)
+    let mut escalating = pod_manifest.clone();
+    escalating["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = Value::Bool(true);
+    let refused = run_with_input(
+        plane.kubectl().args(["create", "--dry-run=server", "-f", "-"]),
+        &escalating.to_string(),
+    );
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("PodSecurity"),
+        "Pod Security admission did not refuse an escalating pod: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // RBAC, as stored, is exactly least privilege.
     let cluster_role = plane.get_json(&["clusterrole", OPERATOR]);
-    assert_same_grants(
-        "stored ClusterRole",
-        &grants_of(&cluster_role),
-        &expand(CLUSTER_RULES),
-    );
+    assert_same_grants("stored ClusterRole", &grants_of(&cluster_role), &cluster_grants());
     let role = plane.get_json(&[
         "role",
         "switchyard-operator-leader-election",
         "--namespace",
         NAMESPACE,
     ]);
-    assert_same_grants(
-        "stored leader-election Role",
-        &grants_of(&role),
-        &expand(LEADER_ELECTION_RULES),
-    );
+    assert_same_grants("stored leader-election Role", &grants_of(&role), &lease_grants());
     plane.get_json(&["service", "switchyard-operator-metrics", "--namespace", NAMESPACE]);
     plane.get_json(&["serviceaccount", OPERATOR, "--namespace", NAMESPACE]);
 
@@ -1011,7 +1026,7 @@ fn helm_install_into_a_real_apiserver() {
     for (verb, resource, namespace) in [
         ("watch", "gameclusters.switchyard.dev", "games"),
         ("patch", "gameclusters.switchyard.dev/status", "games"),
-        ("update", "gameclusters.switchyard.dev/scale", "games"),
+        ("update", "gameclusters.switchyard.dev/finalizers", "games"),
         ("create", "deployments.apps", "games"),
         ("delete", "rolebindings.rbac.authorization.k8s.io", "games"),
         ("patch", "pods", "games"),
@@ -1026,7 +1041,10 @@ fn helm_install_into_a_real_apiserver() {
     }
     for (verb, resource, namespace) in [
         ("create", "gameclusters.switchyard.dev", "games"),
+        ("patch", "gameclusters.switchyard.dev", "games"),
         ("delete", "gameclusters.switchyard.dev", "games"),
+        ("update", "gameclusters.switchyard.dev/scale", "games"),
+        ("create", "events", "games"),
         ("get", "secrets", "games"),
         ("create", "pods", "games"),
         ("delete", "pods", "games"),
@@ -1038,6 +1056,7 @@ fn helm_install_into_a_real_apiserver() {
         ("delete", "endpointslices.discovery.k8s.io", "games"),
         ("update", "leases.coordination.k8s.io", "games"),
         ("delete", "leases.coordination.k8s.io", NAMESPACE),
+        ("patch", "leases.coordination.k8s.io", NAMESPACE),
     ] {
         assert!(
             !plane.operator_can(verb, resource, namespace),
@@ -1109,7 +1128,8 @@ rules:
     );
     let refused_err = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        !refused.status.success() && refused_err.contains("escalat"),
+        !refused.status.success()
+            && refused_err.contains("attempting to grant RBAC permissions not currently held"),
         "a Role granting secrets should be refused as escalation: {refused_err}"
     );
 
@@ -1133,6 +1153,35 @@ rules:
     );
     let listed = run_ok(plane.kubectl().args(["get", "gc", "--namespace", "games"]));
     assert!(listed.contains("my-game"), "kubectl get gc:\n{listed}");
+    // The operator's status grant works against the stored CRD (server-side apply, its field manager), and
+    // `kubectl scale gc/NAME` (a user's or an HPA's, not the operator's) reaches spec.node.replicas.
+    let status = r#"{"apiVersion": "switchyard.dev/v1alpha1", "kind": "GameCluster",
+        "metadata": {"name": "my-game", "namespace": "games"},
+        "status": {"observedGeneration": 1, "selector": "app.kubernetes.io/instance=my-game"}}"#;
+    let applied = plane.apply(
+        plane.as_operator().args([
+            "--server-side",
+            "--field-manager=switchyard-operator",
+            "--subresource=status",
+        ]),
+        status,
+    );
+    assert!(
+        applied.status.success(),
+        "the operator cannot write GameCluster status: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    run_ok(
+        plane
+            .kubectl()
+            .args(["scale", "gc/my-game", "--replicas=3", "--namespace", "games"]),
+    );
+    let game = plane.get_json(&["gc", "my-game", "--namespace", "games"]);
+    assert_eq!(
+        game["spec"]["node"]["replicas"], 3,
+        "kubectl scale gc/my-game:\n{game}"
+    );
+    assert_eq!(game["status"]["observedGeneration"], 1, "status written:\n{game}");
 
     // An upgrade to two replicas (leader election keeps that safe).
     run_ok(helm_cmd().args(["upgrade", RELEASE]).arg(chart()).args([

@@ -19,9 +19,9 @@ struct Cluster {
 
 mod tempdir {
     /// A directory removed when dropped (unless the test failed, so its logs stay for reading).
-    pub struct Dir(pub std::path::PathBuf);
+    pub(crate) struct Dir(pub(crate) std::path::PathBuf);
     impl Dir {
-        pub fn new(name: &str) -> Dir {
+        pub(crate) fn new(name: &str) -> Dir {
             let path = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).expect("temp dir");

@@ -87,9 +87,24 @@ impl Drop for Certs {
     }
 }
 
-fn dev_with(flags: &[String]) -> Dev {
+/// `switchyard dev` with `flags`, once its gate has linked the demo node (a packet sent before that would
+/// be dropped for want of a node, failing a test for the wrong reason).
+async fn dev(flags: &[&str]) -> Dev {
+    let dev = Dev::start(flags);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_sum(&dev.metrics().await, "switchyard_gate_node_links", &[]) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the gate links the demo node within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    dev
+}
+
+async fn dev_with(flags: &[String]) -> Dev {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Dev::start(&flags)
+    dev(&flags).await
 }
 
 /// `host:port` of the WebSocket listener (the banner prints it as `ws://host:port/`).
@@ -116,7 +131,7 @@ async fn read_packet(stream: &mut (impl AsyncReadExt + Unpin), wire: Wire) -> Op
 #[tokio::test]
 async fn tls_over_tcp_and_wss_echo_and_plain_clients_are_refused() {
     let certs = Certs::new("echo");
-    let dev = dev_with(&certs.flags());
+    let dev = dev_with(&certs.flags()).await;
     let wire = Wire::DEFAULT;
     let request = wire.data(1, 1, br#"{"message":"hi"}"#);
 
@@ -258,8 +273,8 @@ fn bad_tls_files_stop_the_start_with_a_message_naming_the_file() {
 
 #[tokio::test]
 async fn the_authorize_timeout_closes_silent_connections_but_not_logged_in_ones() {
-    let timeout = Duration::from_millis(600);
-    let dev = Dev::start(&["--authorize-timeout", "600ms"]);
+    let timeout = Duration::from_secs(1);
+    let dev = dev(&["--authorize-timeout", "1s"]).await;
     for (uid, transport) in (1..).zip(TRANSPORTS) {
         let started = Instant::now();
         let mut silent = Conn::open(&dev, transport, Wire::DEFAULT).await;
@@ -309,20 +324,23 @@ async fn dropped_rate_limited(dev: &Dev) -> f64 {
     )
 }
 
-/// Sends `count` echo requests back to back (one write on TCP) with seqs from `first_seq`.
+/// Sends `count` echo requests back to back (one write on TCP, one flush on WebSocket) with seqs from
+/// `first_seq`. Write errors are ignored: an abusive flood is cut short by the gate closing the connection.
 async fn flood(conn: &mut Conn, first_seq: i64, count: i64) {
     let wire = conn.wire();
+    let packets = (first_seq..first_seq + count).map(|seq| wire.data(1, seq, br#"{"message":"x"}"#));
     match conn {
-        Conn::Tcp { .. } => {
-            let bytes: Vec<u8> = (first_seq..first_seq + count)
-                .flat_map(|seq| wire.data(1, seq, br#"{"message":"x"}"#))
-                .collect();
-            conn.send_raw(&bytes).await;
+        Conn::Tcp { stream, .. } => {
+            let bytes: Vec<u8> = packets.flatten().collect();
+            let _ = stream.write_all(&bytes).await;
         }
-        Conn::Ws { .. } => {
-            for seq in first_seq..first_seq + count {
-                conn.send_raw(&wire.data(1, seq, br#"{"message":"x"}"#)).await;
+        Conn::Ws { ws, .. } => {
+            for packet in packets {
+                if ws.feed(Message::Binary(packet.into())).await.is_err() {
+                    return;
+                }
             }
+            let _ = ws.flush().await;
         }
     }
 }
@@ -330,7 +348,7 @@ async fn flood(conn: &mut Conn, first_seq: i64, count: i64) {
 #[tokio::test]
 async fn the_rate_limit_drops_bursts_and_closes_persistent_abusers() {
     // 20 packets/s, 10 at once; more than 100 drops within 10 s close the connection.
-    let dev = Dev::start(&["--rate-limit", "20", "--rate-burst", "10"]);
+    let dev = dev(&["--rate-limit", "20", "--rate-burst", "10"]).await;
     for transport in TRANSPORTS {
         let mut conn = Conn::open(&dev, transport, Wire::DEFAULT).await;
         let dropped_before = dropped_rate_limited(&dev).await;
@@ -338,13 +356,14 @@ async fn the_rate_limit_drops_bursts_and_closes_persistent_abusers() {
         // A burst of 40: about the burst's worth is answered, the rest dropped without a reply.
         flood(&mut conn, 1, 40).await;
         let mut answered = 0;
-        while let Ok(packet) = conn.recv_within(Duration::from_millis(700)).await {
+        while let Ok(packet) = conn.recv_within(Duration::from_secs(1)).await {
             let packet = packet.expect("the connection stays open");
             assert!(matches!(packet, Packet::Data { route: 1, .. }), "{packet:?}");
             answered += 1;
         }
+        // The bucket refills 2 packets per 100 ms: a little more than the burst may pass on a busy machine.
         assert!(
-            (10..40).contains(&answered) && answered <= 20,
+            (10..=30).contains(&answered),
             "{transport:?}: {answered} of 40 answered"
         );
         let dropped = dropped_rate_limited(&dev).await - dropped_before;
@@ -385,7 +404,7 @@ async fn the_rate_limit_drops_bursts_and_closes_persistent_abusers() {
 
 #[tokio::test]
 async fn without_the_flags_nothing_is_limited() {
-    let dev = Dev::start(&[]);
+    let dev = dev(&[]).await;
     let mut conn = Conn::open(&dev, Transport::Tcp, Wire::DEFAULT).await;
     flood(&mut conn, 1, 200).await;
     for _ in 0..200 {

@@ -8,15 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, DownwardAPIVolumeFile,
-    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -29,8 +26,8 @@ use kube::Resource;
 use serde::Serialize;
 
 use crate::crd::{
-    ADMIN_PORT, GameCluster, GameClusterSpec, LINK_PORT, MAX_DRAIN_DEADLINE_SECONDS,
-    MAX_MAX_PACKET_BYTES, MAX_NAME_LENGTH, MIN_MAX_PACKET_BYTES,
+    ADMIN_PORT, GameCluster, GameClusterSpec, LINK_PORT, MAX_DRAIN_DEADLINE_SECONDS, MAX_MAX_PACKET_BYTES,
+    MAX_NAME_LENGTH, MIN_MAX_PACKET_BYTES,
 };
 
 /// `app.kubernetes.io/name` of everything the operator creates.
@@ -105,9 +102,7 @@ pub enum SpecError {
     #[error("{0}")]
     Invalid(String),
     /// A user-supplied environment variable that the operator sets itself.
-    #[error(
-        "{field} sets {name}, which the operator sets itself (see docs/pod-contract.md); remove it"
-    )]
+    #[error("{field} sets {name}, which the operator sets itself (see docs/pod-contract.md); remove it")]
     ReservedEnv { field: &'static str, name: String },
     /// A user-supplied pod annotation that the operator or the nodes own.
     #[error("{field} sets the annotation {key}, which Switchyard owns; remove it")]
@@ -229,9 +224,7 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
             .iter()
             .any(|scheme| redis.url.starts_with(scheme))
     {
-        return invalid(
-            "locator.redis.url must start with redis://, rediss:// or redis+cluster://".into(),
-        );
+        return invalid("locator.redis.url must start with redis://, rediss:// or redis+cluster://".into());
     }
     let gate = &spec.gate;
     if gate.replicas < 0 {
@@ -261,9 +254,7 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
         return invalid("gate.websocket.path must start with /".into());
     }
     if !is_duration(&gate.heartbeat.interval) {
-        return invalid(
-            "gate.heartbeat.interval must be a duration like 10s, 500ms, 2m or 0".into(),
-        );
+        return invalid("gate.heartbeat.interval must be a duration like 10s, 500ms, 2m or 0".into());
     }
     if gate.max_connections <= 0 {
         return invalid("gate.maxConnections must be greater than 0".into());
@@ -407,10 +398,7 @@ pub fn children(cluster: &GameCluster, defaults: &Defaults) -> Result<Children, 
         config_map,
         redis,
         gate_service: ctx.gate_service(),
-        gate_headless_service: ctx.headless_service(
-            Component::Gate,
-            &child_name(name, "gate-headless"),
-        ),
+        gate_headless_service: ctx.headless_service(Component::Gate, &child_name(name, "gate-headless")),
         node_service: ctx.headless_service(Component::Node, &child_name(name, "node")),
         gate_deployment: ctx.gate_deployment(&config_hash),
         node_deployment: ctx.node_deployment(&config_hash),
@@ -894,10 +882,7 @@ impl Ctx<'_> {
             ),
             env("SWITCHYARD_POOL", "game"),
             env("SWITCHYARD_REPORT_POD", "true"),
-            env(
-                "SWITCHYARD_DRAIN_FILE",
-                format!("{PODINFO_DIR}/annotations"),
-            ),
+            env("SWITCHYARD_DRAIN_FILE", format!("{PODINFO_DIR}/annotations")),
             env("SWITCHYARD_CODEC", node.codec.as_str()),
         ]);
         vars.extend(node.env.iter().cloned());
@@ -1043,10 +1028,7 @@ impl Ctx<'_> {
             }),
             ..Default::default()
         };
-        RedisChildren {
-            deployment,
-            service,
-        }
+        RedisChildren { deployment, service }
     }
 
     fn node_network_policy(&self) -> NetworkPolicy {
@@ -1108,6 +1090,8 @@ fn tcp_policy_port(port: i32) -> NetworkPolicyPort {
 }
 
 /// One child object of any kind, for code that handles them all alike.
+// A handful per reconcile, short-lived: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Child {
     ServiceAccount(ServiceAccount),

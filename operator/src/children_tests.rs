@@ -1,1 +1,557 @@
+//! Golden-ish checks of the translation: the fields the pod contract and the drain design depend on.
+
+#![allow(clippy::field_reassign_with_default)]
+
 use super::*;
+use crate::crd::{GameClusterSpec, RedisLocatorSpec};
+use k8s_openapi::api::core::v1::Container;
+
+fn cluster(spec: GameClusterSpec) -> GameCluster {
+    let mut cluster = GameCluster::new("arena", spec);
+    cluster.metadata.namespace = Some("games".into());
+    cluster.metadata.uid = Some("uid-1".into());
+    cluster
+}
+
+fn build(spec: GameClusterSpec) -> Children {
+    children(&cluster(spec), &Defaults::default()).expect("a valid spec")
+}
+
+fn container(deployment: &Deployment) -> &Container {
+    &deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .expect("pod spec")
+        .containers[0]
+}
+
+fn pod(deployment: &Deployment) -> &PodSpec {
+    deployment.spec.template.spec.as_ref().expect("pod spec")
+}
+
+fn env_value(container: &Container, name: &str) -> Option<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == name)
+        .and_then(|var| var.value.clone())
+}
+
+fn env_field(container: &Container, name: &str) -> Option<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == name)
+        .and_then(|var| var.value_from.as_ref())
+        .and_then(|source| source.field_ref.as_ref())
+        .map(|field| field.field_path.clone())
+}
+
+#[test]
+fn names_follow_the_pod_contract() {
+    let children = build(GameClusterSpec::default());
+    let names: Vec<String> = children.all().iter().map(Child::describe).collect();
+    assert_eq!(
+        names,
+        [
+            "ServiceAccount/arena-gate",
+            "ServiceAccount/arena-node",
+            "Role/arena-gate",
+            "Role/arena-node",
+            "RoleBinding/arena-gate",
+            "RoleBinding/arena-node",
+            "ConfigMap/arena-config",
+            "Service/arena-redis",
+            "Deployment/arena-redis",
+            "Service/arena-gate",
+            "Service/arena-gate-headless",
+            "Service/arena-node",
+            "Deployment/arena-gate",
+            "Deployment/arena-node",
+            "PodDisruptionBudget/arena-gate",
+            "PodDisruptionBudget/arena-node",
+        ]
+    );
+}
+
+#[test]
+fn every_child_is_labelled_and_owned() {
+    let mut spec = GameClusterSpec::default();
+    spec.network_policy.enabled = true;
+    for child in build(spec).all() {
+        let json = child.to_json();
+        let meta = &json["metadata"];
+        assert_eq!(meta["namespace"], "games", "{}", child.describe());
+        assert_eq!(meta["labels"][LABEL_NAME], "switchyard");
+        assert_eq!(meta["labels"][LABEL_INSTANCE], "arena");
+        assert_eq!(meta["labels"][LABEL_MANAGED_BY], "switchyard-operator");
+        let owner = &meta["ownerReferences"][0];
+        assert_eq!(owner["kind"], "GameCluster");
+        assert_eq!(owner["apiVersion"], "switchyard.dev/v1alpha1");
+        assert_eq!(owner["uid"], "uid-1");
+        assert_eq!(owner["controller"], true, "{}", child.describe());
+    }
+}
+
+#[test]
+fn node_deployment_surges_and_drains() {
+    let children = build(GameClusterSpec::default());
+    let node = &children.node_deployment;
+    assert_eq!(node.spec.replicas, Some(2));
+    let rolling = node
+        .spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .expect("rolling update");
+    assert_eq!(rolling.max_surge, Some(IntOrString::String("25%".into())));
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(pod(node).termination_grace_period_seconds, Some(60 + 15));
+    assert_eq!(
+        pod(&children.gate_deployment).termination_grace_period_seconds,
+        Some(30 + 10)
+    );
+    assert_eq!(pod(node).service_account_name.as_deref(), Some("arena-node"));
+    let selector = node.spec.selector.match_labels.as_ref().expect("selector");
+    assert_eq!(selector.get(LABEL_COMPONENT).map(String::as_str), Some("node"));
+    assert!(
+        !selector.contains_key(LABEL_MANAGED_BY),
+        "selectors are immutable: keep them minimal"
+    );
+}
+
+#[test]
+fn node_environment_follows_the_pod_contract() {
+    let children = build(GameClusterSpec::default());
+    let node = container(&children.node_deployment);
+    assert_eq!(node.args.as_deref(), Some(&["node".to_owned()][..]));
+    assert_eq!(env_field(node, "SWITCHYARD_ID").as_deref(), Some("metadata.name"));
+    assert_eq!(
+        env_field(node, "SWITCHYARD_POD_NAME").as_deref(),
+        Some("metadata.name")
+    );
+    assert_eq!(
+        env_field(node, "SWITCHYARD_NAMESPACE").as_deref(),
+        Some("metadata.namespace")
+    );
+    assert_eq!(
+        env_field(node, "SWITCHYARD_POD_IP").as_deref(),
+        Some("status.podIP")
+    );
+    assert_eq!(
+        env_value(node, "SWITCHYARD_HTTP").as_deref(),
+        Some("$(SWITCHYARD_POD_IP):9090")
+    );
+    assert_eq!(
+        env_value(node, "SWITCHYARD_LINK").as_deref(),
+        Some("$(SWITCHYARD_POD_IP):7400")
+    );
+    assert_eq!(
+        env_value(node, "SWITCHYARD_LOCATOR").as_deref(),
+        Some("redis://arena-redis.games.svc:6379")
+    );
+    assert_eq!(
+        env_value(node, "SWITCHYARD_LOCATOR_PREFIX").as_deref(),
+        Some("switchyard:arena")
+    );
+    assert_eq!(env_value(node, "SWITCHYARD_LOG").as_deref(), Some("info"));
+    assert_eq!(
+        env_value(node, "SWITCHYARD_DRAIN_DEADLINE").as_deref(),
+        Some("60s")
+    );
+    assert_eq!(env_value(node, "SWITCHYARD_POOL").as_deref(), Some("game"));
+    assert_eq!(env_value(node, "SWITCHYARD_REPORT_POD").as_deref(), Some("true"));
+    assert_eq!(
+        env_value(node, "SWITCHYARD_DRAIN_FILE").as_deref(),
+        Some("/etc/podinfo/annotations")
+    );
+    // The pod IP is defined before the values that reference it.
+    let names: Vec<&str> = node.env.iter().flatten().map(|v| v.name.as_str()).collect();
+    let ip = names.iter().position(|n| *n == "SWITCHYARD_POD_IP");
+    let http = names.iter().position(|n| *n == "SWITCHYARD_HTTP");
+    assert!(ip < http);
+    let from = node.env_from.as_ref().expect("envFrom")[0]
+        .config_map_ref
+        .as_ref()
+        .expect("configMapRef");
+    assert_eq!(from.name, "arena-config");
+    let ports: Vec<(&str, i32)> = node
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref().unwrap_or(""), p.container_port))
+        .collect();
+    assert_eq!(ports, [("link", 7400), ("admin", 9090)]);
+    let readiness = node
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .expect("readiness");
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+    assert_eq!(readiness.port, IntOrString::String("admin".into()));
+    let liveness = node
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .expect("liveness");
+    assert_eq!(liveness.path.as_deref(), Some("/healthz"));
+    let podinfo = pod(&children.node_deployment)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "podinfo")
+        .and_then(|v| v.downward_api.as_ref())
+        .expect("downward API volume");
+    let item = &podinfo.items.as_ref().expect("items")[0];
+    assert_eq!(item.path, "annotations");
+    assert_eq!(
+        item.field_ref.as_ref().map(|f| f.field_path.as_str()),
+        Some("metadata.annotations")
+    );
+}
+
+#[test]
+fn gate_environment_follows_the_pod_contract() {
+    let mut spec = GameClusterSpec::default();
+    spec.gate.websocket.enabled = false;
+    spec.gate.drain_deadline_seconds = 45;
+    spec.locator.redis = Some(RedisLocatorSpec {
+        url: "redis://shared:6379".into(),
+        key_prefix: Some("games:arena".into()),
+    });
+    let children = build(spec);
+    let gate = container(&children.gate_deployment);
+    assert_eq!(gate.args.as_deref(), Some(&["gate".to_owned()][..]));
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_TCP").as_deref(),
+        Some("$(SWITCHYARD_POD_IP):3553")
+    );
+    assert_eq!(env_value(gate, "SWITCHYARD_WS").as_deref(), Some(""));
+    assert_eq!(env_value(gate, "SWITCHYARD_WS_PATH").as_deref(), Some("/"));
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_HEARTBEAT_INTERVAL").as_deref(),
+        Some("10s")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_HEARTBEAT_MODE").as_deref(),
+        Some("resp")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_MAX_CONNECTIONS").as_deref(),
+        Some("100000")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_GATE_DRAIN_DEADLINE").as_deref(),
+        Some("45s")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_REGISTRY").as_deref(),
+        Some("kubernetes")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_NODE_SERVICE").as_deref(),
+        Some("arena-node")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_LINK_PORT_NAME").as_deref(),
+        Some("link")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_LOCATOR").as_deref(),
+        Some("redis://shared:6379")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_LOCATOR_PREFIX").as_deref(),
+        Some("games:arena")
+    );
+    assert!(children.redis.is_none(), "a Redis URL means no managed Redis");
+    let service_ports: Vec<&str> = children
+        .gate_service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p.name.as_deref())
+        .collect();
+    assert_eq!(service_ports, ["tcp"]);
+}
+
+#[test]
+fn services_and_rbac() {
+    let children = build(GameClusterSpec::default());
+    let node = children.node_service.spec.as_ref().expect("spec");
+    assert_eq!(node.cluster_ip.as_deref(), Some("None"));
+    let link = &node.ports.as_ref().expect("ports")[0];
+    assert_eq!((link.name.as_deref(), link.port), (Some("link"), 7400));
+    let headless = children.gate_headless_service.spec.as_ref().expect("spec");
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+    let client = children.gate_service.spec.as_ref().expect("spec");
+    assert_eq!(client.type_.as_deref(), Some("ClusterIP"));
+    let ports: Vec<(&str, i32)> = client
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref().unwrap_or(""), p.port))
+        .collect();
+    assert_eq!(ports, [("tcp", 3553), ("ws", 3554)]);
+
+    let gate_rule = &children.gate_role.rules.as_ref().expect("rules")[0];
+    assert_eq!(
+        gate_rule.api_groups.as_deref(),
+        Some(&["discovery.k8s.io".to_owned()][..])
+    );
+    assert_eq!(
+        gate_rule.resources.as_deref(),
+        Some(&["endpointslices".to_owned()][..])
+    );
+    assert_eq!(gate_rule.verbs, ["get", "list", "watch"]);
+    let node_rule = &children.node_role.rules.as_ref().expect("rules")[0];
+    assert_eq!(node_rule.resources.as_deref(), Some(&["pods".to_owned()][..]));
+    assert_eq!(node_rule.verbs, ["get", "watch", "patch"]);
+    let subject = &children.node_role_binding.subjects.as_ref().expect("subjects")[0];
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str()),
+        ("ServiceAccount", "arena-node")
+    );
+    assert_eq!(children.node_role_binding.role_ref.name, "arena-node");
+}
+
+#[test]
+fn containers_are_locked_down() {
+    let children = build(GameClusterSpec::default());
+    for deployment in [&children.gate_deployment, &children.node_deployment] {
+        let security = container(deployment)
+            .security_context
+            .as_ref()
+            .expect("securityContext");
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.run_as_user, Some(65532));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            security.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let pod_security = pod(deployment)
+            .security_context
+            .as_ref()
+            .expect("pod securityContext");
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+    }
+}
+
+#[test]
+fn config_map_carries_packet_settings_and_rolls_pods() {
+    let first = build(GameClusterSpec::default());
+    let data = first.config_map.data.clone().expect("data");
+    assert_eq!(data["SWITCHYARD_BYTE_ORDER"], "big");
+    assert_eq!(data["SWITCHYARD_ROUTE_BYTES"], "2");
+    assert_eq!(data["SWITCHYARD_SEQ_BYTES"], "2");
+    assert_eq!(data["SWITCHYARD_MAX_PACKET_BYTES"], "65536");
+    let hash = |children: &Children| {
+        children
+            .node_deployment
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned())
+            .expect("config hash")
+    };
+    let mut spec = GameClusterSpec::default();
+    spec.packet.seq_bytes = 4;
+    let second = build(spec);
+    assert_ne!(hash(&first), hash(&second), "a packet change must roll the pods");
+    assert_eq!(
+        hash(&first),
+        hash(&build(GameClusterSpec::default())),
+        "stable across calls"
+    );
+}
+
+#[test]
+fn images_and_commands() {
+    let mut spec = GameClusterSpec::default();
+    spec.image = Some("registry.example/switchyard:1".into());
+    spec.node.image = Some("registry.example/my-game:7".into());
+    spec.node.command = Some(vec!["/my-game".into()]);
+    let children = build(spec);
+    assert_eq!(
+        container(&children.gate_deployment).image.as_deref(),
+        Some("registry.example/switchyard:1")
+    );
+    let node = container(&children.node_deployment);
+    assert_eq!(node.image.as_deref(), Some("registry.example/my-game:7"));
+    assert_eq!(node.command.as_deref(), Some(&["/my-game".to_owned()][..]));
+    assert_eq!(node.args, None, "a custom command gets no demo `node` argument");
+    let defaulted = build(GameClusterSpec::default());
+    assert_eq!(
+        container(&defaulted.node_deployment).image,
+        Some(Defaults::default().image)
+    );
+}
+
+#[test]
+fn network_policies_when_enabled() {
+    let mut spec = GameClusterSpec::default();
+    spec.network_policy.enabled = true;
+    let children = build(spec);
+    let names: Vec<_> = children
+        .network_policies
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["arena-node", "arena-redis"]);
+    let node = children.network_policies[0].spec.as_ref().expect("spec");
+    let link_rule = &node.ingress.as_ref().expect("ingress")[0];
+    let from = link_rule.from.as_ref().expect("from")[0]
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref())
+        .expect("gate selector");
+    assert_eq!(from.get(LABEL_COMPONENT).map(String::as_str), Some("gate"));
+    assert_eq!(
+        link_rule.ports.as_ref().expect("ports")[0].port,
+        Some(IntOrString::Int(7400))
+    );
+    assert!(build(GameClusterSpec::default()).network_policies.is_empty());
+}
+
+#[test]
+fn metrics_annotations_and_user_annotations() {
+    let mut spec = GameClusterSpec::default();
+    spec.node.pod_annotations.insert("team".into(), "blue".into());
+    let children = build(spec);
+    let annotations = children
+        .node_deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .expect("annotations");
+    assert_eq!(annotations["team"], "blue");
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "9090");
+    let mut quiet = GameClusterSpec::default();
+    quiet.metrics.scrape_annotations = false;
+    let annotations = build(quiet)
+        .node_deployment
+        .spec
+        .template
+        .metadata
+        .and_then(|m| m.annotations)
+        .expect("annotations");
+    assert!(!annotations.contains_key("prometheus.io/scrape"));
+}
+
+#[test]
+fn tracing_sets_otel_variables() {
+    let mut spec = GameClusterSpec::default();
+    spec.tracing.otlp_endpoint = Some("http://collector:4317".into());
+    spec.tracing.sampling_ratio = 0.5;
+    let children = build(spec);
+    let node = container(&children.node_deployment);
+    assert_eq!(
+        env_value(node, "OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+        Some("http://collector:4317")
+    );
+    assert_eq!(env_value(node, "OTEL_TRACES_SAMPLER_ARG").as_deref(), Some("0.5"));
+    assert_eq!(
+        env_value(node, "OTEL_SERVICE_NAME").as_deref(),
+        Some("switchyard-node")
+    );
+    let plain = build(GameClusterSpec::default());
+    assert_eq!(
+        env_value(container(&plain.node_deployment), "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        None
+    );
+}
+
+fn invalid(mutate: impl FnOnce(&mut GameClusterSpec)) -> SpecError {
+    let mut spec = GameClusterSpec::default();
+    mutate(&mut spec);
+    children(&cluster(spec), &Defaults::default()).expect_err("an invalid spec")
+}
+
+#[test]
+fn specs_that_cannot_work_are_refused_with_a_reason() {
+    let message = |error: SpecError| error.to_string();
+    assert!(
+        message(invalid(|s| {
+            s.gate.tcp.enabled = false;
+            s.gate.websocket.enabled = false;
+        }))
+        .contains("at least one of gate.tcp and gate.websocket")
+    );
+    assert!(message(invalid(|s| s.gate.websocket.port = 3553)).contains("must differ"));
+    assert!(message(invalid(|s| s.gate.tcp.port = 9090)).contains("admin port"));
+    assert!(message(invalid(|s| s.packet.seq_bytes = 3)).contains("packet.seqBytes"));
+    assert!(message(invalid(|s| s.packet.route_bytes = 0)).contains("packet.routeBytes"));
+    assert!(message(invalid(|s| s.packet.max_packet_bytes = 8)).contains("maxPacketBytes"));
+    assert!(message(invalid(|s| s.node.drain_deadline_seconds = 0)).contains("node.drainDeadlineSeconds"));
+    assert!(message(invalid(|s| s.gate.replicas = -1)).contains("gate.replicas"));
+    assert!(message(invalid(|s| s.gate.heartbeat.interval = "soon".into())).contains("heartbeat"));
+    assert!(message(invalid(|s| s.gate.websocket.path = "ws".into())).contains("path"));
+    let reserved = invalid(|s| {
+        s.node.env.push(EnvVar {
+            name: "SWITCHYARD_LINK".into(),
+            value: Some("0.0.0.0:1".into()),
+            value_from: None,
+        })
+    });
+    assert_eq!(reserved.reason(), "ReservedEnv");
+    assert!(message(reserved).contains("SWITCHYARD_LINK"));
+    let drain = invalid(|s| {
+        s.node
+            .pod_annotations
+            .insert("switchyard.dev/drain".into(), "true".into());
+    });
+    assert_eq!(drain.reason(), "ReservedAnnotation");
+}
+
+#[test]
+fn names_and_metadata_are_checked() {
+    let mut long = cluster(GameClusterSpec::default());
+    long.metadata.name = Some("a".repeat(48));
+    assert!(matches!(
+        children(&long, &Defaults::default()),
+        Err(SpecError::Invalid(_))
+    ));
+    let mut no_uid = cluster(GameClusterSpec::default());
+    no_uid.metadata.uid = None;
+    assert_eq!(
+        children(&no_uid, &Defaults::default()).err(),
+        Some(SpecError::Metadata("uid"))
+    );
+    for good in ["10s", "500ms", "0", "1.5m", "2h", "7"] {
+        assert!(is_duration(good), "{good}");
+    }
+    for bad in ["", "s", "1.", ".5s", "1d", "1 s", "1.2.3s"] {
+        assert!(!is_duration(bad), "{bad}");
+    }
+}
+
+#[test]
+fn user_env_follows_the_operators() {
+    let mut spec = GameClusterSpec::default();
+    spec.node.env.push(EnvVar {
+        name: "GAME_MODE".into(),
+        value: Some("ranked".into()),
+        value_from: None,
+    });
+    let children = build(spec);
+    let node = container(&children.node_deployment);
+    let names: Vec<&str> = node.env.iter().flatten().map(|v| v.name.as_str()).collect();
+    assert_eq!(names.last(), Some(&"GAME_MODE"));
+}

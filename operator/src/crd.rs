@@ -630,8 +630,7 @@ pub struct NodeStatus {
 }
 
 /// The CustomResourceDefinition of [`GameCluster`].
-pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
-{
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     GameCluster::crd()
 }
 

@@ -284,11 +284,8 @@ async fn renew(
             _ = stop.cancelled() => return elector,
             _ = tokio::time::sleep(elector.settings.retry_period) => {}
         }
-        let attempt = tokio::time::timeout(
-            elector.settings.renew_deadline,
-            elector.try_acquire_or_renew(),
-        )
-        .await;
+        let attempt =
+            tokio::time::timeout(elector.settings.renew_deadline, elector.try_acquire_or_renew()).await;
         match attempt {
             Ok(Ok(Attempt::Held)) => last_renewal = Instant::now(),
             Ok(Ok(Attempt::Other(holder))) => {
@@ -300,7 +297,9 @@ async fn renew(
                 lost.cancel();
                 return elector;
             }
-            Ok(Err(error)) => tracing::warn!(lease = %elector.settings.name, %error, "renewing the lease failed"),
+            Ok(Err(error)) => {
+                tracing::warn!(lease = %elector.settings.name, %error, "renewing the lease failed")
+            }
             Err(_) => tracing::warn!(lease = %elector.settings.name, "renewing the lease timed out"),
         }
         if last_renewal.elapsed() >= elector.settings.renew_deadline {

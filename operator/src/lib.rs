@@ -13,6 +13,7 @@ pub mod children;
 pub mod crd;
 pub mod leader;
 pub mod metrics;
+pub mod rbac;
 pub mod reconcile;
 pub mod status;
 
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use children::{Children, Defaults, SpecError, children};
 pub use crd::{GameCluster, GameClusterSpec, GameClusterStatus, crd_yaml};
-pub use leader::{LeaderElector, LeaseSettings, Leadership};
+pub use leader::{LeaderElector, Leadership, LeaseSettings};
 pub use metrics::Metrics;
 
 /// Field manager of every server-side apply the operator makes.

@@ -32,8 +32,8 @@ use switchyard_cluster::admin::Readiness;
 use tokio_util::sync::CancellationToken;
 
 use crate::children::{
-    Child, Children, Component, Defaults, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY,
-    MANAGED_BY, child_name, children, selector_string,
+    Child, Children, Component, Defaults, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY,
+    child_name, children, selector_string,
 };
 use crate::crd::{GameCluster, GameClusterStatus};
 use crate::metrics::{Metrics, ReasonLabels, ResultLabels};
@@ -455,11 +455,7 @@ async fn apply_all(
             Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
                 return Ok(Err(Problem {
                     reason: "ChildRejected".to_owned(),
-                    message: format!(
-                        "the API server refused {}: {}",
-                        child.describe(),
-                        status.message
-                    ),
+                    message: format!("the API server refused {}: {}", child.describe(), status.message),
                 }));
             }
             Err(source) => {

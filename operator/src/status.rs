@@ -160,9 +160,7 @@ pub fn aggregate(
         });
     let degraded = observed.problem.is_some() || deployment_failure.is_some();
     match (observed.problem, deployment_failure) {
-        (Some(problem), _) => {
-            condition(CONDITION_DEGRADED, true, &problem.reason, problem.message.clone())
-        }
+        (Some(problem), _) => condition(CONDITION_DEGRADED, true, &problem.reason, problem.message.clone()),
         (None, Some((what, reason, message))) => condition(
             CONDITION_DEGRADED,
             true,
@@ -183,7 +181,12 @@ pub fn aggregate(
         gate.ready, gate.desired, gate.updated, node.ready, node.desired, node.updated, draining
     );
     if let Some(problem) = observed.problem {
-        condition(CONDITION_PROGRESSING, false, &problem.reason, problem.message.clone());
+        condition(
+            CONDITION_PROGRESSING,
+            false,
+            &problem.reason,
+            problem.message.clone(),
+        );
     } else if gate.rolling() || node.rolling() {
         condition(CONDITION_PROGRESSING, true, "RollingUpdate", counts_text.clone());
     } else if draining > 0 {
@@ -209,9 +212,19 @@ pub fn aggregate(
     } else if !node.all_ready() {
         condition(CONDITION_READY, false, "NodesNotReady", counts_text);
     } else if !redis_ready {
-        condition(CONDITION_READY, false, "RedisNotReady", "the managed Redis is not ready".to_owned());
+        condition(
+            CONDITION_READY,
+            false,
+            "RedisNotReady",
+            "the managed Redis is not ready".to_owned(),
+        );
     } else if degraded {
-        condition(CONDITION_READY, false, "Degraded", "see the Degraded condition".to_owned());
+        condition(
+            CONDITION_READY,
+            false,
+            "Degraded",
+            "see the Degraded condition".to_owned(),
+        );
     } else {
         condition(CONDITION_READY, true, "AllReplicasReady", counts_text);
     }
@@ -276,7 +289,10 @@ fn truncate(mut text: String, max: usize) -> String {
 
 /// The condition of `type_` in `status`, if any.
 pub fn condition<'a>(status: &'a GameClusterStatus, type_: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|condition| condition.type_ == type_)
+    status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == type_)
 }
 
 fn is_true(status: Option<&GameClusterStatus>, type_: &str) -> bool {

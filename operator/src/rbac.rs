@@ -1,0 +1,56 @@
+//! What the operator itself may do: the rules of its ClusterRole (or Role, for a one-namespace install).
+//! The chart renders these; the API-server tests run the operator as a user bound to exactly them.
+//!
+//! The operator must hold every permission it grants in the Roles it creates (Kubernetes refuses privilege
+//! escalation), hence EndpointSlices `get/list/watch` and pods `patch`.
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+const MANAGE: [&str; 7] = ["get", "list", "watch", "create", "update", "patch", "delete"];
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(resources.iter().map(|&r| r.to_owned()).collect()),
+        verbs: verbs.iter().map(|&v| v.to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The rules the operator needs.
+pub fn operator_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(crate::crd::GROUP, &["gameclusters"], &["get", "list", "watch"]),
+        rule(
+            crate::crd::GROUP,
+            &["gameclusters/status"],
+            &["get", "update", "patch"],
+        ),
+        // Owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
+        rule(crate::crd::GROUP, &["gameclusters/finalizers"], &["update"]),
+        rule("apps", &["deployments"], &MANAGE),
+        rule("", &["services", "configmaps", "serviceaccounts"], &MANAGE),
+        rule("rbac.authorization.k8s.io", &["roles", "rolebindings"], &MANAGE),
+        rule("policy", &["poddisruptionbudgets"], &MANAGE),
+        rule("networking.k8s.io", &["networkpolicies"], &MANAGE),
+        // Status from node pods; `get/watch/patch` are also granted to the nodes' Role.
+        rule("", &["pods"], &["get", "list", "watch", "patch"]),
+        // Granted to the gates' Role.
+        rule("discovery.k8s.io", &["endpointslices"], &["get", "list", "watch"]),
+        rule("coordination.k8s.io", &["leases"], &["get", "create", "update"]),
+        rule("events.k8s.io", &["events"], &["create", "patch"]),
+    ]
+}
+
+/// A ClusterRole named `name` with [`operator_rules`].
+pub fn cluster_role(name: &str) -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        rules: Some(operator_rules()),
+        aggregation_rule: None,
+    }
+}

@@ -1,0 +1,857 @@
+//! The operator against a real kube-apiserver + etcd + kube-controller-manager (no scheduler, no kubelet:
+//! the harness marks pods ready itself). Run with
+//! `cargo test --test operator_apiserver -- --ignored` once `e2e/toolchain/build.sh` has built the binaries
+//! (`scripts/test.sh` does both). Missing binaries fail the tests with instructions.
+
+#[path = "support/kube.rs"]
+mod kube_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::serde::de::DeserializeOwned;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use kube_support::{ControlPlane, LEASE_NAME, LeaseTimings, Operator, eventually, mark_pods_ready, metric};
+use switchyard_operator::{GameCluster, GameClusterSpec, GameClusterStatus};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn instance(name: &str) -> String {
+    format!("app.kubernetes.io/instance={name}")
+}
+
+async fn setup(namespace: &str) -> (&'static ControlPlane, Client, String) {
+    let plane = tokio::task::spawn_blocking(|| {
+        let plane = ControlPlane::shared();
+        plane.install();
+        plane
+    })
+    .await
+    .expect("control plane");
+    let namespace = plane.namespace(namespace);
+    (plane, plane.admin_client().await, namespace)
+}
+
+async fn create_cluster(client: &Client, namespace: &str, name: &str, spec: GameClusterSpec) -> GameCluster {
+    let api: Api<GameCluster> = Api::namespaced(client.clone(), namespace);
+    api.create(&PostParams::default(), &GameCluster::new(name, spec))
+        .await
+        .expect("GameCluster created")
+}
+
+async fn names<K>(client: &Client, namespace: &str, selector: &str) -> Vec<String>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut names: Vec<String> = api
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|object| object.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn owned_by<K>(client: &Client, namespace: &str, name: &str, uid: &str)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let object = api
+        .get_metadata(name)
+        .await
+        .unwrap_or_else(|error| panic!("{}/{name} missing: {error}", K::kind(&())));
+    let owner = object
+        .owner_references()
+        .iter()
+        .find(|owner| owner.uid == uid)
+        .unwrap_or_else(|| {
+            panic!(
+                "{}/{name} has no owner reference to the GameCluster",
+                K::kind(&())
+            )
+        });
+    assert_eq!(owner.kind, "GameCluster");
+    assert_eq!(
+        owner.controller,
+        Some(true),
+        "{}/{name}: controller owner",
+        K::kind(&())
+    );
+}
+
+async fn status(client: &Client, namespace: &str, name: &str) -> (Option<i64>, GameClusterStatus) {
+    let api: Api<GameCluster> = Api::namespaced(client.clone(), namespace);
+    let cluster = api.get(name).await.expect("GameCluster");
+    (cluster.metadata.generation, cluster.status.unwrap_or_default())
+}
+
+fn condition(status: &GameClusterStatus, type_: &str) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == type_)
+        .map(|condition| (condition.status.clone(), condition.reason.clone()))
+}
+
+async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|event| event.reason)
+        .collect()
+}
+
+async fn node_replicas(client: &Client, namespace: &str, name: &str) -> Option<i32> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    api.get_opt(&format!("{name}-node"))
+        .await
+        .ok()
+        .flatten()?
+        .spec
+        .replicas
+}
+
+async fn lease_holder(client: &Client, namespace: &str) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    api.get_opt(LEASE_NAME)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+        .filter(|holder| !holder.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn crd_is_established_with_short_name_and_columns() {
+    let (plane, _client, namespace) = setup("crd").await;
+    let established = plane.kubectl_ok(&[
+        "get",
+        "crd",
+        "gameclusters.switchyard.dev",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+    ]);
+    assert_eq!(established, "True");
+    let output = plane.kubectl_stdin(
+        &["-n", &namespace, "apply", "-f", "-"],
+        "apiVersion: switchyard.dev/v1alpha1\nkind: GameCluster\nmetadata:\n  name: tiny\nspec: {}\n",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The short name and the print columns.
+    let table = plane.kubectl_ok(&["-n", &namespace, "get", "gc"]);
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["NAME", "GATES", "NODES", "PLAYERS", "READY", "AGE"] {
+        assert!(header.contains(column), "column {column} missing in {header:?}");
+    }
+    // Schema defaults are stored.
+    let replicas = plane.kubectl_ok(&["-n", &namespace, "get", "gc", "tiny", "-o", "jsonpath={.spec.node.replicas} {.spec.gate.tcp.port} {.spec.packet.seqBytes} {.spec.locator.managedRedis.image}"]);
+    assert_eq!(replicas, "2 3553 2 redis:7-alpine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn invalid_specs_are_refused_with_the_cel_message() {
+    let (plane, client, namespace) = setup("cel").await;
+    let cases: [(&str, &str, &str); 10] = [
+        (
+            "same-ports",
+            "gate: {tcp: {port: 4000}, websocket: {port: 4000}}",
+            "gate.tcp.port and gate.websocket.port must differ",
+        ),
+        (
+            "no-listener",
+            "gate: {tcp: {enabled: false}, websocket: {enabled: false}}",
+            "at least one of gate.tcp and gate.websocket must be enabled",
+        ),
+        (
+            "seq-three",
+            "packet: {seqBytes: 3}",
+            "packet.seqBytes must be 0, 1, 2 or 4",
+        ),
+        (
+            "route-three",
+            "packet: {routeBytes: 3}",
+            "packet.routeBytes must be 1, 2 or 4",
+        ),
+        (
+            "tiny-packets",
+            "packet: {maxPacketBytes: 8}",
+            "packet.maxPacketBytes must hold a packet header",
+        ),
+        (
+            "no-drain",
+            "node: {drainDeadlineSeconds: 0}",
+            "node.drainDeadlineSeconds must be greater than 0",
+        ),
+        (
+            "negative",
+            "node: {replicas: -1}",
+            "node.replicas must be 0 or more",
+        ),
+        (
+            "admin-port",
+            "gate: {tcp: {port: 9090}}",
+            "gate.tcp.port must not be 9090, the admin port",
+        ),
+        (
+            "bad-heartbeat",
+            "gate: {heartbeat: {interval: soon}}",
+            "gate.heartbeat.interval must be a duration",
+        ),
+        (
+            "bad-redis",
+            "locator: {redis: {url: 'http://redis:6379'}}",
+            "locator.redis.url must start with redis://",
+        ),
+    ];
+    for (name, spec, message) in cases {
+        let manifest = format!(
+            "apiVersion: switchyard.dev/v1alpha1\nkind: GameCluster\nmetadata:\n  name: {name}\nspec:\n  {spec}\n"
+        );
+        let output = plane.kubectl_stdin(&["-n", &namespace, "apply", "-f", "-"], &manifest);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name}: the API server accepted {spec}");
+        assert!(
+            stderr.contains(message),
+            "{name}: expected {message:?} in: {stderr}"
+        );
+    }
+    // The name rule (child names must stay DNS labels), through the Rust client.
+    let api: Api<GameCluster> = Api::namespaced(client.clone(), &namespace);
+    let long = "a".repeat(48);
+    let error = api
+        .create(
+            &PostParams::default(),
+            &GameCluster::new(&long, GameClusterSpec::default()),
+        )
+        .await
+        .expect_err("a 48-character name is refused");
+    match error {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 422);
+            assert!(
+                status
+                    .message
+                    .contains("metadata.name must be a DNS label of at most 47 characters"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("unexpected error {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn operator_creates_children_status_and_events() {
+    let (plane, client, ns) = setup("children").await;
+    let operator = Operator::start(plane, &ns, "op-1").await;
+    let mut spec = GameClusterSpec::default();
+    spec.network_policy.enabled = true;
+    let cluster = create_cluster(&client, &ns, "arena", spec).await;
+    let uid = cluster.uid().expect("uid");
+    let selector = instance("arena");
+
+    let deployments = eventually("the three Deployments exist", WAIT, || async {
+        let names = names::<Deployment>(&client, &ns, &selector).await;
+        (names.len() == 3).then_some(names)
+    })
+    .await;
+    assert_eq!(deployments, ["arena-gate", "arena-node", "arena-redis"]);
+    eventually("every child exists", WAIT, || async {
+        (names::<NetworkPolicy>(&client, &ns, &selector).await.len() == 2
+            && names::<PodDisruptionBudget>(&client, &ns, &selector).await.len() == 2)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        names::<Service>(&client, &ns, &selector).await,
+        ["arena-gate", "arena-gate-headless", "arena-node", "arena-redis"]
+    );
+    assert_eq!(
+        names::<ConfigMap>(&client, &ns, &selector).await,
+        ["arena-config"]
+    );
+    assert_eq!(
+        names::<ServiceAccount>(&client, &ns, &selector).await,
+        ["arena-gate", "arena-node"]
+    );
+    assert_eq!(
+        names::<Role>(&client, &ns, &selector).await,
+        ["arena-gate", "arena-node"]
+    );
+    assert_eq!(
+        names::<RoleBinding>(&client, &ns, &selector).await,
+        ["arena-gate", "arena-node"]
+    );
+    assert_eq!(
+        names::<NetworkPolicy>(&client, &ns, &selector).await,
+        ["arena-node", "arena-redis"]
+    );
+    for name in ["arena-gate", "arena-node", "arena-redis"] {
+        owned_by::<Deployment>(&client, &ns, name, &uid).await;
+    }
+    for name in ["arena-gate", "arena-gate-headless", "arena-node", "arena-redis"] {
+        owned_by::<Service>(&client, &ns, name, &uid).await;
+    }
+    owned_by::<ConfigMap>(&client, &ns, "arena-config", &uid).await;
+    for name in ["arena-gate", "arena-node"] {
+        owned_by::<ServiceAccount>(&client, &ns, name, &uid).await;
+        owned_by::<Role>(&client, &ns, name, &uid).await;
+        owned_by::<RoleBinding>(&client, &ns, name, &uid).await;
+        owned_by::<PodDisruptionBudget>(&client, &ns, name, &uid).await;
+    }
+    for name in ["arena-node", "arena-redis"] {
+        owned_by::<NetworkPolicy>(&client, &ns, name, &uid).await;
+    }
+
+    // The controller-manager accepted the templates: node pods exist, with the contract's environment.
+    let node_selector = "app.kubernetes.io/instance=arena,app.kubernetes.io/component=node";
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = eventually("node pods created by the ReplicaSet", WAIT, || async {
+        let list = pods
+            .list(&ListParams::default().labels(node_selector))
+            .await
+            .ok()?;
+        (list.items.len() == 2).then(|| list.items[0].clone())
+    })
+    .await;
+    let pod_spec = pod.spec.expect("pod spec");
+    assert_eq!(pod_spec.termination_grace_period_seconds, Some(75));
+    let env: BTreeMap<String, String> = pod_spec.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|var| Some((var.name.clone(), var.value.clone()?)))
+        .collect();
+    assert_eq!(env["SWITCHYARD_LINK"], "$(SWITCHYARD_POD_IP):7400");
+    assert_eq!(
+        env["SWITCHYARD_LOCATOR"],
+        format!("redis://arena-redis.{ns}.svc:6379")
+    );
+
+    // Status before any pod is ready: written, generation observed, not ready, progressing.
+    let (generation, first) = eventually("status written", WAIT, || async {
+        let (generation, status) = status(&client, &ns, "arena").await;
+        (status.observed_generation == generation && !status.conditions.is_empty())
+            .then_some((generation, status))
+    })
+    .await;
+    assert_eq!(first.observed_generation, generation);
+    assert_eq!(condition(&first, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(
+        condition(&first, "Progressing").map(|c| c.0).as_deref(),
+        Some("True")
+    );
+    assert_eq!(
+        condition(&first, "Degraded"),
+        Some(("False".into(), "AsExpected".into()))
+    );
+    assert_eq!(
+        first.selector.as_deref(),
+        Some(
+            "app.kubernetes.io/component=node,app.kubernetes.io/instance=arena,app.kubernetes.io/name=switchyard"
+        )
+    );
+
+    // Play the kubelet: every pod ready; nodes report bound players.
+    let ready = eventually("Ready=True once every pod is ready", WAIT, || async {
+        mark_pods_ready(&client, &ns, &selector).await;
+        let (_, status) = status(&client, &ns, "arena").await;
+        (condition(&status, "Ready").map(|c| c.0).as_deref() == Some("True")).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        (ready.gate.ready, ready.node.ready, ready.node.replicas),
+        (2, 2, 2)
+    );
+    assert_eq!(
+        condition(&ready, "Progressing"),
+        Some(("False".into(), "Stable".into()))
+    );
+    let node_pods = pods
+        .list(&ListParams::default().labels(node_selector))
+        .await
+        .expect("pods");
+    for (pod, players) in node_pods.items.iter().zip([3, 4]) {
+        let patch = serde_json::json!({"metadata": {"annotations": {"switchyard.dev/bound-players": players.to_string()}}});
+        pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate");
+    }
+    eventually("bound players summed in the status", WAIT, || async {
+        let (_, status) = status(&client, &ns, "arena").await;
+        (status.bound_players == 7 && status.node.bound_players == 7).then_some(())
+    })
+    .await;
+    let table = plane.kubectl_ok(&["-n", &ns, "get", "gc", "arena", "--no-headers"]);
+    let columns: Vec<&str> = table.split_whitespace().collect();
+    assert_eq!(
+        &columns[..5],
+        ["arena", "2", "2", "7", "True"],
+        "kubectl get gc: {table}"
+    );
+
+    let reasons = eventually("rollout events", WAIT, || async {
+        let reasons = event_reasons(&client, &ns, "arena").await;
+        (reasons.iter().any(|r| r == "RolloutStarted") && reasons.iter().any(|r| r == "RolloutFinished"))
+            .then_some(reasons)
+    })
+    .await;
+    assert!(!reasons.iter().any(|r| r == "InvalidSpec"), "{reasons:?}");
+
+    // Metrics of the leader.
+    let text = operator.metrics().await;
+    for name in [
+        "switchyard_operator_reconciles_total",
+        "switchyard_operator_reconcile_duration_seconds_count",
+        "switchyard_operator_clusters",
+        "switchyard_operator_rollouts_in_progress",
+        "switchyard_operator_draining_pods",
+        "switchyard_operator_leader",
+    ] {
+        assert!(text.contains(name), "metric {name} missing:\n{text}");
+    }
+    assert_eq!(metric(&text, "switchyard_operator_leader", ""), Some(1.0));
+    assert_eq!(metric(&text, "switchyard_operator_clusters", ""), Some(1.0));
+    assert!(metric(&text, "switchyard_operator_reconciles_total", "result=\"ok\"").unwrap_or(0.0) >= 1.0);
+
+    // Children the spec no longer wants are deleted: the managed Redis once a Redis URL is given, the
+    // NetworkPolicies once disabled.
+    let api: Api<GameCluster> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({"spec": {
+        "networkPolicy": {"enabled": false},
+        "locator": {"redis": {"url": "redis://shared-redis:6379", "keyPrefix": "games:arena"}},
+    }});
+    api.patch("arena", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    eventually("Redis and NetworkPolicies pruned", WAIT, || async {
+        (names::<Deployment>(&client, &ns, &selector).await == ["arena-gate", "arena-node"]
+            && names::<Service>(&client, &ns, &selector).await.len() == 3
+            && names::<NetworkPolicy>(&client, &ns, &selector).await.is_empty())
+        .then_some(())
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let node = deployments.get("arena-node").await.expect("node Deployment");
+    let env = node.spec.template.spec.expect("pod spec").containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let locator = env
+        .iter()
+        .find(|var| var.name == "SWITCHYARD_LOCATOR")
+        .and_then(|var| var.value.clone());
+    assert_eq!(locator.as_deref(), Some("redis://shared-redis:6379"));
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn scale_rollout_drain_and_delete() {
+    let (plane, client, ns) = setup("lifecycle").await;
+    let operator = Operator::start(plane, &ns, "op-1").await;
+    create_cluster(&client, &ns, "pool", GameClusterSpec::default()).await;
+    eventually("node Deployment with 2 replicas", WAIT, || async {
+        (node_replicas(&client, &ns, "pool").await == Some(2)).then_some(())
+    })
+    .await;
+
+    // kubectl scale goes through the scale subresource to spec.node.replicas, then to the Deployment.
+    let scaled = plane.kubectl_ok(&["-n", &ns, "scale", "gamecluster/pool", "--replicas=5"]);
+    assert!(scaled.contains("scaled"), "{scaled}");
+    eventually("the node Deployment follows kubectl scale", WAIT, || async {
+        (node_replicas(&client, &ns, "pool").await == Some(5)).then_some(())
+    })
+    .await;
+    let scale = plane.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/apis/switchyard.dev/v1alpha1/namespaces/{ns}/gameclusters/pool/scale"),
+    ]);
+    let scale: serde_json::Value = serde_json::from_str(&scale).expect("Scale JSON");
+    assert_eq!(scale["spec"]["replicas"], 5);
+    assert_eq!(
+        scale["status"]["selector"],
+        "app.kubernetes.io/component=node,app.kubernetes.io/instance=pool,app.kubernetes.io/name=switchyard"
+    );
+    eventually("a Scaled event", WAIT, || async {
+        event_reasons(&client, &ns, "pool")
+            .await
+            .iter()
+            .any(|r| r == "Scaled")
+            .then_some(())
+    })
+    .await;
+
+    let node_selector = "app.kubernetes.io/instance=pool,app.kubernetes.io/component=node";
+    eventually("all ready", WAIT, || async {
+        mark_pods_ready(&client, &ns, "app.kubernetes.io/instance=pool").await;
+        let (_, status) = status(&client, &ns, "pool").await;
+        (condition(&status, "Ready").map(|c| c.0).as_deref() == Some("True")).then_some(())
+    })
+    .await;
+
+    // A draining pod (terminating, held by a finalizer as a node holding players would be) is counted.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let victim = pods
+        .list(&ListParams::default().labels(node_selector))
+        .await
+        .expect("pods")
+        .items[0]
+        .name_any();
+    let hold = serde_json::json!({"metadata": {"finalizers": ["switchyard.dev/test-hold"]}});
+    pods.patch(&victim, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .expect("finalizer");
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    let draining = eventually("the terminating pod counts as draining", WAIT, || async {
+        let (_, status) = status(&client, &ns, "pool").await;
+        (status.node.draining == 1).then_some(status)
+    })
+    .await;
+    assert_eq!(
+        condition(&draining, "Progressing").map(|c| c.0).as_deref(),
+        Some("True")
+    );
+    let text = operator.metrics().await;
+    assert_eq!(
+        metric(&text, "switchyard_operator_draining_pods", ""),
+        Some(1.0),
+        "{text}"
+    );
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    pods.patch(&victim, &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("release");
+    eventually("drained", WAIT, || async {
+        mark_pods_ready(&client, &ns, "app.kubernetes.io/instance=pool").await;
+        let (_, status) = status(&client, &ns, "pool").await;
+        (status.node.draining == 0 && condition(&status, "Ready").map(|c| c.0).as_deref() == Some("True"))
+            .then_some(())
+    })
+    .await;
+
+    // A new node image rolls the pool: surge pods of the new template, Progressing until they are ready.
+    let api: Api<GameCluster> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({"spec": {"node": {"image": "registry.example/my-game:2"}}});
+    api.patch("pool", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("new image");
+    eventually("Progressing=True RollingUpdate", WAIT, || async {
+        let (generation, status) = status(&client, &ns, "pool").await;
+        (status.observed_generation == generation
+            && condition(&status, "Progressing") == Some(("True".into(), "RollingUpdate".into())))
+        .then_some(status)
+    })
+    .await;
+    eventually("old and new ReplicaSets", WAIT, || async {
+        (names::<ReplicaSet>(&client, &ns, node_selector).await.len() == 2).then_some(())
+    })
+    .await;
+    eventually("the rollout finishes", Duration::from_secs(120), || async {
+        mark_pods_ready(&client, &ns, "app.kubernetes.io/instance=pool").await;
+        let (_, status) = status(&client, &ns, "pool").await;
+        (condition(&status, "Progressing") == Some(("False".into(), "Stable".into()))
+            && status.node.updated == 5)
+            .then_some(())
+    })
+    .await;
+
+    // Deleting the GameCluster deletes every child (garbage collector, through the owner references).
+    api.delete("pool", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("children garbage-collected", WAIT, || async {
+        let selector = instance("pool");
+        (names::<Deployment>(&client, &ns, &selector).await.is_empty()
+            && names::<Service>(&client, &ns, &selector).await.is_empty()
+            && names::<ConfigMap>(&client, &ns, &selector).await.is_empty()
+            && names::<ServiceAccount>(&client, &ns, &selector).await.is_empty()
+            && names::<Role>(&client, &ns, &selector).await.is_empty()
+            && names::<RoleBinding>(&client, &ns, &selector).await.is_empty()
+            && names::<PodDisruptionBudget>(&client, &ns, &selector)
+                .await
+                .is_empty())
+        .then_some(())
+    })
+    .await;
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn spec_the_schema_cannot_judge_is_degraded_then_recovers() {
+    let (plane, client, ns) = setup("degraded").await;
+    let operator = Operator::start(plane, &ns, "op-1").await;
+    let mut spec = GameClusterSpec::default();
+    spec.node.env.push(k8s_openapi::api::core::v1::EnvVar {
+        name: "SWITCHYARD_LINK".into(),
+        value: Some("0.0.0.0:1".into()),
+        value_from: None,
+    });
+    create_cluster(&client, &ns, "bad", spec).await;
+    let degraded = eventually("Degraded=True ReservedEnv", WAIT, || async {
+        let (_, status) = status(&client, &ns, "bad").await;
+        (condition(&status, "Degraded") == Some(("True".into(), "ReservedEnv".into()))).then_some(status)
+    })
+    .await;
+    let message = &degraded
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded")
+        .message;
+    assert!(message.contains("SWITCHYARD_LINK"), "{message}");
+    assert!(
+        names::<Deployment>(&client, &ns, &instance("bad"))
+            .await
+            .is_empty(),
+        "nothing is created from a spec that cannot work"
+    );
+    eventually("a Warning event InvalidSpec", WAIT, || async {
+        event_reasons(&client, &ns, "bad")
+            .await
+            .iter()
+            .any(|r| r == "InvalidSpec")
+            .then_some(())
+    })
+    .await;
+    // No crash loop: the reconcile counts it as invalid, not as an error to retry quickly.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = operator.metrics().await;
+    assert!(
+        metric(
+            &text,
+            "switchyard_operator_reconciles_total",
+            "result=\"invalid_spec\""
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "switchyard_operator_reconciles_total",
+            "result=\"invalid_spec\""
+        )
+        .unwrap_or(0.0)
+            < 10.0,
+        "retried in a loop: {text}"
+    );
+
+    let api: Api<GameCluster> = Api::namespaced(client.clone(), &ns);
+    let fix = serde_json::json!({"spec": {"node": {"env": null}}});
+    api.patch("bad", &PatchParams::default(), &Patch::Merge(&fix))
+        .await
+        .expect("fix");
+    eventually("Degraded=False and children created", WAIT, || async {
+        let (_, status) = status(&client, &ns, "bad").await;
+        (condition(&status, "Degraded").map(|c| c.0).as_deref() == Some("False")
+            && names::<Deployment>(&client, &ns, &instance("bad")).await.len() == 3)
+            .then_some(())
+    })
+    .await;
+    eventually("a Recovered event", WAIT, || async {
+        event_reasons(&client, &ns, "bad")
+            .await
+            .iter()
+            .any(|r| r == "Recovered")
+            .then_some(())
+    })
+    .await;
+    operator.stop().await;
+}
+
+async fn counts(client: &Client, ns: &str, name: &str) -> Vec<(String, Vec<String>)> {
+    let selector = instance(name);
+    vec![
+        (
+            "Deployment".into(),
+            names::<Deployment>(client, ns, &selector).await,
+        ),
+        (
+            "ReplicaSet".into(),
+            names::<ReplicaSet>(client, ns, &selector).await,
+        ),
+        ("Service".into(), names::<Service>(client, ns, &selector).await),
+        (
+            "ConfigMap".into(),
+            names::<ConfigMap>(client, ns, &selector).await,
+        ),
+        (
+            "ServiceAccount".into(),
+            names::<ServiceAccount>(client, ns, &selector).await,
+        ),
+        ("Role".into(), names::<Role>(client, ns, &selector).await),
+        (
+            "RoleBinding".into(),
+            names::<RoleBinding>(client, ns, &selector).await,
+        ),
+        (
+            "PodDisruptionBudget".into(),
+            names::<PodDisruptionBudget>(client, ns, &selector).await,
+        ),
+    ]
+}
+
+async fn generations(client: &Client, ns: &str, name: &str) -> Vec<Option<i64>> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut out = Vec::new();
+    for component in ["gate", "node", "redis"] {
+        out.push(
+            api.get(&format!("{name}-{component}"))
+                .await
+                .expect("Deployment")
+                .metadata
+                .generation,
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn restarting_the_operator_duplicates_nothing() {
+    let (plane, client, ns) = setup("restart").await;
+    let first = Operator::start(plane, &ns, "op-1").await;
+    create_cluster(&client, &ns, "again", GameClusterSpec::default()).await;
+    eventually("children and ReplicaSets exist", WAIT, || async {
+        let counts = counts(&client, &ns, "again").await;
+        counts.iter().all(|(_, names)| !names.is_empty()).then_some(())
+    })
+    .await;
+    // Let the first operator settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = counts(&client, &ns, "again").await;
+    let generations_before = generations(&client, &ns, "again").await;
+    first.stop().await;
+
+    let second = Operator::start(plane, &ns, "op-2").await;
+    eventually("the restarted operator reconciled", WAIT, || async {
+        let text = second.metrics().await;
+        (metric(&text, "switchyard_operator_reconciles_total", "result=\"ok\"").unwrap_or(0.0) >= 1.0)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        counts(&client, &ns, "again").await,
+        before,
+        "a restart must not add or remove objects"
+    );
+    assert_eq!(
+        generations(&client, &ns, "again").await,
+        generations_before,
+        "a restart must not change the Deployments (no new rollout)"
+    );
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn two_operators_one_leader_and_takeover() {
+    let (plane, client, ns) = setup("leader").await;
+    let timings = LeaseTimings::default();
+    let a = Operator::start_with(plane, &ns, "op-a", timings).await;
+    eventually("op-a holds the lease", WAIT, || async {
+        (lease_holder(&client, &ns).await.as_deref() == Some("op-a")).then_some(())
+    })
+    .await;
+    let b = Operator::start_with(plane, &ns, "op-b", timings).await;
+    // Both are ready (leader and standby); only one leads.
+    eventually("both ready, one leader", WAIT, || async {
+        let (ra, rb) = (
+            kube_support::http_get(a.admin_port, "/readyz").await.0,
+            kube_support::http_get(b.admin_port, "/readyz").await.0,
+        );
+        let (la, lb) = (
+            metric(&a.metrics().await, "switchyard_operator_leader", ""),
+            metric(&b.metrics().await, "switchyard_operator_leader", ""),
+        );
+        (ra == 200 && rb == 200 && la == Some(1.0) && lb == Some(0.0)).then_some(())
+    })
+    .await;
+    create_cluster(&client, &ns, "duo", GameClusterSpec::default()).await;
+    eventually("the leader reconciles", WAIT, || async {
+        (node_replicas(&client, &ns, "duo").await == Some(2)).then_some(())
+    })
+    .await;
+    let text = b.metrics().await;
+    assert_eq!(
+        metric(&text, "switchyard_operator_reconciles_total", ""),
+        None,
+        "the standby must not reconcile: {text}"
+    );
+
+    // A graceful stop releases the lease: the standby takes over at once (well within the lease duration).
+    let stopped = std::time::Instant::now();
+    a.stop().await;
+    eventually("op-b takes over after a release", timings.duration, || async {
+        (lease_holder(&client, &ns).await.as_deref() == Some("op-b")).then_some(())
+    })
+    .await;
+    let takeover = stopped.elapsed();
+    plane.kubectl_ok(&["-n", &ns, "scale", "gamecluster/duo", "--replicas=3"]);
+    eventually("the new leader reconciles", WAIT, || async {
+        (node_replicas(&client, &ns, "duo").await == Some(3)).then_some(())
+    })
+    .await;
+
+    // A crash does not release the lease: a new replica waits for it to expire, then leads.
+    let c = Operator::start_with(plane, &ns, "op-c", timings).await;
+    let crashed = std::time::Instant::now();
+    b.crash().await;
+    eventually(
+        "op-c takes over after the lease expires",
+        Duration::from_secs(30),
+        || async { (lease_holder(&client, &ns).await.as_deref() == Some("op-c")).then_some(()) },
+    )
+    .await;
+    let expiry = crashed.elapsed();
+    assert!(
+        expiry >= timings.duration - Duration::from_millis(500),
+        "took over after {expiry:?}, before the lease expired"
+    );
+    plane.kubectl_ok(&["-n", &ns, "scale", "gamecluster/duo", "--replicas=4"]);
+    eventually("op-c reconciles", WAIT, || async {
+        (node_replicas(&client, &ns, "duo").await == Some(4)).then_some(())
+    })
+    .await;
+    eprintln!("takeover after release: {takeover:?}; after a crash: {expiry:?}");
+    c.stop().await;
+}
