@@ -98,6 +98,7 @@ impl Gate {
         });
         let gate = Gate { inner };
         gate.spawn_locator_watch();
+        gate.spawn_link_gauges();
         Ok(gate)
     }
 
@@ -479,6 +480,7 @@ impl Gate {
                     }
                 };
                 session.visited(&node);
+                session.request_sent(data.seq());
                 let packet = GateToNode::Packet {
                     cid: session.cid,
                     uid,
@@ -578,6 +580,15 @@ impl Gate {
         let inner = &self.inner;
         match message {
             NodeToGate::Deliver { target, packet } => {
+                if let Target::Connection(cid) = target
+                    && let Some(seq) = inner.config.packet.peek_seq(&packet)
+                    && let Some(took) = inner
+                        .sessions
+                        .get(cid)
+                        .and_then(|session| session.response_seen(seq))
+                {
+                    inner.metrics.request_duration.0.observe(took.as_secs_f64());
+                }
                 let push = !matches!(target, Target::Connection(_));
                 let delivered = self.for_each_target(&target, |session| session.send(packet.clone()));
                 if push {
@@ -696,6 +707,28 @@ impl Gate {
             Target::Broadcast => sessions.all().into_iter().for_each(|session| one(Some(session))),
         }
         count
+    }
+
+    /// Samples the depth of the fullest node link once a second (a per-node label would grow without
+    /// bound as pods come and go).
+    fn spawn_link_gauges(&self) {
+        let gate = self.clone();
+        self.inner.tasks.spawn(async move {
+            let inner = &gate.inner;
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = inner.shutdown.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                let snapshot = inner.nodes.snapshot();
+                let deepest = snapshot
+                    .nodes()
+                    .map(|node| node.tx.max_capacity() - node.tx.capacity())
+                    .max();
+                inner.metrics.link_queue_depth.set(deepest.unwrap_or(0) as i64);
+            }
+        });
     }
 
     /// Keeps session caches right when bindings change elsewhere (another gate, another node).

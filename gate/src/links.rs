@@ -67,13 +67,14 @@ pub(crate) async fn maintain_links(
 async fn keep_link(gate: Gate, address: String, connector: Arc<dyn Connector>, stop: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u32;
+    let mut was_up = false;
     while !stop.is_cancelled() {
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
             connected = connector.connect(&address) => connected,
         };
         match connected {
-            Ok(link) => match run_link(&gate, &address, link, &stop).await {
+            Ok(link) => match run_link(&gate, &address, link, &stop, &mut was_up).await {
                 Ok(()) => {
                     backoff = BACKOFF_MIN;
                     failures = 0;
@@ -115,6 +116,7 @@ async fn run_link(
     address: &str,
     link: GateLink,
     stop: &CancellationToken,
+    was_up: &mut bool,
 ) -> Result<(), String> {
     let GateLink { tx, mut rx } = link;
     tx.send(GateToNode::Hello {
@@ -142,6 +144,9 @@ async fn run_link(
     tracing::info!(%address, node = %node_id, %state, routes = routes.len(), "node linked");
     gate.inner.nodes.insert(node.clone(), state, routes);
     gate.inner.metrics.node_links.inc();
+    if std::mem::replace(was_up, true) {
+        gate.inner.metrics.node_link_reconnects.inc();
+    }
     let context = LinkContext {
         node: node.clone(),
         tx,

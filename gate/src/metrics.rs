@@ -5,6 +5,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Implements [`EncodeLabelValue`] with snake_case names, the Prometheus convention.
@@ -98,6 +99,16 @@ pub(crate) struct NodeStateLabels {
     pub(crate) state: &'static str,
 }
 
+/// A histogram of request round trips: 50 µs to about 26 s.
+#[derive(Debug, Clone)]
+pub(crate) struct LatencyHistogram(pub(crate) Histogram);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram(Histogram::new(exponential_buckets(0.000_05, 2.0, 20)))
+    }
+}
+
 /// Every metric the gate exports.
 #[derive(Debug, Clone, Default)]
 pub struct GateMetrics {
@@ -114,6 +125,11 @@ pub struct GateMetrics {
     pub(crate) pushes_delivered: Counter,
     pub(crate) stale_bindings_cleared: Counter,
     pub(crate) node_links: Gauge,
+    /// Gate → node → gate time of requests, from forwarding to the response reaching the session's queue.
+    pub(crate) request_duration: LatencyHistogram,
+    /// Messages waiting in the fullest node link.
+    pub(crate) link_queue_depth: Gauge,
+    pub(crate) node_link_reconnects: Counter,
     /// Linked nodes by the state they announced.
     pub(crate) nodes: Family<NodeStateLabels, Gauge>,
     pub(crate) node_link_failures: Counter,
@@ -188,6 +204,21 @@ impl GateMetrics {
             metrics.node_link_failures.clone(),
         );
         gate.register("draining", "1 while the gate drains", metrics.draining.clone());
+        gate.register(
+            "request_duration_seconds",
+            "Gate to node to gate time of requests",
+            metrics.request_duration.0.clone(),
+        );
+        gate.register(
+            "link_queue_depth",
+            "Messages waiting in the fullest node link",
+            metrics.link_queue_depth.clone(),
+        );
+        gate.register(
+            "node_link_reconnects",
+            "Node links opened again after they had been up",
+            metrics.node_link_reconnects.clone(),
+        );
         gate.register("nodes", "Linked nodes by announced state", metrics.nodes.clone());
         // Create every series up front: a dashboard query should see 0, not "no data".
         for protocol in [Transport::Tcp, Transport::Ws] {

@@ -65,6 +65,10 @@ impl RoutingSnapshot {
         self.nodes.get(id)
     }
 
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = &Arc<NodeHandle>> {
+        self.nodes.values()
+    }
+
     /// Decides where a packet of `route` from a session (`uid`, bound to `bound_node`) goes.
     pub(crate) fn decide(
         &self,

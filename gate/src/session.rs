@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -25,6 +26,16 @@ pub(crate) enum Outbound {
     Close(CloseReason),
 }
 
+/// Requests timed per connection at once; a client pipelining deeper has its older requests untimed.
+const TIMED_REQUESTS: usize = 8;
+
+/// When the latest requests of a connection left for a node, by seq, to time their responses.
+#[derive(Debug, Default)]
+struct RequestClock {
+    sent: [(i32, Option<Instant>); TIMED_REQUESTS],
+    next: usize,
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -34,6 +45,7 @@ pub(crate) struct Session {
     node: Mutex<Option<Arc<str>>>,
     /// Nodes this connection's packets reached: they hear of its disconnect.
     visited: Mutex<Vec<Arc<NodeHandle>>>,
+    requests: Mutex<RequestClock>,
     outbound: mpsc::Sender<Outbound>,
     /// Cancelled when the connection must end; the first reason recorded wins.
     pub(crate) closed: CancellationToken,
@@ -47,6 +59,7 @@ impl Session {
             uid: AtomicI64::new(NO_UID),
             node: Mutex::new(None),
             visited: Mutex::new(Vec::new()),
+            requests: Mutex::default(),
             outbound,
             closed: CancellationToken::new(),
             close_reason: Mutex::new(None),
@@ -76,6 +89,27 @@ impl Session {
 
     pub(crate) fn take_visited(&self) -> Vec<Arc<NodeHandle>> {
         std::mem::take(&mut *self.visited.lock())
+    }
+
+    /// Notes that request `seq` left for a node now (seq 0 is a push's and is not timed).
+    pub(crate) fn request_sent(&self, seq: i32) {
+        if seq == 0 {
+            return;
+        }
+        let mut clock = self.requests.lock();
+        let slot = clock.next;
+        clock.sent[slot] = (seq, Some(Instant::now()));
+        clock.next = (slot + 1) % TIMED_REQUESTS;
+    }
+
+    /// How long ago request `seq` left, if it was timed; forgets it.
+    pub(crate) fn response_seen(&self, seq: i32) -> Option<Duration> {
+        let mut clock = self.requests.lock();
+        let slot = clock
+            .sent
+            .iter_mut()
+            .find(|(sent_seq, at)| *sent_seq == seq && at.is_some())?;
+        slot.1.take().map(|at| at.elapsed())
     }
 
     /// Queues a packet without waiting. Returns false when the session is closing; a full queue closes the
@@ -220,6 +254,24 @@ mod tests {
         assert_eq!(table.bind(9, 1).unwrap_err(), AckError::UnknownConnection);
         assert_eq!(table.unbind(42).map(|s| s.cid), Some(2));
         assert_eq!(second.uid(), NO_UID);
+    }
+
+    #[test]
+    fn responses_are_timed_by_seq() {
+        let table = SessionTable::default();
+        let (session, _rx) = session(&table, 1, 2);
+        session.request_sent(0);
+        assert_eq!(session.response_seen(0), None, "pushes are not timed");
+        for seq in 1..=10 {
+            session.request_sent(seq);
+        }
+        assert!(
+            session.response_seen(1).is_none(),
+            "only the latest requests are timed"
+        );
+        assert!(session.response_seen(10).is_some());
+        assert!(session.response_seen(10).is_none(), "a response is timed once");
+        assert!(session.response_seen(3).is_some());
     }
 
     #[test]

@@ -364,6 +364,21 @@ impl PacketConfig {
         Ok(self.parse_body(message.slice(SIZE_FIELD_BYTES..)))
     }
 
+    /// The seq of a whole data packet (size field included) without decoding it, or `None` for a heartbeat,
+    /// a packet too short to hold one, or settings without a seq field. Gates use it to time responses.
+    pub fn peek_seq(&self, packet: &[u8]) -> Option<i32> {
+        let route_end = SIZE_FIELD_BYTES + 1 + self.route_bytes as usize;
+        let seq_end = route_end + self.seq_bytes as usize;
+        let header = *packet.get(SIZE_FIELD_BYTES)?;
+        if header & HEARTBEAT_BIT != 0 || self.seq_bytes == 0 || packet.len() < seq_end {
+            return None;
+        }
+        Some(sign_extend(
+            self.read_uint(&packet[route_end..seq_end]),
+            self.seq_bytes,
+        ))
+    }
+
     /// Reads the size field at the start of `buf` (which must hold at least 4 bytes).
     fn read_size(&self, buf: &[u8]) -> u32 {
         self.read_uint(&buf[..SIZE_FIELD_BYTES]) as u32
@@ -636,6 +651,19 @@ mod tests {
             Err(EncodeError::TooLarge { .. })
         ));
         assert_eq!(dst.len(), start, "a refused packet leaves nothing behind");
+    }
+
+    #[test]
+    fn peek_seq_reads_whole_packets_only() {
+        let config = PacketConfig::new(ByteOrder::Little, 4, 2, 1024).unwrap();
+        assert_eq!(
+            config.peek_seq(&config.data_packet(9, -3, b"{}").unwrap()),
+            Some(-3)
+        );
+        assert_eq!(config.peek_seq(&config.heartbeat_packet(0, None)), None);
+        assert_eq!(config.peek_seq(&[0, 0, 0]), None);
+        let no_seq = PacketConfig::new(ByteOrder::Big, 2, 0, 1024).unwrap();
+        assert_eq!(no_seq.peek_seq(&no_seq.data_packet(1, 0, b"").unwrap()), None);
     }
 
     #[test]
