@@ -72,6 +72,13 @@ async fn echo_login_whoami_and_logout() {
             ) >= 2.0,
             "{metrics}"
         );
+        // Responses are timed by seq; without a seq field there is nothing to match them by.
+        let timed = metric_sum(&metrics, "switchyard_gate_request_duration_seconds_count", &[]);
+        if wire.seq_bytes > 0 {
+            assert!(timed >= 5.0, "{timed} responses timed");
+        } else {
+            assert_eq!(timed, 0.0);
+        }
     })
     .await;
 }
