@@ -13,6 +13,7 @@ pub mod admin;
 pub mod kubernetes;
 pub mod link;
 pub mod locator;
+pub mod metrics;
 pub mod redis_locator;
 pub mod registry;
 

@@ -1,23 +1,13 @@
 //! The gate's Prometheus metrics. Labels are bounded sets (protocol, reason); never a uid or connection id.
 //! Hot-path counters are resolved once per connection, so counting a packet is one atomic add.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-/// Implements [`EncodeLabelValue`] with snake_case names, the Prometheus convention.
-macro_rules! snake_case_labels {
-    ($type:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl EncodeLabelValue for $type {
-            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-                std::fmt::Write::write_str(encoder, match self { $(Self::$variant => $name),+ })
-            }
-        }
-    };
-}
+use switchyard_cluster::snake_case_labels;
 
 /// Client transport of a connection.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]

@@ -1,11 +1,12 @@
 //! The node's Prometheus metrics. Route labels are bounded by the router; never a uid.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use switchyard_cluster::snake_case_labels;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RouteLabels {
@@ -145,17 +146,6 @@ impl NodeMetrics {
         }
         metrics
     }
-}
-
-/// Implements [`EncodeLabelValue`] with snake_case names, the Prometheus convention.
-macro_rules! snake_case_labels {
-    ($type:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
-        impl EncodeLabelValue for $type {
-            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-                std::fmt::Write::write_str(encoder, match self { $(Self::$variant => $name),+ })
-            }
-        }
-    };
 }
 
 snake_case_labels!(Failure { Error => "error", Panic => "panic" });
