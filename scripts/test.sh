@@ -32,7 +32,10 @@ fi
 step "fuzz targets build and survive a smoke run"
 ./fuzz/check.sh --smoke
 
-step "tests against a real kube-apiserver"
-cargo test --workspace --locked -- --ignored
+step "tests against a real kube-apiserver: Kubernetes registry, operator, Helm chart"
+cargo test --workspace --locked --exclude switchyard-e2e -- --ignored
+
+step "end-to-end: control plane and pod runner in a network namespace"
+./e2e/run.sh
 
 step "done in $((SECONDS - started))s"

@@ -5,6 +5,7 @@ mod dev;
 mod gate_cmd;
 mod kube_args;
 mod node_cmd;
+mod operator_cmd;
 mod process;
 mod redis;
 
@@ -33,6 +34,10 @@ enum Command {
     Gate(gate_cmd::GateCommand),
     /// The demo game node as its own process.
     Node(node_cmd::NodeCommand),
+    /// The GameCluster operator: reconciles GameClusters into gates, nodes, Services, RBAC and Redis.
+    Operator(operator_cmd::OperatorCommand),
+    /// Print the GameCluster CustomResourceDefinition (YAML), as committed in crds/gamecluster.yaml.
+    Crd,
     /// Load generator: N connections pipelining requests against a gate.
     Bench(switchyard_client::bench::BenchArgs),
 }
@@ -61,6 +66,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args, shutdown_signal()).await,
         Command::Gate(command) => gate_cmd::run(command, shutdown_signal()).await,
         Command::Node(command) => node_cmd::run(command, shutdown_signal()).await,
+        Command::Operator(command) => operator_cmd::run(command, shutdown_signal()).await,
+        Command::Crd => operator_cmd::crd(),
         Command::Bench(args) => {
             let json = args.json;
             let report = switchyard_client::bench::run(args).await?;

@@ -6,16 +6,16 @@
 //!
 //! - **Node**: registers `e2e-node` (Ready, capacity, addresses) and keeps it alive (node Lease renewed every
 //!   10 s, status every 20 s), so the scheduler uses it and the node lifecycle controller never taints it.
-//! - **Pods**: watches pods with `spec.nodeName=<node>`; each gets a worker ([`pod`]) that allocates an IP
-//!   (`10.244.1.1` upwards, never reused within a run) on the namespace's loopback, materialises volumes,
-//!   runs the containers and writes the status (phase, IPs, start time, container statuses, conditions
-//!   `PodScheduled`, `Initialized`, `PodReadyToStartContainers`, `ContainersReady`, `Ready`).
-//! - **Images**: the Switchyard image runs the local `switchyard` binary, a Redis image Debian's
-//!   `redis-server` on the pod IP ([`image`]); any other image stays `Waiting` (`ImageNotSupported`).
-//! - **Env**: as the kubelet resolves it ([`env`]), plus `KUBERNETES_SERVICE_HOST`/`PORT` (the API server's
-//!   real address: there is no kube-proxy), `HOSTNAME`, `HOME` (the pod's directory), `PATH` and, for a
-//!   container that mounts the service-account volume, `KUBECONFIG` ([`volumes`]).
-//! - **Probes**: startup, readiness and liveness ([`probe`]) drive `started`, `ready` and restarts.
+//! - **Pods**: watches pods with `spec.nodeName=<node>`; each gets a worker (`kubelet/pod.rs`) that allocates
+//!   an IP (`10.244.1.1` upwards, never reused within a run) on the namespace's loopback, materialises
+//!   volumes, runs the containers and writes the status (phase, IPs, start time, container statuses,
+//!   conditions `PodScheduled`, `Initialized`, `PodReadyToStartContainers`, `ContainersReady`, `Ready`).
+//! - **Images**: the Switchyard image runs the local `switchyard` binary, a Redis image Debian's `redis-
+//!   server` on the pod IP (`kubelet/image.rs`); any other image stays `Waiting` (`ImageNotSupported`).
+//! - **Env**: as the kubelet resolves it (`kubelet/env.rs`), plus `KUBERNETES_SERVICE_HOST`/`PORT` (the API
+//!   server's real address: there is no kube-proxy), `HOSTNAME`, `HOME` (the pod's directory), `PATH` and,
+//!   for a container that mounts the service-account volume, `KUBECONFIG` (`kubelet/volumes.rs`).
+//! - **Probes**: startup, readiness and liveness (`kubelet/probe.rs`) drive `started`, `ready` and restarts.
 //! - **Restarts**: per `restartPolicy`, with exponential backoff from [`KubeletConfig::restart_backoff`] up
 //!   to [`KubeletConfig::max_restart_backoff`] (shorter than the kubelet's 10 s–5 min, so tests are quick),
 //!   counted in `restartCount`, the previous run in `lastState`.

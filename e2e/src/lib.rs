@@ -150,8 +150,8 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// Starts the control plane in `run`'s directory, the service proxy and the pod runner on it, and installs a tracing
-    /// subscriber that logs to stderr and to `harness.log` (filter: `SWITCHYARD_E2E_LOG`, default `info`).
+    /// Starts the control plane in `run`'s directory, the service proxy and the pod runner on it, and
+    /// installs a tracing subscriber that logs to stderr and to `harness.log` (see [`RunDir::init_tracing`]).
     ///
     /// # Errors
     /// When a binary is missing, a process exits early, or the control plane is not ready in time.

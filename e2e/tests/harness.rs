@@ -459,6 +459,21 @@ async fn smoke(run: RunDir) {
         "redis.smoke.svc -> ClusterIP {cluster_ip} -> {redis_ip}: PONG"
     ));
 
+    // The API server through its own Service, as in-cluster clients address it.
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(harness.control_plane().kubeconfig()).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.cluster_url = "https://kubernetes.default.svc:443".parse().expect("url");
+    let in_cluster = kube::Client::try_from(config).expect("client");
+    let version = in_cluster
+        .apiserver_version()
+        .await
+        .expect("the API through kubernetes.default.svc");
+    assert_eq!(version.git_version, "v1.37.1");
+    clock.step("kubernetes.default.svc:443 -> API server");
+
     // The node stayed healthy all along (Lease and status heartbeats): Ready, untainted.
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
     let node = nodes.get("e2e-node").await.expect("the node");

@@ -227,7 +227,7 @@ impl Worker {
             while updates.changed().await.is_ok() {
                 let update = updates.borrow_and_update().clone();
                 match update {
-                    Update::Latest(pod) if pod.metadata.deletion_timestamp.is_none() => current = pod,
+                    Update::Latest(pod) if pod.metadata.deletion_timestamp.is_none() => {}
                     Update::Latest(_) => {
                         finish_delete(&self.shared, &self.key, &self.uid).await;
                         return;
@@ -258,9 +258,13 @@ impl Worker {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 changed = updates.changed() => {
-                    let update = if changed.is_ok() { updates.borrow_and_update().clone() } else { Update::Shutdown(Duration::ZERO) };
+                    let update = if changed.is_ok() {
+                        updates.borrow_and_update().clone()
+                    } else {
+                        Update::Shutdown(Duration::ZERO)
+                    };
                     match update {
-                        Update::Latest(pod) if pod.metadata.deletion_timestamp.is_none() => current = pod,
+                        Update::Latest(pod) if pod.metadata.deletion_timestamp.is_none() => {}
                         Update::Latest(_) => {
                             finish_delete(&self.shared, &self.key, &self.uid).await;
                             return;
@@ -329,7 +333,9 @@ impl Worker {
                 }
                 _ = self.notify.notified() => self.sync_status(&current, false).await,
                 _ = retry.tick() => self.sync_status(&current, false).await,
-                Some(_) = runners.join_next(), if !runners.is_empty() => self.sync_status(&current, false).await,
+                Some(_) = runners.join_next(), if !runners.is_empty() => {
+                    self.sync_status(&current, false).await;
+                }
             }
         };
 
@@ -616,7 +622,10 @@ impl Runner {
             let spec = match self.prepare().await {
                 Ok(spec) => spec,
                 Err((reason, message)) => {
-                    tracing::warn!(pod = %self.key, container = %name, %reason, %message, "container not started");
+                    tracing::warn!(
+                        pod = %self.key, container = %name, %reason, %message,
+                        "container not started"
+                    );
                     self.update(|c| {
                         c.state = State::Waiting {
                             reason: reason.into(),
@@ -664,7 +673,10 @@ impl Runner {
                 });
                 restart_count
             };
-            tracing::info!(pod = %self.key, container = %name, pid, log = %spec.log.display(), "container started");
+            tracing::info!(
+                pod = %self.key, container = %name, pid, log = %spec.log.display(),
+                "container started"
+            );
             self.shared.events.push(KubeletEvent::ContainerStarted {
                 pod: self.key.clone(),
                 container: name.clone(),
@@ -722,8 +734,15 @@ impl Runner {
                         (ProbeKind::Liveness, true) => {}
                         (ProbeKind::Startup | ProbeKind::Liveness, false) => {
                             if stopping.is_none() {
-                                let cause = if result.kind == ProbeKind::Startup { ExitCause::StartupProbe } else { ExitCause::LivenessProbe };
-                                tracing::info!(pod = %self.key, container = %name, ?cause, "probe failed: restarting the container");
+                                let cause = if result.kind == ProbeKind::Startup {
+                                    ExitCause::StartupProbe
+                                } else {
+                                    ExitCause::LivenessProbe
+                                };
+                                tracing::info!(
+                                    pod = %self.key, container = %name, ?cause,
+                                    "probe failed: restarting the container"
+                                );
                                 killer.signal(Signal::Term);
                                 stopping = Some((cause, self.grace, Instant::now()));
                             }
@@ -739,7 +758,8 @@ impl Runner {
                             stop_for_good = true;
                             tracing::info!(pod = %self.key, container = %name, pid, ?grace, "SIGTERM");
                             killer.signal(Signal::Term);
-                            stopping = Some((ExitCause::Terminated { grace, took: Duration::ZERO, killed: false }, grace, Instant::now()));
+                            let cause = ExitCause::Terminated { grace, took: Duration::ZERO, killed: false };
+                            stopping = Some((cause, grace, Instant::now()));
                         }
                         None => {
                             stop_for_good = true;
@@ -781,7 +801,10 @@ impl Runner {
                 None if fault => ExitCause::FaultInjected,
                 None => ExitCause::Exited,
             };
-            tracing::info!(pod = %self.key, container = %name, pid, status = %status_text, ?cause, "container exited");
+            tracing::info!(
+                pod = %self.key, container = %name, pid, status = %status_text, ?cause,
+                "container exited"
+            );
             let terminated = Terminated {
                 exit_code,
                 signal,
