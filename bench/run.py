@@ -104,19 +104,19 @@ class RssSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pids = pids
         self.peak = {name: 0 for name in pids}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             for name, pid in self.pids.items():
                 try:
                     self.peak[name] = max(self.peak[name], rss_kb(pid))
                 except OSError:
                     pass
-            self._stop.wait(0.05)
+            self._halt.wait(0.05)
 
     def stop(self) -> dict[str, int]:
-        self._stop.set()
+        self._halt.set()
         self.join()
         return self.peak
 
@@ -227,7 +227,7 @@ def build(args) -> dict:
                        cwd=ROOT, check=True)
         log(f"building the due harness programs with {GO_TOOLCHAIN}")
         GO_BIN.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, GOTOOLCHAIN=GO_TOOLCHAIN, GOFLAGS="-mod=readonly")
+        env = dict(os.environ, GOTOOLCHAIN=GO_TOOLCHAIN, GOFLAGS="-mod=readonly -buildvcs=false")
         subprocess.run(["nice", "-n", "10", "go", "build", "-trimpath", "-o", str(GO_BIN) + "/", "./..."],
                        cwd=HERE / "due", env=env, check=True)
     sy = ROOT / "target" / "release" / "switchyard"

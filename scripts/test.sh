@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh checkout: installs what the tests need, then runs every tier.
 #   ./scripts/test.sh            everything
-#   ./scripts/test.sh quick      formatting, lints and the Rust tests that need only redis-server
+#   ./scripts/test.sh quick      formatting, lints and the Rust tests that need only redis-server and prometheus
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=${1:-all}
@@ -9,8 +9,9 @@ started=$SECONDS
 
 step() { printf '\n==> [%4ss] %s\n' "$((SECONDS - started))" "$*"; }
 
-step "prerequisites: redis-server (Debian package), openssl"
+step "prerequisites: redis-server and prometheus + promtool (Debian packages), openssl"
 ./scripts/redis.sh
+./scripts/prometheus.sh
 command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 
 step "Kubernetes control plane and helm from Go modules (about 20 minutes the first time, cached after)"

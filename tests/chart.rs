@@ -383,6 +383,10 @@ fn helm_template_renders_the_operator_with_least_privilege() {
         ("RoleBinding", "switchyard-operator-leader-election"),
         ("Service", "switchyard-operator-metrics"),
         ("Deployment", OPERATOR),
+        ("ConfigMap", "switchyard-dashboard-overview"),
+        ("ConfigMap", "switchyard-dashboard-gate"),
+        ("ConfigMap", "switchyard-dashboard-node"),
+        ("ConfigMap", "switchyard-dashboard-operator"),
     ]
     .into_iter()
     .map(|(kind, name)| (kind.to_owned(), name.to_owned()))
@@ -574,7 +578,8 @@ fn helm_template_follows_the_values() {
     assert!(
         names
             .iter()
-            .all(|name| name.starts_with("games-switchyard-operator")),
+            .all(|name| name.starts_with("games-switchyard-operator")
+                || name.starts_with("games-switchyard-dashboard-")),
         "{names:?}"
     );
 }

@@ -39,6 +39,8 @@ use crate::transport::{FrameSource, PacketSink, SourceEvent, StreamSink, StreamS
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stands in for "never" in timers that are disabled.
 const NEVER: Duration = Duration::from_secs(86_400);
+/// Initial read buffer of a WebSocket connection.
+const WS_READ_BUFFER: usize = 8 * 1024;
 /// Packets one write batch holds at most.
 const WRITE_BATCH_PACKETS: usize = 256;
 
@@ -81,6 +83,9 @@ impl Gate {
         let readiness = Readiness::default();
         readiness.set(true);
         let metrics = GateMetrics::register(registry);
+        metrics
+            .max_connections
+            .set(i64::try_from(config.max_connections).unwrap_or(i64::MAX));
         let inner = Arc::new(GateInner {
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
             config,
@@ -298,7 +303,10 @@ impl Gate {
     {
         let config = &self.inner.config;
         let max_message = config.packet.max_packet_bytes() as usize + 4;
+        // tungstenite allocates its read buffer up front (128 KiB by default): for a mostly idle player
+        // connection a small one that grows for a large message costs a fraction of the memory.
         let ws_config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
             .max_message_size(Some(max_message))
             .max_frame_size(Some(max_message))
             .max_write_buffer_size(config.write_batch_bytes.max(max_message) * 4);

@@ -124,6 +124,8 @@ pub struct GateMetrics {
     pub(crate) nodes: Family<NodeStateLabels, Gauge>,
     pub(crate) node_link_failures: Counter,
     pub(crate) draining: Gauge,
+    /// `--max-connections`.
+    pub(crate) max_connections: Gauge,
 }
 
 impl GateMetrics {
@@ -194,6 +196,11 @@ impl GateMetrics {
             metrics.node_link_failures.clone(),
         );
         gate.register("draining", "1 while the gate drains", metrics.draining.clone());
+        gate.register(
+            "max_connections",
+            "Connections the gate accepts at most (--max-connections)",
+            metrics.max_connections.clone(),
+        );
         gate.register(
             "request_duration_seconds",
             "Gate to node to gate time of requests",

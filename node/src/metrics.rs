@@ -84,6 +84,8 @@ pub(crate) struct NodeMetrics {
     pub(crate) drain_duration: Histogram,
     pub(crate) pushes: Family<PushLabels, Counter>,
     pub(crate) gate_links: Gauge,
+    /// Unix time at which the running (or last) drain's deadline passes; 0 before any drain.
+    pub(crate) drain_deadline_timestamp: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl NodeMetrics {
@@ -99,6 +101,7 @@ impl NodeMetrics {
             drain_duration: Histogram::new(exponential_buckets(0.1, 2.0, 14)),
             pushes: Family::default(),
             gate_links: Gauge::default(),
+            drain_deadline_timestamp: Gauge::default(),
         };
         let node = registry.sub_registry_with_prefix("switchyard_node");
         node.register(
@@ -135,6 +138,11 @@ impl NodeMetrics {
         );
         node.register("pushes", "Pushes sent to gates, by kind", metrics.pushes.clone());
         node.register("gate_links", "Live links to gates", metrics.gate_links.clone());
+        node.register(
+            "drain_deadline_timestamp_seconds",
+            "Unix time at which the running (or last) drain's deadline passes; 0 before any drain",
+            metrics.drain_deadline_timestamp.clone(),
+        );
         for reason in [NodeDrop::UnknownRoute, NodeDrop::Malformed] {
             let _ = metrics.dropped.get_or_create(&NodeDropLabels { reason });
         }

@@ -294,6 +294,13 @@ impl Node {
         let deadline = started + inner.config.drain_deadline;
         self.set_state(NodeState::Draining);
         inner.metrics.drains_started.inc();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        inner
+            .metrics
+            .drain_deadline_timestamp
+            .set((unix_now + inner.config.drain_deadline).as_secs_f64());
         tracing::info!(node = %inner.id, bound = self.bound_players(), deadline = ?inner.config.drain_deadline, "node draining");
         let outcome = loop {
             if self.bound_players() == 0 && inner.in_flight.load(Ordering::Acquire) == 0 {

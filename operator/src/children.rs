@@ -50,8 +50,9 @@ pub const RUN_AS_USER: i64 = 65532;
 const REDIS_USER: i64 = 999;
 
 /// Annotations a user may not put on pod templates: the operator or the nodes own them.
-const RESERVED_ANNOTATIONS: [&str; 4] = [
+const RESERVED_ANNOTATIONS: [&str; 5] = [
     switchyard_cluster::kubernetes::DRAIN_ANNOTATION,
+    crate::rollout::DRAINED_BY_ANNOTATION,
     switchyard_cluster::kubernetes::BOUND_PLAYERS_ANNOTATION,
     switchyard_cluster::kubernetes::POD_DELETION_COST_ANNOTATION,
     CONFIG_HASH_ANNOTATION,

@@ -5,6 +5,7 @@
 //! - [`crd`]: the resource's types and its generated CustomResourceDefinition ([`crd::crd_yaml`]).
 //! - [`children`]: the pure translation of a spec into Kubernetes objects (`docs/pod-contract.md`).
 //! - [`status`]: the pure aggregation of Deployments and node pods into status, conditions and events.
+//! - [`rollout`]: which node pods a rollout drains (the old ones, once a new one is ready).
 //! - [`reconcile`]: the kube-rs controller that applies both with server-side apply.
 //! - [`leader`]: leader election on a Lease, so two replicas are safe.
 //! - [`run`]: all of it, plus the admin HTTP server (`/healthz`, `/readyz`, `/metrics`).
@@ -15,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod rbac;
 pub mod reconcile;
+pub mod rollout;
 pub mod status;
 
 use std::net::SocketAddr;

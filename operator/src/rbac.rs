@@ -30,12 +30,15 @@ pub fn operator_rules() -> Vec<PolicyRule> {
         // Owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
         rule(crate::crd::GROUP, &["gameclusters/finalizers"], &["update"]),
         rule("apps", &["deployments"], &MANAGE),
+        // Which ReplicaSet is a node Deployment's current one (rollouts drain the pods of the others).
+        rule("apps", &["replicasets"], &["list"]),
         rule("", &["services", "configmaps", "serviceaccounts"], &MANAGE),
         rule("rbac.authorization.k8s.io", &["roles", "rolebindings"], &MANAGE),
         rule("policy", &["poddisruptionbudgets"], &MANAGE),
         rule("networking.k8s.io", &["networkpolicies"], &MANAGE),
-        // Status from node pods; `get/watch/patch` are also granted to the nodes' Role.
-        rule("", &["pods"], &["get", "list", "watch", "patch"]),
+        // Status from node pods, and rollouts: drain (annotate) old node pods, delete the ones a rollback
+        // made current again; `get/watch/patch` are also granted to the nodes' Role.
+        rule("", &["pods"], &["get", "list", "watch", "patch", "delete"]),
         // Granted to the gates' Role.
         rule("discovery.k8s.io", &["endpointslices"], &["get", "list", "watch"]),
         rule("coordination.k8s.io", &["leases"], &["get", "create", "update"]),

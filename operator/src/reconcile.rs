@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -37,6 +37,7 @@ use crate::children::{
 };
 use crate::crd::{GameCluster, GameClusterStatus};
 use crate::metrics::{Metrics, ReasonLabels, ResultLabels};
+use crate::rollout;
 use crate::status::{Observed, Problem, aggregate, is_progressing, transitions};
 use crate::{FIELD_MANAGER, OperatorConfig};
 
@@ -347,14 +348,18 @@ async fn reconcile_cluster(
     }
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let node_pods: Vec<_> = pods
-        .list_metadata(&ListParams::default().labels(&selector_string(&name, Component::Node)))
+    let node_selector = selector_string(&name, Component::Node);
+    let mut node_pods = pods
+        .list(&ListParams::default().labels(&node_selector))
         .await
         .map_err(ReconcileError::kube("listing node pods"))?
-        .items
-        .into_iter()
-        .map(|pod| pod.metadata)
-        .collect();
+        .items;
+    if problem.is_none()
+        && let Some(node) = deployments.node.as_ref()
+    {
+        roll_nodes(context, cluster, &namespace, node, &node_selector, &mut node_pods).await?;
+    }
+    let node_pods: Vec<_> = node_pods.into_iter().map(|pod| pod.metadata).collect();
 
     let observed = Observed {
         gate: deployments.gate.as_ref(),
@@ -409,6 +414,103 @@ async fn reconcile_cluster(
         Action::requeue(STABLE_REQUEUE)
     };
     Ok((action, problem.is_some()))
+}
+
+/// Drains the node pods of older templates once a pod of the current one is ready, and deletes the pods
+/// the operator drained that a rollback made current again (see [`crate::rollout`]). `pods` is updated
+/// with what changed, for the status.
+async fn roll_nodes(
+    context: &Context,
+    cluster: &GameCluster,
+    namespace: &str,
+    node: &Deployment,
+    node_selector: &str,
+    pods: &mut [Pod],
+) -> Result<(), ReconcileError> {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(context.client.clone(), namespace);
+    let sets = replica_sets
+        .list(&ListParams::default().labels(node_selector))
+        .await
+        .map_err(ReconcileError::kube("listing node ReplicaSets"))?
+        .items;
+    let current = rollout::current_template_hash(node, &sets);
+    let steps = rollout::steps(current.as_deref(), pods);
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let api: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
+    let mut drained = Vec::new();
+    let mut deleted = Vec::new();
+    for step in steps {
+        match step {
+            rollout::Step::Drain(pod) => {
+                match api
+                    .patch(
+                        &pod,
+                        &PatchParams::default(),
+                        &Patch::Merge(rollout::drain_patch()),
+                    )
+                    .await
+                {
+                    Ok(patched) => {
+                        if let Some(slot) = pods.iter_mut().find(|p| p.metadata.name.as_deref() == Some(&pod))
+                        {
+                            *slot = patched;
+                        }
+                        drained.push(pod);
+                    }
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(source) => {
+                        return Err(ReconcileError::Kube {
+                            action: format!("draining node pod {pod}"),
+                            source,
+                        });
+                    }
+                }
+            }
+            rollout::Step::Delete(pod) => match api.delete(&pod, &DeleteParams::default()).await {
+                Ok(_) => deleted.push(pod),
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => {
+                    return Err(ReconcileError::Kube {
+                        action: format!("deleting drained node pod {pod}"),
+                        source,
+                    });
+                }
+            },
+        }
+    }
+    let name = cluster.name_any();
+    let mut notes = Vec::new();
+    if !drained.is_empty() {
+        notes.push(format!(
+            "draining {} node pod(s) of the previous template, which take no new players from now on: {}",
+            drained.len(),
+            drained.join(", ")
+        ));
+    }
+    if !deleted.is_empty() {
+        notes.push(format!(
+            "deleting {} drained node pod(s) whose template is current again (rollback): {}",
+            deleted.len(),
+            deleted.join(", ")
+        ));
+    }
+    let reference = cluster.object_ref(&());
+    for note in notes {
+        tracing::info!(cluster = %name, %namespace, %note, "node rollout");
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "DrainingOldNodes".to_owned(),
+            note: Some(note),
+            action: "Rollout".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = context.recorder.publish(&event, &reference).await {
+            tracing::warn!(cluster = %name, %error, "cannot record an event");
+        }
+    }
+    Ok(())
 }
 
 /// The Deployments as the API server returned them from the apply.
