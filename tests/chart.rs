@@ -381,6 +381,7 @@ fn helm_template_renders_the_operator_with_least_privilege() {
         ("ClusterRoleBinding", OPERATOR),
         ("Role", "switchyard-operator-leader-election"),
         ("RoleBinding", "switchyard-operator-leader-election"),
+        ("Lease", OPERATOR),
         ("Service", "switchyard-operator-metrics"),
         ("Deployment", OPERATOR),
         ("ConfigMap", "switchyard-dashboard-overview"),
@@ -1038,6 +1039,8 @@ fn helm_install_into_a_real_apiserver() {
         ("create", "events.events.k8s.io", "games"),
         ("list", "endpointslices.discovery.k8s.io", "games"),
         ("update", "leases.coordination.k8s.io", NAMESPACE),
+        // Rollouts delete the node pods they drained that a rollback made current again.
+        ("delete", "pods", "games"),
     ] {
         assert!(
             plane.operator_can(verb, resource, namespace),
@@ -1052,7 +1055,6 @@ fn helm_install_into_a_real_apiserver() {
         ("create", "events", "games"),
         ("get", "secrets", "games"),
         ("create", "pods", "games"),
-        ("delete", "pods", "games"),
         ("create", "pods/exec", "games"),
         ("get", "nodes", "default"),
         ("create", "clusterroles.rbac.authorization.k8s.io", "default"),

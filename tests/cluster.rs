@@ -399,5 +399,54 @@ async fn sessions_keep_routing_while_redis_restarts() {
         "back",
         "the push found the player through Redis"
     );
-    drop(players);
+    // The players who logged in before the restart: the new Redis started empty, and the gates and nodes
+    // wrote their bindings again once their locators were back. Pushes find them, and a player who
+    // reconnects (through the other gate) finds its node.
+    let mut players = players;
+    let mut seq = 1000;
+    for (uid, conn, node) in &mut players {
+        let room = format!("own-{uid}");
+        seq += 1;
+        assert_eq!(conn.request(4, seq, json!({"room": room})).await["code"], 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            seq += 1;
+            if say_and_hear(conn, seq, &room, "restored").await {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "uid {uid}: pushes never found a player who logged in before the Redis restart"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut fresh = Conn::tcp(cluster.gate_tcp((*uid as usize + 1) % 2), Wire::DEFAULT).await;
+        assert_eq!(
+            login(&mut fresh, *uid).await,
+            *node,
+            "uid {uid} keeps its node across the Redis restart"
+        );
+    }
+}
+
+/// Says `text` in `room` and reads up to the answer: whether the room's push (route 6) came first.
+async fn say_and_hear(conn: &mut Conn, seq: i64, room: &str, text: &str) -> bool {
+    conn.send(5, seq, json!({"room": room, "text": text})).await;
+    let mut heard = false;
+    loop {
+        match conn.recv_within(Duration::from_secs(3)).await {
+            Ok(Some(Packet::Data {
+                route: 6, payload, ..
+            })) => {
+                heard |= serde_json::from_slice::<Value>(&payload).is_ok_and(|push| push["text"] == text);
+            }
+            Ok(Some(Packet::Data {
+                route: 5,
+                seq: answered,
+                ..
+            })) if answered == seq => return heard,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(()) => return false,
+        }
+    }
 }

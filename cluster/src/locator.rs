@@ -24,10 +24,29 @@ const EVENT_CAPACITY: usize = 4096;
 /// A change of a binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocatorEvent {
-    GateBound { uid: Uid, gate_id: String },
-    GateUnbound { uid: Uid, gate_id: String },
-    NodeBound { uid: Uid, pool: String, node_id: String },
-    NodeUnbound { uid: Uid, pool: String, node_id: String },
+    GateBound {
+        uid: Uid,
+        gate_id: String,
+    },
+    GateUnbound {
+        uid: Uid,
+        gate_id: String,
+    },
+    NodeBound {
+        uid: Uid,
+        pool: String,
+        node_id: String,
+    },
+    NodeUnbound {
+        uid: Uid,
+        pool: String,
+        node_id: String,
+    },
+    /// The store was unreachable (the event subscription broke) and is reachable again. Events were missed
+    /// meanwhile, and bindings may have been lost (a Redis without persistence restarts empty): every
+    /// instance re-asserts the bindings it holds with [`Locator::restore_gate`] and
+    /// [`Locator::restore_node`] (see [`restore_all`]).
+    Reconnected,
 }
 
 /// The locator's backing store failed. Not the caller's fault; the operation may be retried.
@@ -52,6 +71,13 @@ pub trait Locator: Send + Sync + fmt::Debug + 'static {
     /// Removes the node binding if it still names `node_id`; returns whether it did.
     async fn unbind_node(&self, uid: Uid, pool: &str, node_id: &str) -> Result<bool, LocatorError>;
     async fn locate_node(&self, uid: Uid, pool: &str) -> Result<Option<String>, LocatorError>;
+    /// Binds `uid` to `gate_id` unless `uid` has a gate binding already, which it leaves alone (it may be
+    /// newer: the player moved meanwhile). Returns whether it bound. For re-asserting a binding after
+    /// [`LocatorEvent::Reconnected`].
+    async fn restore_gate(&self, uid: Uid, gate_id: &str) -> Result<bool, LocatorError>;
+    /// Binds `uid` in `pool` to `node_id` unless `uid` has a binding in `pool` already; returns whether it
+    /// bound. For re-asserting a binding after [`LocatorEvent::Reconnected`].
+    async fn restore_node(&self, uid: Uid, pool: &str, node_id: &str) -> Result<bool, LocatorError>;
     /// Every binding change from now on, from every instance sharing the store.
     fn events(&self) -> broadcast::Receiver<LocatorEvent>;
 }
@@ -143,9 +169,89 @@ impl Locator for MemoryLocator {
         Ok(self.inner.nodes.lock().get(&(uid, pool.to_owned())).cloned())
     }
 
+    async fn restore_gate(&self, uid: Uid, gate_id: &str) -> Result<bool, LocatorError> {
+        let bound = insert_if_absent(&mut self.inner.gates.lock(), uid, gate_id);
+        if bound {
+            self.publish(LocatorEvent::GateBound {
+                uid,
+                gate_id: gate_id.to_owned(),
+            });
+        }
+        Ok(bound)
+    }
+
+    async fn restore_node(&self, uid: Uid, pool: &str, node_id: &str) -> Result<bool, LocatorError> {
+        let bound = insert_if_absent(&mut self.inner.nodes.lock(), (uid, pool.to_owned()), node_id);
+        if bound {
+            self.publish(LocatorEvent::NodeBound {
+                uid,
+                pool: pool.to_owned(),
+                node_id: node_id.to_owned(),
+            });
+        }
+        Ok(bound)
+    }
+
     fn events(&self) -> broadcast::Receiver<LocatorEvent> {
         self.inner.events.subscribe()
     }
+}
+
+fn insert_if_absent<K: std::hash::Hash + Eq>(map: &mut HashMap<K, String>, key: K, owner: &str) -> bool {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(_) => false,
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(owner.to_owned());
+            true
+        }
+    }
+}
+
+/// How often [`restore_all`] tries a binding that could not be restored.
+pub const RESTORE_ATTEMPTS: usize = 5;
+/// The pause between two rounds of [`restore_all`].
+pub const RESTORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What [`restore_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Bindings that were missing and are back.
+    pub restored: usize,
+    /// Bindings that were there already (or newer).
+    pub present: usize,
+    /// Bindings that could not be written in [`RESTORE_ATTEMPTS`] rounds.
+    pub failed: usize,
+}
+
+/// Re-asserts one binding per uid of `uids` with `restore` (a [`Locator::restore_gate`] or
+/// [`Locator::restore_node`] call), retrying the failed ones every [`RESTORE_RETRY`], at most
+/// [`RESTORE_ATTEMPTS`] times.
+pub async fn restore_all<F, Fut>(uids: Vec<Uid>, mut restore: F) -> Restored
+where
+    F: FnMut(Uid) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, LocatorError>>,
+{
+    let mut outcome = Restored::default();
+    let mut pending = uids;
+    for attempt in 0..RESTORE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(RESTORE_RETRY).await;
+        }
+        let mut failed = Vec::new();
+        for uid in pending {
+            match restore(uid).await {
+                Ok(true) => outcome.restored += 1,
+                Ok(false) => outcome.present += 1,
+                Err(_) => failed.push(uid),
+            }
+        }
+        pending = failed;
+        if pending.is_empty() {
+            break;
+        }
+    }
+    outcome.failed = pending.len();
+    outcome
 }
 
 /// Compare-and-delete: removes `key` only while it still maps to `owner`.
@@ -207,5 +313,77 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn restore_binds_only_what_is_missing() {
+        let locator = MemoryLocator::default();
+        locator.bind_gate(1, "gate-new").await.unwrap();
+        locator.bind_node(1, DEFAULT_POOL, "node-new").await.unwrap();
+        let mut events = locator.events();
+        assert!(
+            !locator.restore_gate(1, "gate-old").await.unwrap(),
+            "a newer binding stays"
+        );
+        assert!(!locator.restore_node(1, DEFAULT_POOL, "node-old").await.unwrap());
+        assert!(locator.restore_gate(2, "gate-a").await.unwrap());
+        assert!(locator.restore_node(2, DEFAULT_POOL, "node-a").await.unwrap());
+        assert_eq!(locator.locate_gate(1).await.unwrap().as_deref(), Some("gate-new"));
+        assert_eq!(locator.locate_gate(2).await.unwrap().as_deref(), Some("gate-a"));
+        assert_eq!(
+            locator.locate_node(2, DEFAULT_POOL).await.unwrap().as_deref(),
+            Some("node-a")
+        );
+        let seen: Vec<_> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+        assert_eq!(
+            seen,
+            vec![
+                LocatorEvent::GateBound {
+                    uid: 2,
+                    gate_id: "gate-a".into()
+                },
+                LocatorEvent::NodeBound {
+                    uid: 2,
+                    pool: DEFAULT_POOL.into(),
+                    node_id: "node-a".into()
+                },
+            ],
+            "only real changes are announced"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restore_all_retries_failures_a_bounded_number_of_times() {
+        let calls = std::sync::Arc::new(Mutex::new(HashMap::<Uid, usize>::new()));
+        let outcome = restore_all(vec![1, 2, 3, 4], |uid| {
+            let calls = calls.clone();
+            async move {
+                let n = {
+                    let mut calls = calls.lock();
+                    let n = calls.entry(uid).or_default();
+                    *n += 1;
+                    *n
+                };
+                match uid {
+                    1 => Ok(true),
+                    2 => Ok(false),
+                    3 if n < 3 => Err(LocatorError::Unavailable("down".into())),
+                    3 => Ok(true),
+                    _ => Err(LocatorError::Unavailable("down".into())),
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            outcome,
+            Restored {
+                restored: 2,
+                present: 1,
+                failed: 1
+            }
+        );
+        let calls = calls.lock();
+        assert_eq!((calls[&1], calls[&2], calls[&3]), (1, 1, 3));
+        assert_eq!(calls[&4], RESTORE_ATTEMPTS);
     }
 }

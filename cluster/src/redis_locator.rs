@@ -71,6 +71,11 @@
 //! down the cache is neither read nor written, and it is emptied when the subscription goes down and again
 //! when it is back, since events may have been missed.
 //!
+//! When the subscription is back after an outage, [`Locator::events`] yields
+//! [`LocatorEvent::Reconnected`]: Redis may have restarted without its data (the managed Redis keeps none),
+//! so gates and nodes write the bindings they hold again with `restore_gate` / `restore_node`, a
+//! set-if-absent (`SET NX` + `PUBLISH`, announced only when it set) that never overwrites a newer binding.
+//!
 //! # Failures
 //!
 //! [`RedisLocator::connect`] fails, with an error that names the address, when Redis cannot be reached,
@@ -148,6 +153,17 @@ static BIND_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
         r"redis.call('SET', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1",
+    )
+});
+
+/// Set-if-absent, announced only when it set. KEYS[1] binding; ARGV: owner, channel, event.
+static RESTORE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0",
     )
 });
 
@@ -970,6 +986,19 @@ impl RedisLocator {
         self.run::<i64>(op, Request::Script(invocation)).await.map(|_| ())
     }
 
+    /// A restore is counted as the bind it is in the metrics.
+    async fn restore(&self, op: Op, key: &str, owner: &str, event: &str) -> Result<bool, LocatorError> {
+        let mut invocation = RESTORE_SCRIPT.prepare_invoke();
+        invocation
+            .key(key)
+            .arg(owner)
+            .arg(&self.inner.keys.channel)
+            .arg(event);
+        self.run::<i64>(op, Request::Script(invocation))
+            .await
+            .map(|bound| bound == 1)
+    }
+
     async fn unbind(&self, op: Op, key: &str, owner: &str, event: &str) -> Result<bool, LocatorError> {
         let mut invocation = UNBIND_SCRIPT.prepare_invoke();
         invocation
@@ -1044,6 +1073,21 @@ impl Locator for RedisLocator {
     async fn locate_node(&self, uid: Uid, pool: &str) -> Result<Option<String>, LocatorError> {
         let key = self.inner.keys.node(uid, pool);
         self.run(Op::LocateNode, Request::Get(&key)).await
+    }
+
+    async fn restore_gate(&self, uid: Uid, gate_id: &str) -> Result<bool, LocatorError> {
+        let event = encode_gate_event(GATE_BOUND, uid, now_us(), gate_id);
+        let result = self
+            .restore(Op::BindGate, &self.inner.keys.gate(uid), gate_id, &event)
+            .await;
+        self.inner.shared.cache.invalidate(uid);
+        result
+    }
+
+    async fn restore_node(&self, uid: Uid, pool: &str, node_id: &str) -> Result<bool, LocatorError> {
+        let event = encode_node_event(NODE_BOUND, uid, now_us(), pool, node_id);
+        self.restore(Op::BindNode, &self.inner.keys.node(uid, pool), node_id, &event)
+            .await
     }
 
     fn events(&self) -> broadcast::Receiver<LocatorEvent> {
@@ -1272,8 +1316,10 @@ impl Subscriber {
             tracing::info!(
                 redis = %self.address(),
                 outage = ?down_since.elapsed(),
-                "Redis locator subscription is back"
+                "Redis locator subscription is back; bindings are restored"
             );
+            // Redis may have restarted empty: whoever holds bindings writes them again.
+            let _ = self.shared.events.send(LocatorEvent::Reconnected);
         }
     }
 

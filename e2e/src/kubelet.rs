@@ -463,7 +463,12 @@ impl Kubelet {
 
     /// The pods running here.
     pub fn pods(&self) -> Vec<PodKey> {
-        lock(&self.pods).values().map(|h| h.key.clone()).collect()
+        // A worker's entry stays until the next pod event prunes it; a finished one runs nothing.
+        lock(&self.pods)
+            .values()
+            .filter(|h| !h.task.is_finished())
+            .map(|h| h.key.clone())
+            .collect()
     }
 
     /// The directory of pod files and logs.

@@ -765,11 +765,24 @@ impl Gate {
                         }
                     }
                     Ok(LocatorEvent::NodeUnbound { uid, pool, node_id }) if pool == inner.node_pool => {
+                        // A draining node releases its players itself: on the link when they log out,
+                        // and at its deadline by disconnecting them after telling them to reconnect
+                        // (it unbinds them in the locator first, so that their next login goes
+                        // elsewhere). Until it disconnects them, their packets must keep going to it:
+                        // another node would adopt them without their state.
                         if let Some(session) = inner.sessions.by_uid(uid)
                             && session.node().as_deref() == Some(node_id.as_str())
+                            && !inner.nodes.is_draining(&node_id)
                         {
                             gate.release_node_count(&session, None);
                         }
+                    }
+                    Ok(LocatorEvent::Reconnected) => {
+                        // The store may have lost every binding: write this gate's players again.
+                        let gate = gate.clone();
+                        inner
+                            .tasks
+                            .spawn(async move { gate.restore_gate_bindings().await });
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
@@ -782,6 +795,34 @@ impl Gate {
                 }
             }
         });
+    }
+
+    /// Writes the gate binding of every logged-in session again where the locator lost it (after
+    /// [`LocatorEvent::Reconnected`]), so that pushes reach them.
+    async fn restore_gate_bindings(&self) {
+        let inner = &self.inner;
+        let uids: Vec<i64> = inner
+            .sessions
+            .all()
+            .iter()
+            .map(|session| session.uid())
+            .filter(|uid| *uid != NO_UID)
+            .collect();
+        let locator = inner.locator.clone();
+        let id = inner.config.id.clone();
+        let outcome = switchyard_cluster::locator::restore_all(uids, |uid| {
+            let (locator, id) = (locator.clone(), id.clone());
+            async move { locator.restore_gate(uid, &id).await }
+        })
+        .await;
+        if outcome.failed > 0 {
+            tracing::warn!(
+                ?outcome,
+                "could not restore every gate binding after a locator outage"
+            );
+        } else {
+            tracing::info!(?outcome, "gate bindings restored after a locator outage");
+        }
     }
 
     /// Applies the registry's readiness of every node address.

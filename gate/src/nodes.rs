@@ -192,6 +192,15 @@ impl NodeTable {
         self.records.lock().len()
     }
 
+    /// Whether the linked node `id` announced that it drains (it serves its bound players, takes no new
+    /// ones, and releases its players itself).
+    pub(crate) fn is_draining(&self, id: &str) -> bool {
+        self.records
+            .lock()
+            .get(id)
+            .is_some_and(|record| record.state == NodeState::Draining)
+    }
+
     fn rebuild(&self, records: &HashMap<Arc<str>, NodeRecord>) {
         let accepting = self.accepting.lock();
         let mut snapshot = RoutingSnapshot::default();
@@ -418,6 +427,21 @@ mod tests {
                 .decide(9, 1, None, RoutingPolicy::RoundRobin, &turn),
             Decision::Drop(DropReason::UnknownRoute)
         ));
+    }
+
+    #[test]
+    fn draining_is_known_per_linked_node() {
+        let table = NodeTable::default();
+        let (a, b) = (handle("a"), handle("b"));
+        table.insert(a.clone(), NodeState::Work, vec![route(1, false, false)]);
+        table.insert(b, NodeState::Draining, vec![route(1, false, false)]);
+        assert!(!table.is_draining("a"));
+        assert!(table.is_draining("b"));
+        assert!(!table.is_draining("gone"));
+        table.set_state(&a, NodeState::Draining);
+        assert!(table.is_draining("a"));
+        table.set_state(&a, NodeState::Shut);
+        assert!(!table.is_draining("a"), "a shut node serves nobody any more");
     }
 
     #[test]

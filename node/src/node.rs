@@ -17,12 +17,12 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use switchyard_cluster::admin::Readiness;
 use switchyard_cluster::link::{Acceptor, NodeLink};
-use switchyard_cluster::locator::{Locator, LocatorError};
+use switchyard_cluster::locator::{Locator, LocatorError, LocatorEvent, restore_all};
 use switchyard_protocol::link::{
     AckError, ConnectionId, GateToNode, NodeState, NodeToGate, RequestId, Target, Uid,
 };
 use switchyard_protocol::{EncodeError, Frame, PacketConfig, extcode};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -103,6 +103,9 @@ pub enum NodeError {
     Locator(#[from] LocatorError),
     #[error("user {0} is not connected to any gate")]
     NotConnected(Uid),
+    /// The player was evicted at this node's drain deadline and told to reconnect elsewhere.
+    #[error("user {0} was evicted from this draining node")]
+    Evicted(Uid),
 }
 
 /// How a drain ended.
@@ -130,6 +133,8 @@ pub(crate) struct NodeInner {
     gates: Mutex<HashMap<Arc<str>, Arc<GateConn>>>,
     lanes: Mutex<HashMap<(u64, ConnectionId), Lane>>,
     bound: Mutex<HashSet<Uid>>,
+    /// Players this node evicted at its drain deadline: never bound here again.
+    evicted: Mutex<HashSet<Uid>>,
     /// The bound-player count, for whoever reports it (metrics, pod annotations).
     bound_count: watch::Sender<usize>,
     in_flight: AtomicUsize,
@@ -192,6 +197,7 @@ impl Node {
                 gates: Mutex::default(),
                 lanes: Mutex::default(),
                 bound: Mutex::default(),
+                evicted: Mutex::default(),
                 bound_count: watch::Sender::new(0),
                 in_flight: AtomicUsize::new(0),
                 next_request: AtomicU64::new(1),
@@ -270,8 +276,10 @@ impl Node {
         self.inner.gates.lock().len()
     }
 
-    /// Accepts gate links until shutdown.
+    /// Accepts gate links until shutdown (and keeps this node's player bindings in the locator: see
+    /// [`LocatorEvent::Reconnected`]).
     pub fn serve<A: Acceptor>(&self, mut acceptor: A) {
+        self.watch_locator();
         let node = self.clone();
         self.inner.tasks.spawn(async move {
             loop {
@@ -282,6 +290,45 @@ impl Node {
                 let Some(link) = link else { return };
                 let task = node.clone().run_gate_link(link);
                 node.inner.tasks.spawn(task);
+            }
+        });
+    }
+
+    /// After a locator outage ([`LocatorEvent::Reconnected`]) the store may have lost every binding: the
+    /// node writes the bindings of its players again (where they are missing), so that their next login
+    /// (a reconnect) finds this node and the state it holds.
+    fn watch_locator(&self) {
+        let node = self.clone();
+        let mut events = self.inner.locator.events();
+        self.inner.tasks.spawn(async move {
+            let inner = &node.inner;
+            loop {
+                let event = tokio::select! {
+                    _ = inner.shutdown.cancelled() => return,
+                    event = events.recv() => event,
+                };
+                match event {
+                    Ok(LocatorEvent::Reconnected) => {
+                        let uids: Vec<Uid> = inner.bound.lock().iter().copied().collect();
+                        let (locator, pool, id) = (
+                            inner.locator.clone(),
+                            inner.config.pool.clone(),
+                            inner.id.clone(),
+                        );
+                        let outcome = restore_all(uids, |uid| {
+                            let (locator, pool, id) = (locator.clone(), pool.clone(), id.clone());
+                            async move { locator.restore_node(uid, &pool, &id).await }
+                        })
+                        .await;
+                        if outcome.failed > 0 {
+                            tracing::warn!(node = %inner.id, ?outcome, "could not restore every player binding after a locator outage");
+                        } else {
+                            tracing::info!(node = %inner.id, ?outcome, "player bindings restored after a locator outage");
+                        }
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
             }
         });
     }
@@ -333,15 +380,20 @@ impl Node {
         outcome
     }
 
-    /// Unbinds every bound player, tells them to reconnect elsewhere and disconnects them.
+    /// Releases every bound player in the locator (so that their next login goes to another node), tells
+    /// them to reconnect elsewhere and disconnects them.
+    ///
+    /// Until a gate has closed a player's connection, packets of that player may still be on their way
+    /// here: they are answered as usual, since the player stays bound here (in memory) until the
+    /// disconnects are sent, and an evicted player is never bound here again (see
+    /// [`Node::bind_user_here`]), so a late packet cannot make this node adopt them. Gates keep routing a
+    /// draining node's players to it despite the locator's unbind event, and this node sends no
+    /// `UserNode { node_id: None }`: either would send those packets to another node, which knows nothing
+    /// of the player.
     async fn evict_all(&self) -> usize {
         let inner = &self.inner;
-        let uids: Vec<Uid> = inner.bound.lock().drain().collect();
-        self.bound_changed(0);
-        let reconnect = inner
-            .config
-            .packet
-            .heartbeat_packet(extcode::RECONNECT_ELSEWHERE, None);
+        let uids: Vec<Uid> = inner.bound.lock().iter().copied().collect();
+        inner.evicted.lock().extend(uids.iter().copied());
         let by_gate = self.group_by_gate(&uids).await;
         for uid in &uids {
             if let Err(error) = inner
@@ -352,16 +404,11 @@ impl Node {
                 tracing::warn!(uid, %error, "could not release a node binding while evicting");
             }
         }
+        let reconnect = inner
+            .config
+            .packet
+            .heartbeat_packet(extcode::RECONNECT_ELSEWHERE, None);
         for (gate, uids) in by_gate {
-            for uid in &uids {
-                let _ = gate
-                    .tx
-                    .send(NodeToGate::UserNode {
-                        uid: *uid,
-                        node_id: None,
-                    })
-                    .await;
-            }
             let target = Target::Users(uids);
             let _ = gate
                 .tx
@@ -372,6 +419,14 @@ impl Node {
                 .await;
             let _ = gate.tx.send(NodeToGate::Disconnect { target }).await;
         }
+        let count = {
+            let mut bound = inner.bound.lock();
+            for uid in &uids {
+                bound.remove(uid);
+            }
+            bound.len()
+        };
+        self.bound_changed(count);
         tracing::warn!(node = %inner.id, players = uids.len(), "drain deadline passed; players told to reconnect");
         uids.len()
     }
@@ -794,6 +849,9 @@ impl Node {
     /// Binds `uid`'s stateful traffic to this node: in the locator, and on `gate` (the player's gate) at once.
     pub(crate) async fn bind_user_here(&self, uid: Uid, gate: &GateConn) -> Result<(), NodeError> {
         let inner = &self.inner;
+        if inner.evicted.lock().contains(&uid) {
+            return Err(NodeError::Evicted(uid));
+        }
         inner
             .locator
             .bind_node(uid, &inner.config.pool, &inner.id)

@@ -1,6 +1,5 @@
 //! Kubernetes helpers of the journey: waiting, pods, the GameCluster as a dynamic object, and the real
 //! `kubectl` and `helm` binaries run against the harness's API server.
-#![allow(dead_code)] // helpers of the later journey phases
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -67,10 +66,6 @@ pub(crate) fn name(pod: &Pod) -> String {
 
 pub(crate) fn annotation(pod: &Pod, key: &str) -> Option<String> {
     pod.metadata.annotations.as_ref()?.get(key).cloned()
-}
-
-pub(crate) fn label(pod: &Pod, key: &str) -> Option<String> {
-    pod.metadata.labels.as_ref()?.get(key).cloned()
 }
 
 pub(crate) fn restarts(pod: &Pod) -> i32 {

@@ -11,9 +11,8 @@
 //!
 //! A player whose connection is closed, or was asked to reconnect, reconnects to a ready gate (the list the
 //! test keeps current) and logs in again with the same uid before its next request.
-#![allow(dead_code)] // helpers of the later journey phases
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -46,6 +45,8 @@ pub(crate) struct PhaseStats {
     pub(crate) kicked: AtomicU64,
     /// whoami or a re-login named another node than the one the player was bound to.
     pub(crate) moved: AtomicU64,
+    /// Failed requests by route.
+    pub(crate) failed_routes: Mutex<BTreeMap<i32, u64>>,
     /// The first failures, for the report.
     pub(crate) samples: Mutex<Vec<String>>,
     pub(crate) started: Option<Instant>,
@@ -84,6 +85,10 @@ impl PhaseStats {
             Self::get(&self.pushes),
             Self::get(&self.moved),
         )
+    }
+
+    pub(crate) fn failed_routes(&self) -> BTreeMap<i32, u64> {
+        self.failed_routes.lock().expect("failed routes").clone()
     }
 
     pub(crate) fn samples(&self) -> Vec<String> {
@@ -183,15 +188,6 @@ pub(crate) enum Outcome {
     Interrupted(String),
 }
 
-impl Outcome {
-    pub(crate) fn ok(self) -> Option<Value> {
-        match self {
-            Outcome::Ok(value) => Some(value),
-            _ => None,
-        }
-    }
-}
-
 fn options() -> ClientOptions {
     ClientOptions {
         request_timeout: Duration::from_secs(5),
@@ -262,6 +258,12 @@ impl Player {
             Outcome::Ok(_) => {}
             Outcome::Failed(why) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
+                *stats
+                    .failed_routes
+                    .lock()
+                    .expect("failed routes")
+                    .entry(route)
+                    .or_default() += 1;
                 stats.sample(format!(
                     "uid {} via {} (node {}): {why}",
                     self.uid,
@@ -543,13 +545,10 @@ impl Player {
         node
     }
 
-    /// Whether the current connection was asked to reconnect elsewhere.
-    pub(crate) async fn reconnect_requested(&self) -> bool {
-        self.session
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|s| s.client.reconnect_requested())
+    /// Closes the connection and logs in again on a new one (to the next ready gate). Returns the node.
+    pub(crate) async fn reconnect_now(&self, shared: &Arc<Shared>) -> Result<String, String> {
+        let mut slot = self.session.lock().await;
+        self.connect(shared, &mut slot, Duration::from_secs(30)).await
     }
 }
 
@@ -593,10 +592,6 @@ impl Swarm {
         *previous.ended.lock().expect("ended") = Some(Instant::now());
         self.shared.phases.lock().expect("phases").push(next.clone());
         next
-    }
-
-    pub(crate) fn current(&self) -> Arc<PhaseStats> {
-        self.shared.phase()
     }
 
     /// Every phase so far (the first is the unnamed setup).

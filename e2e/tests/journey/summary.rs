@@ -32,13 +32,13 @@ impl Summary {
         let mut out = String::new();
         let _ = writeln!(out, "== Switchyard journey: timings ==");
         for (what, took, note) in &self.timings {
-            let _ = writeln!(out, "  {what:<52} {:>7.1} s  {note}", took.as_secs_f64());
+            let _ = writeln!(out, "  {what:<54} {:>7.1} s  {note}", took.as_secs_f64());
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "== requests per phase ==");
         let _ = writeln!(
             out,
-            "  {:<34} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>5}  promise",
+            "  {:<38} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>5}  promise",
             "phase", "secs", "requests", "failed", "intrpt", "logins", "reconn", "pushes", "moved"
         );
         for phase in phases
@@ -53,7 +53,7 @@ impl Summary {
                 .unwrap_or("-");
             let _ = writeln!(
                 out,
-                "  {:<34} {:>6.1} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>5}  {promise}",
+                "  {:<38} {:>6.1} {:>8} {:>6} {:>6} {:>6} {:>6} {:>7} {:>5}  {promise}",
                 phase.name,
                 phase.duration().as_secs_f64(),
                 PhaseStats::get(&phase.requests),
