@@ -304,6 +304,16 @@ async fn players_of_a_killed_node_play_on_the_other_one() {
     assert!(!victims.is_empty());
     cluster.nodes[0].1.signal("KILL");
     cluster.nodes[0].1.wait_exit(Duration::from_secs(2));
+    // A request forwarded before a gate notices the dead link is lost with the node (the client times out
+    // and retries); what must hold is that the players recover once the gates have noticed.
+    for (_, _, admin) in &cluster.gates {
+        wait_for(
+            Duration::from_secs(10),
+            "the gate dropped the killed node's link",
+            || async { metric_sum(&admin_metrics(admin).await, "switchyard_gate_node_links", &[]) == 1.0 },
+        )
+        .await;
+    }
     let survivor = cluster.nodes[1].0.clone();
     for (uid, conn) in &mut victims {
         // The stale binding is cleared: whoami is answered by the other node, which adopts the player.
