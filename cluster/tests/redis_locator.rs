@@ -400,6 +400,41 @@ impl Logs {
 /// cache is not served while it is down; everything recovers, and the subscription is re-established.
 /// (A current-thread runtime, so the locators' tasks log into this test's subscriber.)
 #[tokio::test]
+async fn restore_writes_only_missing_bindings_and_announces_them() {
+    let redis = RedisServer::start().await;
+    let (locator, _registry) = connect(&redis.url()).await;
+    let mut events = locator.events();
+    locator.bind_gate(1, "gate-new").await.unwrap();
+    locator.bind_node(1, DEFAULT_POOL, "node-new").await.unwrap();
+    assert_eq!(next_event(&mut events).await, gate_bound(1, "gate-new"));
+    assert_eq!(
+        next_event(&mut events).await,
+        node_bound(1, DEFAULT_POOL, "node-new")
+    );
+
+    assert!(
+        !locator.restore_gate(1, "gate-old").await.unwrap(),
+        "a binding that exists (maybe newer) stays"
+    );
+    assert!(!locator.restore_node(1, DEFAULT_POOL, "node-old").await.unwrap());
+    assert_eq!(locator.locate_gate(1).await.unwrap().as_deref(), Some("gate-new"));
+    assert!(locator.restore_gate(2, "gate-a").await.unwrap());
+    assert!(locator.restore_node(2, DEFAULT_POOL, "node-a").await.unwrap());
+    assert_eq!(locator.locate_gate(2).await.unwrap().as_deref(), Some("gate-a"));
+    assert_eq!(
+        locator.locate_node(2, DEFAULT_POOL).await.unwrap().as_deref(),
+        Some("node-a")
+    );
+    // Only the writes that happened are announced.
+    assert_eq!(next_event(&mut events).await, gate_bound(2, "gate-a"));
+    assert_eq!(
+        next_event(&mut events).await,
+        node_bound(2, DEFAULT_POOL, "node-a")
+    );
+    assert!(events.try_recv().is_err(), "nothing else was announced");
+}
+
+#[tokio::test]
 async fn survives_a_redis_restart() {
     let logs = Logs::default();
     let writer = logs.clone();
@@ -498,6 +533,19 @@ async fn survives_a_redis_restart() {
     assert_eq!(logs.count(LOST), 2);
     assert_eq!(logs.count(BACK), 2, "one recovery message per locator");
     assert_eq!(sample(&a_registry, "switchyard_locator_pubsub_connected"), 1.0);
+
+    // Each locator announces that it is back, so that gates and nodes restore their bindings.
+    let announced = tokio::time::timeout(EVENT_DEADLINE, async {
+        loop {
+            match b_events.recv().await {
+                Ok(LocatorEvent::Reconnected) => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("event channel closed"),
+            }
+        }
+    })
+    .await;
+    assert!(announced.is_ok(), "no Reconnected event after the outage");
 
     // Events flow again, in both directions.
     while b_events.try_recv().is_ok() {}
