@@ -55,7 +55,7 @@ pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> an
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 3555)));
 
     let mut registry = Registry::default();
-    let locator = command.locator.build(&mut registry).await?;
+    let locator = command.locator.build(&mut registry, &shutdown).await?;
     let gate = Gate::new(config, locator, &mut registry).map_err(anyhow::Error::msg)?;
     let connector = Arc::new(TcpConnector::new(crate::process::link_config(&packet)));
     // Held until the end: the registry feeds the gate's link manager.

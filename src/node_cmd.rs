@@ -49,7 +49,7 @@ pub(crate) async fn run(command: NodeCommand, shutdown: CancellationToken) -> an
     };
 
     let mut registry = Registry::default();
-    let locator = command.locator.build(&mut registry).await?;
+    let locator = command.locator.build(&mut registry, &shutdown).await?;
     let node = Node::new(config, demo::router(), locator, &mut registry).map_err(anyhow::Error::msg)?;
     let acceptor = TcpAcceptor::bind(command.link, crate::process::link_config(&packet)).await?;
     tracing::info!(node = %id, link = %acceptor.local_addr(), "accepting gate links");

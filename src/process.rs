@@ -45,7 +45,13 @@ pub(crate) struct LocatorArgs {
 }
 
 impl LocatorArgs {
-    pub(crate) async fn build(&self, registry: &mut Registry) -> anyhow::Result<Arc<dyn Locator>> {
+    /// The locator; a Redis that cannot be reached yet is waited for (see [`crate::redis::STARTUP_WAIT`])
+    /// unless `shutdown` comes first.
+    pub(crate) async fn build(
+        &self,
+        registry: &mut Registry,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Arc<dyn Locator>> {
         if self.locator == "memory" {
             return Ok(Arc::new(MemoryLocator::default()));
         }
@@ -53,7 +59,7 @@ impl LocatorArgs {
             || self.locator.starts_with("rediss://")
             || self.locator.starts_with("redis+cluster://")
         {
-            return crate::redis::connect(&self.locator, &self.locator_prefix, registry).await;
+            return crate::redis::connect(&self.locator, &self.locator_prefix, registry, shutdown).await;
         }
         anyhow::bail!(
             "--locator {:?} is neither `memory` nor a redis:// URL",

@@ -396,9 +396,6 @@ impl Logs {
     }
 }
 
-/// Redis is killed and restarted on the same port: operations fail fast with `Unavailable` and the
-/// cache is not served while it is down; everything recovers, and the subscription is re-established.
-/// (A current-thread runtime, so the locators' tasks log into this test's subscriber.)
 #[tokio::test]
 async fn restore_writes_only_missing_bindings_and_announces_them() {
     let redis = RedisServer::start().await;
@@ -434,6 +431,9 @@ async fn restore_writes_only_missing_bindings_and_announces_them() {
     assert!(events.try_recv().is_err(), "nothing else was announced");
 }
 
+/// Redis is killed and restarted on the same port: operations fail fast with `Unavailable` and the
+/// cache is not served while it is down; everything recovers, and the subscription is re-established.
+/// (A current-thread runtime, so the locators' tasks log into this test's subscriber.)
 #[tokio::test]
 async fn survives_a_redis_restart() {
     let logs = Logs::default();
