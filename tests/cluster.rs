@@ -439,6 +439,46 @@ async fn sessions_keep_routing_while_redis_restarts() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_redis_waits_for_it() {
+    let dir = tempdir::Dir::new("redis-later");
+    let redis_port = free_port();
+    let link = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let args = strings(&[
+        "node",
+        "--id",
+        "early",
+        "--link",
+        &link,
+        "--http",
+        &admin,
+        "--locator",
+        &format!("redis://127.0.0.1:{redis_port}"),
+    ]);
+    let mut node = Proc::spawn("early", switchyard_binary(), &args, &dir.0);
+    // As in Kubernetes, where a cluster's pods start in no particular order: Redis comes a bit later.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(node.is_running(), "the node waits for Redis instead of exiting");
+    let _redis = Redis::start_on(redis_port, &dir.0);
+    wait_for(Duration::from_secs(10), "the node to become ready", || async {
+        // The admin endpoint starts once the locator is connected.
+        tokio::net::TcpStream::connect(&admin).await.is_ok()
+            && http_get(&format!("http://{admin}"), "/readyz").await.0 == 200
+    })
+    .await;
+    let log = node.log_text();
+    assert!(log.contains("waiting for it"), "the wait is logged: {log}");
+
+    // A URL that can never work is refused at once.
+    let bad = strings(&["node", "--link", &link, "--locator", "redis://[::1"]);
+    let mut refused = Proc::spawn("bad-url", switchyard_binary(), &bad, &dir.0);
+    let status = refused.wait_exit(Duration::from_secs(5)).expect("exits at once");
+    assert!(!status.success());
+    node.signal("TERM");
+    node.wait_exit(Duration::from_secs(5));
+}
+
 /// Says `text` in `room` and reads up to the answer: whether the room's push (route 6) came first.
 async fn say_and_hear(conn: &mut Conn, seq: i64, room: &str, text: &str) -> bool {
     conn.send(5, seq, json!({"room": room, "text": text})).await;

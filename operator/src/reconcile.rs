@@ -483,25 +483,31 @@ async fn roll_nodes(
     let name = cluster.name_any();
     let mut notes = Vec::new();
     if !drained.is_empty() {
-        notes.push(format!(
-            "draining {} node pod(s) of the previous template, which take no new players from now on: {}",
-            drained.len(),
-            drained.join(", ")
+        notes.push((
+            "DrainingOldNodes",
+            format!(
+                "draining {} node pod(s) of the previous template, which take no new players from now on: {}",
+                drained.len(),
+                drained.join(", ")
+            ),
         ));
     }
     if !deleted.is_empty() {
-        notes.push(format!(
-            "deleting {} drained node pod(s) whose template is current again (rollback): {}",
-            deleted.len(),
-            deleted.join(", ")
+        notes.push((
+            "DeletingDrainedNodes",
+            format!(
+                "deleting {} drained node pod(s) whose template is current again (rollback): {}",
+                deleted.len(),
+                deleted.join(", ")
+            ),
         ));
     }
     let reference = cluster.object_ref(&());
-    for note in notes {
+    for (reason, note) in notes {
         tracing::info!(cluster = %name, %namespace, %note, "node rollout");
         let event = Event {
             type_: EventType::Normal,
-            reason: "DrainingOldNodes".to_owned(),
+            reason: reason.to_owned(),
             note: Some(note),
             action: "Rollout".to_owned(),
             secondary: None,
