@@ -260,6 +260,10 @@ async fn write_frames<S: Side>(
     peer: String,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // One timer for the link's lifetime, pushed back after every write: a busy link must not register a
+    // new timer per batch.
+    let idle = tokio::time::sleep(config.heartbeat_interval);
+    tokio::pin!(idle);
     loop {
         let first = tokio::select! {
             _ = done.cancelled() => break,
@@ -267,7 +271,7 @@ async fn write_frames<S: Side>(
                 Some(message) => message,
                 None => break, // the gate or node let go of the link
             },
-            _ = tokio::time::sleep(config.heartbeat_interval) => S::heartbeat(),
+            _ = &mut idle => S::heartbeat(),
         };
         encode_or_drop::<S>(&first, &mut buf, &peer);
         while buf.len() < config.write_batch_bytes {
@@ -285,6 +289,7 @@ async fn write_frames<S: Side>(
             break;
         }
         buf.clear();
+        idle.as_mut().reset(Instant::now() + config.heartbeat_interval);
         if buf.capacity() > 4 * config.write_batch_bytes {
             buf = BytesMut::with_capacity(16 * 1024);
         }
