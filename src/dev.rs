@@ -27,6 +27,8 @@ pub(crate) struct DevArgs {
     /// Admin HTTP address: /healthz, /readyz, /metrics.
     #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:3555")]
     pub(crate) http: SocketAddr,
+    #[command(flatten)]
+    pub(crate) trace: crate::telemetry::TraceArgs,
 }
 
 pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -42,6 +42,8 @@ pub(crate) struct GateCommand {
     pub(crate) nodes: Vec<String>,
     #[command(flatten)]
     pub(crate) kubernetes: crate::kube_args::KubernetesArgs,
+    #[command(flatten)]
+    pub(crate) trace: crate::telemetry::TraceArgs,
 }
 
 pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> anyhow::Result<()> {

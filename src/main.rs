@@ -8,6 +8,7 @@ mod node_cmd;
 mod operator_cmd;
 mod process;
 mod redis;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -44,7 +45,6 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -52,12 +52,44 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    // Inside the runtime's context: the OTLP exporter's gRPC channel is created on it.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(&cli.log, cli.command.trace_target())
+    };
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("switchyard: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command));
+    // From this thread, with the runtime still running: the exporter needs it to send the last spans.
+    telemetry.shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("switchyard: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+impl Command {
+    /// The trace settings of the commands that trace (gates and nodes), with their default service name.
+    fn trace_target(&self) -> Option<telemetry::TraceTarget<'_>> {
+        let (args, default_service, instance_id) = match self {
+            Command::Gate(command) => (&command.trace, "switchyard-gate", command.process.id("gate")),
+            Command::Node(command) => (&command.trace, "switchyard-node", command.process.id("node")),
+            Command::Dev(args) => (&args.trace, "switchyard-dev", "dev".to_owned()),
+            Command::Operator(_) | Command::Crd | Command::Bench(_) => return None,
+        };
+        Some(telemetry::TraceTarget {
+            args,
+            default_service,
+            instance_id,
+        })
     }
 }
 
@@ -79,18 +111,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|error| {
-        eprintln!("switchyard: bad --log filter {filter:?} ({error}); using info");
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Cancelled on the first Ctrl-C or SIGTERM.

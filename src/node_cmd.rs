@@ -32,6 +32,8 @@ pub(crate) struct NodeCommand {
     pub(crate) drain_deadline: Duration,
     #[command(flatten)]
     pub(crate) kubernetes: crate::kube_args::KubernetesArgs,
+    #[command(flatten)]
+    pub(crate) trace: crate::telemetry::TraceArgs,
 }
 
 pub(crate) async fn run(command: NodeCommand, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -7,7 +7,9 @@
 //! - [`registry`]: which nodes exist and which of them take new players;
 //! - [`admin`]: the admin HTTP server every component runs (`/healthz`, `/readyz`, `/metrics`);
 //! - [`kubernetes`]: the registry on EndpointSlices, the pod reporter (bound players, deletion cost) and the
-//!   drain signal (pod annotation) for running inside Kubernetes.
+//!   drain signal (pod annotation) for running inside Kubernetes;
+//! - [`telemetry`]: OpenTelemetry traces (sampling, the tracer provider and its `tracing` layer, the trace
+//!   context carried over links).
 
 pub mod admin;
 pub mod kubernetes;
@@ -16,5 +18,6 @@ pub mod locator;
 pub mod metrics;
 pub mod redis_locator;
 pub mod registry;
+pub mod telemetry;
 
 pub use switchyard_protocol as protocol;

@@ -14,7 +14,8 @@ use switchyard_cluster::admin::Readiness;
 use switchyard_cluster::link::Connector;
 use switchyard_cluster::locator::{Locator, LocatorEvent};
 use switchyard_cluster::registry::NodeEndpoint;
-use switchyard_protocol::link::{GateToNode, NO_UID, NodeToGate, Target};
+use switchyard_cluster::telemetry;
+use switchyard_protocol::link::{GateToNode, NO_UID, NodeToGate, Target, TraceParent};
 use switchyard_protocol::{Frame, extcode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +27,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::config::{GateConfig, HeartbeatMode};
 use crate::links;
@@ -489,13 +491,25 @@ impl Gate {
                 };
                 session.visited(&node);
                 session.request_sent(data.seq());
+                // Without a tracing layer the span is disabled by a cached callsite check, its fields are not
+                // evaluated and `traceparent` returns at its first branch: tracing off costs nothing more.
+                let span = tracing::info_span!(
+                    target: telemetry::SPAN_TARGET,
+                    "gate.request",
+                    route = data.route(),
+                    seq = data.seq(),
+                    cid = session.cid,
+                    uid,
+                    node = %node.id,
+                );
                 let packet = GateToNode::Packet {
                     cid: session.cid,
                     uid,
                     body: data.into_body(),
+                    trace: telemetry::traceparent(&span),
                 };
                 // Waiting here is the backpressure of a node that cannot keep up.
-                if node.tx.send(packet).await.is_err() {
+                if node.tx.send(packet).instrument(span).await.is_err() {
                     inner.metrics.dropped(DropReason::NoNode);
                 }
             }
@@ -587,7 +601,15 @@ impl Gate {
     pub(crate) fn on_node_message(&self, link: &links::LinkContext, message: NodeToGate) {
         let inner = &self.inner;
         match message {
-            NodeToGate::Deliver { target, packet } => {
+            NodeToGate::Deliver {
+                target,
+                packet,
+                trace,
+            } => {
+                // Only a traced handler's answers and pushes carry a trace: the node never sends one when
+                // tracing is off, and this is then the only cost.
+                let span = trace.map(|parent| self.deliver_span(&target, parent));
+                let _entered = span.as_ref().map(tracing::Span::enter);
                 if let Target::Connection(cid) = target
                     && let Some(seq) = inner.config.packet.peek_seq(&packet)
                     && let Some(took) = inner
@@ -601,6 +623,9 @@ impl Gate {
                 let delivered = self.for_each_target(&target, |session| session.send(packet.clone()));
                 if push {
                     inner.metrics.pushes_delivered.inc_by(delivered);
+                }
+                if let Some(span) = &span {
+                    span.record("delivered", delivered);
                 }
             }
             NodeToGate::BindUser { request, cid, uid } => {
@@ -657,6 +682,24 @@ impl Gate {
             }
             NodeToGate::Heartbeat => {}
         }
+    }
+
+    /// The span of a traced delivery, continuing the trace of the node's span that sent it.
+    fn deliver_span(&self, target: &Target, parent: TraceParent) -> tracing::Span {
+        let kind = match target {
+            Target::Connection(_) => "response",
+            Target::User(_) | Target::Users(_) => "push",
+            Target::Broadcast => "broadcast",
+        };
+        let span = tracing::info_span!(
+            target: telemetry::SPAN_TARGET,
+            parent: None,
+            "gate.deliver",
+            kind,
+            delivered = tracing::field::Empty,
+        );
+        telemetry::continue_trace(&span, parent);
+        span
     }
 
     /// Sets a session's node binding and keeps the per-node bound counts right.

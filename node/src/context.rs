@@ -5,8 +5,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use switchyard_cluster::telemetry;
 use switchyard_protocol::DataFrame;
 use switchyard_protocol::link::{ConnectionId, NO_UID, NodeToGate, Target, Uid};
+use tracing::{Instrument as _, Span};
 
 use crate::codec::CodecError;
 use crate::node::{GateConn, Node, NodeError};
@@ -21,6 +23,8 @@ pub struct Context {
     route: i32,
     seq: i32,
     payload: Bytes,
+    /// `node.handle` when the gate traced this packet, else disabled.
+    span: Span,
 }
 
 impl Context {
@@ -30,6 +34,7 @@ impl Context {
         cid: ConnectionId,
         uid: Uid,
         data: &DataFrame,
+        span: Span,
     ) -> Self {
         Context {
             node,
@@ -39,7 +44,24 @@ impl Context {
             route: data.route(),
             seq: data.seq(),
             payload: data.payload(),
+            span,
         }
+    }
+
+    /// The trace span of this packet's handling (`node.handle`), disabled unless the gate traced the
+    /// packet: a handler may create its own spans under it (`parent: ctx.span()`), which then cost
+    /// nothing for untraced packets.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// A `node.push` span under this packet's span, or a disabled one (at the cost of one branch) when
+    /// the packet is not traced.
+    fn push_span(&self, kind: &'static str, route: i32) -> Span {
+        if self.span.is_disabled() {
+            return Span::none();
+        }
+        tracing::info_span!(target: telemetry::SPAN_TARGET, parent: &self.span, "node.push", kind, route)
     }
 
     /// The uid the session was bound to when the packet left the gate, or 0.
@@ -131,12 +153,16 @@ impl Context {
     async fn deliver_here(&self, target: Target, packet: Bytes) -> Result<(), NodeError> {
         self.gate
             .tx
-            .send(NodeToGate::Deliver { target, packet })
+            .send(NodeToGate::Deliver {
+                target,
+                packet,
+                trace: telemetry::traceparent(&self.span),
+            })
             .await
             .map_err(|_| NodeError::GateGone(self.gate.id.to_string()))
     }
 
-    /// Pushes to one player, wherever connected.
+    /// Pushes to one player, wherever connected (traced as `node.push` when the packet is).
     ///
     /// # Errors
     /// See [`Node::push`].
@@ -146,7 +172,10 @@ impl Context {
         route: i32,
         value: &T,
     ) -> Result<(), NodeError> {
-        self.node.push(uid, route, value).await
+        let packet = self.node.pack(route, 0, value)?;
+        let span = self.push_span("unicast", route);
+        let trace = telemetry::traceparent(&span);
+        self.node.push_traced(uid, packet, trace).instrument(span).await
     }
 
     /// Pushes to many players, one message per gate.
@@ -159,7 +188,14 @@ impl Context {
         route: i32,
         value: &T,
     ) -> Result<(), NodeError> {
-        self.node.multicast(uids, route, value).await
+        let packet = self.node.pack(route, 0, value)?;
+        let span = self.push_span("multicast", route);
+        let trace = telemetry::traceparent(&span);
+        self.node
+            .multicast_traced(uids, packet, trace)
+            .instrument(span)
+            .await;
+        Ok(())
     }
 
     /// Pushes to every connected session.
@@ -167,7 +203,11 @@ impl Context {
     /// # Errors
     /// See [`Node::broadcast`].
     pub async fn broadcast<T: Serialize + ?Sized>(&self, route: i32, value: &T) -> Result<(), NodeError> {
-        self.node.broadcast(route, value).await
+        let packet = self.node.pack(route, 0, value)?;
+        let span = self.push_span("broadcast", route);
+        let trace = telemetry::traceparent(&span);
+        self.node.broadcast_traced(packet, trace).instrument(span).await;
+        Ok(())
     }
 
     /// Binds `uid` to this packet's connection (login). A different connection that held `uid` on the same

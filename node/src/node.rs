@@ -18,13 +18,15 @@ use serde::Serialize;
 use switchyard_cluster::admin::Readiness;
 use switchyard_cluster::link::{Acceptor, NodeLink};
 use switchyard_cluster::locator::{Locator, LocatorError, LocatorEvent, restore_all};
+use switchyard_cluster::telemetry;
 use switchyard_protocol::link::{
-    AckError, ConnectionId, GateToNode, NodeState, NodeToGate, RequestId, Target, Uid,
+    AckError, ConnectionId, GateToNode, NodeState, NodeToGate, RequestId, Target, TraceParent, Uid,
 };
-use switchyard_protocol::{EncodeError, Frame, PacketConfig, extcode};
+use switchyard_protocol::{DataFrame, EncodeError, Frame, PacketConfig, extcode};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::codec::{Codec, CodecError};
 use crate::context::Context;
@@ -164,6 +166,30 @@ struct Lane {
 enum LaneItem {
     Packet(Context, Arc<Route>),
     Disconnected(Disconnect),
+}
+
+/// The span of a traced packet's handling, continuing the trace of the gate's span that sent it.
+fn handle_span(
+    conn: &GateConn,
+    cid: ConnectionId,
+    uid: Uid,
+    data: &DataFrame,
+    parent: TraceParent,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: telemetry::SPAN_TARGET,
+        parent: None,
+        "node.handle",
+        route = data.route(),
+        seq = data.seq(),
+        cid,
+        uid,
+        gate = %conn.id,
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    telemetry::continue_trace(&span, parent);
+    span
 }
 
 impl Node {
@@ -415,6 +441,7 @@ impl Node {
                 .send(NodeToGate::Deliver {
                     target: target.clone(),
                     packet: reconnect.clone(),
+                    trace: None,
                 })
                 .await;
             let _ = gate.tx.send(NodeToGate::Disconnect { target }).await;
@@ -530,7 +557,12 @@ impl Node {
     async fn on_gate_message(&self, conn: &Arc<GateConn>, message: GateToNode) {
         let inner = &self.inner;
         match message {
-            GateToNode::Packet { cid, uid, body } => {
+            GateToNode::Packet {
+                cid,
+                uid,
+                body,
+                trace,
+            } => {
                 let Frame::Data(data) = inner.config.packet.parse_body(body) else {
                     inner
                         .metrics
@@ -551,7 +583,13 @@ impl Node {
                         .inc();
                     return;
                 };
-                let ctx = Context::new(self.clone(), conn.clone(), cid, uid, &data);
+                // Traces start at the gate: only a packet it traced (and sampled) is traced here, so a
+                // node's sampler never starts traces of its own that the gate knows nothing of.
+                let span = match trace {
+                    Some(parent) => handle_span(conn, cid, uid, &data, parent),
+                    None => tracing::Span::none(),
+                };
+                let ctx = Context::new(self.clone(), conn.clone(), cid, uid, &data, span);
                 inner.in_flight.fetch_add(1, Ordering::AcqRel);
                 let lane = self.lane(conn, cid, uid);
                 if let Err(mpsc::error::SendError(LaneItem::Packet(ctx, route))) =
@@ -613,7 +651,12 @@ impl Node {
                 LaneItem::Packet(ctx, route) => {
                     let started = Instant::now();
                     let route_id = route.spec.route;
-                    let outcome = AssertUnwindSafe((route.handler)(ctx)).catch_unwind().await;
+                    // Kept until the outcome is recorded: the span ends when the last handle drops.
+                    let span = ctx.span().clone();
+                    let outcome = AssertUnwindSafe((route.handler)(ctx))
+                        .catch_unwind()
+                        .instrument(span.clone())
+                        .await;
                     inner.in_flight.fetch_sub(1, Ordering::AcqRel);
                     inner
                         .metrics
@@ -631,6 +674,17 @@ impl Node {
                             Some(Failure::Panic)
                         }
                     };
+                    span.record(
+                        "outcome",
+                        match failure {
+                            None => "ok",
+                            Some(Failure::Error) => "error",
+                            Some(Failure::Panic) => "panic",
+                        },
+                    );
+                    if failure.is_some() {
+                        span.record("otel.status_code", "ERROR");
+                    }
                     if let Some(kind) = failure {
                         inner
                             .metrics
@@ -754,6 +808,16 @@ impl Node {
     /// # Errors
     /// The player is not connected, or the locator failed.
     pub async fn push_packet(&self, uid: Uid, packet: Bytes) -> Result<(), NodeError> {
+        self.push_traced(uid, packet, None).await
+    }
+
+    /// [`Node::push_packet`], carrying the trace context of the span that pushes.
+    pub(crate) async fn push_traced(
+        &self,
+        uid: Uid,
+        packet: Bytes,
+        trace: Option<TraceParent>,
+    ) -> Result<(), NodeError> {
         let gate = self.gate_of(uid).await?;
         self.inner
             .metrics
@@ -766,6 +830,7 @@ impl Node {
             .send(NodeToGate::Deliver {
                 target: Target::User(uid),
                 packet,
+                trace,
             })
             .await
             .map_err(|_| NodeError::GateGone(gate.id.to_string()))
@@ -782,6 +847,12 @@ impl Node {
         value: &T,
     ) -> Result<(), NodeError> {
         let packet = self.pack(route, 0, value)?;
+        self.multicast_traced(uids, packet, None).await;
+        Ok(())
+    }
+
+    /// Sends a packed push to many players, carrying the trace context of the span that pushes.
+    pub(crate) async fn multicast_traced(&self, uids: &[Uid], packet: Bytes, trace: Option<TraceParent>) {
         self.inner
             .metrics
             .pushes
@@ -795,10 +866,10 @@ impl Node {
                 .send(NodeToGate::Deliver {
                     target: Target::Users(uids),
                     packet: packet.clone(),
+                    trace,
                 })
                 .await;
         }
-        Ok(())
     }
 
     /// Pushes one packet to every session of every linked gate.
@@ -807,6 +878,12 @@ impl Node {
     /// The value does not encode.
     pub async fn broadcast<T: Serialize + ?Sized>(&self, route: i32, value: &T) -> Result<(), NodeError> {
         let packet = self.pack(route, 0, value)?;
+        self.broadcast_traced(packet, None).await;
+        Ok(())
+    }
+
+    /// Sends a packed push to every session, carrying the trace context of the span that pushes.
+    pub(crate) async fn broadcast_traced(&self, packet: Bytes, trace: Option<TraceParent>) {
         self.inner
             .metrics
             .pushes
@@ -821,10 +898,10 @@ impl Node {
                 .send(NodeToGate::Deliver {
                     target: Target::Broadcast,
                     packet: packet.clone(),
+                    trace,
                 })
                 .await;
         }
-        Ok(())
     }
 
     /// Closes a player's connection, wherever it is.

@@ -12,11 +12,13 @@
 //! specifies them byte by byte.
 
 pub mod codec;
+pub mod traceparent;
 
 pub use codec::{
     DEFAULT_MAX_FRAME_BYTES, LINK_VERSION, LinkDecodeError, LinkDecoder, LinkEncodeError,
     encode_gate_to_node, encode_node_to_gate,
 };
+pub use traceparent::TraceParent;
 
 use std::fmt;
 use std::str::FromStr;
@@ -168,6 +170,9 @@ pub enum GateToNode {
         cid: ConnectionId,
         uid: Uid,
         body: Bytes,
+        /// The context of the gate's span for this packet, when the gate traces it (sampled only);
+        /// the node's handler span continues the trace.
+        trace: Option<TraceParent>,
     },
     /// A connection that reached this node is gone.
     Disconnected { cid: ConnectionId, uid: Uid },
@@ -192,7 +197,13 @@ pub enum NodeToGate {
     /// The node's state changed.
     State(NodeState),
     /// Write `packet` (a whole client packet, size field included) to the target sessions.
-    Deliver { target: Target, packet: Bytes },
+    Deliver {
+        target: Target,
+        packet: Bytes,
+        /// The context of the node's span that sent it (a traced handler's response or push), so the
+        /// gate's delivery joins the trace.
+        trace: Option<TraceParent>,
+    },
     /// Bind `uid` to connection `cid` (acknowledged).
     BindUser {
         request: RequestId,

@@ -1,14 +1,14 @@
-//! Property tests of the link wire format: arbitrary messages round-trip, streams split at arbitrary
-//! offsets decode the same, unknown extensions are skipped, and arbitrary or mutated bytes never panic
-//! the decoder nor make it allocate past its frame limit.
+//! Property tests of the link wire format: arbitrary messages (traced or not) round-trip, streams split at
+//! arbitrary offsets decode the same, unknown extensions and invalid trace contexts are skipped, and
+//! arbitrary or mutated bytes never panic the decoder nor make it allocate past its frame limit.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use switchyard_protocol::link::codec::{LENGTH_FIELD_BYTES, MAX_ID_BYTES};
+use switchyard_protocol::link::codec::{LENGTH_FIELD_BYTES, MAX_ID_BYTES, ext};
 use switchyard_protocol::link::{
     AckError, DEFAULT_MAX_FRAME_BYTES, GateToNode, LinkDecodeError, LinkDecoder, LinkEncodeError, NodeState,
-    NodeToGate, RouteSpec, Target, encode_gate_to_node, encode_node_to_gate,
+    NodeToGate, RouteSpec, Target, TraceParent, encode_gate_to_node, encode_node_to_gate,
 };
 
 /// Any id the link can carry: UTF-8 of at most 255 bytes, cut at a character boundary.
@@ -24,6 +24,20 @@ fn id() -> impl Strategy<Value = String> {
         }),
         Just("x".repeat(MAX_ID_BYTES)),
     ]
+}
+
+/// A trace context with non-zero ids, any flags.
+fn trace_parent() -> impl Strategy<Value = TraceParent> {
+    (any::<[u8; 16]>(), any::<[u8; 8]>(), any::<u8>()).prop_map(|(mut trace_id, mut span_id, flags)| {
+        trace_id[0] |= 1;
+        span_id[7] |= 1;
+        TraceParent::new(trace_id, span_id, flags).expect("non-zero ids")
+    })
+}
+
+/// Traced or not, half and half.
+fn trace() -> impl Strategy<Value = Option<TraceParent>> {
+    proptest::option::of(trace_parent())
 }
 
 fn payload() -> impl Strategy<Value = Bytes> {
@@ -71,10 +85,13 @@ fn route_spec() -> impl Strategy<Value = RouteSpec> {
 fn gate_to_node() -> impl Strategy<Value = GateToNode> {
     prop_oneof![
         id().prop_map(|gate_id| GateToNode::Hello { gate_id }),
-        (any::<u64>(), any::<i64>(), payload()).prop_map(|(cid, uid, body)| GateToNode::Packet {
-            cid,
-            uid,
-            body
+        (any::<u64>(), any::<i64>(), payload(), trace()).prop_map(|(cid, uid, body, trace)| {
+            GateToNode::Packet {
+                cid,
+                uid,
+                body,
+                trace,
+            }
         }),
         (any::<u64>(), any::<i64>()).prop_map(|(cid, uid)| GateToNode::Disconnected { cid, uid }),
         (any::<u64>(), ack_result()).prop_map(|(request, result)| GateToNode::Ack { request, result }),
@@ -90,7 +107,11 @@ fn node_to_gate() -> impl Strategy<Value = NodeToGate> {
             routes
         }),
         state().prop_map(NodeToGate::State),
-        (target(), payload()).prop_map(|(target, packet)| NodeToGate::Deliver { target, packet }),
+        (target(), payload(), trace()).prop_map(|(target, packet, trace)| NodeToGate::Deliver {
+            target,
+            packet,
+            trace
+        }),
         (any::<u64>(), any::<u64>(), any::<i64>()).prop_map(|(request, cid, uid)| NodeToGate::BindUser {
             request,
             cid,
@@ -104,9 +125,25 @@ fn node_to_gate() -> impl Strategy<Value = NodeToGate> {
     ]
 }
 
-/// Extension bytes: `tag u8 | len u16 | value`, any tag (version 1 knows none).
+/// Extension bytes: `tag u8 | len u16 | value`, any tag but `traceparent`'s (the only one version 1
+/// knows), or `traceparent` with a value that is not one (random bytes of any length, or a valid value
+/// with one byte changed to something that is not a lower-case hex digit).
 fn extensions() -> impl Strategy<Value = Vec<u8>> {
-    vec((any::<u8>(), vec(any::<u8>(), 0..60)), 0..4).prop_map(|exts| {
+    let unknown = (
+        any::<u8>().prop_filter("unknown tag", |tag| *tag != ext::TRACEPARENT),
+        vec(any::<u8>(), 0..60),
+    );
+    let random_trace = vec(any::<u8>(), 0..60).prop_map(|value| (ext::TRACEPARENT, value));
+    let broken_trace = (trace_parent(), 0..TraceParent::LEN, any::<u8>()).prop_map(|(trace, at, byte)| {
+        let mut value = trace.encode().to_vec();
+        value[at] = if byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte) {
+            b'X'
+        } else {
+            byte
+        };
+        (ext::TRACEPARENT, value)
+    });
+    vec(prop_oneof![unknown, random_trace, broken_trace], 0..4).prop_map(|exts| {
         let mut out = Vec::new();
         for (tag, value) in exts {
             out.push(tag);
@@ -271,6 +308,48 @@ proptest! {
     }
 
     #[test]
+    fn traceparent_is_exactly_the_extension(gate in gate_to_node(), node in node_to_gate()) {
+        // A traced message costs one extension of 3 + 55 bytes, an untraced one no byte.
+        let traced = match &gate {
+            GateToNode::Packet { trace, .. } => trace.is_some(),
+            _ => false,
+        };
+        let bytes = encode_all_gate(std::slice::from_ref(&gate));
+        if traced {
+            let tail = &bytes[bytes.len() - 58..];
+            prop_assert_eq!(&tail[..3], &[ext::TRACEPARENT, 0, 55][..]);
+            prop_assert!(TraceParent::parse(&tail[3..]).is_some());
+        }
+        let traced = match &node {
+            NodeToGate::Deliver { trace, .. } => trace.is_some(),
+            _ => false,
+        };
+        let bytes = encode_all_node(std::slice::from_ref(&node));
+        if traced {
+            prop_assert_eq!(&bytes[bytes.len() - 58..bytes.len() - 55], &[ext::TRACEPARENT, 0, 55][..]);
+        }
+    }
+
+    #[test]
+    fn any_55_bytes_are_a_trace_or_ignored(value in vec(any::<u8>(), TraceParent::LEN..=TraceParent::LEN)) {
+        // Whatever the value, the frame decodes; a value that parses is carried exactly (parse ∘ encode
+        // is the identity), one that does not is as if absent.
+        let packet = GateToNode::Packet { cid: 1, uid: 2, body: Bytes::from_static(b"z"), trace: None };
+        let mut extension = vec![ext::TRACEPARENT, 0, 55];
+        extension.extend_from_slice(&value);
+        let frame = with_extensions(encode_all_gate(std::slice::from_ref(&packet)).to_vec(), &extension);
+        let decoded = LinkDecoder::default().decode_gate_to_node(&mut BytesMut::from(&frame[..]));
+        let expected = TraceParent::parse(&value);
+        if let Some(trace) = expected {
+            prop_assert_eq!(&trace.encode()[..], &value[..]);
+        }
+        prop_assert_eq!(
+            decoded,
+            Ok(Some(GateToNode::Packet { cid: 1, uid: 2, body: Bytes::from_static(b"z"), trace: expected }))
+        );
+    }
+
+    #[test]
     fn unknown_extensions_are_skipped(
         gate in gate_to_node(),
         node in node_to_gate(),
@@ -291,7 +370,8 @@ proptest! {
     #[test]
     fn truncated_frames_are_errors_not_panics(msg in node_to_gate(), cut in any::<usize>()) {
         // The same fields in a frame whose length field claims fewer bytes: every cut inside the
-        // fields is either an error or (for a cut at an extension boundary) the same message.
+        // fields is either an error or, at an extension boundary, the message with the extensions
+        // before the cut (a traced Deliver cut before its trace is the untraced Deliver).
         let full = encode_all_node(std::slice::from_ref(&msg)).to_vec();
         let body_len = full.len() - LENGTH_FIELD_BYTES;
         let keep = 1 + cut % body_len;
@@ -300,6 +380,11 @@ proptest! {
         let result = LinkDecoder::default().decode_node_to_gate(&mut BytesMut::from(&frame[..]));
         if keep == body_len {
             prop_assert_eq!(result, Ok(Some(msg)));
+        } else if let NodeToGate::Deliver { target, packet, trace: Some(_) } = &msg
+            && keep == body_len - 3 - TraceParent::LEN
+        {
+            let untraced = NodeToGate::Deliver { target: target.clone(), packet: packet.clone(), trace: None };
+            prop_assert_eq!(result, Ok(Some(untraced)));
         } else {
             prop_assert!(result.is_err(), "cut at {} of {} decoded: {:?}", keep, body_len, result);
         }

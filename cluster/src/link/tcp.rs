@@ -364,7 +364,7 @@ async fn read_frames<S: Side>(
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use switchyard_protocol::link::{NodeState, Target};
+    use switchyard_protocol::link::{NodeState, Target, TraceParent};
 
     fn fast() -> TcpLinkConfig {
         TcpLinkConfig {
@@ -384,12 +384,16 @@ mod tests {
         let mut node = acceptor.accept().await.unwrap();
 
         let body = Bytes::from_static(b"\x00\x00\x01\x00\x01{}");
+        // Every other packet is traced: its trace context crosses the link with it.
+        let trace =
+            |cid: u64| (cid % 2 == 1).then(|| TraceParent::new([7; 16], cid.to_be_bytes(), 1).unwrap());
         for cid in 0..1000 {
             gate.tx
                 .send(GateToNode::Packet {
                     cid,
                     uid: 7,
                     body: body.clone(),
+                    trace: trace(cid),
                 })
                 .await
                 .unwrap();
@@ -400,7 +404,8 @@ mod tests {
                 Some(GateToNode::Packet {
                     cid,
                     uid: 7,
-                    body: body.clone()
+                    body: body.clone(),
+                    trace: trace(cid),
                 })
             );
         }
@@ -412,6 +417,7 @@ mod tests {
             .send(NodeToGate::Deliver {
                 target: Target::Users(vec![1, 2]),
                 packet: body.clone(),
+                trace: None,
             })
             .await
             .unwrap();

@@ -42,7 +42,7 @@
 //! | type | message | fields |
 //! |---|---|---|
 //! | `0x01` | `Hello` | `version u16`, `gate_id id` |
-//! | `0x02` | `Packet` | `cid u64`, `uid i64`, `body bytes` (the client packet after its size field) |
+//! | `0x02` | `Packet` | `cid u64`, `uid i64`, `body bytes` (the client packet after its size field); extension `0x01` |
 //! | `0x03` | `Disconnected` | `cid u64`, `uid i64` |
 //! | `0x04` | `Ack` | `request u64`, `result` |
 //! | `0x05` | `Heartbeat` | none |
@@ -53,7 +53,7 @@
 //! |---|---|---|
 //! | `0x81` | `Hello` | `version u16`, `node_id id`, `state`, `count u32`, `count` × `route` |
 //! | `0x82` | `State` | `state` |
-//! | `0x83` | `Deliver` | `target`, `packet bytes` (a whole client packet, size field included) |
+//! | `0x83` | `Deliver` | `target`, `packet bytes` (a whole client packet, size field included); extension `0x01` |
 //! | `0x84` | `BindUser` | `request u64`, `cid u64`, `uid i64` |
 //! | `0x85` | `UnbindUser` | `request u64`, `uid i64` |
 //! | `0x86` | `UserNode` | `uid i64`, `node_id opt id` |
@@ -78,12 +78,19 @@
 //! ```
 //!
 //! A receiver skips every extension it does not know, so new optional fields can be added without a
-//! version bump; an extension cut short by the end of the frame is an error. Version 1 defines none,
-//! and an absent extension costs no byte. Reserved:
+//! version bump; an extension cut short by the end of the frame is an error. An absent extension costs
+//! no byte. Version 1 defines one:
 //!
 //! | tag | in | value |
 //! |---|---|---|
-//! | `0x01` | gate → node `Packet` | W3C `traceparent`: its 55-byte header value, `00-<32 hex>-<16 hex>-<2 hex>` |
+//! | `0x01` | gate → node `Packet`, node → gate `Deliver` | W3C `traceparent`: its 55-byte header value, `00-<32 hex>-<16 hex>-<2 hex>` (lower-case hex) |
+//!
+//! `traceparent` ([`TraceParent`]) is the context of the sender's span: a gate sends it on the
+//! packets it traces (and only on those: an untraced packet carries no extension), a node on the
+//! responses and pushes of a traced handler. A value that is not a valid version-00 `traceparent` (another
+//! length or version, bad hex, upper case, an all-zero id) is ignored as if absent: it is the sender's
+//! bug, not worth a player's packet, so it neither fails the frame nor is counted. When a frame carries
+//! several, the first valid one counts. In other messages the tag is skipped like an unknown one.
 //!
 //! # Examples
 //!
@@ -92,6 +99,7 @@
 //! gate → node Hello "g1"           00 00 00 06  01  00 01  02 67 31
 //! gate → node Packet cid 7 uid -1  00 00 00 1a  02  00 00 00 00 00 00 00 07  ff ff ff ff ff ff ff ff
 //!   body 00 00 01 00 01                         00 00 00 05  00 00 01 00 01
+//!   traced: length 00 00 00 54, the same fields, then  01  00 37  30 30 2d ... (55 bytes: "00-<trace id>-<span id>-01")
 //! node → gate State draining       00 00 00 02  82  02
 //! ```
 //!
@@ -103,7 +111,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{AckError, GateToNode, NodeState, NodeToGate, RouteSpec, Target};
+use super::{AckError, GateToNode, NodeState, NodeToGate, RouteSpec, Target, TraceParent};
 use crate::packet::{DEFAULT_MAX_PACKET_BYTES, PacketConfig, SIZE_FIELD_BYTES};
 
 /// The link protocol version this code speaks, carried in both Hellos.
@@ -120,7 +128,8 @@ pub const DEFAULT_MAX_FRAME_BYTES: u32 =
 
 /// Extension tags. See the module documentation.
 pub mod ext {
-    /// Reserved for the W3C `traceparent` of a gate → node `Packet` (55 bytes). Not yet read or written.
+    /// The W3C `traceparent` ([`super::TraceParent`], 55 bytes) of a gate → node `Packet` or a node → gate
+    /// `Deliver`.
     pub const TRACEPARENT: u8 = 0x01;
 }
 
@@ -336,11 +345,13 @@ fn parse_gate_to_node(frame: Bytes) -> Result<GateToNode, LinkDecodeError> {
         }
         ty::G_PACKET => {
             r.message = "gate-to-node Packet";
-            GateToNode::Packet {
-                cid: r.u64("connection id")?,
-                uid: r.i64("uid")?,
-                body: r.bytes("packet body")?,
-            }
+            let (cid, uid, body) = (r.u64("connection id")?, r.i64("uid")?, r.bytes("packet body")?);
+            return Ok(GateToNode::Packet {
+                cid,
+                uid,
+                body,
+                trace: r.extensions()?,
+            });
         }
         ty::G_DISCONNECTED => {
             r.message = "gate-to-node Disconnected";
@@ -375,7 +386,7 @@ fn parse_gate_to_node(frame: Bytes) -> Result<GateToNode, LinkDecodeError> {
             });
         }
     };
-    r.skip_extensions()?;
+    r.extensions()?;
     Ok(msg)
 }
 
@@ -416,10 +427,12 @@ fn parse_node_to_gate(frame: Bytes) -> Result<NodeToGate, LinkDecodeError> {
         }
         ty::N_DELIVER => {
             r.message = "node-to-gate Deliver";
-            NodeToGate::Deliver {
-                target: r.target()?,
-                packet: r.bytes("packet")?,
-            }
+            let (target, packet) = (r.target()?, r.bytes("packet")?);
+            return Ok(NodeToGate::Deliver {
+                target,
+                packet,
+                trace: r.extensions()?,
+            });
         }
         ty::N_BIND_USER => {
             r.message = "node-to-gate BindUser";
@@ -473,7 +486,7 @@ fn parse_node_to_gate(frame: Bytes) -> Result<NodeToGate, LinkDecodeError> {
             });
         }
     };
-    r.skip_extensions()?;
+    r.extensions()?;
     Ok(msg)
 }
 
@@ -607,14 +620,19 @@ impl Reader {
         })
     }
 
-    /// Skips the extension section: no extension is known to this version.
-    fn skip_extensions(mut self) -> Result<(), LinkDecodeError> {
+    /// Reads the extension section: returns the first valid `traceparent`, skips everything else
+    /// (unknown tags, invalid `traceparent` values). Messages that carry no trace drop the result.
+    fn extensions(mut self) -> Result<Option<TraceParent>, LinkDecodeError> {
+        let mut trace = None;
         while self.remaining() > 0 {
-            let _tag = self.u8("extension tag")?;
+            let tag = self.u8("extension tag")?;
             let len = self.u16("extension length")?;
-            self.take(len as usize, "extension value")?;
+            let value = self.take(len as usize, "extension value")?;
+            if tag == ext::TRACEPARENT && trace.is_none() {
+                trace = TraceParent::parse(&self.frame[value]);
+            }
         }
-        Ok(())
+        Ok(trace)
     }
 }
 
@@ -628,10 +646,17 @@ pub fn encode_gate_to_node(msg: &GateToNode, dst: &mut BytesMut) -> Result<usize
             dst.put_u16(LINK_VERSION);
             put_id(dst, "gate id", gate_id)
         }),
-        GateToNode::Packet { cid, uid, body } => frame(dst, ty::G_PACKET, 20 + body.len(), |dst| {
+        GateToNode::Packet {
+            cid,
+            uid,
+            body,
+            trace,
+        } => frame(dst, ty::G_PACKET, 20 + body.len() + trace_len(*trace), |dst| {
             dst.put_u64(*cid);
             dst.put_i64(*uid);
-            put_bytes(dst, "packet body", body)
+            put_bytes(dst, "packet body", body)?;
+            put_trace(dst, *trace);
+            Ok(())
         }),
         GateToNode::Disconnected { cid, uid } => frame(dst, ty::G_DISCONNECTED, 16, |dst| {
             dst.put_u64(*cid);
@@ -689,10 +714,17 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
             dst.put_u8(state.to_u8());
             Ok(())
         }),
-        NodeToGate::Deliver { target, packet } => {
-            frame(dst, ty::N_DELIVER, target_len(target) + 4 + packet.len(), |dst| {
+        NodeToGate::Deliver {
+            target,
+            packet,
+            trace,
+        } => {
+            let hint = target_len(target) + 4 + packet.len() + trace_len(*trace);
+            frame(dst, ty::N_DELIVER, hint, |dst| {
                 put_target(dst, target)?;
-                put_bytes(dst, "packet", packet)
+                put_bytes(dst, "packet", packet)?;
+                put_trace(dst, *trace);
+                Ok(())
             })
         }
         NodeToGate::BindUser { request, cid, uid } => frame(dst, ty::N_BIND_USER, 24, |dst| {
@@ -775,6 +807,19 @@ fn put_bytes(dst: &mut BytesMut, field: &'static str, bytes: &[u8]) -> Result<()
     Ok(())
 }
 
+/// Bytes of the `traceparent` extension: none when there is no trace.
+fn trace_len(trace: Option<TraceParent>) -> usize {
+    trace.map_or(0, |_| 3 + TraceParent::LEN)
+}
+
+fn put_trace(dst: &mut BytesMut, trace: Option<TraceParent>) {
+    if let Some(trace) = trace {
+        dst.put_u8(ext::TRACEPARENT);
+        dst.put_u16(TraceParent::LEN as u16);
+        dst.put_slice(&trace.encode());
+    }
+}
+
 fn target_len(target: &Target) -> usize {
     match target {
         Target::Connection(_) | Target::User(_) => 9,
@@ -850,11 +895,20 @@ mod tests {
             cid: 7,
             uid: -1,
             body: Bytes::from_static(&[0, 0, 1, 0, 1]),
+            trace: None,
         };
         assert_eq!(
             hex(&gate_bytes(&packet)),
             "00 00 00 1a 02 00 00 00 00 00 00 00 07 ff ff ff ff ff ff ff ff 00 00 00 05 00 00 01 00 01"
         );
+        let traced = traced(packet, TRACEPARENT);
+        let bytes = gate_bytes(&traced);
+        assert_eq!(
+            hex(&bytes[..33]),
+            "00 00 00 54 02 00 00 00 00 00 00 00 07 ff ff ff ff ff ff ff ff 00 00 00 05 00 00 01 00 01 01 00 37"
+        );
+        assert_eq!(&bytes[33..], TRACEPARENT);
+        assert_eq!(decode_gate(&bytes), Ok(Some(traced)));
         assert_eq!(
             hex(&node_bytes(&NodeToGate::State(NodeState::Draining))),
             "00 00 00 02 82 02"
@@ -894,6 +948,7 @@ mod tests {
         let deliver = NodeToGate::Deliver {
             target: Target::Users(vec![1, -1]),
             packet: Bytes::from_static(&[0, 0, 0, 1, 0x80]),
+            trace: None,
         };
         assert_eq!(
             hex(&node_bytes(&deliver)),
@@ -921,7 +976,12 @@ mod tests {
     #[test]
     fn packet_body_is_a_slice_of_the_read_buffer() {
         let body = Bytes::from(vec![0x5a; 300]);
-        let mut buf = gate_bytes(&GateToNode::Packet { cid: 1, uid: 2, body });
+        let mut buf = gate_bytes(&GateToNode::Packet {
+            cid: 1,
+            uid: 2,
+            body,
+            trace: None,
+        });
         let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
         let Some(GateToNode::Packet { body, .. }) =
             LinkDecoder::default().decode_gate_to_node(&mut buf).unwrap()
@@ -949,28 +1009,59 @@ mod tests {
         );
     }
 
+    const TRACEPARENT: &[u8] = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    /// `frame` (one encoded frame) with `extensions` appended and its length fixed.
+    fn with_extensions(frame: &[u8], extensions: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = frame.to_vec();
+        for extension in extensions {
+            bytes.extend_from_slice(extension);
+        }
+        let len = (bytes.len() - 4) as u32;
+        bytes[..4].copy_from_slice(&len.to_be_bytes());
+        bytes
+    }
+
+    /// `packet` (a gate → node Packet) with the trace context `value`.
+    fn traced(packet: GateToNode, value: &[u8]) -> GateToNode {
+        let GateToNode::Packet { cid, uid, body, .. } = packet else {
+            panic!("not a packet")
+        };
+        let trace = TraceParent::parse(value);
+        assert!(trace.is_some());
+        GateToNode::Packet {
+            cid,
+            uid,
+            body,
+            trace,
+        }
+    }
+
+    fn traceparent_ext(value: &[u8]) -> Vec<u8> {
+        let mut ext = vec![ext::TRACEPARENT];
+        ext.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        ext.extend_from_slice(value);
+        ext
+    }
+
     #[test]
     fn extensions_are_skipped_and_checked() {
-        // A Packet carrying an unknown extension and the reserved traceparent.
-        let mut bytes = gate_bytes(&GateToNode::Packet {
+        // A Packet carrying an unknown extension, then the traceparent.
+        let packet = GateToNode::Packet {
             cid: 1,
             uid: 0,
             body: Bytes::from_static(b"x"),
-        })
-        .to_vec();
-        bytes.extend_from_slice(&[0x7e, 0x00, 0x01, 0xaa]);
-        bytes.extend_from_slice(&[ext::TRACEPARENT, 0x00, 55]);
-        bytes.extend_from_slice(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        let len = (bytes.len() - 4) as u32;
-        bytes[..4].copy_from_slice(&len.to_be_bytes());
-        assert_eq!(
-            decode_gate(&bytes),
-            Ok(Some(GateToNode::Packet {
-                cid: 1,
-                uid: 0,
-                body: Bytes::from_static(b"x")
-            }))
+            trace: None,
+        };
+        let bytes = with_extensions(
+            &gate_bytes(&packet),
+            &[&[0x7e, 0x00, 0x01, 0xaa], &traceparent_ext(TRACEPARENT)],
         );
+        assert_eq!(decode_gate(&bytes), Ok(Some(traced(packet.clone(), TRACEPARENT))));
+        // Elsewhere the tag is skipped like any unknown one.
+        let disconnected = GateToNode::Disconnected { cid: 1, uid: 2 };
+        let bytes = with_extensions(&gate_bytes(&disconnected), &[&traceparent_ext(TRACEPARENT)]);
+        assert_eq!(decode_gate(&bytes), Ok(Some(disconnected)));
         // An extension cut short by the end of the frame.
         assert_eq!(
             decode_gate(&[0, 0, 0, 4, 0x05, 0x01, 0x00, 0x02]),
@@ -979,6 +1070,47 @@ mod tests {
                 field: "extension value"
             })
         );
+    }
+
+    #[test]
+    fn invalid_traceparents_are_ignored_not_errors() {
+        let packet = GateToNode::Packet {
+            cid: 3,
+            uid: 4,
+            body: Bytes::from_static(b"y"),
+            trace: None,
+        };
+        let mut upper = TRACEPARENT.to_vec();
+        upper.make_ascii_uppercase();
+        for value in [
+            &TRACEPARENT[..54],
+            &upper[..],
+            b"00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            b"",
+        ] {
+            let bytes = with_extensions(&gate_bytes(&packet), &[&traceparent_ext(value)]);
+            assert_eq!(decode_gate(&bytes), Ok(Some(packet.clone())));
+        }
+        // The first valid one counts.
+        let second = b"00-0af7651916cd43dd8448eb211c80319c-00000000000000aa-00";
+        let bytes = with_extensions(
+            &gate_bytes(&packet),
+            &[
+                &traceparent_ext(&upper),
+                &traceparent_ext(TRACEPARENT),
+                &traceparent_ext(second),
+            ],
+        );
+        assert_eq!(decode_gate(&bytes), Ok(Some(traced(packet.clone(), TRACEPARENT))));
+        // A node's Deliver carries one the same way.
+        let deliver = NodeToGate::Deliver {
+            target: Target::Connection(3),
+            packet: Bytes::from_static(&[0, 0, 0, 1, 0x80]),
+            trace: TraceParent::parse(second),
+        };
+        let bytes = node_bytes(&deliver);
+        assert_eq!(bytes.len(), 4 + 1 + 9 + 4 + 5 + 3 + TraceParent::LEN);
+        assert_eq!(decode_node(&bytes), Ok(Some(deliver)));
     }
 
     #[test]
