@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use switchyard_cluster::admin::Readiness;
@@ -32,15 +33,18 @@ use crate::links;
 use crate::metrics::{CloseReason, DropReason, GateMetrics, RefuseReason, TrafficCounters, Transport};
 use crate::nodes::{Decision, NodeTable};
 use crate::rate::{RateLimiter, Verdict};
-use crate::session::{Outbound, Session, SessionTable};
-use crate::transport::{FrameSource, PacketSink, SourceEvent, StreamSink, StreamSource, ws_halves};
+use crate::session::{Session, SessionTable};
+use crate::transport::{
+    FrameSource, PacketSink, SourceEvent, StreamSink, StreamSource, TcpSource, ws_halves,
+};
 
 /// How long a WebSocket upgrade may take.
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Stands in for "never" in timers that are disabled.
 const NEVER: Duration = Duration::from_secs(86_400);
-/// Initial read buffer of a WebSocket connection.
-const WS_READ_BUFFER: usize = 8 * 1024;
+/// Read buffer of a WebSocket connection (tungstenite keeps it for the connection's life, zero-filled, so
+/// it is resident memory): 4 KiB holds a few pipelined 1 KiB packets per read and grows for larger messages.
+const WS_READ_BUFFER: usize = 4 * 1024;
 /// Packets one write batch holds at most.
 const WRITE_BATCH_PACKETS: usize = 256;
 
@@ -232,15 +236,30 @@ impl Gate {
             };
             let _ = stream.set_nodelay(true);
             let gate = self.clone();
-            inner
-                .tasks
-                .spawn(async move { gate.serve_connection(stream, peer, transport, permit).await });
+            // Each kind of connection is its own task so that a task is only as large as its own future:
+            // one future for all would reserve the TLS and WebSocket handshake states (over 11 KiB) in every
+            // plain TCP connection.
+            match (inner.config.tls.is_some(), transport) {
+                (false, Transport::Tcp) => inner.tasks.spawn(gate.serve_plain_tcp(stream, permit)),
+                (false, Transport::Ws) => inner.tasks.spawn(gate.accept_ws(stream, peer, permit)),
+                (true, _) => inner
+                    .tasks
+                    .spawn(Box::pin(gate.serve_tls(stream, peer, transport, permit))),
+            };
         }
     }
 
-    /// Takes an accepted socket through the TLS handshake (when configured) and the WebSocket upgrade (on
-    /// the WebSocket listener), then runs its session.
-    async fn serve_connection(
+    /// Runs the session of a plain TCP client.
+    async fn serve_plain_tcp(self, stream: TcpStream, permit: OwnedSemaphorePermit) {
+        let (read, write) = stream.into_split();
+        let source = TcpSource::new(read, &self.inner.config.packet);
+        self.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
+            .await;
+    }
+
+    /// Takes an accepted socket through the TLS handshake and, on the WebSocket listener, the upgrade,
+    /// then runs its session.
+    async fn serve_tls(
         self,
         stream: TcpStream,
         peer: SocketAddr,
@@ -248,15 +267,6 @@ impl Gate {
         permit: OwnedSemaphorePermit,
     ) {
         let Some(acceptor) = self.inner.config.tls.clone().map(TlsAcceptor::from) else {
-            match transport {
-                Transport::Tcp => {
-                    let (read, write) = stream.into_split();
-                    let source = StreamSource::new(read, &self.inner.config.packet);
-                    self.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
-                        .await;
-                }
-                Transport::Ws => self.accept_ws(stream, peer, permit).await,
-            }
             return;
         };
         let Some(stream) = self.tls_handshake(&acceptor, stream, peer, transport).await else {
@@ -348,21 +358,16 @@ impl Gate {
     ) {
         let inner = &self.inner;
         let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
-        let (outbound_tx, outbound_rx) = mpsc::channel(inner.config.outbound_queue);
-        let session = Arc::new(Session::new(cid, outbound_tx));
+        let session = Arc::new(Session::new(cid, inner.config.outbound_queue));
         inner.sessions.insert(session.clone());
         let labels = crate::metrics::TransportLabels { protocol: transport };
         inner.metrics.connections.get_or_create(&labels).inc();
         inner.metrics.connections_opened.get_or_create(&labels).inc();
         let traffic = inner.metrics.traffic(transport);
 
-        let writer = inner.tasks.spawn(write_loop(
-            self.clone(),
-            session.clone(),
-            sink,
-            outbound_rx,
-            traffic.clone(),
-        ));
+        let writer = inner
+            .tasks
+            .spawn(write_loop(self.clone(), session.clone(), sink, traffic.clone()));
         self.read_loop(&session, &mut source, &traffic).await;
         session.close(CloseReason::Error); // no-op when a reason is already recorded
         let sink = writer.await;
@@ -494,8 +499,16 @@ impl Gate {
                     uid,
                     body: data.into_body(),
                 };
-                // Waiting here is the backpressure of a node that cannot keep up.
-                if node.tx.send(packet).await.is_err() {
+                // Waiting here is the backpressure of a node that cannot keep up. The wait is boxed so that
+                // every connection's reader does not reserve room for it while idle.
+                let sent = match node.tx.try_send(packet) {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::TrySendError::Full(packet)) => {
+                        Box::pin(node.tx.send(packet)).await.map_err(drop)
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                };
+                if sent.is_err() {
                     inner.metrics.dropped(DropReason::NoNode);
                 }
             }
@@ -871,46 +884,43 @@ async fn write_loop<W: PacketSink>(
     gate: Gate,
     session: Arc<Session>,
     mut sink: W,
-    mut outbound: mpsc::Receiver<Outbound>,
     traffic: TrafficCounters,
 ) -> W {
     let config = &gate.inner.config;
-    let tick_every = (config.heartbeat_mode == HeartbeatMode::Tick && !config.heartbeat_interval.is_zero())
-        .then_some(config.heartbeat_interval);
-    let mut tick = tokio::time::interval(tick_every.unwrap_or(Duration::from_secs(86_400)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.reset();
+    // Only a gate in tick mode keeps a timer per connection.
+    let mut tick = (config.heartbeat_mode == HeartbeatMode::Tick && !config.heartbeat_interval.is_zero())
+        .then(|| {
+            let mut tick = tokio::time::interval(config.heartbeat_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.reset();
+            tick
+        });
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
-        let mut close = None;
-        tokio::select! {
-            biased;
-            _ = session.closed.cancelled() => break,
-            message = outbound.recv() => match message {
-                Some(Outbound::Packet(packet)) => {
-                    let mut bytes = packet.len();
-                    batch.push(packet);
-                    while bytes < config.write_batch_bytes && batch.len() < WRITE_BATCH_PACKETS {
-                        match outbound.try_recv() {
-                            Ok(Outbound::Packet(packet)) => {
-                                bytes += packet.len();
-                                batch.push(packet);
-                            }
-                            Ok(Outbound::Close(reason)) => {
-                                close = Some(reason);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+        let (mut bytes, close) =
+            session.take_outbound(&mut batch, config.write_batch_bytes, WRITE_BATCH_PACKETS);
+        // A client that always has packets queued still gets its ticks.
+        if let Some(tick) = tick.as_mut()
+            && !batch.is_empty()
+            && tick.tick().now_or_never().is_some()
+        {
+            let heartbeat = gate.heartbeat_packet(0);
+            bytes += heartbeat.len();
+            batch.push(heartbeat);
+        }
+        if batch.is_empty() && close.is_none() {
+            tokio::select! {
+                biased;
+                _ = session.closed.cancelled() => break,
+                _ = session.outbound_ready() => continue,
+                _ = async { tick.as_mut()?.tick().await; Some(()) }, if tick.is_some() => {
+                    let heartbeat = gate.heartbeat_packet(0);
+                    bytes = heartbeat.len();
+                    batch.push(heartbeat);
                 }
-                Some(Outbound::Close(reason)) => close = Some(reason),
-                None => break,
-            },
-            _ = tick.tick(), if tick_every.is_some() => batch.push(gate.heartbeat_packet(0)),
+            }
         }
         if !batch.is_empty() {
-            let bytes: usize = batch.iter().map(Bytes::len).sum();
             let written = tokio::select! {
                 _ = session.closed.cancelled() => break,
                 written = sink.write(&batch) => written,

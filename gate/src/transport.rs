@@ -1,6 +1,10 @@
 //! Client transports reduced to two small interfaces: a [`FrameSource`] that yields decoded packets and a
 //! [`PacketSink`] that writes batches of whole packets. TCP is a byte stream cut by the packet decoder;
 //! WebSocket carries exactly one packet per binary message. The session logic above is the same for both.
+//!
+//! Memory per idle connection is what limits how many players a gate holds, so a plain TCP connection
+//! keeps no read buffer while it waits: [`TcpSource`] waits for readiness first and borrows a buffer only
+//! while bytes are in hand.
 
 use std::io;
 
@@ -9,11 +13,12 @@ use futures_util::{SinkExt, StreamExt};
 use switchyard_protocol::packet::MessageError;
 use switchyard_protocol::{DecodeError, Decoder, Frame, PacketConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-/// Read buffer a TCP connection starts with; it grows up to one maximum packet when a packet needs it.
-const INITIAL_READ_BUFFER: usize = 4 * 1024;
+/// Read buffer a TCP connection reads into; it grows up to one maximum packet when a packet needs it.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// What reading from a client produced.
 #[derive(Debug)]
@@ -42,7 +47,7 @@ pub(crate) trait PacketSink: Send + 'static {
     fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// A byte stream cut into packets.
+/// A byte stream cut into packets (TLS and other wrapped streams, which keep buffers of their own).
 pub(crate) struct StreamSource<R> {
     read: R,
     buf: BytesMut,
@@ -53,7 +58,7 @@ impl<R> StreamSource<R> {
     pub(crate) fn new(read: R, config: &PacketConfig) -> Self {
         StreamSource {
             read,
-            buf: BytesMut::with_capacity(INITIAL_READ_BUFFER),
+            buf: BytesMut::with_capacity(READ_CHUNK),
             decoder: config.decoder(),
         }
     }
@@ -62,16 +67,11 @@ impl<R> StreamSource<R> {
 impl<R: AsyncRead + Unpin + Send + 'static> FrameSource for StreamSource<R> {
     async fn next(&mut self) -> SourceEvent {
         loop {
-            match self.decoder.decode(&mut self.buf) {
-                Ok(Some(frame)) => {
-                    let wire = wire_len(&frame);
-                    return SourceEvent::Frame(frame, wire);
-                }
-                Ok(None) => {}
-                Err(error) => return SourceEvent::Oversize(error),
+            if let Some(event) = decode_next(&mut self.decoder, &mut self.buf) {
+                return event;
             }
             if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(INITIAL_READ_BUFFER);
+                self.buf.reserve(READ_CHUNK);
             }
             match self.read.read_buf(&mut self.buf).await {
                 Ok(0) => return SourceEvent::Closed,
@@ -79,6 +79,69 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameSource for StreamSource<R> {
                 Err(error) => return SourceEvent::Failed(error),
             }
         }
+    }
+}
+
+/// A plain TCP connection cut into packets, holding a read buffer only while part of a packet is in it.
+pub(crate) struct TcpSource {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl TcpSource {
+    pub(crate) fn new(read: OwnedReadHalf, config: &PacketConfig) -> Self {
+        TcpSource {
+            read,
+            buf: BytesMut::new(),
+            decoder: config.decoder(),
+        }
+    }
+}
+
+impl FrameSource for TcpSource {
+    async fn next(&mut self) -> SourceEvent {
+        loop {
+            if let Some(event) = decode_next(&mut self.decoder, &mut self.buf) {
+                return event;
+            }
+            if self.buf.is_empty() {
+                // Whole packets only so far: give the buffer back while the client is quiet. Under load this
+                // costs one allocation per read, which the packets split off the buffer often cost anyway.
+                self.buf = BytesMut::new();
+                if let Err(error) = self.read.readable().await {
+                    return SourceEvent::Failed(error);
+                }
+            }
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match self.read.try_read_buf(&mut self.buf) {
+                Ok(0) => return SourceEvent::Closed,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.buf.is_empty() {
+                        // Part of a packet is buffered: wait with it.
+                        if let Err(error) = self.read.readable().await {
+                            return SourceEvent::Failed(error);
+                        }
+                    }
+                }
+                Err(error) => return SourceEvent::Failed(error),
+            }
+        }
+    }
+}
+
+/// The next packet already in `buf`, or the oversize error that ends the connection.
+fn decode_next(decoder: &mut Decoder, buf: &mut BytesMut) -> Option<SourceEvent> {
+    match decoder.decode(buf) {
+        Ok(Some(frame)) => {
+            let wire = wire_len(&frame);
+            Some(SourceEvent::Frame(frame, wire))
+        }
+        Ok(None) => None,
+        Err(error) => Some(SourceEvent::Oversize(error)),
     }
 }
 
