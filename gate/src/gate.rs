@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{GateConfig, HeartbeatMode};
 use crate::links;
 use crate::metrics::{CloseReason, DropReason, GateMetrics, RefuseReason, TrafficCounters, Transport};
-use crate::nodes::{Decision, NodeTable};
+use crate::nodes::{Decision, NodeHandle, NodeTable};
 use crate::rate::{RateLimiter, Verdict};
 use crate::session::{Session, SessionTable};
 use crate::transport::{
@@ -40,8 +41,6 @@ use crate::transport::{
 
 /// How long a WebSocket upgrade may take.
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Stands in for "never" in timers that are disabled.
-const NEVER: Duration = Duration::from_secs(86_400);
 /// Read buffer of a WebSocket connection (tungstenite keeps it for the connection's life, zero-filled, so
 /// it is resident memory): 4 KiB holds a few pipelined 1 KiB packets per read and grows for larger messages.
 const WS_READ_BUFFER: usize = 4 * 1024;
@@ -250,8 +249,9 @@ impl Gate {
     }
 
     /// Runs the session of a plain TCP client.
-    async fn serve_plain_tcp(self, stream: TcpStream, permit: OwnedSemaphorePermit) {
-        let (read, write) = stream.into_split();
+    async fn serve_plain_tcp(self, mut stream: TcpStream, permit: OwnedSemaphorePermit) {
+        // Borrowed halves: reader and writer run in this one task, so the socket needs no shared handle.
+        let (read, write) = stream.split();
         let source = TcpSource::new(read, &self.inner.config.packet);
         self.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
             .await;
@@ -348,9 +348,11 @@ impl Gate {
         }
     }
 
-    /// Runs one client connection from its first packet to its cleanup.
+    /// Runs one client connection from its first packet to its cleanup. Reading and writing are two
+    /// futures of the connection's one task: a second task per connection would cost its own allocation
+    /// and a wake-up across tasks for every response.
     async fn run_session<S: FrameSource, W: PacketSink>(
-        self,
+        &self,
         transport: Transport,
         mut source: S,
         sink: W,
@@ -365,12 +367,11 @@ impl Gate {
         inner.metrics.connections_opened.get_or_create(&labels).inc();
         let traffic = inner.metrics.traffic(transport);
 
-        let writer = inner
-            .tasks
-            .spawn(write_loop(self.clone(), session.clone(), sink, traffic.clone()));
-        self.read_loop(&session, &mut source, &traffic).await;
-        session.close(CloseReason::Error); // no-op when a reason is already recorded
-        let sink = writer.await;
+        let reading = async {
+            self.read_loop(&session, &mut source, &traffic).await;
+            session.close(CloseReason::Error); // no-op when a reason is already recorded
+        };
+        let ((), sink) = tokio::join!(reading, write_loop(self, &session, sink, &traffic));
 
         // Account for the connection before the client can see it closed.
         let owned_uid = inner.sessions.remove(&session);
@@ -378,7 +379,7 @@ impl Gate {
         inner.metrics.connections.get_or_create(&labels).dec();
         inner.metrics.closed(transport, reason);
         self.after_close(&session, owned_uid);
-        if let Ok(mut sink) = sink {
+        if let Some(mut sink) = sink {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
         }
     }
@@ -392,16 +393,12 @@ impl Gate {
         let inner = &self.inner;
         let idle_timeout = inner.config.idle_timeout();
         let mut last_seen = Instant::now();
-        let idle = tokio::time::sleep(idle_timeout.unwrap_or(NEVER));
-        tokio::pin!(idle);
+        // Timers live on the heap and only when configured: most of a connection's life is spent waiting
+        // here, and the waiting state is what every idle connection costs.
+        let mut idle = idle_timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout)));
         let authorize_timeout = inner.config.authorize_timeout;
-        let mut authorize_pending = !authorize_timeout.is_zero();
-        let authorize = tokio::time::sleep(if authorize_pending {
-            authorize_timeout
-        } else {
-            NEVER
-        });
-        tokio::pin!(authorize);
+        let mut authorize =
+            (!authorize_timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(authorize_timeout)));
         let mut limit = inner.config.rate_limit.map(|limit| ConnectionLimit {
             limiter: RateLimiter::new(limit, last_seen),
             dropped: inner.metrics.drop_counter(DropReason::RateLimited),
@@ -411,24 +408,26 @@ impl Gate {
                 biased;
                 _ = session.closed.cancelled() => return,
                 // Before the source: a client flooding packets must not postpone its deadline.
-                _ = &mut authorize, if authorize_pending => {
+                () = expired(&mut authorize), if authorize.is_some() => {
                     if session.uid() == NO_UID {
                         tracing::debug!(cid = session.cid, timeout = ?authorize_timeout, "client did not log in within the authorize timeout");
                         session.close(CloseReason::Unauthorized);
                         return;
                     }
-                    authorize_pending = false;
+                    authorize = None;
                     continue;
                 }
                 event = source.next() => event,
-                _ = &mut idle, if idle_timeout.is_some() => {
+                () = expired(&mut idle), if idle.is_some() => {
                     let timeout = idle_timeout.unwrap_or_default();
                     if last_seen.elapsed() >= timeout {
                         tracing::debug!(cid = session.cid, "client idle past twice the heartbeat interval");
                         session.close(CloseReason::Idle);
                         return;
                     }
-                    idle.as_mut().reset(last_seen + timeout);
+                    if let Some(idle) = idle.as_mut() {
+                        idle.as_mut().reset(last_seen + timeout);
+                    }
                     continue;
                 }
             };
@@ -437,8 +436,12 @@ impl Gate {
                     last_seen = Instant::now();
                     traffic.packets_in.inc();
                     traffic.bytes_in.inc_by(wire_bytes as u64);
-                    if admit(&mut limit, session, last_seen) {
-                        self.on_frame(session, frame).await;
+                    if admit(&mut limit, session, last_seen)
+                        && let Some((node, packet)) = self.on_frame(session, frame)
+                    {
+                        // The node's link queue is full. Boxed, so that every connection's reader does not
+                        // reserve room for this rare wait while idle.
+                        Box::pin(self.forward_when_room(&node, packet)).await;
                     }
                 }
                 SourceEvent::Malformed => {
@@ -465,7 +468,9 @@ impl Gate {
         }
     }
 
-    async fn on_frame(&self, session: &Arc<Session>, frame: Frame) {
+    /// Handles one packet from a client. Returns a packet for a node whose link queue is full: the caller
+    /// waits for room, which is the backpressure of a node that cannot keep up.
+    fn on_frame(&self, session: &Arc<Session>, frame: Frame) -> Option<(Arc<NodeHandle>, GateToNode)> {
         let inner = &self.inner;
         match frame {
             Frame::Data(data) => {
@@ -489,7 +494,7 @@ impl Gate {
                     Decision::Drop(reason) => {
                         inner.metrics.dropped(reason);
                         tracing::trace!(cid = session.cid, route = data.route(), ?reason, "packet dropped");
-                        return;
+                        return None;
                     }
                 };
                 session.visited(&node);
@@ -499,17 +504,10 @@ impl Gate {
                     uid,
                     body: data.into_body(),
                 };
-                // Waiting here is the backpressure of a node that cannot keep up. The wait is boxed so that
-                // every connection's reader does not reserve room for it while idle.
-                let sent = match node.tx.try_send(packet) {
-                    Ok(()) => Ok(()),
-                    Err(mpsc::error::TrySendError::Full(packet)) => {
-                        Box::pin(node.tx.send(packet)).await.map_err(drop)
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-                };
-                if sent.is_err() {
-                    inner.metrics.dropped(DropReason::NoNode);
+                match node.tx.try_send(packet) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(packet)) => return Some((node, packet)),
+                    Err(mpsc::error::TrySendError::Closed(_)) => inner.metrics.dropped(DropReason::NoNode),
                 }
             }
             Frame::Heartbeat { .. } => {
@@ -522,6 +520,14 @@ impl Gate {
             }
             Frame::Empty => {}
             Frame::Short { .. } => inner.metrics.dropped(DropReason::Malformed),
+        }
+        None
+    }
+
+    /// Queues `packet` for `node` once its link has room.
+    async fn forward_when_room(&self, node: &NodeHandle, packet: GateToNode) {
+        if node.tx.send(packet).await.is_err() {
+            self.inner.metrics.dropped(DropReason::NoNode);
         }
     }
 
@@ -880,12 +886,13 @@ fn admit(limit: &mut Option<ConnectionLimit>, session: &Session, now: Instant) -
 }
 
 /// Writes queued packets to the client in batches; sends ticks in `tick` heartbeat mode.
+/// Returns the sink for a polite shutdown, or `None` when writing failed.
 async fn write_loop<W: PacketSink>(
-    gate: Gate,
-    session: Arc<Session>,
+    gate: &Gate,
+    session: &Session,
     mut sink: W,
-    traffic: TrafficCounters,
-) -> W {
+    traffic: &TrafficCounters,
+) -> Option<W> {
     let config = &gate.inner.config;
     // Only a gate in tick mode keeps a timer per connection.
     let mut tick = (config.heartbeat_mode == HeartbeatMode::Tick && !config.heartbeat_interval.is_zero())
@@ -928,7 +935,7 @@ async fn write_loop<W: PacketSink>(
             if let Err(error) = written {
                 tracing::debug!(cid = session.cid, %error, "writing to client failed");
                 session.close(CloseReason::Error);
-                break;
+                return None;
             }
             traffic.packets_out.inc_by(batch.len() as u64);
             traffic.bytes_out.inc_by(bytes as u64);
@@ -942,5 +949,13 @@ async fn write_loop<W: PacketSink>(
             break;
         }
     }
-    sink
+    Some(sink)
+}
+
+/// Completes when a configured timer expires; never when there is none.
+async fn expired(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
+    }
 }

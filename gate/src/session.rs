@@ -8,14 +8,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchyard_protocol::link::{AckError, ConnectionId, NO_UID, Uid};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::CloseReason;
 use crate::nodes::NodeHandle;
@@ -43,6 +42,40 @@ struct RequestClock {
     next: usize,
 }
 
+/// Set once, when a connection must end; wakes whoever waits for it. A connection needs no more than this,
+/// and a `CancellationToken` would allocate a tree node per connection.
+#[derive(Debug, Default)]
+pub(crate) struct CloseSignal {
+    closed: AtomicBool,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    pub(crate) fn cancel(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Completes once [`CloseSignal::cancel`] has been called. Cancel-safe.
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a cancel between the check and the wait is not missed.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -52,13 +85,14 @@ pub(crate) struct Session {
     node: Mutex<Option<Arc<str>>>,
     /// Nodes this connection's packets reached: they hear of its disconnect.
     visited: Mutex<Vec<Arc<NodeHandle>>>,
-    requests: Mutex<RequestClock>,
+    /// Allocated at the first request: an idle connection does not pay for it.
+    requests: Mutex<Option<Box<RequestClock>>>,
     outbox: Mutex<Outbox>,
     /// Wakes the writer when the outbox gains a packet or a close.
     outbox_ready: Notify,
     outbox_limit: usize,
     /// Cancelled when the connection must end; the first reason recorded wins.
-    pub(crate) closed: CancellationToken,
+    pub(crate) closed: CloseSignal,
     close_reason: Mutex<Option<CloseReason>>,
 }
 
@@ -74,7 +108,7 @@ impl Session {
             outbox: Mutex::default(),
             outbox_ready: Notify::new(),
             outbox_limit,
-            closed: CancellationToken::new(),
+            closed: CloseSignal::default(),
             close_reason: Mutex::new(None),
         }
     }
@@ -110,6 +144,7 @@ impl Session {
             return;
         }
         let mut clock = self.requests.lock();
+        let clock = clock.get_or_insert_with(Box::default);
         let slot = clock.next;
         clock.sent[slot] = (seq, Some(Instant::now()));
         clock.next = (slot + 1) % TIMED_REQUESTS;
@@ -119,6 +154,7 @@ impl Session {
     pub(crate) fn response_seen(&self, seq: i32) -> Option<Duration> {
         let mut clock = self.requests.lock();
         let slot = clock
+            .as_mut()?
             .sent
             .iter_mut()
             .find(|(sent_seq, at)| *sent_seq == seq && at.is_some())?;
@@ -378,5 +414,25 @@ mod tests {
             .await
             .expect("woken by a packet queued while waiting")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_close_signal_wakes_waiters_and_later_callers() {
+        let signal = Arc::new(CloseSignal::default());
+        let waiter = {
+            let signal = signal.clone();
+            tokio::spawn(async move { signal.cancelled().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!signal.is_cancelled());
+        signal.cancel();
+        signal.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("a waiter is woken")
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), signal.cancelled())
+            .await
+            .expect("a later caller returns at once");
     }
 }

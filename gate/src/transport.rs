@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use switchyard_protocol::packet::MessageError;
 use switchyard_protocol::{DecodeError, Decoder, Frame, PacketConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::ReadHalf;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
@@ -35,12 +35,12 @@ pub(crate) enum SourceEvent {
 }
 
 /// Decoded packets from a client. `next` must be cancel-safe: the session drops it to check timers.
-pub(crate) trait FrameSource: Send + 'static {
+pub(crate) trait FrameSource: Send {
     fn next(&mut self) -> impl Future<Output = SourceEvent> + Send;
 }
 
 /// Writes to a client.
-pub(crate) trait PacketSink: Send + 'static {
+pub(crate) trait PacketSink: Send {
     /// Writes whole packets, in order.
     fn write(&mut self, packets: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
     /// Ends the connection politely.
@@ -64,7 +64,7 @@ impl<R> StreamSource<R> {
     }
 }
 
-impl<R: AsyncRead + Unpin + Send + 'static> FrameSource for StreamSource<R> {
+impl<R: AsyncRead + Unpin + Send> FrameSource for StreamSource<R> {
     async fn next(&mut self) -> SourceEvent {
         loop {
             if let Some(event) = decode_next(&mut self.decoder, &mut self.buf) {
@@ -83,14 +83,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameSource for StreamSource<R> {
 }
 
 /// A plain TCP connection cut into packets, holding a read buffer only while part of a packet is in it.
-pub(crate) struct TcpSource {
-    read: OwnedReadHalf,
+pub(crate) struct TcpSource<'a> {
+    read: ReadHalf<'a>,
     buf: BytesMut,
     decoder: Decoder,
 }
 
-impl TcpSource {
-    pub(crate) fn new(read: OwnedReadHalf, config: &PacketConfig) -> Self {
+impl<'a> TcpSource<'a> {
+    pub(crate) fn new(read: ReadHalf<'a>, config: &PacketConfig) -> Self {
         TcpSource {
             read,
             buf: BytesMut::new(),
@@ -99,7 +99,15 @@ impl TcpSource {
     }
 }
 
-impl FrameSource for TcpSource {
+impl TcpSource<'_> {
+    /// Waits until the socket has bytes (or an error or EOF) to read, without a buffer. Polled directly
+    /// rather than through `readable()`, whose future would add to every connection's task.
+    async fn read_ready(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.read.as_ref().poll_read_ready(cx)).await
+    }
+}
+
+impl FrameSource for TcpSource<'_> {
     async fn next(&mut self) -> SourceEvent {
         loop {
             if let Some(event) = decode_next(&mut self.decoder, &mut self.buf) {
@@ -109,20 +117,20 @@ impl FrameSource for TcpSource {
                 // Whole packets only so far: give the buffer back while the client is quiet. Under load this
                 // costs one allocation per read, which the packets split off the buffer often cost anyway.
                 self.buf = BytesMut::new();
-                if let Err(error) = self.read.readable().await {
+                if let Err(error) = self.read_ready().await {
                     return SourceEvent::Failed(error);
                 }
             }
             if self.buf.capacity() == self.buf.len() {
                 self.buf.reserve(READ_CHUNK);
             }
-            match self.read.try_read_buf(&mut self.buf) {
+            match self.read.as_ref().try_read_buf(&mut self.buf) {
                 Ok(0) => return SourceEvent::Closed,
                 Ok(_) => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     if !self.buf.is_empty() {
                         // Part of a packet is buffered: wait with it.
-                        if let Err(error) = self.read.readable().await {
+                        if let Err(error) = self.read_ready().await {
                             return SourceEvent::Failed(error);
                         }
                     }
@@ -171,7 +179,7 @@ impl<W> StreamSink<W> {
     }
 }
 
-impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for StreamSink<W> {
+impl<W: AsyncWrite + Unpin + Send> PacketSink for StreamSink<W> {
     async fn write(&mut self, packets: &[Bytes]) -> io::Result<()> {
         if let [packet] = packets {
             return self.write.write_all(packet).await;
@@ -219,7 +227,7 @@ where
     )
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSource for WsSource<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameSource for WsSource<S> {
     async fn next(&mut self) -> SourceEvent {
         loop {
             match self.stream.next().await {
@@ -253,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSource for WsSourc
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> PacketSink for WsSink<S> {
     async fn write(&mut self, packets: &[Bytes]) -> io::Result<()> {
         for packet in packets {
             self.sink
