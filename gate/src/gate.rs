@@ -252,9 +252,10 @@ impl Gate {
     async fn serve_plain_tcp(self, mut stream: TcpStream, permit: OwnedSemaphorePermit) {
         // Borrowed halves: reader and writer run in this one task, so the socket needs no shared handle.
         let (read, write) = stream.split();
-        let source = TcpSource::new(read, &self.inner.config.packet);
-        self.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
-            .await;
+        let mut source = TcpSource::new(read, &self.inner.config.packet);
+        let mut sink = StreamSink::new(write);
+        self.run_session(Transport::Tcp, &mut source, &mut sink).await;
+        drop(permit);
     }
 
     /// Takes an accepted socket through the TLS handshake and, on the WebSocket listener, the upgrade,
@@ -275,9 +276,10 @@ impl Gate {
         match transport {
             Transport::Tcp => {
                 let (read, write) = tokio::io::split(stream);
-                let source = StreamSource::new(read, &self.inner.config.packet);
-                self.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
-                    .await;
+                let mut source = StreamSource::new(read, &self.inner.config.packet);
+                let mut sink = StreamSink::new(write);
+                self.run_session(Transport::Tcp, &mut source, &mut sink).await;
+                drop(permit);
             }
             Transport::Ws => self.accept_ws(stream, peer, permit).await,
         }
@@ -334,8 +336,9 @@ impl Gate {
         let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(ws_config));
         match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(ws)) => {
-                let (source, sink) = ws_halves(ws, &config.packet);
-                self.run_session(Transport::Ws, source, sink, permit).await;
+                let (mut source, mut sink) = ws_halves(ws, &config.packet);
+                self.run_session(Transport::Ws, &mut source, &mut sink).await;
+                drop(permit);
             }
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "WebSocket handshake refused");
@@ -350,13 +353,13 @@ impl Gate {
 
     /// Runs one client connection from its first packet to its cleanup. Reading and writing are two
     /// futures of the connection's one task: a second task per connection would cost its own allocation
-    /// and a wake-up across tasks for every response.
+    /// and a wake-up across tasks for every response. Source and sink are borrowed: owned, they would be
+    /// stored twice in every connection's task (once as arguments, once as locals).
     async fn run_session<S: FrameSource, W: PacketSink>(
         &self,
         transport: Transport,
-        mut source: S,
-        sink: W,
-        _permit: OwnedSemaphorePermit,
+        source: &mut S,
+        sink: &mut W,
     ) {
         let inner = &self.inner;
         let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
@@ -368,10 +371,10 @@ impl Gate {
         let traffic = inner.metrics.traffic(transport);
 
         let reading = async {
-            self.read_loop(&session, &mut source, &traffic).await;
+            self.read_loop(&session, source, &traffic).await;
             session.close(CloseReason::Error); // no-op when a reason is already recorded
         };
-        let ((), sink) = tokio::join!(reading, write_loop(self, &session, sink, &traffic));
+        let ((), polite) = tokio::join!(reading, write_loop(self, &session, &mut *sink, &traffic));
 
         // Account for the connection before the client can see it closed.
         let owned_uid = inner.sessions.remove(&session);
@@ -379,7 +382,7 @@ impl Gate {
         inner.metrics.connections.get_or_create(&labels).dec();
         inner.metrics.closed(transport, reason);
         self.after_close(&session, owned_uid);
-        if let Some(mut sink) = sink {
+        if polite {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
         }
     }
@@ -399,14 +402,16 @@ impl Gate {
         let authorize_timeout = inner.config.authorize_timeout;
         let mut authorize =
             (!authorize_timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(authorize_timeout)));
-        let mut limit = inner.config.rate_limit.map(|limit| ConnectionLimit {
-            limiter: RateLimiter::new(limit, last_seen),
-            dropped: inner.metrics.drop_counter(DropReason::RateLimited),
+        let mut limit = inner.config.rate_limit.map(|limit| {
+            Box::new(ConnectionLimit {
+                limiter: RateLimiter::new(limit, last_seen),
+                dropped: inner.metrics.drop_counter(DropReason::RateLimited),
+            })
         });
         loop {
             let event = tokio::select! {
                 biased;
-                _ = session.closed.cancelled() => return,
+                _ = session.closed() => return,
                 // Before the source: a client flooding packets must not postpone its deadline.
                 () = expired(&mut authorize), if authorize.is_some() => {
                     if session.uid() == NO_UID {
@@ -862,7 +867,7 @@ struct ConnectionLimit {
 
 /// Applies the rate limit, if any, to one received packet: true to handle it, false to drop it (counted).
 /// A connection that keeps exceeding the limit is closed.
-fn admit(limit: &mut Option<ConnectionLimit>, session: &Session, now: Instant) -> bool {
+fn admit(limit: &mut Option<Box<ConnectionLimit>>, session: &Session, now: Instant) -> bool {
     let Some(limit) = limit else { return true };
     match limit.limiter.check(now) {
         Verdict::Pass => true,
@@ -886,13 +891,13 @@ fn admit(limit: &mut Option<ConnectionLimit>, session: &Session, now: Instant) -
 }
 
 /// Writes queued packets to the client in batches; sends ticks in `tick` heartbeat mode.
-/// Returns the sink for a polite shutdown, or `None` when writing failed.
+/// Returns whether the connection may be shut down politely (false when writing failed).
 async fn write_loop<W: PacketSink>(
     gate: &Gate,
     session: &Session,
-    mut sink: W,
+    sink: &mut W,
     traffic: &TrafficCounters,
-) -> Option<W> {
+) -> bool {
     let config = &gate.inner.config;
     // Only a gate in tick mode keeps a timer per connection.
     let mut tick = (config.heartbeat_mode == HeartbeatMode::Tick && !config.heartbeat_interval.is_zero())
@@ -916,11 +921,23 @@ async fn write_loop<W: PacketSink>(
             batch.push(heartbeat);
         }
         if batch.is_empty() && close.is_none() {
+            // Closing the session wakes this wait too, so an idle writer waits on one thing only.
+            let Some(tick) = tick.as_mut() else {
+                session.outbound_ready().await;
+                if session.closed.is_cancelled() {
+                    break;
+                }
+                continue;
+            };
             tokio::select! {
                 biased;
-                _ = session.closed.cancelled() => break,
-                _ = session.outbound_ready() => continue,
-                _ = async { tick.as_mut()?.tick().await; Some(()) }, if tick.is_some() => {
+                () = session.outbound_ready() => {
+                    if session.closed.is_cancelled() {
+                        break;
+                    }
+                    continue;
+                }
+                _ = tick.tick() => {
                     let heartbeat = gate.heartbeat_packet(0);
                     bytes = heartbeat.len();
                     batch.push(heartbeat);
@@ -929,13 +946,13 @@ async fn write_loop<W: PacketSink>(
         }
         if !batch.is_empty() {
             let written = tokio::select! {
-                _ = session.closed.cancelled() => break,
+                _ = session.closed() => break,
                 written = sink.write(&batch) => written,
             };
             if let Err(error) = written {
                 tracing::debug!(cid = session.cid, %error, "writing to client failed");
                 session.close(CloseReason::Error);
-                return None;
+                return false;
             }
             traffic.packets_out.inc_by(batch.len() as u64);
             traffic.bytes_out.inc_by(bytes as u64);
@@ -949,7 +966,7 @@ async fn write_loop<W: PacketSink>(
             break;
         }
     }
-    Some(sink)
+    true
 }
 
 /// Completes when a configured timer expires; never when there is none.

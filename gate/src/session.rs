@@ -2,19 +2,21 @@
 //! outbound queue. Whoever queues a packet for a client uses [`Session::send`], which never waits: a client
 //! whose queue is full is too slow a reader and is disconnected rather than allowed to grow memory.
 //!
-//! The outbound queue is a plain deque behind the session's lock plus a [`Notify`], not a channel: an idle
-//! connection's queue allocates nothing, where a bounded channel costs about 1.5 KiB per connection up
-//! front, and a gate holds tens of thousands of mostly idle connections.
+//! The outbound queue is a plain deque behind the session's lock, not a channel: an idle connection's queue
+//! allocates nothing, where a bounded channel costs about 1.5 KiB per connection up front, and a gate holds
+//! tens of thousands of mostly idle connections. A connection's reader and writer are two futures of one
+//! task, so one registered waker ([`AtomicWaker`]) is all it takes to wake them for a packet or a close.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use switchyard_protocol::link::{AckError, ConnectionId, NO_UID, Uid};
-use tokio::sync::Notify;
 
 use crate::metrics::CloseReason;
 use crate::nodes::NodeHandle;
@@ -42,37 +44,16 @@ struct RequestClock {
     next: usize,
 }
 
-/// Set once, when a connection must end; wakes whoever waits for it. A connection needs no more than this,
-/// and a `CancellationToken` would allocate a tree node per connection.
+/// Set once, when a connection must end. A connection needs no more than this, and a `CancellationToken`
+/// would allocate a tree node per connection.
 #[derive(Debug, Default)]
 pub(crate) struct CloseSignal {
     closed: AtomicBool,
-    notify: Notify,
 }
 
 impl CloseSignal {
-    pub(crate) fn cancel(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            self.notify.notify_waiters();
-        }
-    }
-
     pub(crate) fn is_cancelled(&self) -> bool {
         self.closed.load(Ordering::Acquire)
-    }
-
-    /// Completes once [`CloseSignal::cancel`] has been called. Cancel-safe.
-    pub(crate) async fn cancelled(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a cancel between the check and the wait is not missed.
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
     }
 }
 
@@ -88,8 +69,8 @@ pub(crate) struct Session {
     /// Allocated at the first request: an idle connection does not pay for it.
     requests: Mutex<Option<Box<RequestClock>>>,
     outbox: Mutex<Outbox>,
-    /// Wakes the writer when the outbox gains a packet or a close.
-    outbox_ready: Notify,
+    /// The connection's task, woken when the outbox gains a packet or a close, or the session closes.
+    task: AtomicWaker,
     outbox_limit: usize,
     /// Cancelled when the connection must end; the first reason recorded wins.
     pub(crate) closed: CloseSignal,
@@ -106,7 +87,7 @@ impl Session {
             visited: Mutex::new(Vec::new()),
             requests: Mutex::default(),
             outbox: Mutex::default(),
-            outbox_ready: Notify::new(),
+            task: AtomicWaker::new(),
             outbox_limit,
             closed: CloseSignal::default(),
             close_reason: Mutex::new(None),
@@ -178,7 +159,7 @@ impl Session {
         }
         outbox.packets.push_back(packet);
         drop(outbox);
-        self.outbox_ready.notify_one();
+        self.task.wake();
         true
     }
 
@@ -186,7 +167,7 @@ impl Session {
     pub(crate) fn close_after_queued(&self, reason: CloseReason) {
         self.outbox.lock().close_after.get_or_insert(reason);
         self.record_reason(reason);
-        self.outbox_ready.notify_one();
+        self.task.wake();
     }
 
     /// Moves queued packets into `batch`, up to `max_packets` or until `max_bytes` is reached; returns the
@@ -215,15 +196,40 @@ impl Session {
         (bytes, outbox.close_after)
     }
 
-    /// Waits until a packet or a close may have been queued since the last [`Session::take_outbound`].
+    /// Waits until the outbox holds a packet or a close, or the session closed.
     pub(crate) async fn outbound_ready(&self) {
-        self.outbox_ready.notified().await;
+        std::future::poll_fn(|cx| {
+            self.task.register(cx.waker());
+            let outbox = self.outbox.lock();
+            if outbox.packets.is_empty() && outbox.close_after.is_none() && !self.closed.is_cancelled() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+
+    /// Completes once the session is closed. Cancel-safe.
+    pub(crate) async fn closed(&self) {
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await;
+    }
+
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the check, so a close between the check and the wait is not missed.
+        self.task.register(cx.waker());
+        if self.closed.is_cancelled() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Closes now.
     pub(crate) fn close(&self, reason: CloseReason) {
         self.record_reason(reason);
-        self.closed.cancel();
+        self.closed.closed.store(true, Ordering::Release);
+        self.task.wake();
     }
 
     fn record_reason(&self, reason: CloseReason) {
@@ -399,11 +405,12 @@ mod tests {
     async fn a_queued_packet_wakes_a_writer_that_waits_or_has_not_started_waiting() {
         let table = SessionTable::default();
         let session = session(&table, 1, 8);
-        // Queued before the writer waits: the stored permit wakes it at once.
+        // Queued before the writer waits: it does not wait at all.
         assert!(session.send(Bytes::from_static(b"early")));
         tokio::time::timeout(std::time::Duration::from_secs(5), session.outbound_ready())
             .await
-            .expect("woken by a packet queued before waiting");
+            .expect("a queued packet is seen without waiting");
+        assert_eq!(session.take_outbound(&mut Vec::new(), 1024, 8), (5, None));
         let waiter = {
             let session = session.clone();
             tokio::spawn(async move { session.outbound_ready().await })
@@ -417,22 +424,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_close_signal_wakes_waiters_and_later_callers() {
-        let signal = Arc::new(CloseSignal::default());
+    async fn closing_wakes_the_connection_task_and_later_waits_return_at_once() {
+        let table = SessionTable::default();
+        let session = session(&table, 1, 8);
         let waiter = {
-            let signal = signal.clone();
-            tokio::spawn(async move { signal.cancelled().await })
+            let session = session.clone();
+            tokio::spawn(async move { session.closed().await })
         };
         tokio::task::yield_now().await;
-        assert!(!signal.is_cancelled());
-        signal.cancel();
-        signal.cancel();
+        assert!(!session.closed.is_cancelled());
+        session.close(CloseReason::Kicked);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
-            .expect("a waiter is woken")
+            .expect("the waiting task is woken")
             .unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(5), signal.cancelled())
+        tokio::time::timeout(std::time::Duration::from_secs(5), session.closed())
             .await
-            .expect("a later caller returns at once");
+            .expect("a later wait returns at once");
+        tokio::time::timeout(std::time::Duration::from_secs(5), session.outbound_ready())
+            .await
+            .expect("the writer sees the close");
     }
 }
