@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use switchyard_cluster::admin::Readiness;
@@ -27,22 +29,22 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument as _;
 
 use crate::config::{GateConfig, HeartbeatMode};
 use crate::links;
 use crate::metrics::{CloseReason, DropReason, GateMetrics, RefuseReason, TrafficCounters, Transport};
-use crate::nodes::{Decision, NodeTable};
+use crate::nodes::{Decision, NodeHandle, NodeTable};
 use crate::rate::{RateLimiter, Verdict};
-use crate::session::{Outbound, Session, SessionTable};
-use crate::transport::{FrameSource, PacketSink, SourceEvent, StreamSink, StreamSource, ws_halves};
+use crate::session::{Session, SessionTable};
+use crate::transport::{
+    FrameSource, PacketSink, SourceEvent, StreamSink, StreamSource, TcpSource, ws_halves,
+};
 
 /// How long a WebSocket upgrade may take.
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Stands in for "never" in timers that are disabled.
-const NEVER: Duration = Duration::from_secs(86_400);
-/// Initial read buffer of a WebSocket connection.
-const WS_READ_BUFFER: usize = 8 * 1024;
+/// Read buffer of a WebSocket connection (tungstenite keeps it for the connection's life, zero-filled, so
+/// it is resident memory): 4 KiB holds a few pipelined 1 KiB packets per read and grows for larger messages.
+const WS_READ_BUFFER: usize = 4 * 1024;
 /// Packets one write batch holds at most.
 const WRITE_BATCH_PACKETS: usize = 256;
 
@@ -234,15 +236,32 @@ impl Gate {
             };
             let _ = stream.set_nodelay(true);
             let gate = self.clone();
-            inner
-                .tasks
-                .spawn(async move { gate.serve_connection(stream, peer, transport, permit).await });
+            // Each kind of connection is its own task so that a task is only as large as its own future:
+            // one future for all would reserve the TLS and WebSocket handshake states (over 11 KiB) in every
+            // plain TCP connection.
+            match (inner.config.tls.is_some(), transport) {
+                (false, Transport::Tcp) => inner.tasks.spawn(gate.serve_plain_tcp(stream, permit)),
+                (false, Transport::Ws) => inner.tasks.spawn(gate.accept_ws(stream, peer, permit)),
+                (true, _) => inner
+                    .tasks
+                    .spawn(Box::pin(gate.serve_tls(stream, peer, transport, permit))),
+            };
         }
     }
 
-    /// Takes an accepted socket through the TLS handshake (when configured) and the WebSocket upgrade (on
-    /// the WebSocket listener), then runs its session.
-    async fn serve_connection(
+    /// Runs the session of a plain TCP client.
+    async fn serve_plain_tcp(self, mut stream: TcpStream, permit: OwnedSemaphorePermit) {
+        // Borrowed halves: reader and writer run in this one task, so the socket needs no shared handle.
+        let (read, write) = stream.split();
+        let mut source = TcpSource::new(read, &self.inner.config.packet);
+        let mut sink = StreamSink::new(write);
+        self.run_session(Transport::Tcp, &mut source, &mut sink).await;
+        drop(permit);
+    }
+
+    /// Takes an accepted socket through the TLS handshake and, on the WebSocket listener, the upgrade,
+    /// then runs its session.
+    async fn serve_tls(
         self,
         stream: TcpStream,
         peer: SocketAddr,
@@ -250,15 +269,6 @@ impl Gate {
         permit: OwnedSemaphorePermit,
     ) {
         let Some(acceptor) = self.inner.config.tls.clone().map(TlsAcceptor::from) else {
-            match transport {
-                Transport::Tcp => {
-                    let (read, write) = stream.into_split();
-                    let source = StreamSource::new(read, &self.inner.config.packet);
-                    self.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
-                        .await;
-                }
-                Transport::Ws => self.accept_ws(stream, peer, permit).await,
-            }
             return;
         };
         let Some(stream) = self.tls_handshake(&acceptor, stream, peer, transport).await else {
@@ -267,9 +277,10 @@ impl Gate {
         match transport {
             Transport::Tcp => {
                 let (read, write) = tokio::io::split(stream);
-                let source = StreamSource::new(read, &self.inner.config.packet);
-                self.run_session(Transport::Tcp, source, StreamSink::new(write), permit)
-                    .await;
+                let mut source = StreamSource::new(read, &self.inner.config.packet);
+                let mut sink = StreamSink::new(write);
+                self.run_session(Transport::Tcp, &mut source, &mut sink).await;
+                drop(permit);
             }
             Transport::Ws => self.accept_ws(stream, peer, permit).await,
         }
@@ -326,8 +337,9 @@ impl Gate {
         let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(ws_config));
         match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(ws)) => {
-                let (source, sink) = ws_halves(ws, &config.packet);
-                self.run_session(Transport::Ws, source, sink, permit).await;
+                let (mut source, mut sink) = ws_halves(ws, &config.packet);
+                self.run_session(Transport::Ws, &mut source, &mut sink).await;
+                drop(permit);
             }
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "WebSocket handshake refused");
@@ -340,34 +352,30 @@ impl Gate {
         }
     }
 
-    /// Runs one client connection from its first packet to its cleanup.
+    /// Runs one client connection from its first packet to its cleanup. Reading and writing are two
+    /// futures of the connection's one task: a second task per connection would cost its own allocation
+    /// and a wake-up across tasks for every response. Source and sink are borrowed: owned, they would be
+    /// stored twice in every connection's task (once as arguments, once as locals).
     async fn run_session<S: FrameSource, W: PacketSink>(
-        self,
+        &self,
         transport: Transport,
-        mut source: S,
-        sink: W,
-        _permit: OwnedSemaphorePermit,
+        source: &mut S,
+        sink: &mut W,
     ) {
         let inner = &self.inner;
         let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
-        let (outbound_tx, outbound_rx) = mpsc::channel(inner.config.outbound_queue);
-        let session = Arc::new(Session::new(cid, outbound_tx));
+        let session = Arc::new(Session::new(cid, inner.config.outbound_queue));
         inner.sessions.insert(session.clone());
         let labels = crate::metrics::TransportLabels { protocol: transport };
         inner.metrics.connections.get_or_create(&labels).inc();
         inner.metrics.connections_opened.get_or_create(&labels).inc();
         let traffic = inner.metrics.traffic(transport);
 
-        let writer = inner.tasks.spawn(write_loop(
-            self.clone(),
-            session.clone(),
-            sink,
-            outbound_rx,
-            traffic.clone(),
-        ));
-        self.read_loop(&session, &mut source, &traffic).await;
-        session.close(CloseReason::Error); // no-op when a reason is already recorded
-        let sink = writer.await;
+        let reading = async {
+            self.read_loop(&session, source, &traffic).await;
+            session.close(CloseReason::Error); // no-op when a reason is already recorded
+        };
+        let ((), polite) = tokio::join!(reading, write_loop(self, &session, &mut *sink, &traffic));
 
         // Account for the connection before the client can see it closed.
         let owned_uid = inner.sessions.remove(&session);
@@ -375,7 +383,7 @@ impl Gate {
         inner.metrics.connections.get_or_create(&labels).dec();
         inner.metrics.closed(transport, reason);
         self.after_close(&session, owned_uid);
-        if let Ok(mut sink) = sink {
+        if polite {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.shutdown()).await;
         }
     }
@@ -389,43 +397,43 @@ impl Gate {
         let inner = &self.inner;
         let idle_timeout = inner.config.idle_timeout();
         let mut last_seen = Instant::now();
-        let idle = tokio::time::sleep(idle_timeout.unwrap_or(NEVER));
-        tokio::pin!(idle);
+        // Timers live on the heap and only when configured: most of a connection's life is spent waiting
+        // here, and the waiting state is what every idle connection costs.
+        let mut idle = idle_timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout)));
         let authorize_timeout = inner.config.authorize_timeout;
-        let mut authorize_pending = !authorize_timeout.is_zero();
-        let authorize = tokio::time::sleep(if authorize_pending {
-            authorize_timeout
-        } else {
-            NEVER
-        });
-        tokio::pin!(authorize);
-        let mut limit = inner.config.rate_limit.map(|limit| ConnectionLimit {
-            limiter: RateLimiter::new(limit, last_seen),
-            dropped: inner.metrics.drop_counter(DropReason::RateLimited),
+        let mut authorize =
+            (!authorize_timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(authorize_timeout)));
+        let mut limit = inner.config.rate_limit.map(|limit| {
+            Box::new(ConnectionLimit {
+                limiter: RateLimiter::new(limit, last_seen),
+                dropped: inner.metrics.drop_counter(DropReason::RateLimited),
+            })
         });
         loop {
             let event = tokio::select! {
                 biased;
-                _ = session.closed.cancelled() => return,
+                _ = session.closed() => return,
                 // Before the source: a client flooding packets must not postpone its deadline.
-                _ = &mut authorize, if authorize_pending => {
+                () = expired(&mut authorize), if authorize.is_some() => {
                     if session.uid() == NO_UID {
                         tracing::debug!(cid = session.cid, timeout = ?authorize_timeout, "client did not log in within the authorize timeout");
                         session.close(CloseReason::Unauthorized);
                         return;
                     }
-                    authorize_pending = false;
+                    authorize = None;
                     continue;
                 }
                 event = source.next() => event,
-                _ = &mut idle, if idle_timeout.is_some() => {
+                () = expired(&mut idle), if idle.is_some() => {
                     let timeout = idle_timeout.unwrap_or_default();
                     if last_seen.elapsed() >= timeout {
                         tracing::debug!(cid = session.cid, "client idle past twice the heartbeat interval");
                         session.close(CloseReason::Idle);
                         return;
                     }
-                    idle.as_mut().reset(last_seen + timeout);
+                    if let Some(idle) = idle.as_mut() {
+                        idle.as_mut().reset(last_seen + timeout);
+                    }
                     continue;
                 }
             };
@@ -434,8 +442,12 @@ impl Gate {
                     last_seen = Instant::now();
                     traffic.packets_in.inc();
                     traffic.bytes_in.inc_by(wire_bytes as u64);
-                    if admit(&mut limit, session, last_seen) {
-                        self.on_frame(session, frame).await;
+                    if admit(&mut limit, session, last_seen)
+                        && let Some((node, packet)) = self.on_frame(session, frame)
+                    {
+                        // The node's link queue is full. Boxed, so that every connection's reader does not
+                        // reserve room for this rare wait while idle.
+                        Box::pin(self.forward_when_room(&node, packet)).await;
                     }
                 }
                 SourceEvent::Malformed => {
@@ -462,7 +474,9 @@ impl Gate {
         }
     }
 
-    async fn on_frame(&self, session: &Arc<Session>, frame: Frame) {
+    /// Handles one packet from a client. Returns a packet for a node whose link queue is full: the caller
+    /// waits for room, which is the backpressure of a node that cannot keep up.
+    fn on_frame(&self, session: &Arc<Session>, frame: Frame) -> Option<(Arc<NodeHandle>, GateToNode)> {
         let inner = &self.inner;
         match frame {
             Frame::Data(data) => {
@@ -486,7 +500,7 @@ impl Gate {
                     Decision::Drop(reason) => {
                         inner.metrics.dropped(reason);
                         tracing::trace!(cid = session.cid, route = data.route(), ?reason, "packet dropped");
-                        return;
+                        return None;
                     }
                 };
                 session.visited(&node);
@@ -508,9 +522,11 @@ impl Gate {
                     body: data.into_body(),
                     trace: telemetry::traceparent(&span),
                 };
-                // Waiting here is the backpressure of a node that cannot keep up.
-                if node.tx.send(packet).instrument(span).await.is_err() {
-                    inner.metrics.dropped(DropReason::NoNode);
+                match node.tx.try_send(packet) {
+                    Ok(()) => {}
+                    // The span ends here: the caller waits for room outside it.
+                    Err(mpsc::error::TrySendError::Full(packet)) => return Some((node, packet)),
+                    Err(mpsc::error::TrySendError::Closed(_)) => inner.metrics.dropped(DropReason::NoNode),
                 }
             }
             Frame::Heartbeat { .. } => {
@@ -523,6 +539,14 @@ impl Gate {
             }
             Frame::Empty => {}
             Frame::Short { .. } => inner.metrics.dropped(DropReason::Malformed),
+        }
+        None
+    }
+
+    /// Queues `packet` for `node` once its link has room.
+    async fn forward_when_room(&self, node: &NodeHandle, packet: GateToNode) {
+        if node.tx.send(packet).await.is_err() {
+            self.inner.metrics.dropped(DropReason::NoNode);
         }
     }
 
@@ -886,7 +910,7 @@ struct ConnectionLimit {
 
 /// Applies the rate limit, if any, to one received packet: true to handle it, false to drop it (counted).
 /// A connection that keeps exceeding the limit is closed.
-fn admit(limit: &mut Option<ConnectionLimit>, session: &Session, now: Instant) -> bool {
+fn admit(limit: &mut Option<Box<ConnectionLimit>>, session: &Session, now: Instant) -> bool {
     let Some(limit) = limit else { return true };
     match limit.limiter.check(now) {
         Verdict::Pass => true,
@@ -910,58 +934,68 @@ fn admit(limit: &mut Option<ConnectionLimit>, session: &Session, now: Instant) -
 }
 
 /// Writes queued packets to the client in batches; sends ticks in `tick` heartbeat mode.
+/// Returns whether the connection may be shut down politely (false when writing failed).
 async fn write_loop<W: PacketSink>(
-    gate: Gate,
-    session: Arc<Session>,
-    mut sink: W,
-    mut outbound: mpsc::Receiver<Outbound>,
-    traffic: TrafficCounters,
-) -> W {
+    gate: &Gate,
+    session: &Session,
+    sink: &mut W,
+    traffic: &TrafficCounters,
+) -> bool {
     let config = &gate.inner.config;
-    let tick_every = (config.heartbeat_mode == HeartbeatMode::Tick && !config.heartbeat_interval.is_zero())
-        .then_some(config.heartbeat_interval);
-    let mut tick = tokio::time::interval(tick_every.unwrap_or(Duration::from_secs(86_400)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.reset();
+    // Only a gate in tick mode keeps a timer per connection.
+    let mut tick = (config.heartbeat_mode == HeartbeatMode::Tick && !config.heartbeat_interval.is_zero())
+        .then(|| {
+            let mut tick = tokio::time::interval(config.heartbeat_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.reset();
+            tick
+        });
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
-        let mut close = None;
-        tokio::select! {
-            biased;
-            _ = session.closed.cancelled() => break,
-            message = outbound.recv() => match message {
-                Some(Outbound::Packet(packet)) => {
-                    let mut bytes = packet.len();
-                    batch.push(packet);
-                    while bytes < config.write_batch_bytes && batch.len() < WRITE_BATCH_PACKETS {
-                        match outbound.try_recv() {
-                            Ok(Outbound::Packet(packet)) => {
-                                bytes += packet.len();
-                                batch.push(packet);
-                            }
-                            Ok(Outbound::Close(reason)) => {
-                                close = Some(reason);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+        let (mut bytes, close) =
+            session.take_outbound(&mut batch, config.write_batch_bytes, WRITE_BATCH_PACKETS);
+        // A client that always has packets queued still gets its ticks.
+        if let Some(tick) = tick.as_mut()
+            && !batch.is_empty()
+            && tick.tick().now_or_never().is_some()
+        {
+            let heartbeat = gate.heartbeat_packet(0);
+            bytes += heartbeat.len();
+            batch.push(heartbeat);
+        }
+        if batch.is_empty() && close.is_none() {
+            // Closing the session wakes this wait too, so an idle writer waits on one thing only.
+            let Some(tick) = tick.as_mut() else {
+                session.outbound_ready().await;
+                if session.closed.is_cancelled() {
+                    break;
                 }
-                Some(Outbound::Close(reason)) => close = Some(reason),
-                None => break,
-            },
-            _ = tick.tick(), if tick_every.is_some() => batch.push(gate.heartbeat_packet(0)),
+                continue;
+            };
+            tokio::select! {
+                biased;
+                () = session.outbound_ready() => {
+                    if session.closed.is_cancelled() {
+                        break;
+                    }
+                    continue;
+                }
+                _ = tick.tick() => {
+                    let heartbeat = gate.heartbeat_packet(0);
+                    bytes = heartbeat.len();
+                    batch.push(heartbeat);
+                }
+            }
         }
         if !batch.is_empty() {
-            let bytes: usize = batch.iter().map(Bytes::len).sum();
             let written = tokio::select! {
-                _ = session.closed.cancelled() => break,
+                _ = session.closed() => break,
                 written = sink.write(&batch) => written,
             };
             if let Err(error) = written {
                 tracing::debug!(cid = session.cid, %error, "writing to client failed");
                 session.close(CloseReason::Error);
-                break;
+                return false;
             }
             traffic.packets_out.inc_by(batch.len() as u64);
             traffic.bytes_out.inc_by(bytes as u64);
@@ -975,5 +1009,13 @@ async fn write_loop<W: PacketSink>(
             break;
         }
     }
-    sink
+    true
+}
+
+/// Completes when a configured timer expires; never when there is none.
+async fn expired(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
+    }
 }

@@ -1,30 +1,38 @@
 //! Client sessions: one per connection, with its bound uid, its stateful node binding and its bounded
 //! outbound queue. Whoever queues a packet for a client uses [`Session::send`], which never waits: a client
 //! whose queue is full is too slow a reader and is disconnected rather than allowed to grow memory.
+//!
+//! The outbound queue is a plain deque behind the session's lock, not a channel: an idle connection's queue
+//! allocates nothing, where a bounded channel costs about 1.5 KiB per connection up front, and a gate holds
+//! tens of thousands of mostly idle connections. A connection's reader and writer are two futures of one
+//! task, so one registered waker ([`AtomicWaker`]) is all it takes to wake them for a packet or a close.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use switchyard_protocol::link::{AckError, ConnectionId, NO_UID, Uid};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::CloseReason;
 use crate::nodes::NodeHandle;
 
-/// What a connection's writer receives.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// A whole packet, size field included.
-    Packet(Bytes),
-    /// Close after writing everything queued before this.
-    Close(CloseReason),
+/// Packets waiting for a connection's writer, and whether to close once they are written.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Whole packets, size field included.
+    packets: VecDeque<Bytes>,
+    /// Close after writing everything queued; nothing queued later is written.
+    close_after: Option<CloseReason>,
 }
+
+/// A queue that grew past this many packets is given back when it empties, so a burst does not pin memory
+/// on a connection that goes idle.
+const KEPT_QUEUE_CAPACITY: usize = 64;
 
 /// Requests timed per connection at once; a client pipelining deeper has its older requests untimed.
 const TIMED_REQUESTS: usize = 8;
@@ -36,6 +44,19 @@ struct RequestClock {
     next: usize,
 }
 
+/// Set once, when a connection must end. A connection needs no more than this, and a `CancellationToken`
+/// would allocate a tree node per connection.
+#[derive(Debug, Default)]
+pub(crate) struct CloseSignal {
+    closed: AtomicBool,
+}
+
+impl CloseSignal {
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -45,23 +66,30 @@ pub(crate) struct Session {
     node: Mutex<Option<Arc<str>>>,
     /// Nodes this connection's packets reached: they hear of its disconnect.
     visited: Mutex<Vec<Arc<NodeHandle>>>,
-    requests: Mutex<RequestClock>,
-    outbound: mpsc::Sender<Outbound>,
+    /// Allocated at the first request: an idle connection does not pay for it.
+    requests: Mutex<Option<Box<RequestClock>>>,
+    outbox: Mutex<Outbox>,
+    /// The connection's task, woken when the outbox gains a packet or a close, or the session closes.
+    task: AtomicWaker,
+    outbox_limit: usize,
     /// Cancelled when the connection must end; the first reason recorded wins.
-    pub(crate) closed: CancellationToken,
+    pub(crate) closed: CloseSignal,
     close_reason: Mutex<Option<CloseReason>>,
 }
 
 impl Session {
-    pub(crate) fn new(cid: ConnectionId, outbound: mpsc::Sender<Outbound>) -> Self {
+    /// A session whose outbound queue holds at most `outbox_limit` packets.
+    pub(crate) fn new(cid: ConnectionId, outbox_limit: usize) -> Self {
         Session {
             cid,
             uid: AtomicI64::new(NO_UID),
             node: Mutex::new(None),
             visited: Mutex::new(Vec::new()),
             requests: Mutex::default(),
-            outbound,
-            closed: CancellationToken::new(),
+            outbox: Mutex::default(),
+            task: AtomicWaker::new(),
+            outbox_limit,
+            closed: CloseSignal::default(),
             close_reason: Mutex::new(None),
         }
     }
@@ -97,6 +125,7 @@ impl Session {
             return;
         }
         let mut clock = self.requests.lock();
+        let clock = clock.get_or_insert_with(Box::default);
         let slot = clock.next;
         clock.sent[slot] = (seq, Some(Instant::now()));
         clock.next = (slot + 1) % TIMED_REQUESTS;
@@ -106,6 +135,7 @@ impl Session {
     pub(crate) fn response_seen(&self, seq: i32) -> Option<Duration> {
         let mut clock = self.requests.lock();
         let slot = clock
+            .as_mut()?
             .sent
             .iter_mut()
             .find(|(sent_seq, at)| *sent_seq == seq && at.is_some())?;
@@ -115,29 +145,91 @@ impl Session {
     /// Queues a packet without waiting. Returns false when the session is closing; a full queue closes the
     /// session as a slow reader.
     pub(crate) fn send(&self, packet: Bytes) -> bool {
-        match self.outbound.try_send(Outbound::Packet(packet)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.close(CloseReason::SlowReader);
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
+        if self.closed.is_cancelled() {
+            return false;
         }
+        let mut outbox = self.outbox.lock();
+        if outbox.close_after.is_some() {
+            return false;
+        }
+        if outbox.packets.len() >= self.outbox_limit {
+            drop(outbox);
+            self.close(CloseReason::SlowReader);
+            return false;
+        }
+        outbox.packets.push_back(packet);
+        drop(outbox);
+        self.task.wake();
+        true
     }
 
     /// Closes after the packets already queued are written.
     pub(crate) fn close_after_queued(&self, reason: CloseReason) {
-        if self.outbound.try_send(Outbound::Close(reason)).is_err() {
-            self.close(reason);
+        self.outbox.lock().close_after.get_or_insert(reason);
+        self.record_reason(reason);
+        self.task.wake();
+    }
+
+    /// Moves queued packets into `batch`, up to `max_packets` or until `max_bytes` is reached; returns the
+    /// bytes moved and, once the queue is empty, the reason to close after writing them, if one was queued.
+    pub(crate) fn take_outbound(
+        &self,
+        batch: &mut Vec<Bytes>,
+        max_bytes: usize,
+        max_packets: usize,
+    ) -> (usize, Option<CloseReason>) {
+        let mut outbox = self.outbox.lock();
+        let mut bytes = 0;
+        while bytes < max_bytes && batch.len() < max_packets {
+            let Some(packet) = outbox.packets.pop_front() else {
+                break;
+            };
+            bytes += packet.len();
+            batch.push(packet);
+        }
+        if !outbox.packets.is_empty() {
+            return (bytes, None);
+        }
+        if outbox.packets.capacity() > KEPT_QUEUE_CAPACITY {
+            outbox.packets = VecDeque::new();
+        }
+        (bytes, outbox.close_after)
+    }
+
+    /// Waits until the outbox holds a packet or a close, or the session closed.
+    pub(crate) async fn outbound_ready(&self) {
+        std::future::poll_fn(|cx| {
+            self.task.register(cx.waker());
+            let outbox = self.outbox.lock();
+            if outbox.packets.is_empty() && outbox.close_after.is_none() && !self.closed.is_cancelled() {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+
+    /// Completes once the session is closed. Cancel-safe.
+    pub(crate) async fn closed(&self) {
+        std::future::poll_fn(|cx| self.poll_closed(cx)).await;
+    }
+
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the check, so a close between the check and the wait is not missed.
+        self.task.register(cx.waker());
+        if self.closed.is_cancelled() {
+            Poll::Ready(())
         } else {
-            self.record_reason(reason);
+            Poll::Pending
         }
     }
 
     /// Closes now.
     pub(crate) fn close(&self, reason: CloseReason) {
         self.record_reason(reason);
-        self.closed.cancel();
+        self.closed.closed.store(true, Ordering::Release);
+        self.task.wake();
     }
 
     fn record_reason(&self, reason: CloseReason) {
@@ -226,22 +318,17 @@ impl SessionTable {
 mod tests {
     use super::*;
 
-    fn session(
-        table: &SessionTable,
-        cid: ConnectionId,
-        queue: usize,
-    ) -> (Arc<Session>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue);
-        let session = Arc::new(Session::new(cid, tx));
+    fn session(table: &SessionTable, cid: ConnectionId, queue: usize) -> Arc<Session> {
+        let session = Arc::new(Session::new(cid, queue));
         table.insert(session.clone());
-        (session, rx)
+        session
     }
 
     #[test]
     fn binding_a_uid_elsewhere_displaces_the_older_session() {
         let table = SessionTable::default();
-        let (first, _rx1) = session(&table, 1, 4);
-        let (second, _rx2) = session(&table, 2, 4);
+        let first = session(&table, 1, 4);
+        let second = session(&table, 2, 4);
         assert!(table.bind(1, 42).unwrap().is_none());
         first.set_node(Some("node-a".into()));
         let displaced = table.bind(2, 42).unwrap().expect("first session displaced");
@@ -259,7 +346,7 @@ mod tests {
     #[test]
     fn responses_are_timed_by_seq() {
         let table = SessionTable::default();
-        let (session, _rx) = session(&table, 1, 2);
+        let session = session(&table, 1, 2);
         session.request_sent(0);
         assert_eq!(session.response_seen(0), None, "pushes are not timed");
         for seq in 1..=10 {
@@ -277,11 +364,85 @@ mod tests {
     #[test]
     fn a_full_queue_closes_the_session_as_slow_reader() {
         let table = SessionTable::default();
-        let (session, _rx) = session(&table, 1, 2);
+        let session = session(&table, 1, 2);
         assert!(session.send(Bytes::from_static(b"a")));
         assert!(session.send(Bytes::from_static(b"b")));
         assert!(!session.send(Bytes::from_static(b"c")));
         assert!(session.closed.is_cancelled());
         assert_eq!(session.close_reason(), Some(CloseReason::SlowReader));
+    }
+
+    #[test]
+    fn the_writer_takes_batches_and_closes_after_the_queued_packets() {
+        let table = SessionTable::default();
+        let session = session(&table, 1, 8);
+        for packet in [&b"a"[..], b"bb", b"ccc"] {
+            assert!(session.send(Bytes::copy_from_slice(packet)));
+        }
+        session.close_after_queued(CloseReason::Kicked);
+        assert!(
+            !session.send(Bytes::from_static(b"late")),
+            "nothing is queued after a close"
+        );
+        let mut batch = Vec::new();
+        assert_eq!(
+            session.take_outbound(&mut batch, 3, 8),
+            (3, None),
+            "stops at the byte budget"
+        );
+        assert_eq!(batch, [&b"a"[..], b"bb"]);
+        batch.clear();
+        assert_eq!(
+            session.take_outbound(&mut batch, 1024, 8),
+            (3, Some(CloseReason::Kicked)),
+            "the close comes once the queue is empty"
+        );
+        assert_eq!(batch, [&b"ccc"[..]]);
+        assert!(!session.closed.is_cancelled(), "the writer closes after writing");
+    }
+
+    #[tokio::test]
+    async fn a_queued_packet_wakes_a_writer_that_waits_or_has_not_started_waiting() {
+        let table = SessionTable::default();
+        let session = session(&table, 1, 8);
+        // Queued before the writer waits: it does not wait at all.
+        assert!(session.send(Bytes::from_static(b"early")));
+        tokio::time::timeout(std::time::Duration::from_secs(5), session.outbound_ready())
+            .await
+            .expect("a queued packet is seen without waiting");
+        assert_eq!(session.take_outbound(&mut Vec::new(), 1024, 8), (5, None));
+        let waiter = {
+            let session = session.clone();
+            tokio::spawn(async move { session.outbound_ready().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(session.send(Bytes::from_static(b"later")));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by a packet queued while waiting")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_the_connection_task_and_later_waits_return_at_once() {
+        let table = SessionTable::default();
+        let session = session(&table, 1, 8);
+        let waiter = {
+            let session = session.clone();
+            tokio::spawn(async move { session.closed().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!session.closed.is_cancelled());
+        session.close(CloseReason::Kicked);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiting task is woken")
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), session.closed())
+            .await
+            .expect("a later wait returns at once");
+        tokio::time::timeout(std::time::Duration::from_secs(5), session.outbound_ready())
+            .await
+            .expect("the writer sees the close");
     }
 }

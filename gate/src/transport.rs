@@ -1,6 +1,10 @@
 //! Client transports reduced to two small interfaces: a [`FrameSource`] that yields decoded packets and a
 //! [`PacketSink`] that writes batches of whole packets. TCP is a byte stream cut by the packet decoder;
 //! WebSocket carries exactly one packet per binary message. The session logic above is the same for both.
+//!
+//! Memory per idle connection is what limits how many players a gate holds, so a plain TCP connection
+//! keeps no read buffer while it waits: [`TcpSource`] waits for readiness first and borrows a buffer only
+//! while bytes are in hand.
 
 use std::io;
 
@@ -9,11 +13,12 @@ use futures_util::{SinkExt, StreamExt};
 use switchyard_protocol::packet::MessageError;
 use switchyard_protocol::{DecodeError, Decoder, Frame, PacketConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::ReadHalf;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-/// Read buffer a TCP connection starts with; it grows up to one maximum packet when a packet needs it.
-const INITIAL_READ_BUFFER: usize = 4 * 1024;
+/// Read buffer a TCP connection reads into; it grows up to one maximum packet when a packet needs it.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// What reading from a client produced.
 #[derive(Debug)]
@@ -30,19 +35,19 @@ pub(crate) enum SourceEvent {
 }
 
 /// Decoded packets from a client. `next` must be cancel-safe: the session drops it to check timers.
-pub(crate) trait FrameSource: Send + 'static {
+pub(crate) trait FrameSource: Send {
     fn next(&mut self) -> impl Future<Output = SourceEvent> + Send;
 }
 
 /// Writes to a client.
-pub(crate) trait PacketSink: Send + 'static {
+pub(crate) trait PacketSink: Send {
     /// Writes whole packets, in order.
     fn write(&mut self, packets: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
     /// Ends the connection politely.
     fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// A byte stream cut into packets.
+/// A byte stream cut into packets (TLS and other wrapped streams, which keep buffers of their own).
 pub(crate) struct StreamSource<R> {
     read: R,
     buf: BytesMut,
@@ -53,25 +58,20 @@ impl<R> StreamSource<R> {
     pub(crate) fn new(read: R, config: &PacketConfig) -> Self {
         StreamSource {
             read,
-            buf: BytesMut::with_capacity(INITIAL_READ_BUFFER),
+            buf: BytesMut::with_capacity(READ_CHUNK),
             decoder: config.decoder(),
         }
     }
 }
 
-impl<R: AsyncRead + Unpin + Send + 'static> FrameSource for StreamSource<R> {
+impl<R: AsyncRead + Unpin + Send> FrameSource for StreamSource<R> {
     async fn next(&mut self) -> SourceEvent {
         loop {
-            match self.decoder.decode(&mut self.buf) {
-                Ok(Some(frame)) => {
-                    let wire = wire_len(&frame);
-                    return SourceEvent::Frame(frame, wire);
-                }
-                Ok(None) => {}
-                Err(error) => return SourceEvent::Oversize(error),
+            if let Some(event) = decode_next(&mut self.decoder, &mut self.buf) {
+                return event;
             }
             if self.buf.capacity() == self.buf.len() {
-                self.buf.reserve(INITIAL_READ_BUFFER);
+                self.buf.reserve(READ_CHUNK);
             }
             match self.read.read_buf(&mut self.buf).await {
                 Ok(0) => return SourceEvent::Closed,
@@ -79,6 +79,77 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameSource for StreamSource<R> {
                 Err(error) => return SourceEvent::Failed(error),
             }
         }
+    }
+}
+
+/// A plain TCP connection cut into packets, holding a read buffer only while part of a packet is in it.
+pub(crate) struct TcpSource<'a> {
+    read: ReadHalf<'a>,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl<'a> TcpSource<'a> {
+    pub(crate) fn new(read: ReadHalf<'a>, config: &PacketConfig) -> Self {
+        TcpSource {
+            read,
+            buf: BytesMut::new(),
+            decoder: config.decoder(),
+        }
+    }
+}
+
+impl TcpSource<'_> {
+    /// Waits until the socket has bytes (or an error or EOF) to read, without a buffer. Polled directly
+    /// rather than through `readable()`, whose future would add to every connection's task.
+    async fn read_ready(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.read.as_ref().poll_read_ready(cx)).await
+    }
+}
+
+impl FrameSource for TcpSource<'_> {
+    async fn next(&mut self) -> SourceEvent {
+        loop {
+            if let Some(event) = decode_next(&mut self.decoder, &mut self.buf) {
+                return event;
+            }
+            if self.buf.is_empty() {
+                // Whole packets only so far: give the buffer back while the client is quiet. Under load this
+                // costs one allocation per read, which the packets split off the buffer often cost anyway.
+                self.buf = BytesMut::new();
+                if let Err(error) = self.read_ready().await {
+                    return SourceEvent::Failed(error);
+                }
+            }
+            if self.buf.capacity() == self.buf.len() {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match self.read.as_ref().try_read_buf(&mut self.buf) {
+                Ok(0) => return SourceEvent::Closed,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.buf.is_empty() {
+                        // Part of a packet is buffered: wait with it.
+                        if let Err(error) = self.read_ready().await {
+                            return SourceEvent::Failed(error);
+                        }
+                    }
+                }
+                Err(error) => return SourceEvent::Failed(error),
+            }
+        }
+    }
+}
+
+/// The next packet already in `buf`, or the oversize error that ends the connection.
+fn decode_next(decoder: &mut Decoder, buf: &mut BytesMut) -> Option<SourceEvent> {
+    match decoder.decode(buf) {
+        Ok(Some(frame)) => {
+            let wire = wire_len(&frame);
+            Some(SourceEvent::Frame(frame, wire))
+        }
+        Ok(None) => None,
+        Err(error) => Some(SourceEvent::Oversize(error)),
     }
 }
 
@@ -108,7 +179,7 @@ impl<W> StreamSink<W> {
     }
 }
 
-impl<W: AsyncWrite + Unpin + Send + 'static> PacketSink for StreamSink<W> {
+impl<W: AsyncWrite + Unpin + Send> PacketSink for StreamSink<W> {
     async fn write(&mut self, packets: &[Bytes]) -> io::Result<()> {
         if let [packet] = packets {
             return self.write.write_all(packet).await;
@@ -156,7 +227,7 @@ where
     )
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSource for WsSource<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> FrameSource for WsSource<S> {
     async fn next(&mut self) -> SourceEvent {
         loop {
             match self.stream.next().await {
@@ -190,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSource for WsSourc
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PacketSink for WsSink<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> PacketSink for WsSink<S> {
     async fn write(&mut self, packets: &[Bytes]) -> io::Result<()> {
         for packet in packets {
             self.sink
