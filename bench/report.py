@@ -182,6 +182,36 @@ def idle_table(idle):
     return out, per
 
 
+def client_cost_table(groups, meta):
+    """CPU seconds per million requests of the load generator, next to the gate + node it drives.
+
+    On a 2-core machine the load generator's own CPU caps every system's TPS; this table shows by how much.
+    """
+    cfg = meta["config"]
+    cells = [(c["connections"], c["payload_bytes"]) for c in cfg["cells"]]
+    systems = [s for s in ("due", "switchyard", "relay") if s in cfg["systems"]]
+    out = ["| transport | load generator | conns | payload | "
+           + " | ".join(f"client CPU on {SYSTEM_NAMES[s]}" for s in systems)
+           + " | Switchyard gate+node CPU | client share of CPU, Switchyard |",
+           "|" + "|".join(["---"] * 4 + ["--:"] * (len(systems) + 2)) + "|"]
+    for transport in cfg["transports"]:
+        for client in cfg["clients"]:
+            for conns, payload in cells:
+                row = [TRANSPORT_NAMES[transport], CLIENT_NAMES[client], f"{conns:,}", f"{payload} B"]
+                for system in systems:
+                    values = groups.get((transport, client, conns, payload, system), {}).get("client_cpu")
+                    row.append(fmt_num(med(values), 1) if values else "–")
+                sy = groups.get((transport, client, conns, payload, "switchyard"), {})
+                if sy.get("client_cpu") and sy.get("cpu"):
+                    client_cpu, server_cpu = med(sy["client_cpu"]), med(sy["cpu"])
+                    row += [fmt_num(server_cpu, 1), f"{client_cpu / (client_cpu + server_cpu):.0%}"]
+                else:
+                    row += ["–", "–"]
+                out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    return out
+
+
 def goal_table(groups, meta, idle_per, full):
     cfg = meta["config"]
     cells = [(c["connections"], c["payload_bytes"]) for c in cfg["cells"]]
@@ -393,6 +423,14 @@ def render(results, results_path, out_path, chart_path):
                      f"{r.get('errors', '-')} errors, {r.get('timeouts', '-')} timeouts; "
                      f"{(f.get('error') or '').strip().splitlines()[-1][:200] if f.get('error') else ''}")
         L.append("")
+    L.append("### Load generator cost\n")
+    L.append("CPU seconds per million requests of the load generator itself (user + system, from `wait4`), "
+             "medians. Gate, node and load generator share the machine's cores, so the load generator's cost "
+             "caps the TPS of every system it drives; the last column is its share of the CPU spent on a "
+             "Switchyard request.\n")
+    L += client_cost_table(groups, meta)
+    L.append("Profiles of the gate and the node, what limits the cells that miss a goal, and the next levers: "
+             "[bench/analysis.md](bench/analysis.md) (`bench/profile.sh` records new ones).\n")
     L.append(f"Raw data: `{rel_results}` (every run, with both processes' CPU seconds, peak RSS, the client's CPU "
              "and the machine's other load).\n")
     out_path.write_text("\n".join(L))
