@@ -927,14 +927,18 @@ impl Runner {
         ];
         let kubeconfig = volumes::service_account_kubeconfig(&mounts, api, namespace, &self.dir)
             .map_err(|e| ("CreateContainerConfigError", e))?;
-        if let Some(path) = kubeconfig {
-            base.push(("KUBECONFIG".into(), path.display().to_string()));
-        }
         base.extend(config.extra_env.iter().cloned());
         let mut env = env::resolve(&self.pod, container, &self.facts, &sources, &base)
             .map_err(|e| ("CreateContainerConfigError", e))?;
         for value in env.values_mut() {
             *value = volumes::rewrite(value, &mounts);
+        }
+        // Added after the rewrite: it is a host path already, and a pod mounting a volume at a prefix of it
+        // (an emptyDir at /tmp, with the run directory under /tmp) would have it rewritten into the volume.
+        // A container that sets KUBECONFIG itself keeps its own.
+        if let Some(path) = kubeconfig {
+            env.entry("KUBECONFIG".into())
+                .or_insert_with(|| path.display().to_string());
         }
         let expand = |items: &Option<Vec<String>>| {
             items.as_ref().map(|items| {
