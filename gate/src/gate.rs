@@ -921,7 +921,7 @@ fn admit(limit: &mut Option<Box<ConnectionLimit>>, session: &Session, now: Insta
         Verdict::Abuse => {
             limit.dropped.inc();
             // Logged once: the session closes, and its reader stops at the next turn of its loop.
-            if !session.closed.is_cancelled() {
+            if !session.is_closed() {
                 tracing::info!(
                     cid = session.cid,
                     "closing a client that keeps sending over the packet-rate limit"
@@ -967,7 +967,7 @@ async fn write_loop<W: PacketSink>(
             // Closing the session wakes this wait too, so an idle writer waits on one thing only.
             let Some(tick) = tick.as_mut() else {
                 session.outbound_ready().await;
-                if session.closed.is_cancelled() {
+                if session.is_closed() {
                     break;
                 }
                 continue;
@@ -975,7 +975,7 @@ async fn write_loop<W: PacketSink>(
             tokio::select! {
                 biased;
                 () = session.outbound_ready() => {
-                    if session.closed.is_cancelled() {
+                    if session.is_closed() {
                         break;
                     }
                     continue;

@@ -44,19 +44,6 @@ struct RequestClock {
     next: usize,
 }
 
-/// Set once, when a connection must end. A connection needs no more than this, and a `CancellationToken`
-/// would allocate a tree node per connection.
-#[derive(Debug, Default)]
-pub(crate) struct CloseSignal {
-    closed: AtomicBool,
-}
-
-impl CloseSignal {
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
-
 /// One client connection.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -72,8 +59,9 @@ pub(crate) struct Session {
     /// The connection's task, woken when the outbox gains a packet or a close, or the session closes.
     task: AtomicWaker,
     outbox_limit: usize,
-    /// Cancelled when the connection must end; the first reason recorded wins.
-    pub(crate) closed: CloseSignal,
+    /// Set once, when the connection must end (the first reason recorded wins). A flag and the task's waker
+    /// are all a connection needs; a `CancellationToken` would allocate a tree node per connection.
+    closed: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
 }
 
@@ -89,9 +77,14 @@ impl Session {
             outbox: Mutex::default(),
             task: AtomicWaker::new(),
             outbox_limit,
-            closed: CloseSignal::default(),
+            closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
         }
+    }
+
+    /// Whether the connection must end.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn uid(&self) -> Uid {
@@ -145,7 +138,7 @@ impl Session {
     /// Queues a packet without waiting. Returns false when the session is closing; a full queue closes the
     /// session as a slow reader.
     pub(crate) fn send(&self, packet: Bytes) -> bool {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return false;
         }
         let mut outbox = self.outbox.lock();
@@ -201,7 +194,7 @@ impl Session {
         std::future::poll_fn(|cx| {
             self.task.register(cx.waker());
             let outbox = self.outbox.lock();
-            if outbox.packets.is_empty() && outbox.close_after.is_none() && !self.closed.is_cancelled() {
+            if outbox.packets.is_empty() && outbox.close_after.is_none() && !self.is_closed() {
                 Poll::Pending
             } else {
                 Poll::Ready(())
@@ -218,7 +211,7 @@ impl Session {
     fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
         // Registered before the check, so a close between the check and the wait is not missed.
         self.task.register(cx.waker());
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -228,7 +221,7 @@ impl Session {
     /// Closes now.
     pub(crate) fn close(&self, reason: CloseReason) {
         self.record_reason(reason);
-        self.closed.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::Release);
         self.task.wake();
     }
 
@@ -368,7 +361,7 @@ mod tests {
         assert!(session.send(Bytes::from_static(b"a")));
         assert!(session.send(Bytes::from_static(b"b")));
         assert!(!session.send(Bytes::from_static(b"c")));
-        assert!(session.closed.is_cancelled());
+        assert!(session.is_closed());
         assert_eq!(session.close_reason(), Some(CloseReason::SlowReader));
     }
 
@@ -398,7 +391,7 @@ mod tests {
             "the close comes once the queue is empty"
         );
         assert_eq!(batch, [&b"ccc"[..]]);
-        assert!(!session.closed.is_cancelled(), "the writer closes after writing");
+        assert!(!session.is_closed(), "the writer closes after writing");
     }
 
     #[tokio::test]
@@ -432,7 +425,7 @@ mod tests {
             tokio::spawn(async move { session.closed().await })
         };
         tokio::task::yield_now().await;
-        assert!(!session.closed.is_cancelled());
+        assert!(!session.is_closed());
         session.close(CloseReason::Kicked);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
