@@ -252,10 +252,13 @@ impl Gate {
     /// Runs the session of a plain TCP client.
     async fn serve_plain_tcp(self, mut stream: TcpStream, permit: OwnedSemaphorePermit) {
         // Borrowed halves: reader and writer run in this one task, so the socket needs no shared handle.
+        // Asked here rather than carried from accept: the spawned future stays smaller.
+        let peer = stream.peer_addr().ok();
         let (read, write) = stream.split();
         let mut source = TcpSource::new(read, &self.inner.config.packet);
         let mut sink = StreamSink::new(write);
-        self.run_session(Transport::Tcp, &mut source, &mut sink).await;
+        self.run_session(Transport::Tcp, peer, &mut source, &mut sink)
+            .await;
         drop(permit);
     }
 
@@ -279,7 +282,8 @@ impl Gate {
                 let (read, write) = tokio::io::split(stream);
                 let mut source = StreamSource::new(read, &self.inner.config.packet);
                 let mut sink = StreamSink::new(write);
-                self.run_session(Transport::Tcp, &mut source, &mut sink).await;
+                self.run_session(Transport::Tcp, Some(peer), &mut source, &mut sink)
+                    .await;
                 drop(permit);
             }
             Transport::Ws => self.accept_ws(stream, peer, permit).await,
@@ -338,7 +342,8 @@ impl Gate {
         match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(ws)) => {
                 let (mut source, mut sink) = ws_halves(ws, &config.packet);
-                self.run_session(Transport::Ws, &mut source, &mut sink).await;
+                self.run_session(Transport::Ws, Some(peer), &mut source, &mut sink)
+                    .await;
                 drop(permit);
             }
             Ok(Err(error)) => {
@@ -359,12 +364,13 @@ impl Gate {
     async fn run_session<S: FrameSource, W: PacketSink>(
         &self,
         transport: Transport,
+        peer: Option<SocketAddr>,
         source: &mut S,
         sink: &mut W,
     ) {
         let inner = &self.inner;
         let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session::new(cid, inner.config.outbound_queue));
+        let session = Arc::new(Session::new(cid, peer, inner.config.outbound_queue));
         inner.sessions.insert(session.clone());
         let labels = crate::metrics::TransportLabels { protocol: transport };
         inner.metrics.connections.get_or_create(&labels).inc();
@@ -521,6 +527,7 @@ impl Gate {
                     uid,
                     body: data.into_body(),
                     trace: telemetry::traceparent(&span),
+                    peer: session.peer,
                 };
                 match node.tx.try_send(packet) {
                     Ok(()) => {}

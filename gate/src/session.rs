@@ -8,6 +8,7 @@
 //! task, so one registered waker ([`AtomicWaker`]) is all it takes to wake them for a packet or a close.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::task::{Context, Poll};
@@ -48,6 +49,8 @@ struct RequestClock {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) cid: ConnectionId,
+    /// The client's address, passed to nodes with every packet.
+    pub(crate) peer: Option<SocketAddr>,
     uid: AtomicI64,
     /// The node holding this player's state (stateful routes), by node id.
     node: Mutex<Option<Arc<str>>>,
@@ -67,9 +70,10 @@ pub(crate) struct Session {
 
 impl Session {
     /// A session whose outbound queue holds at most `outbox_limit` packets.
-    pub(crate) fn new(cid: ConnectionId, outbox_limit: usize) -> Self {
+    pub(crate) fn new(cid: ConnectionId, peer: Option<SocketAddr>, outbox_limit: usize) -> Self {
         Session {
             cid,
+            peer,
             uid: AtomicI64::new(NO_UID),
             node: Mutex::new(None),
             visited: Mutex::new(Vec::new()),
@@ -312,7 +316,7 @@ mod tests {
     use super::*;
 
     fn session(table: &SessionTable, cid: ConnectionId, queue: usize) -> Arc<Session> {
-        let session = Arc::new(Session::new(cid, queue));
+        let session = Arc::new(Session::new(cid, None, queue));
         table.insert(session.clone());
         session
     }

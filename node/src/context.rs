@@ -1,114 +1,126 @@
 //! What a handler sees of one client packet, and what it can do about it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_cluster::telemetry;
-use switchyard_protocol::DataFrame;
 use switchyard_protocol::link::{ConnectionId, NO_UID, NodeToGate, Target, Uid};
 use tracing::{Instrument as _, Span};
 
 use crate::codec::CodecError;
-use crate::node::{GateConn, Node, NodeError};
+use crate::error::NodeError;
+use crate::outbound::{GateConn, Outbound};
+
+/// One client packet, as the link delivered it.
+#[derive(Debug, Clone)]
+pub(crate) struct Incoming {
+    pub(crate) gate: Arc<GateConn>,
+    pub(crate) cid: ConnectionId,
+    pub(crate) uid: Uid,
+    pub(crate) route: i32,
+    pub(crate) seq: i32,
+    pub(crate) payload: Bytes,
+    pub(crate) peer: Option<SocketAddr>,
+    /// `node.handle` when the gate traced this packet, else disabled.
+    pub(crate) span: Span,
+}
 
 /// One client packet being handled. Cheap to clone; answers go to the gate the packet came through.
 #[derive(Debug, Clone)]
 pub struct Context {
-    node: Node,
-    gate: Arc<GateConn>,
-    cid: ConnectionId,
-    uid: Uid,
-    route: i32,
-    seq: i32,
-    payload: Bytes,
-    /// `node.handle` when the gate traced this packet, else disabled.
-    span: Span,
+    outbound: Outbound,
+    packet: Incoming,
+    /// Whether the handler answered; an error after an answer is not answered again. Shared by the
+    /// packets of one connection, which run one after another.
+    responded: Arc<AtomicBool>,
 }
 
 impl Context {
-    pub(crate) fn new(
-        node: Node,
-        gate: Arc<GateConn>,
-        cid: ConnectionId,
-        uid: Uid,
-        data: &DataFrame,
-        span: Span,
-    ) -> Self {
+    pub(crate) fn new(outbound: Outbound, packet: Incoming, responded: Arc<AtomicBool>) -> Self {
+        responded.store(false, Ordering::Relaxed);
         Context {
-            node,
-            gate,
-            cid,
-            uid,
-            route: data.route(),
-            seq: data.seq(),
-            payload: data.payload(),
-            span,
+            outbound,
+            packet,
+            responded,
         }
+    }
+
+    pub(crate) fn has_responded(&self) -> bool {
+        self.responded.load(Ordering::Relaxed)
     }
 
     /// The trace span of this packet's handling (`node.handle`), disabled unless the gate traced the
     /// packet: a handler may create its own spans under it (`parent: ctx.span()`), which then cost
     /// nothing for untraced packets.
     pub fn span(&self) -> &Span {
-        &self.span
+        &self.packet.span
     }
 
     /// A `node.push` span under this packet's span, or a disabled one (at the cost of one branch) when
     /// the packet is not traced.
     fn push_span(&self, kind: &'static str, route: i32) -> Span {
-        if self.span.is_disabled() {
+        if self.packet.span.is_disabled() {
             return Span::none();
         }
-        tracing::info_span!(target: telemetry::SPAN_TARGET, parent: &self.span, "node.push", kind, route)
+        tracing::info_span!(target: telemetry::SPAN_TARGET, parent: &self.packet.span, "node.push", kind, route)
     }
 
     /// The uid the session was bound to when the packet left the gate, or 0.
     pub fn uid(&self) -> Uid {
-        self.uid
+        self.packet.uid
     }
 
     pub fn is_logged_in(&self) -> bool {
-        self.uid != NO_UID
+        self.packet.uid != NO_UID
     }
 
     pub fn cid(&self) -> ConnectionId {
-        self.cid
+        self.packet.cid
     }
 
     pub fn gate_id(&self) -> &str {
-        &self.gate.id
+        &self.packet.gate.id
+    }
+
+    /// The client's IP address and port as the gate saw them (the source named by a PROXY protocol
+    /// header behind a load balancer), when the gate sent it.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.packet.peer
     }
 
     pub fn route(&self) -> i32 {
-        self.route
+        self.packet.route
     }
 
     pub fn seq(&self) -> i32 {
-        self.seq
+        self.packet.seq
     }
 
     /// The raw payload.
     pub fn payload(&self) -> &Bytes {
-        &self.payload
+        &self.packet.payload
     }
 
-    /// This node.
-    pub fn node(&self) -> &Node {
-        &self.node
+    /// This node's sending side: pushes, lookups, outside of this packet.
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
     }
 
     pub fn node_id(&self) -> &str {
-        self.node.id()
+        self.outbound.node_id()
     }
 
-    /// Decodes the payload with the node's codec (JSON or MessagePack).
+    /// Decodes the payload with the node's codec (JSON or MessagePack). With `?` in a handler, a payload
+    /// that does not decode is answered with [`crate::code::BAD_REQUEST`].
     ///
     /// # Errors
     /// The client sent a payload that does not decode into `T`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, CodecError> {
-        self.node.config().codec.decode(&self.payload)
+        self.outbound.config().codec.decode(&self.packet.payload)
     }
 
     /// Decodes the payload as a protobuf message (protobuf codec).
@@ -116,7 +128,7 @@ impl Context {
     /// # Errors
     /// The payload is not a valid `M`.
     pub fn parse_message<M: prost::Message + Default>(&self) -> Result<M, CodecError> {
-        self.node.config().codec.decode_message(&self.payload)
+        self.outbound.config().codec.decode_message(&self.packet.payload)
     }
 
     /// Answers the packet: same route and seq, encoded with the node's codec.
@@ -124,8 +136,8 @@ impl Context {
     /// # Errors
     /// The value does not encode, or the gate is gone.
     pub async fn respond<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), NodeError> {
-        let packet = self.node.pack(self.route, self.seq, value)?;
-        self.deliver_here(Target::Connection(self.cid), packet).await
+        let packet = self.outbound.pack(self.packet.route, self.packet.seq, value)?;
+        self.respond_packet(packet).await
     }
 
     /// Answers with a protobuf message.
@@ -133,8 +145,10 @@ impl Context {
     /// # Errors
     /// The message does not encode with this codec, or the gate is gone.
     pub async fn respond_message<M: prost::Message>(&self, message: &M) -> Result<(), NodeError> {
-        let packet = self.node.pack_message(self.route, self.seq, message)?;
-        self.deliver_here(Target::Connection(self.cid), packet).await
+        let packet = self
+            .outbound
+            .pack_message(self.packet.route, self.packet.seq, message)?;
+        self.respond_packet(packet).await
     }
 
     /// Answers with raw payload bytes.
@@ -142,56 +156,60 @@ impl Context {
     /// # Errors
     /// The payload is too large for the packet settings, or the gate is gone.
     pub async fn respond_bytes(&self, payload: &[u8]) -> Result<(), NodeError> {
-        let packet = self
-            .node
-            .config()
-            .packet
-            .data_packet(self.route, self.seq, payload)?;
-        self.deliver_here(Target::Connection(self.cid), packet).await
+        let packet =
+            self.outbound
+                .config()
+                .packet
+                .data_packet(self.packet.route, self.packet.seq, payload)?;
+        self.respond_packet(packet).await
     }
 
-    async fn deliver_here(&self, target: Target, packet: Bytes) -> Result<(), NodeError> {
-        self.gate
-            .tx
+    /// Sends a whole reply packet to this packet's connection.
+    pub(crate) async fn respond_packet(&self, packet: Bytes) -> Result<(), NodeError> {
+        self.responded.store(true, Ordering::Relaxed);
+        self.packet
+            .gate
             .send(NodeToGate::Deliver {
-                target,
+                target: Target::Connection(self.packet.cid),
                 packet,
-                trace: telemetry::traceparent(&self.span),
+                trace: telemetry::traceparent(&self.packet.span),
             })
             .await
-            .map_err(|_| NodeError::GateGone(self.gate.id.to_string()))
     }
 
     /// Pushes to one player, wherever connected (traced as `node.push` when the packet is).
     ///
     /// # Errors
-    /// See [`Node::push`].
+    /// See [`Outbound::push`].
     pub async fn push<T: Serialize + ?Sized>(
         &self,
         uid: Uid,
         route: i32,
         value: &T,
     ) -> Result<(), NodeError> {
-        let packet = self.node.pack(route, 0, value)?;
+        let packet = self.outbound.pack(route, 0, value)?;
         let span = self.push_span("unicast", route);
         let trace = telemetry::traceparent(&span);
-        self.node.push_traced(uid, packet, trace).instrument(span).await
+        self.outbound
+            .push_traced(uid, packet, trace)
+            .instrument(span)
+            .await
     }
 
     /// Pushes to many players, one message per gate.
     ///
     /// # Errors
-    /// See [`Node::multicast`].
+    /// See [`Outbound::multicast`].
     pub async fn multicast<T: Serialize + ?Sized>(
         &self,
         uids: &[Uid],
         route: i32,
         value: &T,
     ) -> Result<(), NodeError> {
-        let packet = self.node.pack(route, 0, value)?;
+        let packet = self.outbound.pack(route, 0, value)?;
         let span = self.push_span("multicast", route);
         let trace = telemetry::traceparent(&span);
-        self.node
+        self.outbound
             .multicast_traced(uids, packet, trace)
             .instrument(span)
             .await;
@@ -201,12 +219,15 @@ impl Context {
     /// Pushes to every connected session.
     ///
     /// # Errors
-    /// See [`Node::broadcast`].
+    /// See [`Outbound::broadcast`].
     pub async fn broadcast<T: Serialize + ?Sized>(&self, route: i32, value: &T) -> Result<(), NodeError> {
-        let packet = self.node.pack(route, 0, value)?;
+        let packet = self.outbound.pack(route, 0, value)?;
         let span = self.push_span("broadcast", route);
         let trace = telemetry::traceparent(&span);
-        self.node.broadcast_traced(packet, trace).instrument(span).await;
+        self.outbound
+            .broadcast_traced(packet, trace)
+            .instrument(span)
+            .await;
         Ok(())
     }
 
@@ -216,9 +237,13 @@ impl Context {
     /// # Errors
     /// The connection is gone, or the gate did not answer.
     pub async fn bind_gate(&self, uid: Uid) -> Result<(), NodeError> {
-        let cid = self.cid;
-        self.node
-            .request(&self.gate, |request| NodeToGate::BindUser { request, cid, uid })
+        let cid = self.packet.cid;
+        self.outbound
+            .request(&self.packet.gate, |request| NodeToGate::BindUser {
+                request,
+                cid,
+                uid,
+            })
             .await
     }
 
@@ -227,17 +252,20 @@ impl Context {
     /// # Errors
     /// The gate has no session of `uid`, or did not answer.
     pub async fn unbind_gate(&self, uid: Uid) -> Result<(), NodeError> {
-        self.node
-            .request(&self.gate, |request| NodeToGate::UnbindUser { request, uid })
+        self.outbound
+            .request(&self.packet.gate, |request| NodeToGate::UnbindUser {
+                request,
+                uid,
+            })
             .await
     }
 
     /// Binds `uid`'s stateful routes to this node.
     ///
     /// # Errors
-    /// The locator failed.
+    /// The locator failed, or the player was evicted from this draining node.
     pub async fn bind_node(&self, uid: Uid) -> Result<(), NodeError> {
-        self.node.bind_user_here(uid, &self.gate).await
+        self.outbound.bind_here(uid, &self.packet.gate).await
     }
 
     /// Releases `uid`'s binding to this node.
@@ -245,13 +273,13 @@ impl Context {
     /// # Errors
     /// The locator failed.
     pub async fn unbind_node(&self, uid: Uid) -> Result<(), NodeError> {
-        self.node.unbind_user_here(uid, &self.gate).await
+        self.outbound.unbind_here(uid, &self.packet.gate).await
     }
 
     /// Whether `uid` is bound to this node. A stateful packet for a uid that is not means the player's
     /// binding was lost (their node vanished and the gate cleared it): the handler may rebind here.
     pub fn is_bound_here(&self, uid: Uid) -> bool {
-        self.node.is_bound(uid)
+        self.outbound.is_bound(uid)
     }
 
     /// The gate `uid` is connected to, per the locator.
@@ -259,7 +287,7 @@ impl Context {
     /// # Errors
     /// The locator failed.
     pub async fn locate_gate(&self, uid: Uid) -> Result<Option<String>, NodeError> {
-        Ok(self.node.inner.locator.locate_gate(uid).await?)
+        self.outbound.locate_gate(uid).await
     }
 
     /// The node `uid` is bound to in this node's pool, per the locator.
@@ -267,8 +295,7 @@ impl Context {
     /// # Errors
     /// The locator failed.
     pub async fn locate_node(&self, uid: Uid) -> Result<Option<String>, NodeError> {
-        let inner = &self.node.inner;
-        Ok(inner.locator.locate_node(uid, &inner.config.pool).await?)
+        self.outbound.locate_node(uid).await
     }
 
     /// Closes this packet's connection after what is queued for it.
@@ -276,20 +303,19 @@ impl Context {
     /// # Errors
     /// The gate is gone.
     pub async fn disconnect(&self) -> Result<(), NodeError> {
-        self.gate
-            .tx
+        self.packet
+            .gate
             .send(NodeToGate::Disconnect {
-                target: Target::Connection(self.cid),
+                target: Target::Connection(self.packet.cid),
             })
             .await
-            .map_err(|_| NodeError::GateGone(self.gate.id.to_string()))
     }
 
     /// Closes `uid`'s connection, wherever it is.
     ///
     /// # Errors
-    /// See [`Node::disconnect_user`].
+    /// See [`Outbound::disconnect_user`].
     pub async fn disconnect_user(&self, uid: Uid) -> Result<(), NodeError> {
-        self.node.disconnect_user(uid).await
+        self.outbound.disconnect_user(uid).await
     }
 }

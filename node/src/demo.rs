@@ -10,20 +10,24 @@
 //! | 6 | (push) room message | | `{"room": s,"from": n,"text": t}` |
 //! | 7 | logout | stateful, authorized | → `{"code":0}`; bindings removed |
 //! | 8 | (push) kicked | | `{"reason":"duplicate login"}`, then the older connection is closed |
+//! | 10 | work | stateless | `{"ms": n}` (0 ≤ n ≤ 5000) → waits n ms, as a handler waiting on a database would, then `{"code":0}` |
 //!
-//! A payload that does not parse gets `{"code":1,"error":"<why>"}`. Logout is stateful so that it reaches
-//! the node holding the player, which must release the player for a drain to finish.
+//! A payload that does not parse gets `{"code":1,"error":"<why>"}` (the SDK's bad-request reply), as does
+//! a refused request. Logout is stateful so that it reaches the node holding the player, which must
+//! release the player for a drain to finish.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use switchyard_protocol::link::Uid;
 
 use crate::context::Context;
-use crate::router::{Disconnect, HandlerResult, RouteOptions, Router};
+use crate::handler::{Payload, State};
+use crate::handler_error::{HandlerError, code};
+use crate::router::{Disconnect, RouteOptions, Router};
 
 pub const ECHO: i32 = 1;
 pub const LOGIN: i32 = 2;
@@ -33,6 +37,9 @@ pub const SAY: i32 = 5;
 pub const ROOM_MESSAGE: i32 = 6;
 pub const LOGOUT: i32 = 7;
 pub const KICKED: i32 = 8;
+pub const WORK: i32 = 10;
+/// The longest wait route [`WORK`] takes.
+pub const MAX_WORK_MS: u64 = 5000;
 
 #[derive(Debug, Deserialize)]
 struct EchoRequest {
@@ -40,9 +47,9 @@ struct EchoRequest {
 }
 
 #[derive(Debug, Serialize)]
-struct EchoResponse<'a> {
+struct EchoResponse {
     code: i32,
-    message: &'a str,
+    message: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +66,11 @@ struct JoinRequest {
 }
 
 #[derive(Debug, Deserialize)]
+struct WorkRequest {
+    ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
 struct SayRequest {
     room: String,
     text: String,
@@ -66,7 +78,7 @@ struct SayRequest {
 
 /// Rooms live on the node that holds their members.
 #[derive(Debug, Default)]
-struct Rooms {
+pub struct Rooms {
     members: Mutex<HashMap<String, HashSet<Uid>>>,
 }
 
@@ -94,68 +106,45 @@ impl Rooms {
 }
 
 /// The demo game's router.
-pub fn router() -> Router {
-    let rooms = Arc::new(Rooms::default());
-    let (join_rooms, say_rooms, logout_rooms, gone_rooms) =
-        (rooms.clone(), rooms.clone(), rooms.clone(), rooms);
-    Router::new()
+pub fn router() -> Router<Arc<Rooms>> {
+    Router::with_state(Arc::new(Rooms::default()))
         .route(ECHO, RouteOptions::stateless(), echo)
         .route(LOGIN, RouteOptions::stateless(), login)
         .route(WHOAMI, RouteOptions::stateful().authorized(), whoami)
-        .route(JOIN, RouteOptions::stateful().authorized(), move |ctx| {
-            join(ctx, join_rooms.clone())
-        })
-        .route(SAY, RouteOptions::stateful().authorized(), move |ctx| {
-            say(ctx, say_rooms.clone())
-        })
-        .route(LOGOUT, RouteOptions::stateful().authorized(), move |ctx| {
-            logout(ctx, logout_rooms.clone())
-        })
-        .on_disconnect(move |event: Disconnect| {
-            let rooms = gone_rooms.clone();
-            async move {
-                if event.uid != 0 {
-                    rooms.leave_all(event.uid);
-                }
+        .route(JOIN, RouteOptions::stateful().authorized(), join)
+        .route(SAY, RouteOptions::stateful().authorized(), say)
+        .route(LOGOUT, RouteOptions::stateful().authorized(), logout)
+        .route(WORK, RouteOptions::stateless(), work)
+        .on_disconnect(|event: Disconnect, rooms: Arc<Rooms>| async move {
+            if event.uid != 0 {
+                rooms.leave_all(event.uid);
             }
         })
 }
 
-/// Parses the payload, or answers `{"code":1,"error":...}` and returns `None`.
-async fn parse_or_refuse<T: serde::de::DeserializeOwned>(
-    ctx: &Context,
-) -> Result<Option<T>, crate::NodeError> {
-    match ctx.parse::<T>() {
-        Ok(request) => Ok(Some(request)),
-        Err(error) => {
-            ctx.respond(&json!({"code": 1, "error": error.to_string()}))
-                .await?;
-            Ok(None)
-        }
-    }
+type Reply = Result<Payload<Value>, HandlerError>;
+
+fn ok(value: Value) -> Reply {
+    Ok(Payload(value))
 }
 
-async fn echo(ctx: Context) -> HandlerResult {
-    let Some(request) = parse_or_refuse::<EchoRequest>(&ctx).await? else {
-        return Ok(());
-    };
-    ctx.respond(&EchoResponse {
+async fn echo(
+    _: Context,
+    Payload(request): Payload<EchoRequest>,
+) -> Result<Payload<EchoResponse>, HandlerError> {
+    Ok(Payload(EchoResponse {
         code: 0,
-        message: &request.message,
-    })
-    .await?;
-    Ok(())
+        message: request.message,
+    }))
 }
 
-async fn login(ctx: Context) -> HandlerResult {
-    let Some(request) = parse_or_refuse::<LoginRequest>(&ctx).await? else {
-        return Ok(());
-    };
+async fn login(ctx: Context, Payload(request): Payload<LoginRequest>) -> Reply {
     let uid = request.uid;
     if uid <= 0 {
-        ctx.respond(&json!({"code": 1, "error": "uid must be a positive integer"}))
-            .await?;
-        return Ok(());
+        return Err(HandlerError::new(
+            code::BAD_REQUEST,
+            "uid must be a positive integer",
+        ));
     }
     if ctx.uid() != uid && ctx.locate_gate(uid).await?.is_some() {
         // Logged in elsewhere: tell the older connection why, then close it. Both go over the same link
@@ -172,8 +161,7 @@ async fn login(ctx: Context) -> HandlerResult {
             ctx.node_id().to_owned()
         }
     };
-    ctx.respond(&json!({"code": 0, "uid": uid, "node": node})).await?;
-    Ok(())
+    ok(json!({"code": 0, "uid": uid, "node": node}))
 }
 
 /// A stateful packet reaching a node the player is not bound to means the binding was lost (the node it
@@ -185,47 +173,48 @@ async fn ensure_bound_here(ctx: &Context) -> Result<(), crate::NodeError> {
     Ok(())
 }
 
-async fn whoami(ctx: Context) -> HandlerResult {
+async fn whoami(ctx: Context) -> Reply {
     ensure_bound_here(&ctx).await?;
-    ctx.respond(&json!({"code": 0, "uid": ctx.uid(), "node": ctx.node_id()}))
-        .await?;
-    Ok(())
+    ok(json!({"code": 0, "uid": ctx.uid(), "node": ctx.node_id()}))
 }
 
-async fn join(ctx: Context, rooms: Arc<Rooms>) -> HandlerResult {
-    let Some(request) = parse_or_refuse::<JoinRequest>(&ctx).await? else {
-        return Ok(());
-    };
+async fn join(
+    ctx: Context,
+    State(rooms): State<Arc<Rooms>>,
+    Payload(request): Payload<JoinRequest>,
+) -> Reply {
     ensure_bound_here(&ctx).await?;
     let members = rooms.join(&request.room, ctx.uid());
-    ctx.respond(&json!({"code": 0, "members": members})).await?;
-    Ok(())
+    ok(json!({"code": 0, "members": members}))
 }
 
-async fn say(ctx: Context, rooms: Arc<Rooms>) -> HandlerResult {
-    let Some(request) = parse_or_refuse::<SayRequest>(&ctx).await? else {
-        return Ok(());
-    };
+async fn say(ctx: Context, State(rooms): State<Arc<Rooms>>, Payload(request): Payload<SayRequest>) -> Reply {
     ensure_bound_here(&ctx).await?;
     match rooms.members(&request.room) {
         Some(members) if members.contains(&ctx.uid()) => {
             let message = json!({"room": request.room, "from": ctx.uid(), "text": request.text});
             ctx.multicast(&members, ROOM_MESSAGE, &message).await?;
-            ctx.respond(&json!({"code": 0})).await?;
+            ok(json!({"code": 0}))
         }
-        _ => {
-            ctx.respond(&json!({"code": 1, "error": "not a member of this room"}))
-                .await?
-        }
+        _ => Err(HandlerError::new(code::BAD_REQUEST, "not a member of this room")),
     }
-    Ok(())
 }
 
-async fn logout(ctx: Context, rooms: Arc<Rooms>) -> HandlerResult {
+async fn logout(ctx: Context, State(rooms): State<Arc<Rooms>>) -> Reply {
     let uid = ctx.uid();
     rooms.leave_all(uid);
     ctx.unbind_node(uid).await?;
     ctx.unbind_gate(uid).await?;
-    ctx.respond(&json!({"code": 0})).await?;
-    Ok(())
+    ok(json!({"code": 0}))
+}
+
+async fn work(_: Context, Payload(request): Payload<WorkRequest>) -> Reply {
+    if request.ms > MAX_WORK_MS {
+        return Err(HandlerError::new(
+            code::BAD_REQUEST,
+            format!("ms must be at most {MAX_WORK_MS}"),
+        ));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(request.ms)).await;
+    ok(json!({"code": 0}))
 }

@@ -1,32 +1,54 @@
 //! The Switchyard node SDK: write a game's handlers against it and run them behind Switchyard gates.
 //!
 //! ```no_run
-//! use switchyard_node::{Context, HandlerResult, RouteOptions, Router};
+//! use switchyard_node::{Context, HandlerError, Payload, RouteOptions, Router};
 //!
-//! async fn hello(ctx: Context) -> HandlerResult {
-//!     #[derive(serde::Deserialize)]
-//!     struct Hello { name: String }
-//!     let hello: Hello = ctx.parse()?;
-//!     ctx.respond(&serde_json::json!({ "code": 0, "greeting": format!("hello, {}", hello.name) })).await?;
-//!     Ok(())
+//! #[derive(serde::Deserialize)]
+//! struct Hello { name: String }
+//! #[derive(serde::Serialize)]
+//! struct Greeting { code: i32, greeting: String }
+//!
+//! async fn hello(_: Context, Payload(hello): Payload<Hello>) -> Result<Payload<Greeting>, HandlerError> {
+//!     if hello.name.is_empty() {
+//!         return Err(HandlerError::new(10, "who are you?"));
+//!     }
+//!     Ok(Payload(Greeting { code: 0, greeting: format!("hello, {}", hello.name) }))
 //! }
 //!
 //! let router = Router::new().route(100, RouteOptions::stateless(), hello);
 //! ```
 //!
-//! Handlers of one connection run in arrival order; different connections run in parallel. Nodes move
-//! through the states `work` → `draining` → `shut` ([`Node::drain`]); a draining node keeps serving the
-//! players bound to it and takes no new ones.
+//! Handlers of one connection run in arrival order; different connections run in parallel. A handler's
+//! error or panic is answered (`{"code": n, "error": "..."}` by default, see [`Router::error_reply`]) and
+//! counted; the node keeps serving. Nodes move through the states `work` → `draining` → `shut`
+//! ([`Node::drain`]); a draining node keeps serving the players bound to it and takes no new ones.
 
+mod bindings;
 pub mod codec;
+mod config;
 mod context;
 pub mod demo;
+mod error;
+mod handler;
+mod handler_error;
+mod inner;
+mod lanes;
+mod link;
 mod metrics;
 mod node;
+mod outbound;
 mod router;
 
 pub use codec::{Codec, CodecError};
+pub use config::{ConfigError, NodeConfig};
 pub use context::Context;
-pub use node::{DrainOutcome, Node, NodeConfig, NodeError};
-pub use router::{Disconnect, HandlerError, HandlerResult, RouteOptions, Router};
+pub use error::NodeError;
+pub use handler::{FromContext, Handler, IntoReply, Payload, ReplyEncoder, State};
+pub use handler_error::{ErrorReply, FailureReason, HandlerError, code, default_error_reply};
+pub use node::{DrainOutcome, Node};
+pub use outbound::Outbound;
+pub use router::{Disconnect, Lifecycle, Reconnect, RouteOptions, Router, Tick};
 pub use switchyard_protocol::link::{NodeState, Uid};
+
+/// What a handler that answers by itself returns.
+pub type HandlerResult = Result<(), HandlerError>;

@@ -8,27 +8,32 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use switchyard_cluster::snake_case_labels;
 
+use crate::handler_error::FailureReason;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RouteLabels {
     pub(crate) route: i32,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub(crate) enum Failure {
-    Error,
-    Panic,
-}
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FailureLabels {
     pub(crate) route: i32,
-    pub(crate) kind: Failure,
+    pub(crate) reason: FailureReason,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HookLabels {
+    pub(crate) hook: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum NodeDrop {
     UnknownRoute,
     Malformed,
+    /// An internal route, or one that needs a logged-in player, reached without one.
+    Forbidden,
+    /// The connection's lane was full: one player sent faster than their handlers ran.
+    LaneFull,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +81,7 @@ fn latency_histogram() -> Histogram {
 pub(crate) struct NodeMetrics {
     pub(crate) handler_duration: Family<RouteLabels, Histogram>,
     pub(crate) handler_failures: Family<FailureLabels, Counter>,
+    pub(crate) hook_panics: Family<HookLabels, Counter>,
     pub(crate) dropped: Family<NodeDropLabels, Counter>,
     pub(crate) bound_players: Gauge,
     pub(crate) state: Family<StateLabels, Gauge>,
@@ -93,6 +99,7 @@ impl NodeMetrics {
         let metrics = NodeMetrics {
             handler_duration: Family::new_with_constructor(latency_histogram),
             handler_failures: Family::default(),
+            hook_panics: Family::default(),
             dropped: Family::default(),
             bound_players: Gauge::default(),
             state: Family::default(),
@@ -111,8 +118,13 @@ impl NodeMetrics {
         );
         node.register(
             "handler_failures",
-            "Handlers that returned an error or panicked",
+            "Handlers that failed (each answered with an error reply), by route and reason",
             metrics.handler_failures.clone(),
+        );
+        node.register(
+            "hook_panics",
+            "Game hooks and ticks that panicked, by hook",
+            metrics.hook_panics.clone(),
         );
         node.register(
             "packets_dropped",
@@ -143,7 +155,12 @@ impl NodeMetrics {
             "Unix time at which the running (or last) drain's deadline passes; 0 before any drain",
             metrics.drain_deadline_timestamp.clone(),
         );
-        for reason in [NodeDrop::UnknownRoute, NodeDrop::Malformed] {
+        for reason in [
+            NodeDrop::UnknownRoute,
+            NodeDrop::Malformed,
+            NodeDrop::Forbidden,
+            NodeDrop::LaneFull,
+        ] {
             let _ = metrics.dropped.get_or_create(&NodeDropLabels { reason });
         }
         for kind in [PushKind::Unicast, PushKind::Multicast, PushKind::Broadcast] {
@@ -154,9 +171,23 @@ impl NodeMetrics {
         }
         metrics
     }
+
+    pub(crate) fn dropped(&self, reason: NodeDrop) {
+        self.dropped.get_or_create(&NodeDropLabels { reason }).inc();
+    }
 }
 
-snake_case_labels!(Failure { Error => "error", Panic => "panic" });
-snake_case_labels!(NodeDrop { UnknownRoute => "unknown_route", Malformed => "malformed" });
+snake_case_labels!(FailureReason {
+    BadRequest => "bad_request",
+    Game => "game",
+    Internal => "internal",
+    Panic => "panic",
+});
+snake_case_labels!(NodeDrop {
+    UnknownRoute => "unknown_route",
+    Malformed => "malformed",
+    Forbidden => "forbidden",
+    LaneFull => "lane_full",
+});
 snake_case_labels!(PushKind { Unicast => "unicast", Multicast => "multicast", Broadcast => "broadcast" });
 snake_case_labels!(DrainEnd { Empty => "empty", Deadline => "deadline" });

@@ -21,6 +21,7 @@ pub use codec::{
 pub use traceparent::TraceParent;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use bytes::Bytes;
@@ -173,6 +174,8 @@ pub enum GateToNode {
         /// The context of the gate's span for this packet, when the gate traces it (sampled only);
         /// the node's handler span continues the trace.
         trace: Option<TraceParent>,
+        /// The client's address as the gate saw it, when the gate knows it.
+        peer: Option<SocketAddr>,
     },
     /// A connection that reached this node is gone.
     Disconnected { cid: ConnectionId, uid: Uid },

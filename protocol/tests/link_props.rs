@@ -82,15 +82,23 @@ fn route_spec() -> impl Strategy<Value = RouteSpec> {
     )
 }
 
+fn peer() -> impl Strategy<Value = Option<std::net::SocketAddr>> {
+    proptest::option::of(prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| std::net::SocketAddr::from((ip, port))),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| std::net::SocketAddr::from((ip, port))),
+    ])
+}
+
 fn gate_to_node() -> impl Strategy<Value = GateToNode> {
     prop_oneof![
         id().prop_map(|gate_id| GateToNode::Hello { gate_id }),
-        (any::<u64>(), any::<i64>(), payload(), trace()).prop_map(|(cid, uid, body, trace)| {
+        (any::<u64>(), any::<i64>(), payload(), trace(), peer()).prop_map(|(cid, uid, body, trace, peer)| {
             GateToNode::Packet {
                 cid,
                 uid,
                 body,
                 trace,
+                peer,
             }
         }),
         (any::<u64>(), any::<i64>()).prop_map(|(cid, uid)| GateToNode::Disconnected { cid, uid }),
@@ -309,14 +317,19 @@ proptest! {
 
     #[test]
     fn traceparent_is_exactly_the_extension(gate in gate_to_node(), node in node_to_gate()) {
-        // A traced message costs one extension of 3 + 55 bytes, an untraced one no byte.
-        let traced = match &gate {
-            GateToNode::Packet { trace, .. } => trace.is_some(),
-            _ => false,
+        // A traced message costs one extension of 3 + 55 bytes, an untraced one no byte; the peer address
+        // extension (3 + 7 or 3 + 19 bytes) follows it when present.
+        let (traced, peer_bytes) = match &gate {
+            GateToNode::Packet { trace, peer, .. } => (
+                trace.is_some(),
+                peer.map_or(0, |peer| if peer.is_ipv4() { 10 } else { 22 }),
+            ),
+            _ => (false, 0),
         };
         let bytes = encode_all_gate(std::slice::from_ref(&gate));
         if traced {
-            let tail = &bytes[bytes.len() - 58..];
+            let end = bytes.len() - peer_bytes;
+            let tail = &bytes[end - 58..end];
             prop_assert_eq!(&tail[..3], &[ext::TRACEPARENT, 0, 55][..]);
             prop_assert!(TraceParent::parse(&tail[3..]).is_some());
         }
@@ -334,7 +347,7 @@ proptest! {
     fn any_55_bytes_are_a_trace_or_ignored(value in vec(any::<u8>(), TraceParent::LEN..=TraceParent::LEN)) {
         // Whatever the value, the frame decodes; a value that parses is carried exactly (parse ∘ encode
         // is the identity), one that does not is as if absent.
-        let packet = GateToNode::Packet { cid: 1, uid: 2, body: Bytes::from_static(b"z"), trace: None };
+        let packet = GateToNode::Packet { cid: 1, uid: 2, body: Bytes::from_static(b"z"), trace: None, peer: None };
         let mut extension = vec![ext::TRACEPARENT, 0, 55];
         extension.extend_from_slice(&value);
         let frame = with_extensions(encode_all_gate(std::slice::from_ref(&packet)).to_vec(), &extension);
@@ -345,7 +358,7 @@ proptest! {
         }
         prop_assert_eq!(
             decoded,
-            Ok(Some(GateToNode::Packet { cid: 1, uid: 2, body: Bytes::from_static(b"z"), trace: expected }))
+            Ok(Some(GateToNode::Packet { cid: 1, uid: 2, body: Bytes::from_static(b"z"), trace: expected, peer: None }))
         );
     }
 

@@ -394,6 +394,7 @@ mod tests {
                     uid: 7,
                     body: body.clone(),
                     trace: trace(cid),
+                    peer: None,
                 })
                 .await
                 .unwrap();
@@ -406,6 +407,7 @@ mod tests {
                     uid: 7,
                     body: body.clone(),
                     trace: trace(cid),
+                    peer: None,
                 })
             );
         }

@@ -79,11 +79,12 @@
 //!
 //! A receiver skips every extension it does not know, so new optional fields can be added without a
 //! version bump; an extension cut short by the end of the frame is an error. An absent extension costs
-//! no byte. Version 1 defines one:
+//! no byte. Version 1 defines two:
 //!
 //! | tag | in | value |
 //! |---|---|---|
 //! | `0x01` | gate → node `Packet`, node → gate `Deliver` | W3C `traceparent`: its 55-byte header value, `00-<32 hex>-<16 hex>-<2 hex>` (lower-case hex) |
+//! | `0x02` | gate → node `Packet` | the client's address: `family u8` (4 or 6), the IP address (4 or 16 bytes), `port u16` |
 //!
 //! `traceparent` ([`TraceParent`]) is the context of the sender's span: a gate sends it on the
 //! packets it traces (and only on those: an untraced packet carries no extension), a node on the
@@ -91,6 +92,10 @@
 //! length or version, bad hex, upper case, an all-zero id) is ignored as if absent: it is the sender's
 //! bug, not worth a player's packet, so it neither fails the frame nor is counted. When a frame carries
 //! several, the first valid one counts. In other messages the tag is skipped like an unknown one.
+//!
+//! The peer address is what the gate saw of the client (the TCP peer, or the source a PROXY protocol
+//! header named), so a node can log, rate-limit or geolocate by it. A malformed value is ignored as if
+//! absent, for the same reason as an invalid `traceparent`.
 //!
 //! # Examples
 //!
@@ -108,6 +113,8 @@
 //! The decoder splits each whole frame off the read buffer ([`BytesMut::split_to`], then `freeze`) and
 //! hands out `bytes` fields as slices of it ([`Bytes::slice`]): client packets are never copied. The
 //! encoders append to a [`BytesMut`], so a writer can coalesce many frames into one write.
+
+use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -131,6 +138,9 @@ pub mod ext {
     /// The W3C `traceparent` ([`super::TraceParent`], 55 bytes) of a gate → node `Packet` or a node → gate
     /// `Deliver`.
     pub const TRACEPARENT: u8 = 0x01;
+    /// The client's address as the gate saw it (after any PROXY protocol header), on a gate → node
+    /// `Packet`: `family u8` (4 or 6), the address (4 or 16 bytes), `port u16`.
+    pub const PEER_ADDR: u8 = 0x02;
 }
 
 mod ty {
@@ -346,11 +356,13 @@ fn parse_gate_to_node(frame: Bytes) -> Result<GateToNode, LinkDecodeError> {
         ty::G_PACKET => {
             r.message = "gate-to-node Packet";
             let (cid, uid, body) = (r.u64("connection id")?, r.i64("uid")?, r.bytes("packet body")?);
+            let Extensions { trace, peer } = r.extensions()?;
             return Ok(GateToNode::Packet {
                 cid,
                 uid,
                 body,
-                trace: r.extensions()?,
+                trace,
+                peer,
             });
         }
         ty::G_DISCONNECTED => {
@@ -431,7 +443,7 @@ fn parse_node_to_gate(frame: Bytes) -> Result<NodeToGate, LinkDecodeError> {
             return Ok(NodeToGate::Deliver {
                 target,
                 packet,
-                trace: r.extensions()?,
+                trace: r.extensions()?.trace,
             });
         }
         ty::N_BIND_USER => {
@@ -620,19 +632,80 @@ impl Reader {
         })
     }
 
-    /// Reads the extension section: returns the first valid `traceparent`, skips everything else
-    /// (unknown tags, invalid `traceparent` values). Messages that carry no trace drop the result.
-    fn extensions(mut self) -> Result<Option<TraceParent>, LinkDecodeError> {
-        let mut trace = None;
+    /// Reads the extension section: returns the first valid value of each known extension, skips
+    /// everything else (unknown tags, invalid values). Messages that carry none drop the result.
+    fn extensions(mut self) -> Result<Extensions, LinkDecodeError> {
+        let mut found = Extensions::default();
         while self.remaining() > 0 {
             let tag = self.u8("extension tag")?;
             let len = self.u16("extension length")?;
             let value = self.take(len as usize, "extension value")?;
-            if tag == ext::TRACEPARENT && trace.is_none() {
-                trace = TraceParent::parse(&self.frame[value]);
+            match tag {
+                ext::TRACEPARENT if found.trace.is_none() => {
+                    found.trace = TraceParent::parse(&self.frame[value]);
+                }
+                ext::PEER_ADDR if found.peer.is_none() => {
+                    found.peer = parse_peer(&self.frame[value]);
+                }
+                _ => {}
             }
         }
-        Ok(trace)
+        Ok(found)
+    }
+}
+
+/// The known extensions of one frame.
+#[derive(Debug, Default)]
+struct Extensions {
+    trace: Option<TraceParent>,
+    peer: Option<SocketAddr>,
+}
+
+/// A `PEER_ADDR` value; anything malformed is ignored as if absent, like an invalid `traceparent`.
+fn parse_peer(value: &[u8]) -> Option<SocketAddr> {
+    match value {
+        [4, a, b, c, d, p0, p1] => Some(SocketAddr::from((
+            [*a, *b, *c, *d],
+            u16::from_be_bytes([*p0, *p1]),
+        ))),
+        [6, rest @ ..] if rest.len() == 18 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&rest[..16]);
+            Some(SocketAddr::from((
+                octets,
+                u16::from_be_bytes([rest[16], rest[17]]),
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Bytes of the `PEER_ADDR` extension: none when the address is unknown.
+fn peer_len(peer: Option<SocketAddr>) -> usize {
+    match peer {
+        None => 0,
+        Some(SocketAddr::V4(_)) => 3 + 7,
+        Some(SocketAddr::V6(_)) => 3 + 19,
+    }
+}
+
+fn put_peer(dst: &mut BytesMut, peer: Option<SocketAddr>) {
+    match peer {
+        None => {}
+        Some(SocketAddr::V4(addr)) => {
+            dst.put_u8(ext::PEER_ADDR);
+            dst.put_u16(7);
+            dst.put_u8(4);
+            dst.put_slice(&addr.ip().octets());
+            dst.put_u16(addr.port());
+        }
+        Some(SocketAddr::V6(addr)) => {
+            dst.put_u8(ext::PEER_ADDR);
+            dst.put_u16(19);
+            dst.put_u8(6);
+            dst.put_slice(&addr.ip().octets());
+            dst.put_u16(addr.port());
+        }
     }
 }
 
@@ -651,13 +724,20 @@ pub fn encode_gate_to_node(msg: &GateToNode, dst: &mut BytesMut) -> Result<usize
             uid,
             body,
             trace,
-        } => frame(dst, ty::G_PACKET, 20 + body.len() + trace_len(*trace), |dst| {
-            dst.put_u64(*cid);
-            dst.put_i64(*uid);
-            put_bytes(dst, "packet body", body)?;
-            put_trace(dst, *trace);
-            Ok(())
-        }),
+            peer,
+        } => frame(
+            dst,
+            ty::G_PACKET,
+            20 + body.len() + trace_len(*trace) + peer_len(*peer),
+            |dst| {
+                dst.put_u64(*cid);
+                dst.put_i64(*uid);
+                put_bytes(dst, "packet body", body)?;
+                put_trace(dst, *trace);
+                put_peer(dst, *peer);
+                Ok(())
+            },
+        ),
         GateToNode::Disconnected { cid, uid } => frame(dst, ty::G_DISCONNECTED, 16, |dst| {
             dst.put_u64(*cid);
             dst.put_i64(*uid);
@@ -896,6 +976,7 @@ mod tests {
             uid: -1,
             body: Bytes::from_static(&[0, 0, 1, 0, 1]),
             trace: None,
+            peer: None,
         };
         assert_eq!(
             hex(&gate_bytes(&packet)),
@@ -981,6 +1062,7 @@ mod tests {
             uid: 2,
             body,
             trace: None,
+            peer: None,
         });
         let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
         let Some(GateToNode::Packet { body, .. }) =
@@ -1024,7 +1106,10 @@ mod tests {
 
     /// `packet` (a gate → node Packet) with the trace context `value`.
     fn traced(packet: GateToNode, value: &[u8]) -> GateToNode {
-        let GateToNode::Packet { cid, uid, body, .. } = packet else {
+        let GateToNode::Packet {
+            cid, uid, body, peer, ..
+        } = packet
+        else {
             panic!("not a packet")
         };
         let trace = TraceParent::parse(value);
@@ -1034,6 +1119,7 @@ mod tests {
             uid,
             body,
             trace,
+            peer,
         }
     }
 
@@ -1052,6 +1138,7 @@ mod tests {
             uid: 0,
             body: Bytes::from_static(b"x"),
             trace: None,
+            peer: None,
         };
         let bytes = with_extensions(
             &gate_bytes(&packet),
@@ -1073,12 +1160,51 @@ mod tests {
     }
 
     #[test]
+    fn peer_addresses_round_trip_and_malformed_ones_are_ignored() {
+        for peer in ["203.0.113.7:40123", "[2001:db8::1]:443"] {
+            let packet = GateToNode::Packet {
+                cid: 9,
+                uid: 5,
+                body: Bytes::from_static(b"p"),
+                trace: None,
+                peer: Some(peer.parse().expect("address")),
+            };
+            assert_eq!(decode_gate(&gate_bytes(&packet)), Ok(Some(packet)));
+        }
+        let ipv4 = GateToNode::Packet {
+            cid: 9,
+            uid: 5,
+            body: Bytes::from_static(b"p"),
+            trace: None,
+            peer: Some("10.0.0.1:80".parse().expect("address")),
+        };
+        let bytes = gate_bytes(&ipv4);
+        assert_eq!(hex(&bytes[bytes.len() - 10..]), "02 00 07 04 0a 00 00 01 00 50");
+        let plain = GateToNode::Packet {
+            cid: 9,
+            uid: 5,
+            body: Bytes::from_static(b"p"),
+            trace: None,
+            peer: None,
+        };
+        // A family byte that is neither 4 nor 6, and an IPv4 value one byte short.
+        for bad in [
+            &[0x02, 0x00, 0x07, 0x05, 1, 2, 3, 4, 0, 80][..],
+            &[0x02, 0x00, 0x06, 0x04, 1, 2, 3, 4, 0],
+        ] {
+            let bytes = with_extensions(&gate_bytes(&plain), &[bad]);
+            assert_eq!(decode_gate(&bytes), Ok(Some(plain.clone())));
+        }
+    }
+
+    #[test]
     fn invalid_traceparents_are_ignored_not_errors() {
         let packet = GateToNode::Packet {
             cid: 3,
             uid: 4,
             body: Bytes::from_static(b"y"),
             trace: None,
+            peer: None,
         };
         let mut upper = TRACEPARENT.to_vec();
         upper.make_ascii_uppercase();

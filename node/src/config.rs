@@ -1,0 +1,69 @@
+//! A node's settings and their validation.
+
+use std::time::Duration;
+
+use switchyard_protocol::PacketConfig;
+
+use crate::codec::Codec;
+
+/// Settings of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Instance id: the pod name in Kubernetes.
+    pub id: String,
+    pub packet: PacketConfig,
+    pub codec: Codec,
+    /// The node pool this node belongs to (locator bindings are per pool).
+    pub pool: String,
+    /// How long a draining node waits for its players before telling them to reconnect.
+    pub drain_deadline: Duration,
+    /// Packets queued for one connection at most before the gate link waits.
+    pub lane_queue: usize,
+    /// How long an acknowledged operation waits for its gate.
+    pub ack_timeout: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(id: impl Into<String>) -> Self {
+        NodeConfig {
+            id: id.into(),
+            packet: PacketConfig::default(),
+            codec: Codec::Json,
+            pool: switchyard_cluster::locator::DEFAULT_POOL.to_owned(),
+            drain_deadline: Duration::from_secs(60),
+            lane_queue: 256,
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// # Errors
+    /// The setting at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id.is_empty() {
+            return Err(ConfigError::EmptyId);
+        }
+        if self.id.len() > switchyard_protocol::link::codec::MAX_ID_BYTES {
+            return Err(ConfigError::IdTooLong(self.id.len()));
+        }
+        if self.pool.is_empty() {
+            return Err(ConfigError::EmptyPool);
+        }
+        if self.lane_queue == 0 {
+            return Err(ConfigError::EmptyLaneQueue);
+        }
+        Ok(())
+    }
+}
+
+/// A node setting that cannot work: the operator's (or the game's) fault, found before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("node id must not be empty")]
+    EmptyId,
+    #[error("node id is {0} bytes long; the link carries at most 255")]
+    IdTooLong(usize),
+    #[error("node pool must not be empty")]
+    EmptyPool,
+    #[error("lane queue must hold at least 1 packet")]
+    EmptyLaneQueue,
+}

@@ -1,0 +1,191 @@
+//! Per-connection lanes: the packets of one connection run one after another, in arrival order, on that
+//! connection's lane (a task with a bounded queue); different connections run in parallel. A lane ends
+//! when the gate reports the connection closed, after the `on_disconnect` hook ran.
+//!
+//! A lane that is full refuses the packet (counted) instead of making the link wait: one player's slow
+//! handler never holds up the other players on the same gate link.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use futures_util::FutureExt as _;
+use parking_lot::Mutex;
+use switchyard_protocol::link::{ConnectionId, Uid};
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+use crate::context::{Context, Incoming};
+use crate::handler::ReplyEncoder;
+use crate::handler_error::{FailureReason, HandlerError};
+use crate::inner::NodeInner;
+use crate::metrics::{FailureLabels, NodeDrop, RouteLabels};
+use crate::router::{Disconnect, Route};
+
+/// The lanes of every connection that reached this node, by (link serial, connection id).
+#[derive(Debug, Default)]
+pub(crate) struct Lanes {
+    map: Mutex<HashMap<(u64, ConnectionId), Lane>>,
+}
+
+#[derive(Debug)]
+struct Lane {
+    tx: mpsc::Sender<LaneItem>,
+    uid: Uid,
+}
+
+pub(crate) enum LaneItem {
+    Packet(Incoming, Arc<Route>),
+    Disconnected(Disconnect),
+}
+
+impl Lanes {
+    /// Ends the lane of `cid` on link `serial` with `event` (its hook runs after the lane's packets).
+    /// Returns `event` back when the connection has no lane.
+    pub(crate) fn end(&self, serial: u64, cid: ConnectionId, event: Disconnect) -> Option<Disconnect> {
+        let lane = self.map.lock().remove(&(serial, cid));
+        match lane {
+            Some(lane) => match lane.tx.try_send(LaneItem::Disconnected(event)) {
+                Ok(()) => None,
+                // A full lane ends when its sender drops; the hook then runs outside it.
+                Err(mpsc::error::TrySendError::Full(LaneItem::Disconnected(event)))
+                | Err(mpsc::error::TrySendError::Closed(LaneItem::Disconnected(event))) => Some(event),
+                Err(_) => None,
+            },
+            None => Some(event),
+        }
+    }
+
+    /// Removes every lane of link `serial`, returning each connection and the uid it was bound to.
+    pub(crate) fn end_link(&self, serial: u64) -> Vec<(ConnectionId, Uid, mpsc::Sender<LaneItem>)> {
+        let mut lanes = self.map.lock();
+        let keys: Vec<_> = lanes.keys().filter(|(s, _)| *s == serial).copied().collect();
+        keys.into_iter()
+            .filter_map(|key| lanes.remove(&key).map(|lane| (key.1, lane.uid, lane.tx)))
+            .collect()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.map.lock().clear();
+    }
+}
+
+/// Queues a packet on its connection's lane (created on the connection's first packet). A full lane
+/// refuses it: the packet is dropped and counted.
+pub(crate) fn dispatch(inner: &Arc<NodeInner>, packet: Incoming, route: Arc<Route>) {
+    let key = (packet.gate.serial, packet.cid);
+    let uid = packet.uid;
+    inner.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let mut item = LaneItem::Packet(packet, route);
+    // Twice at most: a lane that ended between lookup and send (a disconnect raced the packet) is replaced.
+    for _ in 0..2 {
+        let tx = lane(inner, key, uid);
+        match tx.try_send(item) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                inner.metrics().dropped(NodeDrop::LaneFull);
+                tracing::debug!(cid = key.1, uid, "connection's lane is full; packet refused");
+                break;
+            }
+            Err(mpsc::error::TrySendError::Closed(back)) => {
+                inner.lanes.map.lock().remove(&key);
+                item = back;
+            }
+        }
+    }
+    inner.in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+}
+
+fn lane(inner: &Arc<NodeInner>, key: (u64, ConnectionId), uid: Uid) -> mpsc::Sender<LaneItem> {
+    let mut lanes = inner.lanes.map.lock();
+    if let Some(lane) = lanes.get_mut(&key) {
+        lane.uid = uid;
+        return lane.tx.clone();
+    }
+    let (tx, rx) = mpsc::channel(inner.outbound.config().lane_queue);
+    lanes.insert(key, Lane { tx: tx.clone(), uid });
+    inner.tasks.spawn(run_lane(inner.clone(), rx));
+    tx
+}
+
+async fn run_lane(inner: Arc<NodeInner>, mut rx: mpsc::Receiver<LaneItem>) {
+    // One flag for the lane's packets, which run one at a time.
+    let responded = Arc::new(AtomicBool::new(false));
+    while let Some(item) = rx.recv().await {
+        match item {
+            LaneItem::Packet(packet, route) => {
+                let ctx = Context::new(inner.outbound.clone(), packet, responded.clone());
+                handle(&inner, ctx, &route).await;
+                inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            LaneItem::Disconnected(event) => {
+                if let Some(hook) = &inner.routes.on_disconnect {
+                    inner.run_hook("disconnect", hook, event).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Runs one handler and answers a failure (an error or a panic) unless the handler answered already.
+async fn handle(inner: &NodeInner, ctx: Context, route: &Route) {
+    let started = Instant::now();
+    let route_id = route.spec.route;
+    // Kept until the outcome is recorded: the span ends when the last handle drops.
+    let span = ctx.span().clone();
+    let reply_to = ctx.clone();
+    let outcome = AssertUnwindSafe((route.handler)(ctx))
+        .catch_unwind()
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(|_| Err(HandlerError::panic()));
+    inner
+        .metrics()
+        .handler_duration
+        .get_or_create(&RouteLabels { route: route_id })
+        .observe(started.elapsed().as_secs_f64());
+    let failure = match outcome {
+        Ok(Some(reply)) => reply_to
+            .respond_packet(reply)
+            .await
+            .err()
+            .map(HandlerError::internal),
+        Ok(None) => None,
+        Err(error) => Some(error),
+    };
+    span.record(
+        "outcome",
+        failure.as_ref().map_or("ok", |error| error.reason().as_str()),
+    );
+    let Some(error) = failure else { return };
+    span.record("otel.status_code", "ERROR");
+    let reason = error.reason();
+    inner
+        .metrics()
+        .handler_failures
+        .get_or_create(&FailureLabels {
+            route: route_id,
+            reason,
+        })
+        .inc();
+    match reason {
+        FailureReason::BadRequest | FailureReason::Game => {
+            tracing::debug!(route = route_id, %error, "request refused");
+        }
+        FailureReason::Internal => tracing::warn!(route = route_id, %error, "handler failed"),
+        FailureReason::Panic => tracing::error!(route = route_id, "handler panicked"),
+    }
+    if reply_to.has_responded() {
+        return;
+    }
+    let answer = (inner.routes.error_reply)(&error, &ReplyEncoder::of(&reply_to));
+    match answer {
+        Ok(packet) => {
+            let _ = reply_to.respond_packet(packet).await;
+        }
+        Err(unencodable) => tracing::warn!(route = route_id, %unencodable, "error reply does not encode"),
+    }
+}
