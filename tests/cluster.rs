@@ -7,34 +7,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::procs::{Proc, Redis, free_port};
+use support::procs::{Proc, Redis, TempDir, free_port};
 use support::{Conn, Packet, Wire, http_get, metric_sum, switchyard_binary};
 
 struct Cluster {
-    _dir: tempdir::Dir,
+    _dir: TempDir,
     redis: Redis,
     nodes: Vec<(String, Proc, String)>, // (id, process, admin)
     gates: Vec<(Proc, String, String)>, // (process, tcp address, admin)
-}
-
-mod tempdir {
-    /// A directory removed when dropped (unless the test failed, so its logs stay for reading).
-    pub(crate) struct Dir(pub(crate) std::path::PathBuf);
-    impl Dir {
-        pub(crate) fn new(name: &str) -> Dir {
-            let path = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("temp dir");
-            Dir(path)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            if !std::thread::panicking() {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-    }
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -43,7 +23,7 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 impl Cluster {
     async fn start(name: &str, node_drain_deadline: &str) -> Cluster {
-        let dir = tempdir::Dir::new(name);
+        let dir = TempDir::new(name);
         let redis = Redis::start(&dir.0);
         let mut nodes = Vec::new();
         let mut links = Vec::new();
@@ -441,7 +421,7 @@ async fn sessions_keep_routing_while_redis_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_before_redis_waits_for_it() {
-    let dir = tempdir::Dir::new("redis-later");
+    let dir = TempDir::new("redis-later");
     let redis_port = free_port();
     let link = format!("127.0.0.1:{}", free_port());
     let admin = format!("127.0.0.1:{}", free_port());

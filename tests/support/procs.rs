@@ -25,6 +25,27 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A scratch directory for a test's logs, removed when dropped unless the test failed (so its logs stay
+/// for reading).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A child process with its log file.
 pub struct Proc {
     pub name: String,
