@@ -138,29 +138,29 @@ impl GateConfig {
     /// Checks what the types cannot.
     ///
     /// # Errors
-    /// A message naming the setting at fault.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The setting at fault.
+    pub fn validate(&self) -> Result<(), GateConfigError> {
         if self.id.is_empty() {
-            return Err("gate id must not be empty".into());
+            return Err(GateConfigError::EmptyId);
         }
         if self.max_connections == 0 {
-            return Err("max connections must be at least 1".into());
+            return Err(GateConfigError::NoConnections);
         }
         if self.outbound_queue == 0 {
-            return Err("outbound queue must hold at least 1 packet".into());
+            return Err(GateConfigError::EmptyOutboundQueue);
         }
         if !self.ws_path.starts_with('/') {
-            return Err(format!("WebSocket path {:?} must start with '/'", self.ws_path));
+            return Err(GateConfigError::WsPath(self.ws_path.clone()));
         }
         if self.tls.is_some() && self.tls_handshake_timeout.is_zero() {
-            return Err("TLS handshake timeout must be more than 0".into());
+            return Err(GateConfigError::TlsHandshakeTimeout);
         }
         if let Some(limit) = self.rate_limit {
             if limit.per_second == 0 {
-                return Err("rate limit must be at least 1 packet per second".into());
+                return Err(GateConfigError::RateLimit);
             }
             if limit.burst == 0 {
-                return Err("rate burst must be at least 1 packet".into());
+                return Err(GateConfigError::RateBurst);
             }
         }
         Ok(())
@@ -170,4 +170,23 @@ impl GateConfig {
     pub fn idle_timeout(&self) -> Option<Duration> {
         (!self.heartbeat_interval.is_zero()).then(|| self.heartbeat_interval * 2)
     }
+}
+
+/// A gate setting that cannot work: found before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateConfigError {
+    #[error("gate id must not be empty")]
+    EmptyId,
+    #[error("max connections must be at least 1")]
+    NoConnections,
+    #[error("outbound queue must hold at least 1 packet")]
+    EmptyOutboundQueue,
+    #[error("WebSocket path {0:?} must start with '/'")]
+    WsPath(String),
+    #[error("TLS handshake timeout must be more than 0")]
+    TlsHandshakeTimeout,
+    #[error("rate limit must be at least 1 packet per second")]
+    RateLimit,
+    #[error("rate burst must be at least 1 packet")]
+    RateBurst,
 }

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{GateConfig, HeartbeatMode};
+use crate::config::{GateConfig, GateConfigError, HeartbeatMode};
 use crate::links;
 use crate::metrics::{CloseReason, DropReason, GateMetrics, RefuseReason, TrafficCounters, Transport};
 use crate::nodes::{Decision, NodeHandle, NodeTable};
@@ -82,7 +82,7 @@ impl Gate {
         config: GateConfig,
         locator: Arc<dyn Locator>,
         registry: &mut Registry,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, GateConfigError> {
         config.validate()?;
         let readiness = Readiness::default();
         readiness.set(true);

@@ -16,7 +16,7 @@ mod session;
 mod tls;
 mod transport;
 
-pub use config::{GateConfig, HeartbeatMode, RateLimit, RoutingPolicy};
+pub use config::{GateConfig, GateConfigError, HeartbeatMode, RateLimit, RoutingPolicy};
 pub use gate::Gate;
 pub use metrics::GateMetrics;
-pub use tls::load_server_config;
+pub use tls::{TlsConfigError, load_server_config};

@@ -16,51 +16,87 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// # Errors
 /// A message naming the file at fault: unreadable, no PEM block of the right kind, bad PEM, or a key that
 /// does not belong to the certificate.
-pub fn load_server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, String> {
-    let cert_pem = std::fs::read(cert_path)
-        .map_err(|error| format!("TLS certificate {}: cannot read it: {error}", cert_path.display()))?;
+pub fn load_server_config(cert_path: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, TlsConfigError> {
+    let cert_file = || cert_path.display().to_string();
+    let key_file = || key_path.display().to_string();
+    let cert_pem = std::fs::read(cert_path).map_err(|error| TlsConfigError::CertUnreadable {
+        file: cert_file(),
+        error: error.to_string(),
+    })?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| format!("TLS certificate {}: bad PEM: {error}", cert_path.display()))?;
+        .map_err(|error| TlsConfigError::CertPem {
+            file: cert_file(),
+            error: error.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(format!(
-            "TLS certificate {}: no PEM CERTIFICATE block found",
-            cert_path.display()
-        ));
+        return Err(TlsConfigError::NoCertificate { file: cert_file() });
     }
 
-    let key_pem = std::fs::read(key_path)
-        .map_err(|error| format!("TLS key {}: cannot read it: {error}", key_path.display()))?;
+    let key_pem = std::fs::read(key_path).map_err(|error| TlsConfigError::KeyUnreadable {
+        file: key_file(),
+        error: error.to_string(),
+    })?;
     let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
         Ok(key) => key,
         Err(rustls::pki_types::pem::Error::NoItemsFound) => {
-            return Err(format!(
-                "TLS key {}: no PEM private key block (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY) found",
-                key_path.display()
-            ));
+            return Err(TlsConfigError::NoKey { file: key_file() });
         }
-        Err(error) => return Err(format!("TLS key {}: bad PEM: {error}", key_path.display())),
+        Err(error) => {
+            return Err(TlsConfigError::KeyPem {
+                file: key_file(),
+                error: error.to_string(),
+            });
+        }
     };
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|error| format!("TLS: {error}"))?
+        .map_err(|error| TlsConfigError::Rustls(error.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|error| match error {
-            rustls::Error::InconsistentKeys(_) => format!(
-                "TLS key {} does not belong to certificate {}",
-                key_path.display(),
-                cert_path.display()
-            ),
-            error => format!(
-                "TLS key {} cannot serve certificate {}: {error}",
-                key_path.display(),
-                cert_path.display()
-            ),
+            rustls::Error::InconsistentKeys(_) => TlsConfigError::KeyMismatch {
+                key: key_file(),
+                cert: cert_file(),
+            },
+            error => TlsConfigError::Unusable {
+                key: key_file(),
+                cert: cert_file(),
+                error: error.to_string(),
+            },
         })?;
     Ok(Arc::new(config))
+}
+
+/// Why the gate's TLS certificate or key cannot be used: the files named are at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("TLS certificate {file}: cannot read it: {error}")]
+    CertUnreadable { file: String, error: String },
+    #[error("TLS certificate {file}: bad PEM: {error}")]
+    CertPem { file: String, error: String },
+    #[error("TLS certificate {file}: no PEM CERTIFICATE block found")]
+    NoCertificate { file: String },
+    #[error("TLS key {file}: cannot read it: {error}")]
+    KeyUnreadable { file: String, error: String },
+    #[error("TLS key {file}: bad PEM: {error}")]
+    KeyPem { file: String, error: String },
+    #[error(
+        "TLS key {file}: no PEM private key block (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY) found"
+    )]
+    NoKey { file: String },
+    #[error("TLS key {key} does not belong to certificate {cert}")]
+    KeyMismatch { key: String, cert: String },
+    #[error("TLS key {key} cannot serve certificate {cert}: {error}")]
+    Unusable {
+        key: String,
+        cert: String,
+        error: String,
+    },
+    #[error("TLS: {0}")]
+    Rustls(String),
 }
 
 #[cfg(test)]
@@ -106,22 +142,26 @@ mod tests {
         std::fs::write(&garbage, "not PEM at all\n").unwrap();
         let missing = dir.join("missing.pem");
 
-        let error = load_server_config(&missing, &key_path).unwrap_err();
+        let error = load_server_config(&missing, &key_path).unwrap_err().to_string();
         assert!(
             error.contains("missing.pem") && error.contains("certificate"),
             "{error}"
         );
-        let error = load_server_config(&garbage, &key_path).unwrap_err();
+        let error = load_server_config(&garbage, &key_path).unwrap_err().to_string();
         assert!(
             error.contains("garbage.pem") && error.contains("CERTIFICATE"),
             "{error}"
         );
-        let error = load_server_config(&cert_path, &missing).unwrap_err();
+        let error = load_server_config(&cert_path, &missing).unwrap_err().to_string();
         assert!(error.contains("missing.pem") && error.contains("key"), "{error}");
         // A certificate is not a key.
-        let error = load_server_config(&cert_path, &cert_path).unwrap_err();
+        let error = load_server_config(&cert_path, &cert_path)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("TLS key") && error.contains("cert.pem"), "{error}");
-        let error = load_server_config(&cert_path, &other_key_path).unwrap_err();
+        let error = load_server_config(&cert_path, &other_key_path)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("other-key.pem") && error.contains("cert.pem"),
             "{error}"
