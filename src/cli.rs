@@ -63,6 +63,9 @@ pub(crate) struct GateArgs {
     /// Packets queued per client at most; a client that lets the queue fill is disconnected.
     #[arg(long, env = "SWITCHYARD_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub(crate) outbound_queue: usize,
+    /// Bytes queued per client at most (default 1 MiB); a client that lets the queue fill is disconnected.
+    #[arg(long, env = "SWITCHYARD_OUTBOUND_QUEUE_BYTES", default_value_t = switchyard_gate::DEFAULT_OUTBOUND_QUEUE_BYTES)]
+    pub(crate) outbound_queue_bytes: usize,
     /// How stateless packets pick a node: round-robin, random, least-bound.
     #[arg(long, env = "SWITCHYARD_ROUTING", default_value = "round-robin")]
     pub(crate) routing: RoutingPolicy,
@@ -97,6 +100,7 @@ impl GateArgs {
             heartbeat_time: self.heartbeat_time,
             max_connections: self.max_connections,
             outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.outbound_queue_bytes,
             routing: self.routing,
             ws_path: self.ws_path.clone(),
             drain_deadline: self.drain_deadline,

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use switchyard_protocol::PacketConfig;
 
+/// Default cap on the bytes queued for one client: 1 MiB.
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 1 << 20;
+
 /// How the gate keeps clients alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HeartbeatMode {
@@ -96,6 +99,9 @@ pub struct GateConfig {
     pub max_connections: usize,
     /// Packets queued for one client at most; a client that lets it fill up is disconnected.
     pub outbound_queue: usize,
+    /// Bytes queued for one client at most (whole packets); a client that lets it fill up is disconnected,
+    /// so one client that never reads costs the gate at most this much (plus one write batch).
+    pub outbound_queue_bytes: usize,
     /// Bytes a connection writes in one batch at most.
     pub write_batch_bytes: usize,
     pub routing: RoutingPolicy,
@@ -124,6 +130,7 @@ impl GateConfig {
             heartbeat_time: false,
             max_connections: 100_000,
             outbound_queue: 1024,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             write_batch_bytes: 64 * 1024,
             routing: RoutingPolicy::RoundRobin,
             ws_path: "/".to_owned(),
@@ -148,6 +155,13 @@ impl GateConfig {
         }
         if self.outbound_queue == 0 {
             return Err(GateConfigError::EmptyOutboundQueue);
+        }
+        let largest_packet = self.packet.max_packet_bytes() as usize + 4;
+        if self.outbound_queue_bytes < largest_packet {
+            return Err(GateConfigError::OutboundQueueBytes {
+                bytes: self.outbound_queue_bytes,
+                largest_packet,
+            });
         }
         if !self.ws_path.starts_with('/') {
             return Err(GateConfigError::WsPath(self.ws_path.clone()));
@@ -181,6 +195,8 @@ pub enum GateConfigError {
     NoConnections,
     #[error("outbound queue must hold at least 1 packet")]
     EmptyOutboundQueue,
+    #[error("outbound queue of {bytes} bytes cannot hold one largest packet ({largest_packet} bytes)")]
+    OutboundQueueBytes { bytes: usize, largest_packet: usize },
     #[error("WebSocket path {0:?} must start with '/'")]
     WsPath(String),
     #[error("TLS handshake timeout must be more than 0")]

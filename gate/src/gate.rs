@@ -35,7 +35,7 @@ use crate::links;
 use crate::metrics::{CloseReason, DropReason, GateMetrics, RefuseReason, TrafficCounters, Transport};
 use crate::nodes::{Decision, NodeHandle, NodeTable};
 use crate::rate::{RateLimiter, Verdict};
-use crate::session::{Session, SessionTable};
+use crate::session::{OutboxLimits, Session, SessionTable};
 use crate::transport::{
     FrameSource, PacketSink, SourceEvent, StreamSink, StreamSource, TcpSource, ws_halves,
 };
@@ -370,7 +370,14 @@ impl Gate {
     ) {
         let inner = &self.inner;
         let cid = inner.next_cid.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session::new(cid, peer, inner.config.outbound_queue));
+        let session = Arc::new(Session::new(
+            cid,
+            peer,
+            OutboxLimits {
+                packets: inner.config.outbound_queue,
+                bytes: inner.config.outbound_queue_bytes,
+            },
+        ));
         inner.sessions.insert(session.clone());
         let labels = crate::metrics::TransportLabels { protocol: transport };
         inner.metrics.connections.get_or_create(&labels).inc();

@@ -16,7 +16,9 @@ mod session;
 mod tls;
 mod transport;
 
-pub use config::{GateConfig, GateConfigError, HeartbeatMode, RateLimit, RoutingPolicy};
+pub use config::{
+    DEFAULT_OUTBOUND_QUEUE_BYTES, GateConfig, GateConfigError, HeartbeatMode, RateLimit, RoutingPolicy,
+};
 pub use gate::Gate;
 pub use metrics::GateMetrics;
 pub use tls::{TlsConfigError, load_server_config};

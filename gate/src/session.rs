@@ -27,8 +27,17 @@ use crate::nodes::NodeHandle;
 struct Outbox {
     /// Whole packets, size field included.
     packets: VecDeque<Bytes>,
+    /// Bytes of `packets`.
+    bytes: usize,
     /// Close after writing everything queued; nothing queued later is written.
     close_after: Option<CloseReason>,
+}
+
+/// How much one client's outbound queue may hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutboxLimits {
+    pub(crate) packets: usize,
+    pub(crate) bytes: usize,
 }
 
 /// A queue that grew past this many packets is given back when it empties, so a burst does not pin memory
@@ -61,7 +70,8 @@ pub(crate) struct Session {
     outbox: Mutex<Outbox>,
     /// The connection's task, woken when the outbox gains a packet or a close, or the session closes.
     task: AtomicWaker,
-    outbox_limit: usize,
+    outbox_limit: u32,
+    outbox_byte_limit: u32,
     /// Set once, when the connection must end (the first reason recorded wins). A flag and the task's waker
     /// are all a connection needs; a `CancellationToken` would allocate a tree node per connection.
     closed: AtomicBool,
@@ -69,8 +79,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A session whose outbound queue holds at most `outbox_limit` packets.
-    pub(crate) fn new(cid: ConnectionId, peer: Option<SocketAddr>, outbox_limit: usize) -> Self {
+    /// A session whose outbound queue holds at most `limits` packets and bytes.
+    pub(crate) fn new(cid: ConnectionId, peer: Option<SocketAddr>, limits: OutboxLimits) -> Self {
         Session {
             cid,
             peer,
@@ -80,7 +90,8 @@ impl Session {
             requests: Mutex::default(),
             outbox: Mutex::default(),
             task: AtomicWaker::new(),
-            outbox_limit,
+            outbox_limit: u32::try_from(limits.packets).unwrap_or(u32::MAX),
+            outbox_byte_limit: u32::try_from(limits.bytes).unwrap_or(u32::MAX),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
         }
@@ -149,11 +160,14 @@ impl Session {
         if outbox.close_after.is_some() {
             return false;
         }
-        if outbox.packets.len() >= self.outbox_limit {
+        if outbox.packets.len() >= self.outbox_limit as usize
+            || outbox.bytes + packet.len() > self.outbox_byte_limit as usize
+        {
             drop(outbox);
             self.close(CloseReason::SlowReader);
             return false;
         }
+        outbox.bytes += packet.len();
         outbox.packets.push_back(packet);
         drop(outbox);
         self.task.wake();
@@ -184,6 +198,7 @@ impl Session {
             bytes += packet.len();
             batch.push(packet);
         }
+        outbox.bytes -= bytes;
         if !outbox.packets.is_empty() {
             return (bytes, None);
         }
@@ -316,7 +331,14 @@ mod tests {
     use super::*;
 
     fn session(table: &SessionTable, cid: ConnectionId, queue: usize) -> Arc<Session> {
-        let session = Arc::new(Session::new(cid, None, queue));
+        let session = Arc::new(Session::new(
+            cid,
+            None,
+            OutboxLimits {
+                packets: queue,
+                bytes: usize::MAX,
+            },
+        ));
         table.insert(session.clone());
         session
     }
@@ -366,6 +388,28 @@ mod tests {
         assert!(session.send(Bytes::from_static(b"b")));
         assert!(!session.send(Bytes::from_static(b"c")));
         assert!(session.is_closed());
+        assert_eq!(session.close_reason(), Some(CloseReason::SlowReader));
+    }
+
+    #[test]
+    fn a_queue_over_its_bytes_closes_the_session_as_slow_reader_and_writing_frees_bytes() {
+        let session = Session::new(
+            1,
+            None,
+            OutboxLimits {
+                packets: 100,
+                bytes: 10,
+            },
+        );
+        assert!(session.send(Bytes::from_static(b"12345")));
+        assert!(session.send(Bytes::from_static(b"1234")));
+        // Written: its bytes no longer count.
+        let mut batch = Vec::new();
+        assert_eq!(session.take_outbound(&mut batch, 5, 1).0, 5);
+        assert!(session.send(Bytes::from_static(b"123456")));
+        assert!(!session.is_closed());
+        // 4 + 6 queued: one byte more is over the limit.
+        assert!(!session.send(Bytes::from_static(b"x")));
         assert_eq!(session.close_reason(), Some(CloseReason::SlowReader));
     }
 

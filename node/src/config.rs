@@ -17,8 +17,10 @@ pub struct NodeConfig {
     pub pool: String,
     /// How long a draining node waits for its players before telling them to reconnect.
     pub drain_deadline: Duration,
-    /// Packets queued for one connection at most before the gate link waits.
+    /// Packets queued for one connection at most; more are refused (counted as `lane_full`).
     pub lane_queue: usize,
+    /// Payload bytes queued for one connection at most; more are refused (counted as `lane_full`).
+    pub lane_queue_bytes: usize,
     /// How long an acknowledged operation waits for its gate.
     pub ack_timeout: Duration,
 }
@@ -32,6 +34,7 @@ impl NodeConfig {
             pool: switchyard_cluster::locator::DEFAULT_POOL.to_owned(),
             drain_deadline: Duration::from_secs(60),
             lane_queue: 256,
+            lane_queue_bytes: 1 << 20,
             ack_timeout: Duration::from_secs(5),
         }
     }
@@ -51,6 +54,13 @@ impl NodeConfig {
         if self.lane_queue == 0 {
             return Err(ConfigError::EmptyLaneQueue);
         }
+        let largest_payload = self.packet.max_packet_bytes() as usize;
+        if self.lane_queue_bytes < largest_payload {
+            return Err(ConfigError::LaneQueueBytes {
+                bytes: self.lane_queue_bytes,
+                largest_payload,
+            });
+        }
         Ok(())
     }
 }
@@ -66,4 +76,6 @@ pub enum ConfigError {
     EmptyPool,
     #[error("lane queue must hold at least 1 packet")]
     EmptyLaneQueue,
+    #[error("lane queue of {bytes} bytes cannot hold one largest packet ({largest_payload} bytes)")]
+    LaneQueueBytes { bytes: usize, largest_payload: usize },
 }

@@ -2,13 +2,14 @@
 //! connection's lane (a task with a bounded queue); different connections run in parallel. A lane ends
 //! when the gate reports the connection closed, after the `on_disconnect` hook ran.
 //!
-//! A lane that is full refuses the packet (counted) instead of making the link wait: one player's slow
-//! handler never holds up the other players on the same gate link.
+//! A lane that is full, in packets or in payload bytes, refuses the packet (counted) instead of making the
+//! link wait: one player's slow handler never holds up the other players on the same gate link, and one
+//! player's flood pins at most one lane's worth of memory.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures_util::FutureExt as _;
@@ -34,6 +35,8 @@ pub(crate) struct Lanes {
 struct Lane {
     tx: mpsc::Sender<LaneItem>,
     uid: Uid,
+    /// Payload bytes queued and not yet handled.
+    queued: Arc<AtomicUsize>,
 }
 
 pub(crate) enum LaneItem {
@@ -76,48 +79,74 @@ impl Lanes {
 /// refuses it: the packet is dropped and counted.
 pub(crate) fn dispatch(inner: &Arc<NodeInner>, packet: Incoming, route: Arc<Route>) {
     let key = (packet.gate.serial, packet.cid);
-    let uid = packet.uid;
-    inner.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let (uid, bytes) = (packet.uid, packet.payload.len());
+    let byte_limit = inner.outbound.config().lane_queue_bytes;
+    inner.in_flight.fetch_add(1, Ordering::AcqRel);
     let mut item = LaneItem::Packet(packet, route);
     // Twice at most: a lane that ended between lookup and send (a disconnect raced the packet) is replaced.
     for _ in 0..2 {
-        let tx = lane(inner, key, uid);
+        let (tx, queued) = lane(inner, key, uid);
+        if queued.fetch_add(bytes, Ordering::AcqRel) + bytes > byte_limit {
+            queued.fetch_sub(bytes, Ordering::AcqRel);
+            refuse(inner, key.1, uid);
+            break;
+        }
         match tx.try_send(item) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                inner.metrics().dropped(NodeDrop::LaneFull);
-                tracing::debug!(cid = key.1, uid, "connection's lane is full; packet refused");
+                queued.fetch_sub(bytes, Ordering::AcqRel);
+                refuse(inner, key.1, uid);
                 break;
             }
             Err(mpsc::error::TrySendError::Closed(back)) => {
+                queued.fetch_sub(bytes, Ordering::AcqRel);
                 inner.lanes.map.lock().remove(&key);
                 item = back;
             }
         }
     }
-    inner.in_flight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    inner.in_flight.fetch_sub(1, Ordering::AcqRel);
 }
 
-fn lane(inner: &Arc<NodeInner>, key: (u64, ConnectionId), uid: Uid) -> mpsc::Sender<LaneItem> {
+fn refuse(inner: &NodeInner, cid: ConnectionId, uid: Uid) {
+    inner.metrics().dropped(NodeDrop::LaneFull);
+    tracing::debug!(cid, uid, "connection's lane is full; packet refused");
+}
+
+fn lane(
+    inner: &Arc<NodeInner>,
+    key: (u64, ConnectionId),
+    uid: Uid,
+) -> (mpsc::Sender<LaneItem>, Arc<AtomicUsize>) {
     let mut lanes = inner.lanes.map.lock();
     if let Some(lane) = lanes.get_mut(&key) {
         lane.uid = uid;
-        return lane.tx.clone();
+        return (lane.tx.clone(), lane.queued.clone());
     }
     let (tx, rx) = mpsc::channel(inner.outbound.config().lane_queue);
-    lanes.insert(key, Lane { tx: tx.clone(), uid });
-    inner.tasks.spawn(run_lane(inner.clone(), rx));
-    tx
+    let queued = Arc::new(AtomicUsize::new(0));
+    lanes.insert(
+        key,
+        Lane {
+            tx: tx.clone(),
+            uid,
+            queued: queued.clone(),
+        },
+    );
+    inner.tasks.spawn(run_lane(inner.clone(), rx, queued.clone()));
+    (tx, queued)
 }
 
-async fn run_lane(inner: Arc<NodeInner>, mut rx: mpsc::Receiver<LaneItem>) {
+async fn run_lane(inner: Arc<NodeInner>, mut rx: mpsc::Receiver<LaneItem>, queued: Arc<AtomicUsize>) {
     // One flag for the lane's packets, which run one at a time.
     let responded = Arc::new(AtomicBool::new(false));
     while let Some(item) = rx.recv().await {
         match item {
             LaneItem::Packet(packet, route) => {
+                let bytes = packet.payload.len();
                 let ctx = Context::new(inner.outbound.clone(), packet, responded.clone());
                 handle(&inner, ctx, &route).await;
+                queued.fetch_sub(bytes, Ordering::AcqRel);
                 inner.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
             LaneItem::Disconnected(event) => {
