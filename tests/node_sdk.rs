@@ -120,7 +120,7 @@ async fn login(
 /// Redis, the game node in this process and two gates (`gate-a`, `gate-b`), each with TCP and WebSocket.
 struct Cluster {
     _dir: TempDir,
-    _redis: Redis,
+    redis: Redis,
     _gates: Vec<Proc>,
     gates: Vec<(String, String)>,
     node: Node,
@@ -180,7 +180,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             _dir: dir,
-            _redis: redis,
+            redis,
             _gates: procs,
             gates,
             node,
@@ -343,4 +343,34 @@ async fn ticks_run_and_start_disconnect_and_reconnect_hooks_fire() {
         }
     );
     assert!(cluster.node.is_bound(77));
+}
+
+#[tokio::test]
+async fn a_player_re_homed_to_another_node_is_released_here() {
+    let cluster = Cluster::start("sdk-rehome").await;
+    let mut conn = cluster.tcp(0).await;
+    assert_eq!(
+        conn.request(LOGIN, 1, json!({"uid": 88})).await,
+        json!({"code": 0, "uid": 88})
+    );
+    assert!(cluster.node.is_bound(88) && cluster.node.bound_players() == 1);
+    // Another node of the pool adopts the player (as after a gate lost its link to this one).
+    let mut registry = Registry::default();
+    let other = RedisLocator::connect(RedisLocatorConfig::new(cluster.redis.url()), &mut registry)
+        .await
+        .expect("second locator client");
+    use switchyard_cluster::locator::Locator as _;
+    other
+        .bind_node(88, "game", "other-node")
+        .await
+        .expect("bind elsewhere");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cluster.node.is_bound(88) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the player was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cluster.node.bound_players(), 0, "no longer counted here");
 }

@@ -6,14 +6,12 @@
 //! link wait: one player's slow handler never holds up the other players on the same gate link, and one
 //! player's flood pins at most one lane's worth of memory.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures_util::FutureExt as _;
-use parking_lot::Mutex;
 use switchyard_protocol::link::{ConnectionId, Uid};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -21,59 +19,9 @@ use tracing::Instrument as _;
 use crate::context::{Context, Incoming};
 use crate::handler::ReplyEncoder;
 use crate::handler_error::{FailureReason, HandlerError};
-use crate::inner::NodeInner;
+use crate::inner::{Lane, LaneItem, NodeInner};
 use crate::metrics::{FailureLabels, NodeDrop, RouteLabels};
-use crate::router::{Disconnect, Route};
-
-/// The lanes of every connection that reached this node, by (link serial, connection id).
-#[derive(Debug, Default)]
-pub(crate) struct Lanes {
-    map: Mutex<HashMap<(u64, ConnectionId), Lane>>,
-}
-
-#[derive(Debug)]
-struct Lane {
-    tx: mpsc::Sender<LaneItem>,
-    uid: Uid,
-    /// Payload bytes queued and not yet handled.
-    queued: Arc<AtomicUsize>,
-}
-
-pub(crate) enum LaneItem {
-    Packet(Incoming, Arc<Route>),
-    Disconnected(Disconnect),
-}
-
-impl Lanes {
-    /// Ends the lane of `cid` on link `serial` with `event` (its hook runs after the lane's packets).
-    /// Returns `event` back when the connection has no lane.
-    pub(crate) fn end(&self, serial: u64, cid: ConnectionId, event: Disconnect) -> Option<Disconnect> {
-        let lane = self.map.lock().remove(&(serial, cid));
-        match lane {
-            Some(lane) => match lane.tx.try_send(LaneItem::Disconnected(event)) {
-                Ok(()) => None,
-                // A full lane ends when its sender drops; the hook then runs outside it.
-                Err(mpsc::error::TrySendError::Full(LaneItem::Disconnected(event)))
-                | Err(mpsc::error::TrySendError::Closed(LaneItem::Disconnected(event))) => Some(event),
-                Err(_) => None,
-            },
-            None => Some(event),
-        }
-    }
-
-    /// Removes every lane of link `serial`, returning each connection and the uid it was bound to.
-    pub(crate) fn end_link(&self, serial: u64) -> Vec<(ConnectionId, Uid, mpsc::Sender<LaneItem>)> {
-        let mut lanes = self.map.lock();
-        let keys: Vec<_> = lanes.keys().filter(|(s, _)| *s == serial).copied().collect();
-        keys.into_iter()
-            .filter_map(|key| lanes.remove(&key).map(|lane| (key.1, lane.uid, lane.tx)))
-            .collect()
-    }
-
-    pub(crate) fn clear(&self) {
-        self.map.lock().clear();
-    }
-}
+use crate::router::Route;
 
 /// Queues a packet on its connection's lane (created on the connection's first packet). A full lane
 /// refuses it: the packet is dropped and counted.
@@ -100,7 +48,7 @@ pub(crate) fn dispatch(inner: &Arc<NodeInner>, packet: Incoming, route: Arc<Rout
             }
             Err(mpsc::error::TrySendError::Closed(back)) => {
                 queued.fetch_sub(bytes, Ordering::AcqRel);
-                inner.lanes.map.lock().remove(&key);
+                inner.lanes.lock().remove(&key);
                 item = back;
             }
         }
@@ -118,7 +66,7 @@ fn lane(
     key: (u64, ConnectionId),
     uid: Uid,
 ) -> (mpsc::Sender<LaneItem>, Arc<AtomicUsize>) {
-    let mut lanes = inner.lanes.map.lock();
+    let mut lanes = inner.lanes.lock();
     if let Some(lane) = lanes.get_mut(&key) {
         lane.uid = uid;
         return (lane.tx.clone(), lane.queued.clone());

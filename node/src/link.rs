@@ -12,8 +12,9 @@ use switchyard_protocol::link::{ConnectionId, GateToNode, NO_UID, NodeToGate, Tr
 use switchyard_protocol::{DataFrame, Frame};
 
 use crate::context::Incoming;
+use crate::inner::LaneItem;
 use crate::inner::NodeInner;
-use crate::lanes::{self, LaneItem};
+use crate::lanes;
 use crate::metrics::NodeDrop;
 use crate::outbound::GateConn;
 use crate::router::Disconnect;

@@ -16,8 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::bindings::GateSeen;
 use crate::config::{ConfigError, NodeConfig};
+use crate::inner::Lanes;
 use crate::inner::NodeInner;
-use crate::lanes::Lanes;
 use crate::metrics::{DrainEnd, DrainLabels, NodeMetrics, StateLabels};
 use crate::outbound::Outbound;
 use crate::router::{Lifecycle, Reconnect, Router, Tick, TickSpec};
@@ -175,8 +175,9 @@ impl Node {
 
     /// Follows the locator: after an outage ([`LocatorEvent::Reconnected`]) the store may have lost every
     /// binding, so the node writes the bindings of its players again (where they are missing), so that
-    /// their next login (a reconnect) finds this node and the state it holds; and a player of this node
-    /// who logs in again through any gate fires the router's `on_reconnect` hook.
+    /// their next login (a reconnect) finds this node and the state it holds; a player of this node who
+    /// logs in again through any gate fires the router's `on_reconnect` hook; and a player bound to
+    /// another node of this pool meanwhile is released here.
     fn watch_locator(&self) {
         let inner = self.inner.clone();
         let mut events = self.inner.outbound.shared.locator.events();
@@ -202,6 +203,20 @@ impl Node {
                             inner
                                 .tasks
                                 .spawn(async move { hooks.run_hook("reconnect", &hook, event).await });
+                        }
+                    }
+                    Ok(LocatorEvent::NodeBound { uid, pool, node_id }) => {
+                        let outbound = &inner.outbound;
+                        // Re-homed elsewhere (this node looked gone to a gate): the player is no longer
+                        // this node's to serve, to count, or to evict at a drain deadline. The store is
+                        // asked again, as the event may be older than a move back to this node.
+                        if pool == outbound.pool()
+                            && node_id != outbound.node_id()
+                            && outbound.is_bound(uid)
+                            && outbound.locate_node(uid).await.ok().flatten().as_deref() == Some(node_id.as_str())
+                        {
+                            outbound.released_elsewhere(uid);
+                            tracing::info!(node = %inner.id(), uid, to = %node_id, "player re-homed to another node; released here");
                         }
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}

@@ -371,6 +371,11 @@ impl Outbound {
         Ok(())
     }
 
+    /// Forgets `uid`, whom another node of this pool has bound: the locator's binding is that node's now.
+    pub(crate) fn released_elsewhere(&self, uid: Uid) {
+        self.bound_changed(self.shared.bindings.remove(uid));
+    }
+
     /// Releases every bound player in the locator (so that their next login goes to another node), tells
     /// them to reconnect elsewhere and disconnects them; returns how many there were.
     ///
