@@ -72,6 +72,10 @@ pub(crate) struct GateArgs {
     /// How long a draining gate takes to close its connections.
     #[arg(long = "gate-drain-deadline", env = "SWITCHYARD_GATE_DRAIN_DEADLINE", default_value = "30s", value_parser = parse_duration)]
     pub(crate) drain_deadline: Duration,
+    /// How long a node whose link dropped, but which the registry still lists, keeps its players before
+    /// they are re-homed on another node.
+    #[arg(long, env = "SWITCHYARD_NODE_LINK_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) node_link_grace: Duration,
     /// PEM certificate chain: with --tls-key, the TCP listener speaks TLS and the WebSocket one WSS.
     #[arg(long, env = "SWITCHYARD_TLS_CERT")]
     pub(crate) tls_cert: Option<PathBuf>,
@@ -104,6 +108,7 @@ impl GateArgs {
             routing: self.routing,
             ws_path: self.ws_path.clone(),
             drain_deadline: self.drain_deadline,
+            node_link_grace: self.node_link_grace,
             tls: match (&self.tls_cert, &self.tls_key) {
                 (None, None) => None,
                 (Some(cert), Some(key)) => {

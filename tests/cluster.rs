@@ -70,6 +70,9 @@ impl Cluster {
                 &links.join(","),
                 "--gate-drain-deadline",
                 "2s",
+                // The static registry never drops a killed node: the link grace alone re-homes its players.
+                "--node-link-grace",
+                "1s",
             ]);
             gates.push((
                 Proc::spawn(id, switchyard_binary(), &args, &dir.0),
@@ -285,7 +288,8 @@ async fn players_of_a_killed_node_play_on_the_other_one() {
     cluster.nodes[0].1.signal("KILL");
     cluster.nodes[0].1.wait_exit(Duration::from_secs(2));
     // A request forwarded before a gate notices the dead link is lost with the node (the client times out
-    // and retries); what must hold is that the players recover once the gates have noticed.
+    // and retries); what must hold is that the players recover once the gates have noticed and the link
+    // grace (1 s here) has passed.
     for (_, _, admin) in &cluster.gates {
         wait_for(
             Duration::from_secs(10),
@@ -294,6 +298,7 @@ async fn players_of_a_killed_node_play_on_the_other_one() {
         )
         .await;
     }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let survivor = cluster.nodes[1].0.clone();
     for (uid, conn) in &mut victims {
         // The stale binding is cleared: whoami is answered by the other node, which adopts the player.

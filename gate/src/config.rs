@@ -109,6 +109,9 @@ pub struct GateConfig {
     pub ws_path: String,
     /// How long a draining gate takes to close its connections.
     pub drain_deadline: Duration,
+    /// How long the players of a node whose link dropped (while the registry still lists it) stay bound to
+    /// it: their packets are dropped meanwhile (`node_unlinked`); after it they are re-homed.
+    pub node_link_grace: Duration,
     /// When set, both client listeners speak TLS (the WebSocket one is then WSS).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long a TLS handshake may take.
@@ -135,6 +138,7 @@ impl GateConfig {
             routing: RoutingPolicy::RoundRobin,
             ws_path: "/".to_owned(),
             drain_deadline: Duration::from_secs(30),
+            node_link_grace: crate::nodes::DEFAULT_NODE_LINK_GRACE,
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
             authorize_timeout: Duration::ZERO,

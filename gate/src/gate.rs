@@ -84,8 +84,8 @@ impl Gate {
         registry: &mut Registry,
     ) -> Result<Self, GateConfigError> {
         config.validate()?;
+        // Ready after the first registry list and a first link attempt to each node it names.
         let readiness = Readiness::default();
-        readiness.set(true);
         let metrics = GateMetrics::register(registry);
         metrics
             .max_connections
@@ -595,7 +595,7 @@ impl Gate {
         let uid = session.uid();
         let mut nodes = session.take_visited();
         let snapshot = inner.nodes.snapshot();
-        if let Some(node) = session.node().and_then(|bound| snapshot.node(&bound).cloned()) {
+        if let Some(node) = session.node().and_then(|bound| snapshot.known(&bound).cloned()) {
             if !nodes.iter().any(|seen| Arc::ptr_eq(seen, &node)) {
                 nodes.push(node.clone());
             }
@@ -743,10 +743,14 @@ impl Gate {
     /// Sets a session's node binding and keeps the per-node bound counts right.
     fn release_node_count(&self, session: &Session, node: Option<Arc<str>>) {
         let snapshot = self.inner.nodes.snapshot();
-        if let Some(new) = node.as_deref().and_then(|id| snapshot.node(id)) {
+        if let Some(new) = node.as_deref().and_then(|id| snapshot.known(id)) {
             new.bound.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(old) = session.set_node(node).as_deref().and_then(|id| snapshot.node(id)) {
+        if let Some(old) = session
+            .set_node(node)
+            .as_deref()
+            .and_then(|id| snapshot.known(id))
+        {
             old.bound.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -768,7 +772,7 @@ impl Gate {
             tracing::warn!(uid, %error, "could not record the gate binding; pushes from other gates may miss");
         }
         let Some(node_id) = located else { return };
-        if inner.nodes.snapshot().node(&node_id).is_some() {
+        if inner.nodes.snapshot().known(&node_id).is_some() {
             if session.uid() == uid {
                 self.release_node_count(session, Some(Arc::from(node_id)));
             }
@@ -903,6 +907,15 @@ impl Gate {
             );
         } else {
             tracing::info!(?outcome, "gate bindings restored after a locator outage");
+        }
+    }
+
+    /// The first registry list was seen and each of its nodes linked or failed once: ready, unless the gate
+    /// drains already.
+    pub(crate) fn first_sync_done(&self) {
+        if !self.inner.accepting.is_cancelled() {
+            self.inner.readiness.set(true);
+            tracing::info!(gate = %self.inner.config.id, nodes = self.inner.nodes.len(), "registry synced and nodes linked; ready");
         }
     }
 

@@ -21,4 +21,5 @@ pub use config::{
 };
 pub use gate::Gate;
 pub use metrics::GateMetrics;
+pub use nodes::DEFAULT_NODE_LINK_GRACE;
 pub use tls::{TlsConfigError, load_server_config};

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -29,6 +29,46 @@ pub(crate) struct LinkContext {
     pub(crate) tx: mpsc::Sender<GateToNode>,
 }
 
+/// Counts the nodes of the registry's first list whose first link attempt is still running; the gate
+/// becomes ready when it reaches zero, so no client lands on a gate that cannot reach any node yet (and no
+/// player is re-homed because this gate has not linked their node yet).
+#[derive(Debug)]
+struct FirstSync {
+    gate: Gate,
+    remaining: AtomicUsize,
+}
+
+impl FirstSync {
+    fn start(gate: Gate, nodes: usize) -> Option<Arc<FirstSync>> {
+        if nodes == 0 {
+            gate.first_sync_done();
+            return None;
+        }
+        Some(Arc::new(FirstSync {
+            gate,
+            remaining: AtomicUsize::new(nodes),
+        }))
+    }
+
+    /// One node's first attempt ended (linked or failed).
+    fn attempted(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.gate.first_sync_done();
+        }
+    }
+}
+
+/// One node's share of the [`FirstSync`]: its first attempt counts as ended when this drops (linked,
+/// failed, or the link task stopped before trying).
+#[derive(Debug)]
+struct FirstAttempt(Arc<FirstSync>);
+
+impl Drop for FirstAttempt {
+    fn drop(&mut self) {
+        self.0.attempted();
+    }
+}
+
 /// Follows the registry: starts a link task for every new address, stops the ones that disappeared.
 pub(crate) async fn maintain_links(
     gate: Gate,
@@ -37,9 +77,14 @@ pub(crate) async fn maintain_links(
 ) {
     let shutdown = gate.inner.shutdown.clone();
     let mut running: HashMap<String, CancellationToken> = HashMap::new();
+    let mut first_sync = None;
+    let mut synced = false;
     loop {
         let endpoints = nodes.borrow_and_update().clone();
         gate.registry_accepting(&endpoints);
+        if !std::mem::replace(&mut synced, true) {
+            first_sync = FirstSync::start(gate.clone(), endpoints.len());
+        }
         running.retain(|address, stop| {
             let present = endpoints.iter().any(|endpoint| &endpoint.address == address);
             if !present {
@@ -52,10 +97,18 @@ pub(crate) async fn maintain_links(
             if !running.contains_key(&endpoint.address) {
                 let stop = shutdown.child_token();
                 running.insert(endpoint.address.clone(), stop.clone());
-                let task = keep_link(gate.clone(), endpoint.address.clone(), connector.clone(), stop);
+                let task = keep_link(
+                    gate.clone(),
+                    endpoint.address.clone(),
+                    connector.clone(),
+                    stop,
+                    first_sync.clone().map(FirstAttempt),
+                );
                 gate.inner.tasks.spawn(task);
             }
         }
+        // Only the first list's nodes hold readiness back.
+        first_sync = None;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = nodes.changed() => if changed.is_err() { return },
@@ -64,7 +117,13 @@ pub(crate) async fn maintain_links(
 }
 
 /// Keeps one link to `address` open until `stop`.
-async fn keep_link(gate: Gate, address: String, connector: Arc<dyn Connector>, stop: CancellationToken) {
+async fn keep_link(
+    gate: Gate,
+    address: String,
+    connector: Arc<dyn Connector>,
+    stop: CancellationToken,
+    mut first_attempt: Option<FirstAttempt>,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u32;
     let mut was_up = false;
@@ -74,7 +133,7 @@ async fn keep_link(gate: Gate, address: String, connector: Arc<dyn Connector>, s
             connected = connector.connect(&address) => connected,
         };
         match connected {
-            Ok(link) => match run_link(&gate, &address, link, &stop, &mut was_up).await {
+            Ok(link) => match run_link(&gate, &address, link, &stop, &mut was_up, &mut first_attempt).await {
                 Ok(()) => {
                     backoff = BACKOFF_MIN;
                     failures = 0;
@@ -91,6 +150,7 @@ async fn keep_link(gate: Gate, address: String, connector: Arc<dyn Connector>, s
                 failures += 1;
             }
         }
+        first_attempt = None;
         let jitter = rand::rng().random_range(0.5..1.5);
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -117,6 +177,7 @@ async fn run_link(
     link: GateLink,
     stop: &CancellationToken,
     was_up: &mut bool,
+    first_attempt: &mut Option<FirstAttempt>,
 ) -> Result<(), String> {
     let GateLink { tx, mut rx } = link;
     tx.send(GateToNode::Hello {
@@ -144,6 +205,7 @@ async fn run_link(
     tracing::info!(%address, node = %node_id, %state, routes = routes.len(), "node linked");
     gate.inner.nodes.insert(node.clone(), state, routes);
     gate.inner.metrics.node_links.inc();
+    *first_attempt = None;
     if std::mem::replace(was_up, true) {
         gate.inner.metrics.node_link_reconnects.inc();
     }
@@ -164,7 +226,20 @@ async fn run_link(
             }
         }
     }
-    gate.inner.nodes.remove(&node);
     gate.inner.metrics.node_links.dec();
+    if stop.is_cancelled() {
+        // The registry dropped the node (or the gate stops): it is gone.
+        gate.inner.nodes.remove(&node);
+    } else {
+        // Only the link dropped: the node keeps its players for a grace period, in case it comes back.
+        gate.inner.nodes.unlink(&node);
+        let gate = gate.clone();
+        gate.inner.tasks.clone().spawn(async move {
+            tokio::select! {
+                _ = gate.inner.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(gate.inner.config.node_link_grace) => gate.inner.nodes.expire(&node),
+            }
+        });
+    }
     Ok(())
 }

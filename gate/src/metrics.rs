@@ -63,6 +63,9 @@ pub enum DropReason {
     NoNode,
     /// Over the connection's packet-rate limit.
     RateLimited,
+    /// The player's node is still listed by the registry but this gate has no link to it right now (a
+    /// link flap): the packet is dropped rather than the player re-homed with empty state.
+    NodeUnlinked,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -252,6 +255,7 @@ impl GateMetrics {
             DropReason::Unauthorized,
             DropReason::NoNode,
             DropReason::RateLimited,
+            DropReason::NodeUnlinked,
         ] {
             let _ = metrics.packets_dropped.get_or_create(&DropLabels { reason });
         }
@@ -318,5 +322,6 @@ snake_case_labels!(DropReason {
     Unauthorized => "unauthorized",
     NoNode => "no_node",
     RateLimited => "rate_limited",
+    NodeUnlinked => "node_unlinked",
 });
 snake_case_labels!(RefuseReason { MaxConnections => "max_connections", Draining => "draining", Handshake => "handshake" });

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
@@ -33,7 +34,14 @@ struct NodeRecord {
     handle: Arc<NodeHandle>,
     state: NodeState,
     routes: Vec<RouteSpec>,
+    /// The link dropped; the node is kept as "unlinked" (see the link grace ([`crate::GateConfig::node_link_grace`])).
+    unlinked: bool,
 }
+
+/// The default of [`crate::GateConfig::node_link_grace`]: how long a node whose link dropped, but which
+/// the registry still lists, keeps its players on this gate before they are re-homed. A link flap is not a
+/// dead node; the registry (the node's endpoint leaving the EndpointSlice) declares a node gone at once.
+pub const DEFAULT_NODE_LINK_GRACE: Duration = Duration::from_secs(10);
 
 /// A route and the nodes that may take a packet of it from a session with no node binding.
 #[derive(Debug)]
@@ -48,6 +56,9 @@ pub(crate) struct RouteEntry {
 pub(crate) struct RoutingSnapshot {
     /// Nodes that still serve their bound players (every state but `shut`).
     nodes: HashMap<Arc<str>, Arc<NodeHandle>>,
+    /// Nodes whose link dropped while the registry still lists them, within the link grace ([`crate::GateConfig::node_link_grace`]): their
+    /// players are not re-homed meanwhile.
+    unlinked: HashMap<Arc<str>, Arc<NodeHandle>>,
     routes: HashMap<i32, RouteEntry>,
 }
 
@@ -61,8 +72,10 @@ pub(crate) enum Decision {
 }
 
 impl RoutingSnapshot {
-    pub(crate) fn node(&self, id: &str) -> Option<&Arc<NodeHandle>> {
-        self.nodes.get(id)
+    /// A node this gate is linked to, or whose link dropped within the link grace ([`crate::GateConfig::node_link_grace`]): players bound to it
+    /// keep their binding (and count towards it).
+    pub(crate) fn known(&self, id: &str) -> Option<&Arc<NodeHandle>> {
+        self.nodes.get(id).or_else(|| self.unlinked.get(id))
     }
 
     pub(crate) fn nodes(&self) -> impl Iterator<Item = &Arc<NodeHandle>> {
@@ -90,6 +103,7 @@ impl RoutingSnapshot {
         {
             return match self.nodes.get(bound) {
                 Some(node) => Decision::Forward(node.clone()),
+                None if self.unlinked.contains_key(bound) => Decision::Drop(DropReason::NodeUnlinked),
                 None => match pick_new(entry, policy, turn) {
                     Some(node) => Decision::Rebind(node),
                     None => Decision::Drop(DropReason::NoNode),
@@ -145,15 +159,21 @@ impl NodeTable {
         self.snapshot.read().clone()
     }
 
-    /// A node said hello on a new link (replacing any older link of the same node id).
+    /// A node said hello on a new link (replacing any older link of the same node id, whose count of
+    /// bound players it takes over: the players are still bound to the node).
     pub(crate) fn insert(&self, handle: Arc<NodeHandle>, state: NodeState, routes: Vec<RouteSpec>) {
         let mut records = self.records.lock();
+        if let Some(older) = records.get(&handle.id) {
+            let bound = older.handle.bound.swap(0, Ordering::Relaxed);
+            handle.bound.fetch_add(bound, Ordering::Relaxed);
+        }
         records.insert(
             handle.id.clone(),
             NodeRecord {
                 handle,
                 state,
                 routes,
+                unlinked: false,
             },
         );
         self.rebuild(&records);
@@ -174,6 +194,31 @@ impl NodeTable {
     pub(crate) fn set_accepting(&self, accepting: HashMap<String, bool>) {
         *self.accepting.lock() = accepting;
         self.rebuild(&self.records.lock());
+    }
+
+    /// A link dropped while the registry still lists the node: its players stay bound to it (their packets
+    /// are dropped) until it links again or [`NodeTable::expire`] after the link grace ([`crate::GateConfig::node_link_grace`]).
+    pub(crate) fn unlink(&self, handle: &Arc<NodeHandle>) {
+        let mut records = self.records.lock();
+        if let Some(record) = records
+            .get_mut(&handle.id)
+            .filter(|record| Arc::ptr_eq(&record.handle, handle))
+        {
+            record.unlinked = true;
+            self.rebuild(&records);
+        }
+    }
+
+    /// The grace of an unlinked node is over: forgotten, unless it linked again meanwhile.
+    pub(crate) fn expire(&self, handle: &Arc<NodeHandle>) {
+        let mut records = self.records.lock();
+        if records
+            .get(&handle.id)
+            .is_some_and(|record| Arc::ptr_eq(&record.handle, handle) && record.unlinked)
+        {
+            records.remove(&handle.id);
+            self.rebuild(&records);
+        }
     }
 
     /// A link ended; the node is forgotten unless a newer link replaced it already.
@@ -211,6 +256,12 @@ impl NodeTable {
             if !record.state.serves_bound_players() {
                 continue;
             }
+            if record.unlinked {
+                snapshot
+                    .unlinked
+                    .insert(record.handle.id.clone(), record.handle.clone());
+                continue;
+            }
             snapshot
                 .nodes
                 .insert(record.handle.id.clone(), record.handle.clone());
@@ -238,7 +289,10 @@ impl NodeTable {
             NodeState::Draining,
             NodeState::Shut,
         ] {
-            let count = records.values().filter(|record| record.state == state).count();
+            let count = records
+                .values()
+                .filter(|record| record.state == state && !record.unlinked)
+                .count();
             self.state_gauge
                 .get_or_create(&NodeStateLabels {
                     state: state.as_str(),
@@ -455,10 +509,49 @@ mod tests {
         assert!(
             table
                 .snapshot()
-                .node("a")
+                .known("a")
                 .is_some_and(|node| Arc::ptr_eq(node, &new))
         );
         table.remove(&new);
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_dropped_link_keeps_its_players_until_the_grace_ends_and_a_relink_keeps_the_count() {
+        let table = NodeTable::default();
+        let routes = vec![route(3, true, true)];
+        let (a, b) = (handle("a"), handle("b"));
+        table.insert(a.clone(), NodeState::Work, routes.clone());
+        table.insert(b.clone(), NodeState::Work, routes.clone());
+        a.bound.store(5, Ordering::Relaxed);
+        let turn = AtomicUsize::new(0);
+        let decide = || {
+            table
+                .snapshot()
+                .decide(3, 7, Some("a"), RoutingPolicy::RoundRobin, &turn)
+        };
+        table.unlink(&a);
+        assert!(
+            matches!(decide(), Decision::Drop(DropReason::NodeUnlinked)),
+            "not re-homed on a flap"
+        );
+        assert!(
+            table.snapshot().known("a").is_some(),
+            "its players still count towards it"
+        );
+        // Back within the grace: same players, same count, on the new link's handle.
+        let relinked = handle("a");
+        table.insert(relinked.clone(), NodeState::Work, routes.clone());
+        assert_eq!(forwarded_to(decide()), "a");
+        assert_eq!(relinked.bound.load(Ordering::Relaxed), 5);
+        // Gone for longer than the grace: re-homed.
+        table.unlink(&relinked);
+        table.expire(&relinked);
+        assert!(matches!(decide(), Decision::Rebind(node) if &*node.id == "b"));
+        // An expiry of an older link never removes a newer one.
+        let again = handle("a");
+        table.insert(again.clone(), NodeState::Work, routes);
+        table.expire(&relinked);
+        assert_eq!(forwarded_to(decide()), "a");
     }
 }
