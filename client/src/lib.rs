@@ -1,6 +1,6 @@
 //! Rust client SDK for Switchyard gates, and the load generator behind `switchyard bench`.
 //!
-//! The client speaks the due-compatible client protocol (`PROTOCOL.md`) over TCP or WebSocket, using
+//! The client speaks the due-compatible client protocol (`docs/protocol.md`) over TCP or WebSocket, using
 //! the packet codec of [`switchyard_protocol`]. Client, gate and node must share the packet settings
 //! ([`PacketConfig`]).
 //!
