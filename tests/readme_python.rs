@@ -25,7 +25,10 @@ fn readme_snippet() -> (String, String) {
 #[test]
 fn readme_python_example_prints_what_the_readme_says() {
     let (code, promised) = readme_snippet();
-    assert!(code.contains("127.0.0.1\", 3553"), "the snippet dials the default TCP port:\n{code}");
+    assert!(
+        code.contains("127.0.0.1\", 3553"),
+        "the snippet dials the default TCP port:\n{code}"
+    );
     let dev = Dev::start(&[]);
     let port = dev.tcp.rsplit(':').next().expect("port");
     // The one change: the port the test's dev process listens on instead of the default 3553.
@@ -34,8 +37,19 @@ fn readme_python_example_prints_what_the_readme_says() {
         .args(["-c", &code])
         .output()
         .expect("python3 runs");
-    assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8(out.stdout).expect("utf-8 output");
-    assert_eq!(printed.trim_end(), promised, "the README's comment must be what the snippet prints");
-    assert!(promised.starts_with(r"b'\x00\x00\x00\x1e"), "size 30 after the size field: {promised}");
+    assert_eq!(
+        printed.trim_end(),
+        promised,
+        "the README's comment must be what the snippet prints"
+    );
+    assert!(
+        promised.starts_with(r"b'\x00\x00\x00\x1e"),
+        "size 30 after the size field: {promised}"
+    );
 }

@@ -27,23 +27,37 @@ fn examples() -> Vec<Example> {
         };
         let meta: Value = serde_json::from_str(json)
             .unwrap_or_else(|err| panic!("line {}: bad example description: {err}", i + 1));
-        assert_eq!(lines.get(i + 1), Some(&"```hex"), "line {}: a ```hex block must follow", i + 1);
+        assert_eq!(
+            lines.get(i + 1),
+            Some(&"```hex"),
+            "line {}: a ```hex block must follow",
+            i + 1
+        );
         let mut bytes = Vec::new();
         for body in lines[i + 2..].iter().take_while(|l| **l != "```") {
             let hex = body.split('#').next().unwrap_or_default();
             for pair in hex.split_whitespace() {
-                bytes.push(u8::from_str_radix(pair, 16).unwrap_or_else(|_| {
-                    panic!("line {}: {pair:?} is not a hex byte", i + 1)
-                }));
+                bytes.push(
+                    u8::from_str_radix(pair, 16)
+                        .unwrap_or_else(|_| panic!("line {}: {pair:?} is not a hex byte", i + 1)),
+                );
             }
         }
-        found.push(Example { line: i + 1, meta, bytes });
+        found.push(Example {
+            line: i + 1,
+            meta,
+            bytes,
+        });
     }
     found
 }
 
 fn config(meta: &Value) -> PacketConfig {
-    let order: ByteOrder = meta["order"].as_str().expect("order").parse().expect("byte order");
+    let order: ByteOrder = meta["order"]
+        .as_str()
+        .expect("order")
+        .parse()
+        .expect("byte order");
     let max = meta["max_packet_bytes"].as_u64().unwrap_or(65536) as u32;
     PacketConfig::new(
         order,
@@ -65,7 +79,11 @@ fn decode_one(config: &PacketConfig, bytes: &[u8]) -> Result<Frame, DecodeError>
 #[test]
 fn every_hex_example_in_the_protocol_doc_matches_the_codec() {
     let examples = examples();
-    assert!(examples.len() >= 10, "only {} examples found in docs/protocol.md", examples.len());
+    assert!(
+        examples.len() >= 10,
+        "only {} examples found in docs/protocol.md",
+        examples.len()
+    );
     for Example { line, meta, bytes } in examples {
         let config = config(&meta);
         match meta["kind"].as_str().expect("kind") {
@@ -93,7 +111,10 @@ fn every_hex_example_in_the_protocol_doc_matches_the_codec() {
                 assert_eq!(&encoded[..], &bytes[..], "line {line}: encoding differs");
                 assert_eq!(
                     decode_one(&config, &bytes).expect("decodes"),
-                    Frame::Heartbeat { extcode, server_time_nanos: time },
+                    Frame::Heartbeat {
+                        extcode,
+                        server_time_nanos: time
+                    },
                     "line {line}"
                 );
             }
@@ -101,7 +122,10 @@ fn every_hex_example_in_the_protocol_doc_matches_the_codec() {
                 let size = meta["size"].as_u64().expect("size") as u32;
                 assert_eq!(
                     decode_one(&config, &bytes).expect_err("refused"),
-                    DecodeError::Oversize { size, max: config.max_packet_bytes() },
+                    DecodeError::Oversize {
+                        size,
+                        max: config.max_packet_bytes()
+                    },
                     "line {line}"
                 );
             }
