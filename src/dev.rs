@@ -27,6 +27,9 @@ pub(crate) struct DevArgs {
     /// Admin HTTP address: /healthz, /readyz, /metrics.
     #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:3555")]
     pub(crate) http: SocketAddr,
+    /// Browser demo page (log in, join a room, chat over the WebSocket port); empty disables.
+    #[arg(long, env = "SWITCHYARD_DEMO_HTTP", default_value = "127.0.0.1:3557")]
+    pub(crate) demo_http: String,
     #[command(flatten)]
     pub(crate) trace: crate::telemetry::TraceArgs,
 }
@@ -62,6 +65,7 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
 
     // With TLS the addresses keep their tcp:// and ws:// form (scripts read them) and say TLS after them.
     let mut bound = Vec::new();
+    let mut ws_url = None;
     if let Some(addr) = tcp_addr {
         let listener = TcpListener::bind(addr)
             .await
@@ -79,6 +83,8 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
             .await
             .with_context(|| format!("cannot listen for WebSocket on {addr}"))?;
         let (local, path) = (listener.local_addr()?, &args.gate.ws_path);
+        let scheme = if gate.tls() { "wss" } else { "ws" };
+        ws_url = Some(format!("{scheme}://{local}{path}"));
         bound.push(if gate.tls() {
             format!("ws://{local}{path}  (TLS: connect to wss://{local}{path})")
         } else {
@@ -96,9 +102,30 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
         admin_stop.clone(),
     ));
 
+    let demo_stop = CancellationToken::new();
+    let demo_page = if args.demo_http.is_empty() {
+        None
+    } else {
+        let address: SocketAddr = args.demo_http.parse().context("--demo-http is not an address")?;
+        let listener = crate::demo_page::bind(address)
+            .await
+            .with_context(|| format!("cannot listen for the demo page on {address}"))?;
+        let local = listener.local_addr()?;
+        let config = crate::demo_page::DemoConfig {
+            ws_url,
+            packet,
+            heartbeat_ms: (args.gate.heartbeat_interval / 2).as_millis(),
+        };
+        tokio::spawn(crate::demo_page::serve(listener, config, demo_stop.clone()));
+        Some(local)
+    };
+
     println!("switchyard dev: gate + demo node, in-memory locator");
     for address in &bound {
         println!("  clients   {address}");
+    }
+    if let Some(local) = demo_page {
+        println!("  browser   http://{local}/  (chat demo on the WebSocket port)");
     }
     println!("  admin     http://{admin_addr}  (/healthz /readyz /metrics)");
     println!(
@@ -131,6 +158,7 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
     gate.shutdown().await;
     node.shutdown().await;
     admin_stop.cancel();
+    demo_stop.cancel();
     let _ = admin_task.await;
     Ok(())
 }

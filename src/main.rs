@@ -1,6 +1,7 @@
 //! The `switchyard` command: every Switchyard component in one binary.
 
 mod cli;
+mod demo_page;
 mod dev;
 mod gate_cmd;
 mod kube_args;

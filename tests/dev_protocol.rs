@@ -1,6 +1,6 @@
 //! `switchyard dev` spoken to with raw bytes over real TCP and WebSocket sockets, with due's default packet
 //! settings and with little-endian route 4 / seq 0: everything a due client relies on, plus the refusals
-//! PROTOCOL.md promises (oversize closes, malformed and unknown are dropped and counted).
+//! docs/protocol.md promises (oversize closes, malformed and unknown are dropped and counted).
 
 mod support;
 

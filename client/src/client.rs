@@ -232,13 +232,15 @@ impl Client {
     /// Connects over `transport`.
     ///
     /// # Errors
-    /// [`ClientError::Connect`], [`ClientError::ConnectTimeout`] or [`ClientError::Handshake`].
+    /// [`ClientError::Connect`], [`ClientError::ConnectTimeout`], [`ClientError::Handshake`],
+    /// [`ClientError::Tls`] or [`ClientError::NoTlsConfig`].
     pub async fn connect(
         transport: &Transport,
         config: PacketConfig,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let (read, write) = transport::connect(transport, &config, options.connect_timeout).await?;
+        let (read, write) =
+            transport::connect(transport, &config, options.connect_timeout, options.tls.as_ref()).await?;
         Ok(Client::start(read, write, config, options))
     }
 
@@ -256,7 +258,8 @@ impl Client {
         Ok(Client::start(read, write, config, options))
     }
 
-    /// Connects over WebSocket to `url` (`ws://host:port/path`); each packet travels as one binary message.
+    /// Connects over WebSocket to `url` (`ws://host:port/path`, or `wss://` with [`ClientOptions::tls`]);
+    /// each packet travels as one binary message.
     ///
     /// # Errors
     /// [`ClientError::Connect`], [`ClientError::ConnectTimeout`] or [`ClientError::Handshake`].
@@ -265,7 +268,8 @@ impl Client {
         config: PacketConfig,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let (read, write) = transport::connect_ws(url, &config, options.connect_timeout).await?;
+        let (read, write) =
+            transport::connect_ws(url, &config, options.connect_timeout, options.tls.as_ref()).await?;
         Ok(Client::start(read, write, config, options))
     }
 

@@ -74,6 +74,34 @@ pub enum ClientError {
     /// The WebSocket layer failed after the handshake.
     #[error("WebSocket error: {0}")]
     WebSocket(#[source] Arc<tungstenite::Error>),
+    /// The TLS handshake failed (certificate not trusted, wrong server name, not a TLS server).
+    #[error("TLS handshake with {target} failed: {source}")]
+    Tls {
+        /// The address or URL dialled.
+        target: String,
+        /// The TLS library's error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// A TLS transport (`Transport::Tls`, `wss://`) was asked for without
+    /// [`ClientOptions::tls`](crate::ClientOptions::tls).
+    #[error("{0} needs TLS settings: set ClientOptions::tls")]
+    NoTlsConfig(String),
+    /// The trusted certificates given to [`TlsConfig`](crate::TlsConfig) are not usable.
+    #[error("unusable TLS root certificates: {0}")]
+    TlsRoots(std::borrow::Cow<'static, str>),
+    /// The `on_connect` (login) hook of a [`Reconnecting`](crate::Reconnecting) client failed.
+    #[error("the login after connecting failed: {0}")]
+    Login(#[source] Arc<ClientError>),
+    /// A [`Reconnecting`](crate::Reconnecting) client gave up after its maximum number of attempts.
+    #[error("gave up reconnecting after {attempts} attempts: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        last: Arc<ClientError>,
+    },
     /// Every seq value of the configured width is taken by a request in flight.
     #[error("all {0} seq values are taken by requests in flight")]
     SeqExhausted(i32),
@@ -83,7 +111,8 @@ impl ClientError {
     /// Who caused this error.
     pub fn fault(&self) -> Fault {
         match self {
-            ClientError::Encode(_) => Fault::Caller,
+            ClientError::Encode(_) | ClientError::NoTlsConfig(_) | ClientError::TlsRoots(_) => Fault::Caller,
+            ClientError::Login(inner) | ClientError::GaveUp { last: inner, .. } => inner.fault(),
             ClientError::Timeout(_)
             | ClientError::ServerClosed
             | ClientError::Protocol(_)
@@ -91,6 +120,7 @@ impl ClientError {
             ClientError::Connect { .. }
             | ClientError::ConnectTimeout { .. }
             | ClientError::Io(_)
+            | ClientError::Tls { .. }
             | ClientError::WebSocket(_) => Fault::Network,
             ClientError::Closed | ClientError::SeqExhausted(_) => Fault::Local,
         }
@@ -100,7 +130,11 @@ impl ClientError {
     pub fn is_connection_lost(&self) -> bool {
         !matches!(
             self,
-            ClientError::Timeout(_) | ClientError::Encode(_) | ClientError::SeqExhausted(_)
+            ClientError::Timeout(_)
+                | ClientError::Encode(_)
+                | ClientError::SeqExhausted(_)
+                | ClientError::NoTlsConfig(_)
+                | ClientError::TlsRoots(_)
         )
     }
 

@@ -1,6 +1,6 @@
 //! Rust client SDK for Switchyard gates, and the load generator behind `switchyard bench`.
 //!
-//! The client speaks the due-compatible client protocol (`PROTOCOL.md`) over TCP or WebSocket, using
+//! The client speaks the due-compatible client protocol (`docs/protocol.md`) over TCP or WebSocket, using
 //! the packet codec of [`switchyard_protocol`]. Client, gate and node must share the packet settings
 //! ([`PacketConfig`]).
 //!
@@ -21,6 +21,9 @@
 //!
 //! - [`Client`]: pipelined requests matched by seq (or FIFO per route without a seq field), pushes,
 //!   heartbeats, reconnect-elsewhere and close signals.
+//! - [`Reconnecting`]: a client that survives its connections: reconnection with backoff, the gate's
+//!   reconnect-elsewhere signal honoured at once, and the game's login sent again on every new connection.
+//! - [`TlsConfig`]: TLS over TCP ([`Transport::Tls`]) and `wss://`.
 //! - [`bench`]: the load generator, with its clap flags ([`bench::BenchArgs`]) and report.
 
 pub mod bench;
@@ -28,9 +31,13 @@ mod client;
 mod error;
 mod options;
 mod pending;
+mod reconnect;
+mod tls;
 mod transport;
 
 pub use client::{Client, Event, Push, Status};
 pub use error::{ClientError, Fault};
 pub use options::{ClientOptions, Transport};
+pub use reconnect::{Backoff, OnConnect, ReconnectEvent, Reconnecting};
 pub use switchyard_protocol::{ByteOrder, PacketConfig};
+pub use tls::TlsConfig;

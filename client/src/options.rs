@@ -3,13 +3,18 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::TlsConfig;
+
 /// Where and how to connect.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Transport {
     /// Plain TCP to `host:port`: a byte stream of packets.
     Tcp(String),
-    /// WebSocket to a `ws://host:port/path` URL: one whole packet per binary message. (`wss://` is not
-    /// supported: this crate is built without TLS.)
+    /// TLS over TCP to `host:port` (a gate started with `--tls-cert`); needs [`ClientOptions::tls`]. The
+    /// host is the name the server's certificate must carry.
+    Tls(String),
+    /// WebSocket to a `ws://host:port/path` URL, or `wss://` (with [`ClientOptions::tls`]): one whole
+    /// packet per binary message.
     WebSocket(String),
 }
 
@@ -17,7 +22,7 @@ impl Transport {
     /// The address or URL, as dialled.
     pub fn target(&self) -> &str {
         match self {
-            Transport::Tcp(addr) => addr,
+            Transport::Tcp(addr) | Transport::Tls(addr) => addr,
             Transport::WebSocket(url) => url,
         }
     }
@@ -27,6 +32,7 @@ impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Transport::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Transport::Tls(addr) => write!(f, "tls://{addr}"),
             Transport::WebSocket(url) => f.write_str(url),
         }
     }
@@ -64,6 +70,8 @@ pub struct ClientOptions {
     /// Events buffered per [`Client::events`](crate::Client::events) subscriber before the slowest one
     /// lags. Default 64.
     pub event_capacity: usize,
+    /// Whom TLS connections ([`Transport::Tls`], `wss://`) trust. Default `None`: plain connections only.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ClientOptions {
@@ -76,6 +84,7 @@ impl Default for ClientOptions {
             send_queue: 1024,
             push_capacity: 1024,
             event_capacity: 64,
+            tls: None,
         }
     }
 }

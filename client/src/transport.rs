@@ -1,6 +1,6 @@
-//! The two carriers of packets: a TCP byte stream and WebSocket binary messages (one whole packet each).
-//! Dialling, and read/write halves that turn them into [`Frame`]s and back, shared by the
-//! [`Client`](crate::Client) and the load generator.
+//! The two carriers of packets: a TCP byte stream and WebSocket binary messages (one whole packet each),
+//! each plain or in TLS. Dialling, and read/write halves that turn them into [`Frame`]s and back, shared
+//! by the [`Client`](crate::Client) and the load generator.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,28 +12,41 @@ use futures_util::{SinkExt, StreamExt};
 use switchyard_protocol::packet::SIZE_FIELD_BYTES;
 use switchyard_protocol::{Decoder, Frame, PacketConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::tls::{Io, IoRead, IoWrite, TlsConfig};
 use crate::{ClientError, Transport};
 
-type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type WsStream = WebSocketStream<Io>;
 
 /// Room kept free in the TCP read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Opens a connection of either kind within `timeout`.
+/// Opens a connection of any kind within `timeout`; `tls` is needed for [`Transport::Tls`] and `wss://`.
 pub(crate) async fn connect(
     transport: &Transport,
     config: &PacketConfig,
     timeout: Duration,
+    tls: Option<&TlsConfig>,
 ) -> Result<(ReadHalf, WriteHalf), ClientError> {
     match transport {
         Transport::Tcp(addr) => connect_tcp(addr.as_str(), addr, config, timeout).await,
-        Transport::WebSocket(url) => connect_ws(url, config, timeout).await,
+        Transport::Tls(addr) => {
+            let tls = tls.ok_or_else(|| ClientError::NoTlsConfig(transport.to_string()))?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            let stream = dial(addr.as_str(), addr, timeout).await?;
+            let host = addr.rsplit_once(':').map_or(addr.as_str(), |(host, _)| host);
+            let io = tls
+                .handshake(stream, host, &transport.to_string(), deadline)
+                .await?;
+            let (read, write) = tokio::io::split(io);
+            Ok(tcp_halves(IoRead::Tls(read), IoWrite::Tls(write), config))
+        }
+        Transport::WebSocket(url) => connect_ws(url, config, timeout, tls).await,
     }
 }
 
@@ -44,6 +57,31 @@ pub(crate) async fn connect_tcp<A: ToSocketAddrs>(
     config: &PacketConfig,
     timeout: Duration,
 ) -> Result<(ReadHalf, WriteHalf), ClientError> {
+    let stream = dial(addr, target, timeout).await?;
+    let (read, write) = stream.into_split();
+    Ok(tcp_halves(IoRead::Plain(read), IoWrite::Plain(write), config))
+}
+
+fn tcp_halves(read: IoRead, write: IoWrite, config: &PacketConfig) -> (ReadHalf, WriteHalf) {
+    (
+        ReadHalf::Tcp {
+            half: read,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            decoder: config.decoder(),
+        },
+        WriteHalf::Tcp {
+            half: write,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        },
+    )
+}
+
+/// The TCP connection under every transport, with `TCP_NODELAY`, within `timeout`.
+async fn dial<A: ToSocketAddrs>(
+    addr: A,
+    target: &(dyn fmt::Display + Sync),
+    timeout: Duration,
+) -> Result<TcpStream, ClientError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => {
             return Err(ClientError::ConnectTimeout {
@@ -60,33 +98,40 @@ pub(crate) async fn connect_tcp<A: ToSocketAddrs>(
         Ok(Ok(stream)) => stream,
     };
     stream.set_nodelay(true).map_err(ClientError::io)?;
-    let (read, write) = stream.into_split();
-    Ok((
-        ReadHalf::Tcp {
-            half: read,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            decoder: config.decoder(),
-        },
-        WriteHalf::Tcp {
-            half: write,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-        },
-    ))
+    Ok(stream)
 }
 
-/// Opens a WebSocket connection (with `TCP_NODELAY`, messages capped at one maximum packet) within
-/// `timeout`.
+/// Opens a WebSocket connection (`ws://`, or `wss://` with `tls`; with `TCP_NODELAY`, messages capped at
+/// one maximum packet) within `timeout`.
 pub(crate) async fn connect_ws(
     url: &str,
     config: &PacketConfig,
     timeout: Duration,
+    tls: Option<&TlsConfig>,
 ) -> Result<(ReadHalf, WriteHalf), ClientError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let handshake_error = |err| ClientError::Handshake {
+        target: url.to_owned(),
+        source: Arc::new(err),
+    };
+    let request = url.into_client_request().map_err(handshake_error)?;
+    let uri = request.uri();
+    let secure = uri.scheme_str() == Some("wss");
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let stream = dial((host.as_str(), port), &url, timeout).await?;
+    let io = if secure {
+        let tls = tls.ok_or_else(|| ClientError::NoTlsConfig(url.to_owned()))?;
+        tls.handshake(stream, &host, url, deadline).await?
+    } else {
+        Io::Plain(stream)
+    };
     let max_message = SIZE_FIELD_BYTES + config.max_packet_bytes() as usize;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let dial = tokio_tungstenite::connect_async_with_config(url, Some(ws_config), true);
-    let stream = match tokio::time::timeout(timeout, dial).await {
+    let upgrade = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config));
+    let stream = match tokio::time::timeout_at(deadline, upgrade).await {
         Err(_) => {
             return Err(ClientError::ConnectTimeout {
                 target: url.to_owned(),
@@ -124,7 +169,7 @@ pub(crate) async fn connect_ws(
 /// The receiving side of a connection.
 pub(crate) enum ReadHalf {
     Tcp {
-        half: OwnedReadHalf,
+        half: IoRead,
         buf: BytesMut,
         decoder: Decoder,
     },
@@ -203,7 +248,7 @@ impl ReadHalf {
 /// [`WriteHalf::end_packet`], and written in one go by [`WriteHalf::flush`].
 pub(crate) enum WriteHalf {
     Tcp {
-        half: OwnedWriteHalf,
+        half: IoWrite,
         buf: BytesMut,
     },
     Ws {

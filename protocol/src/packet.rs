@@ -1,4 +1,4 @@
-//! The due-compatible client packet, byte for byte (see `PROTOCOL.md`).
+//! The due-compatible client packet, byte for byte (see `docs/protocol.md`).
 //!
 //! ```text
 //! data:      | size u32 | header u8 | route (1|2|4 B) | seq (0|1|2|4 B) | payload ... |

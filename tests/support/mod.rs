@@ -1,6 +1,6 @@
 //! Test support: start real `switchyard` processes and talk to them with raw bytes.
 //!
-//! The wire codec here is written from PROTOCOL.md on purpose, independently of the `protocol` crate, so
+//! The wire codec here is written from docs/protocol.md on purpose, independently of the `protocol` crate, so
 //! the tests check the gate against the specification rather than against our own encoder.
 
 #![allow(dead_code, unreachable_pub)]

@@ -148,7 +148,7 @@ pub(super) async fn drive(plan: &Plan, read: ReadHalf, write: WriteHalf, mut sta
         if !plan.has_work(Instant::now()) {
             break;
         }
-        match transport::connect(&plan.transport, &plan.config, plan.timeout).await {
+        match transport::connect(&plan.transport, &plan.config, plan.timeout, None).await {
             Ok(reopened) => {
                 state.stats.reconnects += 1;
                 halves = reopened;

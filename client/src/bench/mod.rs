@@ -218,7 +218,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
 
     let mut connections = Vec::with_capacity(args.connections);
     let mut opening = futures_util::stream::iter(0..args.connections)
-        .map(|_| transport::connect(&target, &config, timeout))
+        .map(|_| transport::connect(&target, &config, timeout, None))
         .buffer_unordered(CONNECT_CONCURRENCY);
     while let Some(opened) = opening.next().await {
         connections.push(opened.map_err(BenchError::Connect)?);
