@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use switchyard_protocol::PacketConfig;
 
+/// The default of [`crate::GateConfig::node_link_grace`]: how long a node whose link dropped, but which
+/// the registry still lists, keeps its players on this gate before they are re-homed. A link flap is not a
+/// dead node; the registry (the node's endpoint leaving the EndpointSlice) declares a node gone at once.
+pub const DEFAULT_NODE_LINK_GRACE: Duration = Duration::from_secs(10);
+
 /// Default cap on the bytes queued for one client: 1 MiB.
 pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 1 << 20;
 
@@ -138,7 +143,7 @@ impl GateConfig {
             routing: RoutingPolicy::RoundRobin,
             ws_path: "/".to_owned(),
             drain_deadline: Duration::from_secs(30),
-            node_link_grace: crate::nodes::DEFAULT_NODE_LINK_GRACE,
+            node_link_grace: DEFAULT_NODE_LINK_GRACE,
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
             authorize_timeout: Duration::ZERO,

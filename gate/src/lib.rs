@@ -6,20 +6,25 @@
 //! (responses, pushes, multicasts, broadcasts) to the right sessions, and drains gracefully: clients are told
 //! to reconnect elsewhere and are closed gradually within a deadline.
 
+mod accept;
+mod bindings;
 pub mod config;
+mod connection;
+mod downlink;
 mod gate;
 mod links;
 pub mod metrics;
 mod nodes;
 mod rate;
 mod session;
+mod shared;
 mod tls;
 mod transport;
 
 pub use config::{
-    DEFAULT_OUTBOUND_QUEUE_BYTES, GateConfig, GateConfigError, HeartbeatMode, RateLimit, RoutingPolicy,
+    DEFAULT_NODE_LINK_GRACE, DEFAULT_OUTBOUND_QUEUE_BYTES, GateConfig, GateConfigError, HeartbeatMode,
+    RateLimit, RoutingPolicy,
 };
-pub use gate::Gate;
 pub use metrics::GateMetrics;
-pub use nodes::DEFAULT_NODE_LINK_GRACE;
+pub use shared::Gate;
 pub use tls::{TlsConfigError, load_server_config};

@@ -11,23 +11,17 @@ use rand::Rng;
 use switchyard_cluster::link::{Connector, GateLink};
 use switchyard_cluster::registry::NodeEndpoint;
 use switchyard_protocol::link::{GateToNode, NodeToGate};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::gate::Gate;
+use crate::downlink::LinkContext;
 use crate::nodes::NodeHandle;
+use crate::shared::Gate;
 
 /// How long a node has to answer the gate's hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// What a link's message handler needs to know about the link.
-#[derive(Debug)]
-pub(crate) struct LinkContext {
-    pub(crate) node: Arc<NodeHandle>,
-    pub(crate) tx: mpsc::Sender<GateToNode>,
-}
 
 /// Counts the nodes of the registry's first list whose first link attempt is still running; the gate
 /// becomes ready when it reaches zero, so no client lands on a gate that cannot reach any node yet (and no
@@ -242,4 +236,24 @@ async fn run_link(
         });
     }
     Ok(())
+}
+
+impl Gate {
+    /// The first registry list was seen and each of its nodes linked or failed once: ready, unless the gate
+    /// drains already.
+    pub(crate) fn first_sync_done(&self) {
+        if !self.inner.accepting.is_cancelled() {
+            self.inner.readiness.set(true);
+            tracing::info!(gate = %self.inner.config.id, nodes = self.inner.nodes.len(), "registry synced and nodes linked; ready");
+        }
+    }
+
+    /// Applies the registry's readiness of every node address.
+    pub(crate) fn registry_accepting(&self, nodes: &[NodeEndpoint]) {
+        let accepting: HashMap<String, bool> = nodes
+            .iter()
+            .map(|node| (node.address.clone(), node.accepting))
+            .collect();
+        self.inner.nodes.set_accepting(accepting);
+    }
 }

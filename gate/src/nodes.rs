@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
@@ -37,11 +36,6 @@ struct NodeRecord {
     /// The link dropped; the node is kept as "unlinked" (see the link grace ([`crate::GateConfig::node_link_grace`])).
     unlinked: bool,
 }
-
-/// The default of [`crate::GateConfig::node_link_grace`]: how long a node whose link dropped, but which
-/// the registry still lists, keeps its players on this gate before they are re-homed. A link flap is not a
-/// dead node; the registry (the node's endpoint leaving the EndpointSlice) declares a node gone at once.
-pub const DEFAULT_NODE_LINK_GRACE: Duration = Duration::from_secs(10);
 
 /// A route and the nodes that may take a packet of it from a session with no node binding.
 #[derive(Debug)]

@@ -41,6 +41,8 @@ impl Dev {
                 "127.0.0.1:0",
                 "--http",
                 "127.0.0.1:0",
+                "--demo-http",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .env("SWITCHYARD_LOG", "warn")

@@ -1,0 +1,169 @@
+//! Accepting clients: the accept loop with its connection cap, the TLS handshake and the WebSocket upgrade,
+//! each kind of connection in a task of its own size.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::metrics::{RefuseReason, Transport};
+use crate::shared::Gate;
+use crate::transport::{StreamSink, StreamSource, TcpSource, ws_halves};
+
+/// How long a WebSocket upgrade may take.
+const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer of a WebSocket connection (tungstenite keeps it for the connection's life, zero-filled, so
+/// it is resident memory): 4 KiB holds a few pipelined 1 KiB packets per read and grows for larger messages.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
+impl Gate {
+    pub(crate) async fn accept_loop(self, listener: TcpListener, transport: Transport) {
+        let inner = &self.inner;
+        loop {
+            let accepted = tokio::select! {
+                _ = inner.accepting.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, ?transport, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = inner.connection_slots.clone().try_acquire_owned() else {
+                inner.metrics.refused(transport, RefuseReason::MaxConnections);
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let gate = self.clone();
+            // Each kind of connection is its own task so that a task is only as large as its own future:
+            // one future for all would reserve the TLS and WebSocket handshake states (over 11 KiB) in every
+            // plain TCP connection.
+            match (inner.config.tls.is_some(), transport) {
+                (false, Transport::Tcp) => inner.tasks.spawn(gate.serve_plain_tcp(stream, permit)),
+                (false, Transport::Ws) => inner.tasks.spawn(gate.accept_ws(stream, peer, permit)),
+                (true, _) => inner
+                    .tasks
+                    .spawn(Box::pin(gate.serve_tls(stream, peer, transport, permit))),
+            };
+        }
+    }
+
+    /// Runs the session of a plain TCP client.
+    pub(crate) async fn serve_plain_tcp(self, mut stream: TcpStream, permit: OwnedSemaphorePermit) {
+        // Borrowed halves: reader and writer run in this one task, so the socket needs no shared handle.
+        // Asked here rather than carried from accept: the spawned future stays smaller.
+        let peer = stream.peer_addr().ok();
+        let (read, write) = stream.split();
+        let mut source = TcpSource::new(read, &self.inner.config.packet);
+        let mut sink = StreamSink::new(write);
+        self.run_session(Transport::Tcp, peer, &mut source, &mut sink)
+            .await;
+        drop(permit);
+    }
+
+    /// Takes an accepted socket through the TLS handshake and, on the WebSocket listener, the upgrade,
+    /// then runs its session.
+    pub(crate) async fn serve_tls(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        transport: Transport,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let Some(acceptor) = self.inner.config.tls.clone().map(TlsAcceptor::from) else {
+            return;
+        };
+        let Some(stream) = self.tls_handshake(&acceptor, stream, peer, transport).await else {
+            return;
+        };
+        match transport {
+            Transport::Tcp => {
+                let (read, write) = tokio::io::split(stream);
+                let mut source = StreamSource::new(read, &self.inner.config.packet);
+                let mut sink = StreamSink::new(write);
+                self.run_session(Transport::Tcp, Some(peer), &mut source, &mut sink)
+                    .await;
+                drop(permit);
+            }
+            Transport::Ws => self.accept_ws(stream, peer, permit).await,
+        }
+    }
+
+    /// The server side of a TLS handshake, within the configured timeout; a failure is counted as a
+    /// refused connection.
+    pub(crate) async fn tls_handshake(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let inner = &self.inner;
+        let handshake = tokio::time::timeout(inner.config.tls_handshake_timeout, acceptor.accept(stream));
+        let outcome = tokio::select! {
+            _ = inner.shutdown.cancelled() => return None,
+            outcome = handshake => outcome,
+        };
+        match outcome {
+            Ok(Ok(stream)) => return Some(stream),
+            Ok(Err(error)) => tracing::debug!(%peer, %error, ?transport, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, ?transport, "TLS handshake timed out"),
+        }
+        inner.metrics.refused(transport, RefuseReason::Handshake);
+        None
+    }
+
+    pub(crate) async fn accept_ws<S>(self, stream: S, peer: SocketAddr, permit: OwnedSemaphorePermit)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let config = &self.inner.config;
+        let max_message = config.packet.max_packet_bytes() as usize + 4;
+        // tungstenite allocates its read buffer up front (128 KiB by default): for a mostly idle player
+        // connection a small one that grows for a large message costs a fraction of the memory.
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message))
+            .max_write_buffer_size(config.write_batch_bytes.max(max_message) * 4);
+        let path = config.ws_path.clone();
+        #[allow(clippy::result_large_err)] // the signature is tungstenite's callback type
+        let check_path = move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+            if request.uri().path() == path {
+                Ok(response)
+            } else {
+                let mut refusal = ErrorResponse::new(Some("no WebSocket endpoint at this path".into()));
+                *refusal.status_mut() = StatusCode::NOT_FOUND;
+                Err(refusal)
+            }
+        };
+        let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(ws_config));
+        match tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(ws)) => {
+                let (mut source, mut sink) = ws_halves(ws, &config.packet);
+                self.run_session(Transport::Ws, Some(peer), &mut source, &mut sink)
+                    .await;
+                drop(permit);
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "WebSocket handshake refused");
+                self.inner.metrics.refused(Transport::Ws, RefuseReason::Handshake);
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "WebSocket handshake timed out");
+                self.inner.metrics.refused(Transport::Ws, RefuseReason::Handshake);
+            }
+        }
+    }
+}
