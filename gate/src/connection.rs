@@ -24,6 +24,8 @@ use crate::session::{OutboxLimits, Session};
 use crate::shared::Gate;
 use crate::transport::{FrameSource, PacketSink, SourceEvent};
 
+/// How long a client's packet waits for room on a full node link before it is dropped.
+const FORWARD_DEADLINE: Duration = Duration::from_secs(2);
 /// Packets one write batch holds at most.
 const WRITE_BATCH_PACKETS: usize = 256;
 
@@ -232,10 +234,17 @@ impl Gate {
         None
     }
 
-    /// Queues `packet` for `node` once its link has room.
+    /// Queues `packet` for `node` once its link has room, waiting [`FORWARD_DEADLINE`] at most: a node
+    /// that stops reading holds up this client's reads that long, then its packets are dropped (counted
+    /// as `node_busy`) and the client's other traffic flows again.
     pub(crate) async fn forward_when_room(&self, node: &NodeHandle, packet: GateToNode) {
-        if node.tx.send(packet).await.is_err() {
-            self.inner.metrics.dropped(DropReason::NoNode);
+        match tokio::time::timeout(FORWARD_DEADLINE, node.tx.send(packet)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.inner.metrics.dropped(DropReason::NoNode),
+            Err(_) => {
+                self.inner.metrics.dropped(DropReason::NodeBusy);
+                tracing::debug!(node = %node.id, "node link full past the forward deadline; packet dropped");
+            }
         }
     }
 

@@ -66,6 +66,8 @@ pub enum DropReason {
     /// The player's node is still listed by the registry but this gate has no link to it right now (a
     /// link flap): the packet is dropped rather than the player re-homed with empty state.
     NodeUnlinked,
+    /// The node's link stayed full past the gate's forward deadline (the node stopped reading).
+    NodeBusy,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -256,6 +258,7 @@ impl GateMetrics {
             DropReason::NoNode,
             DropReason::RateLimited,
             DropReason::NodeUnlinked,
+            DropReason::NodeBusy,
         ] {
             let _ = metrics.packets_dropped.get_or_create(&DropLabels { reason });
         }
@@ -323,5 +326,6 @@ snake_case_labels!(DropReason {
     NoNode => "no_node",
     RateLimited => "rate_limited",
     NodeUnlinked => "node_unlinked",
+    NodeBusy => "node_busy",
 });
 snake_case_labels!(RefuseReason { MaxConnections => "max_connections", Draining => "draining", Handshake => "handshake" });
