@@ -93,7 +93,9 @@ impl Runtime {
     }
 
     /// The runtime for `router` with the settings of the command line and the environment; a bad flag
-    /// prints clap's message and exits the process.
+    /// prints clap's message and exits the process. A first argument `node` is skipped: it is what a
+    /// `GameCluster` passes by default (`spec.node.args`, written for the `switchyard` image), so a game's
+    /// image runs with or without it.
     pub fn from_command_line(router: Router) -> Self {
         // Usage lines name the game's binary, not this crate.
         let program = std::env::args_os()
@@ -104,7 +106,11 @@ impl Runtime {
                     .map(|name| name.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| "game-node".to_owned());
-        let matches = NodeArgs::command().bin_name(program).get_matches();
+        let args = std::env::args_os()
+            .enumerate()
+            .filter(|(index, arg)| !(*index == 1 && arg == "node"))
+            .map(|(_, arg)| arg);
+        let matches = NodeArgs::command().bin_name(program).get_matches_from(args);
         let args = NodeArgs::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
         Runtime::new(args, router)
     }

@@ -1,0 +1,34 @@
+//! Tic-tac-toe on Switchyard: the game's routes, its one metric, and the node runtime that serves them.
+
+mod board;
+mod handlers;
+
+use switchyard_node::{RouteOptions, Router, Runtime};
+
+#[tokio::main]
+async fn main() -> Result<(), switchyard_node::RuntimeError> {
+    let lobby = handlers::Lobby::shared();
+    let (play, mark, gone) = (lobby.clone(), lobby.clone(), lobby.clone());
+    let router = Router::new()
+        .route(handlers::LOGIN, RouteOptions::stateless(), handlers::login)
+        .route(
+            handlers::PLAY,
+            RouteOptions::stateful().authorized(),
+            move |ctx| handlers::play(ctx, play.clone()),
+        )
+        .route(
+            handlers::MARK,
+            RouteOptions::stateful().authorized(),
+            move |ctx| handlers::mark(ctx, mark.clone()),
+        )
+        .on_disconnect(move |event| handlers::left(event, gone.clone()));
+    // Flags and SWITCHYARD_* variables of the pod contract; the game's metric joins the node's on /metrics.
+    let mut runtime = Runtime::from_command_line(router);
+    let finished = lobby.finished.clone();
+    runtime.registry_mut().register(
+        "tictactoe_games_finished",
+        "Games played to a win or a draw",
+        finished,
+    );
+    runtime.run().await
+}
