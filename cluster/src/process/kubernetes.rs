@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::ProcessError;
 use crate::registry::Registry;
 
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct KubernetesArgs {
     /// Namespace of this pod (downward API `metadata.namespace`).
     #[arg(long, env = "SWITCHYARD_NAMESPACE")]

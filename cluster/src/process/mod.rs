@@ -45,14 +45,6 @@ pub enum ProcessError {
     /// Shutdown came while the process waited for Redis.
     #[error("stopped while waiting for the Redis locator at {0}")]
     RedisWaitStopped(String),
-    /// A listener could not be bound.
-    #[error("cannot listen for {what} on {address}: {source}")]
-    Listen {
-        what: &'static str,
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
     /// A setting that this configuration needs is not set.
     #[error("{needed_by} needs {env} (--{flag})")]
     Missing {
