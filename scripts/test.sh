@@ -22,6 +22,8 @@ cargo fmt --all -- --check
 
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The node SDK without its default features (no Redis, Kubernetes or OTLP): the lean build a game may pick.
+cargo clippy -p switchyard-node -p switchyard-cluster --no-default-features --lib --locked -- -D warnings
 
 step "Rust tests: unit, property, and integration against real processes and redis-server"
 cargo test --workspace --locked

@@ -1,40 +1,14 @@
-//! Command-line options shared by several subcommands, and their validation into library configs.
+//! The gate's command-line options (shared by `switchyard gate` and `switchyard dev`), and their validation
+//! into the gate's config. What gates and nodes share lives in [`switchyard_cluster::process`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use switchyard_cluster::process::parse_duration;
 use switchyard_gate::{GateConfig, HeartbeatMode, RateLimit, RoutingPolicy};
-use switchyard_protocol::{ByteOrder, PacketConfig};
-
-/// Packet settings; client, gate and node must agree on them.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct PacketArgs {
-    /// Byte order of size, route, seq and heartbeat time: big or little.
-    #[arg(long, env = "SWITCHYARD_BYTE_ORDER", default_value = "big")]
-    pub(crate) byte_order: ByteOrder,
-    /// Width of the route field in bytes: 1, 2 or 4.
-    #[arg(long, env = "SWITCHYARD_ROUTE_BYTES", default_value_t = 2)]
-    pub(crate) route_bytes: u8,
-    /// Width of the seq field in bytes: 0, 1, 2 or 4.
-    #[arg(long, env = "SWITCHYARD_SEQ_BYTES", default_value_t = 2)]
-    pub(crate) seq_bytes: u8,
-    /// Largest packet accepted (size field value); a client announcing more is disconnected.
-    #[arg(long, env = "SWITCHYARD_MAX_PACKET_BYTES", default_value_t = 64 * 1024)]
-    pub(crate) max_packet_bytes: u32,
-}
-
-impl PacketArgs {
-    pub(crate) fn config(&self) -> anyhow::Result<PacketConfig> {
-        Ok(PacketConfig::new(
-            self.byte_order,
-            self.route_bytes,
-            self.seq_bytes,
-            self.max_packet_bytes,
-        )?)
-    }
-}
+use switchyard_protocol::PacketConfig;
 
 /// How the gate treats clients.
 #[derive(Debug, Clone, Args)]
@@ -160,39 +134,4 @@ fn parse_optional_addr(flag: &str, value: &str) -> anyhow::Result<Option<SocketA
         .parse()
         .map(Some)
         .map_err(|error| anyhow::anyhow!("{flag} {value:?} is not an address like 127.0.0.1:3553: {error}"))
-}
-
-/// Parses `250ms`, `10s`, `2m`, or a plain number of seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(split) => text.split_at(split),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 10s or 500ms"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{text:?} has an unknown unit (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text:?}: {error}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-    }
 }

@@ -10,13 +10,14 @@ use clap::Args;
 use prometheus_client::registry::Registry;
 use switchyard_cluster::link::InProcessHub;
 use switchyard_cluster::locator::MemoryLocator;
+use switchyard_cluster::process::{PacketArgs, TelemetryArgs};
 use switchyard_cluster::registry::{Registry as _, StaticRegistry};
 use switchyard_gate::Gate;
 use switchyard_node::{Node, NodeConfig, demo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{GateArgs, PacketArgs};
+use crate::cli::GateArgs;
 
 #[derive(Debug, Args)]
 pub(crate) struct DevArgs {
@@ -31,7 +32,7 @@ pub(crate) struct DevArgs {
     #[arg(long, env = "SWITCHYARD_DEMO_HTTP", default_value = "127.0.0.1:3557")]
     pub(crate) demo_http: String,
     #[command(flatten)]
-    pub(crate) trace: crate::telemetry::TraceArgs,
+    pub(crate) telemetry: TelemetryArgs,
 }
 
 pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -7,14 +7,17 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use prometheus_client::registry::Registry;
+use switchyard_cluster::admin::AdminServer;
 use switchyard_cluster::link::tcp::TcpConnector;
+use switchyard_cluster::process::{
+    KubernetesArgs, LocatorArgs, PacketArgs, ProcessArgs, TelemetryArgs, link_config,
+};
 use switchyard_cluster::registry::{Registry as NodeRegistry, StaticRegistry};
 use switchyard_gate::Gate;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{GateArgs, PacketArgs};
-use crate::process::{Admin, LocatorArgs, ProcessArgs};
+use crate::cli::GateArgs;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum RegistryKind {
@@ -41,9 +44,9 @@ pub(crate) struct GateCommand {
     #[arg(long, env = "SWITCHYARD_NODES", value_delimiter = ',')]
     pub(crate) nodes: Vec<String>,
     #[command(flatten)]
-    pub(crate) kubernetes: crate::kube_args::KubernetesArgs,
+    pub(crate) kubernetes: KubernetesArgs,
     #[command(flatten)]
-    pub(crate) trace: crate::telemetry::TraceArgs,
+    pub(crate) telemetry: TelemetryArgs,
 }
 
 pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -51,15 +54,12 @@ pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> an
     let (tcp_addr, ws_addr) = command.gate.listen_addresses()?;
     let id = command.process.id("gate");
     let config = command.gate.config(id.clone(), packet)?;
-    let admin_addr = command
-        .process
-        .http
-        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 3555)));
+    let admin_addr = command.process.http_or(SocketAddr::from(([127, 0, 0, 1], 3555)));
 
     let mut registry = Registry::default();
     let locator = command.locator.build(&mut registry, &shutdown).await?;
     let gate = Gate::new(config, locator, &mut registry).map_err(anyhow::Error::msg)?;
-    let connector = Arc::new(TcpConnector::new(crate::process::link_config(&packet)));
+    let connector = Arc::new(TcpConnector::new(link_config(&packet)));
     // Held until the end: the registry feeds the gate's link manager.
     let nodes: Arc<dyn NodeRegistry> = match command.registry {
         RegistryKind::Static => {
@@ -69,7 +69,7 @@ pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> an
             );
             Arc::new(StaticRegistry::new(command.nodes.clone()))
         }
-        RegistryKind::Kubernetes => Arc::new(command.kubernetes.node_registry(shutdown.clone()).await?),
+        RegistryKind::Kubernetes => command.kubernetes.node_registry(&shutdown).await?,
     };
     gate.connect_nodes(nodes.nodes(), connector);
 
@@ -87,8 +87,8 @@ pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> an
         tracing::info!(address = %listener.local_addr()?, path = %command.gate.ws_path, tls = gate.tls(), "clients over WebSocket");
         gate.serve_ws(listener);
     }
-    let admin = Admin::start(admin_addr, registry, vec![gate.readiness()]).await?;
-    tracing::info!(gate = %id, admin = %admin.address, "gate running");
+    let admin = AdminServer::start(admin_addr, registry, vec![gate.readiness()]).await?;
+    tracing::info!(gate = %id, admin = %admin.address(), "gate running");
 
     shutdown.cancelled().await;
     tracing::info!(gate = %id, connections = gate.connections(), "SIGTERM: draining the gate");

@@ -1,18 +1,16 @@
 //! The `switchyard` command: every Switchyard component in one binary.
 
 mod cli;
+#[cfg(test)]
+mod contract_tests;
 mod demo_page;
 mod dev;
 mod gate_cmd;
-mod kube_args;
 mod node_cmd;
 mod operator_cmd;
-mod process;
-mod redis;
-mod telemetry;
 
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
+use switchyard_cluster::process::{Telemetry, TelemetryArgs, shutdown_on_signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,9 +19,6 @@ use tokio_util::sync::CancellationToken;
     about = "Kubernetes-native distributed game-server cluster"
 )]
 struct Cli {
-    /// Log filter, e.g. info or switchyard_gate=debug.
-    #[arg(long, global = true, env = "SWITCHYARD_LOG", default_value = "info")]
-    log: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,7 +29,7 @@ enum Command {
     Dev(dev::DevArgs),
     /// A gate: client listeners, sessions, routing to nodes over TCP links.
     Gate(gate_cmd::GateCommand),
-    /// The demo game node as its own process.
+    /// The demo game node as its own process (the node runtime of `switchyard_node::run`).
     Node(node_cmd::NodeCommand),
     /// The GameCluster operator: reconciles GameClusters into gates, nodes, Services, RBAC and Redis.
     Operator(operator_cmd::OperatorCommand),
@@ -56,7 +51,7 @@ fn main() -> std::process::ExitCode {
     // Inside the runtime's context: the OTLP exporter's gRPC channel is created on it.
     let telemetry = {
         let _runtime = runtime.enter();
-        telemetry::init(&cli.log, cli.command.trace_target())
+        cli.command.init_telemetry()
     };
     let telemetry = match telemetry {
         Ok(telemetry) => telemetry,
@@ -67,7 +62,9 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(run(cli.command));
     // From this thread, with the runtime still running: the exporter needs it to send the last spans.
-    telemetry.shutdown();
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -78,28 +75,33 @@ fn main() -> std::process::ExitCode {
 }
 
 impl Command {
-    /// The trace settings of the commands that trace (gates and nodes), with their default service name.
-    fn trace_target(&self) -> Option<telemetry::TraceTarget<'_>> {
-        let (args, default_service, instance_id) = match self {
-            Command::Gate(command) => (&command.trace, "switchyard-gate", command.process.id("gate")),
-            Command::Node(command) => (&command.trace, "switchyard-node", command.process.id("node")),
-            Command::Dev(args) => (&args.trace, "switchyard-dev", "dev".to_owned()),
-            Command::Operator(_) | Command::Crd | Command::Bench(_) => return None,
+    /// Installs the log output (and trace export, for gates and `dev`). The node runtime installs its own.
+    fn init_telemetry(&self) -> anyhow::Result<Option<Telemetry>> {
+        let plain = |log: &str| TelemetryArgs {
+            log: log.to_owned(),
+            ..TelemetryArgs::default()
         };
-        Some(telemetry::TraceTarget {
-            args,
-            default_service,
-            instance_id,
-        })
+        let from_env =
+            || std::env::var(switchyard_cluster::contract::env::LOG).unwrap_or_else(|_| "info".to_owned());
+        let telemetry = match self {
+            Command::Node(_) => return Ok(None),
+            Command::Gate(command) => command
+                .telemetry
+                .init("switchyard-gate", &command.process.id("gate"))?,
+            Command::Dev(args) => args.telemetry.init("switchyard-dev", "dev")?,
+            Command::Operator(command) => plain(&command.log).init("switchyard-operator", "operator")?,
+            Command::Crd | Command::Bench(_) => plain(&from_env()).init("switchyard", "switchyard")?,
+        };
+        Ok(Some(telemetry))
     }
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Dev(args) => dev::run(args, shutdown_signal()).await,
-        Command::Gate(command) => gate_cmd::run(command, shutdown_signal()).await,
-        Command::Node(command) => node_cmd::run(command, shutdown_signal()).await,
-        Command::Operator(command) => operator_cmd::run(command, shutdown_signal()).await,
+        Command::Dev(args) => dev::run(args, shutdown_on_signal()).await,
+        Command::Gate(command) => gate_cmd::run(command, shutdown_on_signal()).await,
+        Command::Node(args) => node_cmd::run(args).await,
+        Command::Operator(command) => operator_cmd::run(command, shutdown_on_signal()).await,
         Command::Crd => operator_cmd::crd(),
         Command::Bench(args) => {
             let json = args.json;
@@ -112,34 +114,4 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Cancelled on the first Ctrl-C or SIGTERM.
-fn shutdown_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::error!(%error, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    cancel.cancel();
-                    return;
-                }
-            };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        cancel.cancel();
-    });
-    token
 }

@@ -9,10 +9,13 @@ use clap::{ArgAction, Args};
 use switchyard_operator::{Defaults, LeaseSettings, OperatorConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::parse_duration;
+use switchyard_cluster::process::parse_duration;
 
 #[derive(Debug, Args)]
 pub(crate) struct OperatorCommand {
+    /// Log filter, e.g. info or switchyard_operator=debug.
+    #[arg(long, env = "SWITCHYARD_LOG", default_value = "info")]
+    pub(crate) log: String,
     /// Watch only this namespace (a Role is then enough); default every namespace (needs a ClusterRole).
     #[arg(long, env = "SWITCHYARD_WATCH_NAMESPACE")]
     pub(crate) watch_namespace: Option<String>,

@@ -96,3 +96,41 @@ async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
         body,
     )
 }
+
+/// A running admin server ([`serve`] on its own task); stop it last, so probes and scrapes see the whole
+/// shutdown.
+#[derive(Debug)]
+pub struct AdminServer {
+    address: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    /// Binds `address` and serves `metrics` and `readiness` there.
+    ///
+    /// # Errors
+    /// The address cannot be bound (the error names it).
+    pub async fn start(
+        address: SocketAddr,
+        metrics: Registry,
+        readiness: Vec<Readiness>,
+    ) -> std::io::Result<AdminServer> {
+        let listener = bind(address).await?;
+        let address = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, Arc::new(metrics), readiness, stop.clone()));
+        Ok(AdminServer { address, stop, task })
+    }
+
+    /// The bound address (the real port when `0` was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops serving and waits for the server's task.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}

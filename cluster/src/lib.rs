@@ -9,13 +9,26 @@
 //! - [`kubernetes`]: the registry on EndpointSlices, the pod reporter (bound players, deletion cost) and the
 //!   drain signal (pod annotation) for running inside Kubernetes;
 //! - [`telemetry`]: OpenTelemetry traces (sampling, the tracer provider and its `tracing` layer, the trace
-//!   context carried over links).
+//!   context carried over links);
+//! - [`contract`]: the pod contract (environment names, duration grammar, locator URL schemes), shared by
+//!   the operator that writes it and the processes that read it;
+//! - [`process`]: the process plumbing gates and nodes share, read from the pod contract (clap args for
+//!   identity, packet settings, locator, Kubernetes and telemetry, and what they start).
+//!
+//! Cargo features (all on by default): `redis` (the Redis locator), `kubernetes` (the EndpointSlice
+//! registry, pod reporter and drain signal; this crate selects no k8s-openapi version: the application
+//! does), `otlp` (the OTLP/gRPC trace exporter). Without one, the settings that need it are refused with an
+//! error naming the feature.
 
 pub mod admin;
+pub mod contract;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod link;
 pub mod locator;
 pub mod metrics;
+pub mod process;
+#[cfg(feature = "redis")]
 pub mod redis_locator;
 pub mod registry;
 pub mod telemetry;

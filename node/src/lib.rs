@@ -18,6 +18,13 @@
 //! let router = Router::new().route(100, RouteOptions::stateless(), hello);
 //! ```
 //!
+//! A game's `main` is its router and one call, [`run`] (see [`runtime`]): it reads the pod contract, starts
+//! the link listener, locator, admin HTTP, telemetry and Kubernetes reporting, and drains on SIGTERM.
+//!
+//! Cargo features, on by default so [`run`] works in Kubernetes behind the operator: `redis` (the Redis
+//! locator), `kubernetes` (pod reporter and drain annotation; the game binary selects the k8s-openapi
+//! version, e.g. `k8s-openapi = { version = "0.29", features = ["v1_37"] }`), `otlp` (trace export).
+//!
 //! Handlers of one connection run in arrival order; different connections run in parallel. A handler's
 //! error or panic is answered (`{"code": n, "error": "..."}` by default, see [`Router::error_reply`]) and
 //! counted; the node keeps serving. Nodes move through the states `work` → `draining` → `shut`
@@ -38,6 +45,7 @@ mod metrics;
 mod node;
 mod outbound;
 mod router;
+pub mod runtime;
 
 pub use codec::{Codec, CodecError};
 pub use config::{ConfigError, NodeConfig};
@@ -48,6 +56,7 @@ pub use handler_error::{ErrorReply, FailureReason, HandlerError, code, default_e
 pub use node::{DrainOutcome, Node};
 pub use outbound::Outbound;
 pub use router::{Disconnect, Lifecycle, Reconnect, RouteOptions, Router, Tick};
+pub use runtime::{NodeArgs, Runtime, RuntimeError, run, run_with};
 pub use switchyard_protocol::link::{NodeState, Uid};
 
 /// What a handler that answers by itself returns.

@@ -24,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde::Serialize;
+use switchyard_cluster::contract::{self, env};
 
 use crate::crd::{
     ADMIN_PORT, GameCluster, GameClusterSpec, LINK_PORT, MAX_DRAIN_DEADLINE_SECONDS, MAX_MAX_PACKET_BYTES,
@@ -221,11 +222,12 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
         ));
     }
     if let Some(redis) = &spec.locator.redis
-        && !["redis://", "rediss://", "redis+cluster://"]
-            .iter()
-            .any(|scheme| redis.url.starts_with(scheme))
+        && !contract::is_redis_url(&redis.url)
     {
-        return invalid("locator.redis.url must start with redis://, rediss:// or redis+cluster://".into());
+        return invalid(format!(
+            "locator.redis.url must start with {}",
+            contract::redis_url_schemes_text()
+        ));
     }
     let gate = &spec.gate;
     if gate.replicas < 0 {
@@ -254,7 +256,7 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
     if !gate.websocket.path.starts_with('/') {
         return invalid("gate.websocket.path must start with /".into());
     }
-    if !is_duration(&gate.heartbeat.interval) {
+    if !contract::is_duration(&gate.heartbeat.interval) {
         return invalid("gate.heartbeat.interval must be a duration like 10s, 500ms, 2m or 0".into());
     }
     if gate.max_connections <= 0 {
@@ -278,7 +280,7 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
     }
     // What CEL cannot see: names the operator owns.
     for env in &spec.node.env {
-        if env.name.starts_with("SWITCHYARD_") && OWNED_NODE_ENV.contains(&env.name.as_str()) {
+        if contract::is_reserved_node_env(&env.name) {
             return Err(SpecError::ReservedEnv {
                 field: "node.env",
                 name: env.name.clone(),
@@ -300,46 +302,6 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
         }
     }
     Ok(())
-}
-
-/// The environment variables the operator sets on node containers.
-const OWNED_NODE_ENV: [&str; 20] = [
-    "SWITCHYARD_ID",
-    "SWITCHYARD_POD_NAME",
-    "SWITCHYARD_NAMESPACE",
-    "SWITCHYARD_POD_IP",
-    "SWITCHYARD_HTTP",
-    "SWITCHYARD_LOCATOR",
-    "SWITCHYARD_LOCATOR_PREFIX",
-    "SWITCHYARD_LOG",
-    "SWITCHYARD_BYTE_ORDER",
-    "SWITCHYARD_ROUTE_BYTES",
-    "SWITCHYARD_SEQ_BYTES",
-    "SWITCHYARD_MAX_PACKET_BYTES",
-    "SWITCHYARD_LINK",
-    "SWITCHYARD_DRAIN_DEADLINE",
-    "SWITCHYARD_POOL",
-    "SWITCHYARD_REPORT_POD",
-    "SWITCHYARD_DRAIN_FILE",
-    "SWITCHYARD_CODEC",
-    "SWITCHYARD_REGISTRY",
-    "SWITCHYARD_NODE_SERVICE",
-];
-
-/// `10s`, `500ms`, `1.5m`, `0`: what the gate's `--heartbeat-interval` accepts.
-fn is_duration(text: &str) -> bool {
-    let number_end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(number_end);
-    let mut parts = number.split('.');
-    let whole_ok = parts
-        .next()
-        .is_some_and(|whole| !whole.is_empty() && whole.chars().all(|c| c.is_ascii_digit()));
-    let fraction_ok = parts
-        .next()
-        .is_none_or(|fraction| !fraction.is_empty() && fraction.chars().all(|c| c.is_ascii_digit()));
-    whole_ok && fraction_ok && parts.next().is_none() && matches!(unit, "" | "ms" | "s" | "m" | "h")
 }
 
 /// Builds every child object of `cluster`, each with a controller owner reference to it (so deleting the
@@ -621,17 +583,11 @@ impl Ctx<'_> {
         ConfigMap {
             metadata: meta,
             data: Some(BTreeMap::from([
+                (env::BYTE_ORDER.to_owned(), packet.byte_order.as_str().to_owned()),
+                (env::ROUTE_BYTES.to_owned(), packet.route_bytes.to_string()),
+                (env::SEQ_BYTES.to_owned(), packet.seq_bytes.to_string()),
                 (
-                    "SWITCHYARD_BYTE_ORDER".to_owned(),
-                    packet.byte_order.as_str().to_owned(),
-                ),
-                (
-                    "SWITCHYARD_ROUTE_BYTES".to_owned(),
-                    packet.route_bytes.to_string(),
-                ),
-                ("SWITCHYARD_SEQ_BYTES".to_owned(), packet.seq_bytes.to_string()),
-                (
-                    "SWITCHYARD_MAX_PACKET_BYTES".to_owned(),
+                    env::MAX_PACKET_BYTES.to_owned(),
                     packet.max_packet_bytes.to_string(),
                 ),
             ])),
@@ -663,22 +619,22 @@ impl Ctx<'_> {
     /// reference it).
     fn common_env(&self, service: &str) -> Vec<EnvVar> {
         let mut vars = vec![
-            field_env("SWITCHYARD_POD_IP", "status.podIP"),
-            field_env("SWITCHYARD_ID", "metadata.name"),
-            field_env("SWITCHYARD_POD_NAME", "metadata.name"),
-            field_env("SWITCHYARD_NAMESPACE", "metadata.namespace"),
-            env("SWITCHYARD_HTTP", format!("$(SWITCHYARD_POD_IP):{ADMIN_PORT}")),
-            env("SWITCHYARD_LOCATOR", self.locator_url()),
-            env("SWITCHYARD_LOCATOR_PREFIX", self.locator_prefix()),
-            env("SWITCHYARD_LOG", self.spec.log.clone()),
+            field_env(env::POD_IP, "status.podIP"),
+            field_env(env::ID, "metadata.name"),
+            field_env(env::POD_NAME, "metadata.name"),
+            field_env(env::NAMESPACE, "metadata.namespace"),
+            env(env::HTTP, format!("$({}):{ADMIN_PORT}", env::POD_IP)),
+            env(env::LOCATOR, self.locator_url()),
+            env(env::LOCATOR_PREFIX, self.locator_prefix()),
+            env(env::LOG, self.spec.log.clone()),
         ];
         if let Some(endpoint) = &self.spec.tracing.otlp_endpoint {
             vars.extend([
-                env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
-                env("OTEL_SERVICE_NAME", service),
-                env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                env(env::OTEL_EXPORTER_OTLP_ENDPOINT, endpoint.clone()),
+                env(env::OTEL_SERVICE_NAME, service),
+                env(env::OTEL_TRACES_SAMPLER, "parentbased_traceidratio"),
                 env(
-                    "OTEL_TRACES_SAMPLER_ARG",
+                    env::OTEL_TRACES_SAMPLER_ARG,
                     self.spec.tracing.sampling_ratio.to_string(),
                 ),
             ]);
@@ -799,29 +755,26 @@ impl Ctx<'_> {
             .unwrap_or_else(|| self.defaults.image.clone());
         let listen = |enabled: bool, port: i32| {
             if enabled {
-                format!("$(SWITCHYARD_POD_IP):{port}")
+                format!("$({}):{port}", env::POD_IP)
             } else {
                 String::new()
             }
         };
         let mut vars = self.common_env("switchyard-gate");
         vars.extend([
-            env("SWITCHYARD_TCP", listen(gate.tcp.enabled, gate.tcp.port)),
+            env(env::TCP, listen(gate.tcp.enabled, gate.tcp.port)),
+            env(env::WS, listen(gate.websocket.enabled, gate.websocket.port)),
+            env(env::WS_PATH, gate.websocket.path.clone()),
+            env(env::HEARTBEAT_INTERVAL, gate.heartbeat.interval.clone()),
+            env(env::HEARTBEAT_MODE, gate.heartbeat.mode.as_str()),
+            env(env::MAX_CONNECTIONS, gate.max_connections.to_string()),
             env(
-                "SWITCHYARD_WS",
-                listen(gate.websocket.enabled, gate.websocket.port),
-            ),
-            env("SWITCHYARD_WS_PATH", gate.websocket.path.clone()),
-            env("SWITCHYARD_HEARTBEAT_INTERVAL", gate.heartbeat.interval.clone()),
-            env("SWITCHYARD_HEARTBEAT_MODE", gate.heartbeat.mode.as_str()),
-            env("SWITCHYARD_MAX_CONNECTIONS", gate.max_connections.to_string()),
-            env(
-                "SWITCHYARD_GATE_DRAIN_DEADLINE",
+                env::GATE_DRAIN_DEADLINE,
                 format!("{}s", gate.drain_deadline_seconds),
             ),
-            env("SWITCHYARD_REGISTRY", "kubernetes"),
-            env("SWITCHYARD_NODE_SERVICE", child_name(self.name, "node")),
-            env("SWITCHYARD_LINK_PORT_NAME", "link"),
+            env(env::REGISTRY, "kubernetes"),
+            env(env::NODE_SERVICE, child_name(self.name, "node")),
+            env(env::LINK_PORT_NAME, "link"),
         ]);
         let mut ports = Vec::new();
         if gate.tcp.enabled {
@@ -876,15 +829,12 @@ impl Ctx<'_> {
             .unwrap_or_else(|| self.defaults.image.clone());
         let mut vars = self.common_env("switchyard-node");
         vars.extend([
-            env("SWITCHYARD_LINK", format!("$(SWITCHYARD_POD_IP):{LINK_PORT}")),
-            env(
-                "SWITCHYARD_DRAIN_DEADLINE",
-                format!("{}s", node.drain_deadline_seconds),
-            ),
-            env("SWITCHYARD_POOL", "game"),
-            env("SWITCHYARD_REPORT_POD", "true"),
-            env("SWITCHYARD_DRAIN_FILE", format!("{PODINFO_DIR}/annotations")),
-            env("SWITCHYARD_CODEC", node.codec.as_str()),
+            env(env::LINK, format!("$({}):{LINK_PORT}", env::POD_IP)),
+            env(env::DRAIN_DEADLINE, format!("{}s", node.drain_deadline_seconds)),
+            env(env::POOL, "game"),
+            env(env::REPORT_POD, "true"),
+            env(env::DRAIN_FILE, format!("{PODINFO_DIR}/annotations")),
+            env(env::CODEC, node.codec.as_str()),
         ]);
         vars.extend(node.env.iter().cloned());
         let args = match (&node.command, &node.args) {

@@ -535,10 +535,10 @@ fn names_and_metadata_are_checked() {
         Some(SpecError::Metadata("uid"))
     );
     for good in ["10s", "500ms", "0", "1.5m", "2h", "7"] {
-        assert!(is_duration(good), "{good}");
+        assert!(contract::is_duration(good), "{good}");
     }
     for bad in ["", "s", "1.", ".5s", "1d", "1 s", "1.2.3s"] {
-        assert!(!is_duration(bad), "{bad}");
+        assert!(!contract::is_duration(bad), "{bad}");
     }
 }
 
@@ -554,4 +554,61 @@ fn user_env_follows_the_operators() {
     let node = container(&children.node_deployment);
     let names: Vec<&str> = node.env.iter().flatten().map(|v| v.name.as_str()).collect();
     assert_eq!(names.last(), Some(&"GAME_MODE"));
+}
+
+/// The names a pod of `deployment` gets: its container's `env` and the ConfigMap it takes with `envFrom`.
+fn written_env(children: &Children, deployment: &Deployment) -> Vec<String> {
+    let mut names: Vec<String> = container(deployment)
+        .env
+        .iter()
+        .flatten()
+        .map(|var| var.name.clone())
+        .collect();
+    names.extend(
+        children
+            .config_map
+            .data
+            .iter()
+            .flatten()
+            .map(|(name, _)| name.clone()),
+    );
+    names.sort();
+    names
+}
+
+fn sorted(names: impl Iterator<Item = &'static str>) -> Vec<String> {
+    let mut names: Vec<String> = names.map(str::to_owned).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn pods_get_exactly_the_names_of_the_contract() {
+    let mut spec = GameClusterSpec::default();
+    spec.tracing.otlp_endpoint = Some("http://collector:4317".into());
+    let built = build(spec);
+    assert_eq!(
+        written_env(&built, &built.gate_deployment),
+        sorted(contract::gate_env())
+    );
+    assert_eq!(
+        written_env(&built, &built.node_deployment),
+        sorted(contract::node_env())
+    );
+    // Every name the operator owns on nodes is refused in spec.node.env.
+    for name in contract::node_env().filter(|name| name.starts_with("SWITCHYARD_")) {
+        let mut spec = GameClusterSpec::default();
+        spec.node.env = vec![EnvVar {
+            name: name.to_owned(),
+            value: Some("x".into()),
+            ..Default::default()
+        }];
+        assert!(
+            matches!(
+                children(&cluster(spec), &Defaults::default()),
+                Err(SpecError::ReservedEnv { .. })
+            ),
+            "{name}"
+        );
+    }
 }

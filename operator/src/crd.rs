@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use switchyard_cluster::contract;
 
 /// API group of every Switchyard resource.
 pub const GROUP: &str = "switchyard.dev";
@@ -213,7 +214,7 @@ pub struct RedisLocatorSpec {
     /// `redis://host:6379`, `rediss://...`, or `redis+cluster://h1:p1,h2:p2`.
     #[schemars(length(min = 1, max = 2048))]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.startsWith('redis://') || self.startsWith('rediss://') || self.startsWith('redis+cluster://')",
+        "rule": contract::REDIS_URL_CEL_RULE,
         "message": "locator.redis.url must start with redis://, rediss:// or redis+cluster://"
     }]))]
     pub url: String,
@@ -423,7 +424,7 @@ pub struct HeartbeatSpec {
     /// `10s`, `500ms`, `2m`...; `0` disables heartbeats and the idle timeout (idle close after 2 × interval).
     #[schemars(length(min = 1, max = 32))]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.matches('^[0-9]+(\\\\.[0-9]+)?(ms|s|m|h)?$')",
+        "rule": contract::DURATION_CEL_RULE,
         "message": "gate.heartbeat.interval must be a duration like 10s, 500ms, 2m or 0"
     }]))]
     pub interval: String,

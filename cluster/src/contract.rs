@@ -1,0 +1,317 @@
+//! The pod contract, defined once: the environment variables the operator writes into gate and node pods
+//! and the processes read (each also a flag), the duration grammar of their duration values, and the URL
+//! schemes of the locator. The operator (`switchyard-operator`) writes from these names, the gate command
+//! and the node runtime (`switchyard_node::runtime`) read them; tests on both sides fail when either
+//! drifts from this module, and `docs/pod-contract.md` is checked against [`all`].
+//!
+//! clap's `#[arg(env = ...)]` needs string literals, so the argument structs spell the names again; the
+//! `contract` tests of the binary and of the node runtime compare every argument's `env` with this
+//! module through clap's introspection.
+//!
+//! No dependency beyond `std` and `thiserror`: a game node and the operator both use it.
+
+use std::time::Duration;
+
+/// Every environment variable name of the pod contract.
+pub mod env {
+    // Common to gates and nodes (downward API and operator settings).
+    /// Instance id: the pod name.
+    pub const ID: &str = "SWITCHYARD_ID";
+    /// The pod's name (downward API `metadata.name`).
+    pub const POD_NAME: &str = "SWITCHYARD_POD_NAME";
+    /// The pod's namespace (downward API `metadata.namespace`).
+    pub const NAMESPACE: &str = "SWITCHYARD_NAMESPACE";
+    /// The pod IP (downward API `status.podIP`): only referenced as `$(SWITCHYARD_POD_IP)` by other values.
+    pub const POD_IP: &str = "SWITCHYARD_POD_IP";
+    /// Admin HTTP address: `/healthz`, `/readyz`, `/metrics`.
+    pub const HTTP: &str = "SWITCHYARD_HTTP";
+    /// `memory` or a Redis URL (see [`super::REDIS_URL_SCHEMES`]).
+    pub const LOCATOR: &str = "SWITCHYARD_LOCATOR";
+    /// Key prefix in Redis.
+    pub const LOCATOR_PREFIX: &str = "SWITCHYARD_LOCATOR_PREFIX";
+    /// Log filter, e.g. `info` or `switchyard_gate=debug`.
+    pub const LOG: &str = "SWITCHYARD_LOG";
+
+    // Packet settings (ConfigMap `NAME-config`, `envFrom`): client, gate and node agree on them.
+    pub const BYTE_ORDER: &str = "SWITCHYARD_BYTE_ORDER";
+    pub const ROUTE_BYTES: &str = "SWITCHYARD_ROUTE_BYTES";
+    pub const SEQ_BYTES: &str = "SWITCHYARD_SEQ_BYTES";
+    pub const MAX_PACKET_BYTES: &str = "SWITCHYARD_MAX_PACKET_BYTES";
+
+    // Gates only.
+    pub const TCP: &str = "SWITCHYARD_TCP";
+    pub const WS: &str = "SWITCHYARD_WS";
+    pub const WS_PATH: &str = "SWITCHYARD_WS_PATH";
+    /// A duration ([`super::parse_duration`]).
+    pub const HEARTBEAT_INTERVAL: &str = "SWITCHYARD_HEARTBEAT_INTERVAL";
+    pub const HEARTBEAT_MODE: &str = "SWITCHYARD_HEARTBEAT_MODE";
+    pub const MAX_CONNECTIONS: &str = "SWITCHYARD_MAX_CONNECTIONS";
+    /// A duration ([`super::parse_duration`]).
+    pub const GATE_DRAIN_DEADLINE: &str = "SWITCHYARD_GATE_DRAIN_DEADLINE";
+    /// `static` or `kubernetes`.
+    pub const REGISTRY: &str = "SWITCHYARD_REGISTRY";
+    /// Headless Service of the node pool whose EndpointSlices list the nodes.
+    pub const NODE_SERVICE: &str = "SWITCHYARD_NODE_SERVICE";
+    /// Name of the node Service port that carries gate links.
+    pub const LINK_PORT_NAME: &str = "SWITCHYARD_LINK_PORT_NAME";
+
+    // Nodes only.
+    /// Address gates connect to.
+    pub const LINK: &str = "SWITCHYARD_LINK";
+    /// A duration ([`super::parse_duration`]).
+    pub const DRAIN_DEADLINE: &str = "SWITCHYARD_DRAIN_DEADLINE";
+    pub const POOL: &str = "SWITCHYARD_POOL";
+    /// `true`: keep the bound-players and pod-deletion-cost annotations of the pod up to date.
+    pub const REPORT_POD: &str = "SWITCHYARD_REPORT_POD";
+    /// Downward API annotations file watched for `switchyard.dev/drain: "true"`.
+    pub const DRAIN_FILE: &str = "SWITCHYARD_DRAIN_FILE";
+    /// Payload codec of the game's handlers: `json`, `msgpack` or `protobuf`.
+    pub const CODEC: &str = "SWITCHYARD_CODEC";
+
+    // OpenTelemetry, the standard names (only when the GameCluster sets `spec.tracing.otlpEndpoint`).
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+    pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+    pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+    /// Not written by the operator; read to refuse a protocol other than `grpc`.
+    pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+}
+
+/// Written into gate and node pods alike (the pod IP first, so later values can reference it).
+pub const COMMON: [&str; 8] = [
+    env::POD_IP,
+    env::ID,
+    env::POD_NAME,
+    env::NAMESPACE,
+    env::HTTP,
+    env::LOCATOR,
+    env::LOCATOR_PREFIX,
+    env::LOG,
+];
+
+/// The packet settings, from the cluster's ConfigMap into gate and node pods.
+pub const PACKET: [&str; 4] = [
+    env::BYTE_ORDER,
+    env::ROUTE_BYTES,
+    env::SEQ_BYTES,
+    env::MAX_PACKET_BYTES,
+];
+
+/// Written into gate and node pods when tracing is on.
+pub const TRACING: [&str; 4] = [
+    env::OTEL_EXPORTER_OTLP_ENDPOINT,
+    env::OTEL_SERVICE_NAME,
+    env::OTEL_TRACES_SAMPLER,
+    env::OTEL_TRACES_SAMPLER_ARG,
+];
+
+/// Written into gate pods only.
+pub const GATE_ONLY: [&str; 10] = [
+    env::TCP,
+    env::WS,
+    env::WS_PATH,
+    env::HEARTBEAT_INTERVAL,
+    env::HEARTBEAT_MODE,
+    env::MAX_CONNECTIONS,
+    env::GATE_DRAIN_DEADLINE,
+    env::REGISTRY,
+    env::NODE_SERVICE,
+    env::LINK_PORT_NAME,
+];
+
+/// Written into node pods only.
+pub const NODE_ONLY: [&str; 6] = [
+    env::LINK,
+    env::DRAIN_DEADLINE,
+    env::POOL,
+    env::REPORT_POD,
+    env::DRAIN_FILE,
+    env::CODEC,
+];
+
+/// Written only to be referenced by other values (`$(SWITCHYARD_POD_IP):9090`): no process reads it.
+pub const REFERENCE_ONLY: [&str; 1] = [env::POD_IP];
+
+/// Gate settings a game must not set on its node pods either (`spec.node.env`): a node process that read
+/// them would be confused about its role.
+const GATE_SETTINGS_RESERVED_ON_NODES: [&str; 2] = [env::REGISTRY, env::NODE_SERVICE];
+
+/// Every name of the contract that the operator writes, in the order of the tables of
+/// `docs/pod-contract.md` (common, packet, tracing, gate, node).
+pub fn all() -> impl Iterator<Item = &'static str> {
+    COMMON
+        .into_iter()
+        .chain(PACKET)
+        .chain(TRACING)
+        .chain(GATE_ONLY)
+        .chain(NODE_ONLY)
+}
+
+/// The names the operator writes into gate pods.
+pub fn gate_env() -> impl Iterator<Item = &'static str> {
+    COMMON.into_iter().chain(PACKET).chain(TRACING).chain(GATE_ONLY)
+}
+
+/// The names the operator writes into node pods.
+pub fn node_env() -> impl Iterator<Item = &'static str> {
+    COMMON.into_iter().chain(PACKET).chain(TRACING).chain(NODE_ONLY)
+}
+
+/// Whether a game may not set `name` in `spec.node.env`: the operator owns it.
+pub fn is_reserved_node_env(name: &str) -> bool {
+    name.starts_with("SWITCHYARD_")
+        && (node_env().any(|owned| owned == name) || GATE_SETTINGS_RESERVED_ON_NODES.contains(&name))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Durations
+
+/// The duration grammar as a regular expression: digits, an optional fraction, an optional unit (`ms`, `s`,
+/// `m`, `h`; none means seconds). `0` is a duration (it disables what it times).
+pub const DURATION_REGEX: &str = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)?$";
+/// [`DURATION_REGEX`] as a CEL rule of the CRD (the API server checks it; backslashes doubled for the CEL
+/// string literal).
+pub const DURATION_CEL_RULE: &str = r"self.matches('^[0-9]+(\\.[0-9]+)?(ms|s|m|h)?$')";
+
+/// A value that is not a duration of the contract's grammar.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration like 10s, 500ms, 2m or 0")]
+    Syntax(String),
+    #[error("{0:?} has an unknown unit (use ms, s, m or h)")]
+    Unit(String),
+    #[error("{0:?} is too long a duration")]
+    Range(String),
+}
+
+/// Parses a duration of the contract's grammar ([`DURATION_REGEX`]): `250ms`, `10s`, `1.5m`, `2h`, or a plain
+/// number of seconds. The same grammar the operator's CRD accepts: nothing it admits is refused here.
+///
+/// # Errors
+/// [`DurationError`] naming the text.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(number_end);
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let syntax_ok = match number.split_once('.') {
+        Some((whole, fraction)) => digits(whole) && digits(fraction),
+        None => digits(number),
+    };
+    if !syntax_ok {
+        return Err(DurationError::Syntax(text.to_owned()));
+    }
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(DurationError::Unit(text.to_owned())),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| DurationError::Syntax(text.to_owned()))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| DurationError::Range(text.to_owned()))
+}
+
+/// Whether `text` is a duration of the contract's grammar.
+pub fn is_duration(text: &str) -> bool {
+    parse_duration(text).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Locator URLs
+
+/// The value of [`env::LOCATOR`] that selects the in-process locator (one process only).
+pub const MEMORY_LOCATOR: &str = "memory";
+
+/// The URL schemes of a Redis locator: one server, one server over TLS, a Redis Cluster.
+pub const REDIS_URL_SCHEMES: [&str; 3] = ["redis://", "rediss://", "redis+cluster://"];
+
+/// [`REDIS_URL_SCHEMES`] as a CEL rule of the CRD.
+pub const REDIS_URL_CEL_RULE: &str =
+    "self.startsWith('redis://') || self.startsWith('rediss://') || self.startsWith('redis+cluster://')";
+
+/// Whether `url` starts with one of [`REDIS_URL_SCHEMES`].
+pub fn is_redis_url(url: &str) -> bool {
+    REDIS_URL_SCHEMES.iter().any(|scheme| url.starts_with(scheme))
+}
+
+/// "redis://, rediss:// or redis+cluster://", for messages.
+pub fn redis_url_schemes_text() -> String {
+    match REDIS_URL_SCHEMES.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => REDIS_URL_SCHEMES.join(""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_the_grammar() {
+        for (text, expected) in [
+            ("250ms", Duration::from_millis(250)),
+            ("10", Duration::from_secs(10)),
+            ("0", Duration::ZERO),
+            ("1.5s", Duration::from_millis(1500)),
+            ("2m", Duration::from_secs(120)),
+            ("1.5m", Duration::from_secs(90)),
+            ("2h", Duration::from_secs(7200)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in [
+            "",
+            "ten",
+            "5 parsecs",
+            "1.",
+            ".5s",
+            "1.2.3s",
+            "-1s",
+            " 10s",
+            "10s ",
+            "10d",
+            "ms",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} is refused");
+        }
+        assert!(matches!(parse_duration("3d"), Err(DurationError::Unit(_))));
+        assert!(matches!(
+            parse_duration("99999999999999999999999h"),
+            Err(DurationError::Range(_))
+        ));
+    }
+
+    #[test]
+    fn the_cel_rules_say_what_the_code_checks() {
+        let escaped = DURATION_REGEX.replace('\\', r"\\");
+        assert_eq!(DURATION_CEL_RULE, format!("self.matches('{escaped}')"));
+        let schemes: Vec<String> = REDIS_URL_SCHEMES
+            .iter()
+            .map(|scheme| format!("self.startsWith('{scheme}')"))
+            .collect();
+        assert_eq!(REDIS_URL_CEL_RULE, schemes.join(" || "));
+        assert_eq!(
+            redis_url_schemes_text(),
+            "redis://, rediss:// or redis+cluster://"
+        );
+        assert!(is_redis_url("redis+cluster://a:1,b:2"));
+        assert!(!is_redis_url("http://redis:6379"));
+    }
+
+    #[test]
+    fn names_are_unique_and_reserved_names_cover_the_node_env() {
+        let mut names: Vec<&str> = all().collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a name appears in two groups");
+        assert!(node_env().all(|name| !name.starts_with("SWITCHYARD_") || is_reserved_node_env(name)));
+        assert!(is_reserved_node_env(env::REGISTRY));
+        assert!(!is_reserved_node_env(env::TCP));
+        assert!(!is_reserved_node_env("SWITCHYARD_GAME_MODE"));
+    }
+}
