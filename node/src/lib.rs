@@ -61,3 +61,8 @@ pub use switchyard_protocol::link::{NodeState, Uid};
 
 /// What a handler that answers by itself returns.
 pub type HandlerResult = Result<(), HandlerError>;
+
+/// The README's Rust examples compile against this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
