@@ -91,6 +91,16 @@ async fn tls_over_tcp_and_wss_carry_requests_and_an_untrusted_server_is_refused(
         TlsConfig::with_root_pem(b"not a certificate"),
         Err(ClientError::TlsRoots(_))
     ));
+    let nowhere = Reconnecting::connect(
+        Vec::new(),
+        PacketConfig::default(),
+        ClientOptions::default(),
+        Backoff::default(),
+        None,
+    )
+    .await
+    .expect_err("no targets");
+    assert!(matches!(nowhere, ClientError::NoTargets), "{nowhere}");
 }
 
 /// A login hook for uid 77 that counts its runs.
