@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh checkout: installs what the tests need, then runs every tier.
 #   ./scripts/test.sh            everything
-#   ./scripts/test.sh quick      formatting, lints and the Rust tests that need only redis-server and prometheus
+#   ./scripts/test.sh quick      formatting, lints and the Rust tests (not the TypeScript, browser, fuzz,
+#                                kube-apiserver and end-to-end tiers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=${1:-all}
