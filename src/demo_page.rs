@@ -1,64 +1,64 @@
-//! The browser demo of `switchyard dev` (`--demo-http`): a static page that logs in, joins a room and chats
-//! over the dev gate's WebSocket port, built on the TypeScript SDK. The page and the SDK's browser build are
+//! The browser demo of `switchyard dev`, at `/demo/` on its admin port: a static page that logs in, joins a
+//! room and chats over the dev gate's WebSocket port, built on the TypeScript SDK. The page and the SDK's browser build are
 //! embedded in the binary (`clients/typescript/demo/`, kept fresh by that package's tests), and
 //! `config.json` tells the page where the WebSocket listener is and which packet settings to use.
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use switchyard_protocol::PacketConfig;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-/// One embedded file: URL path, content type, bytes.
+/// Where the page lives on the admin port. The trailing slash matters: the page loads its files relative
+/// to it.
+pub(crate) const PATH: &str = "/demo/";
+
+/// One embedded file: path under [`PATH`], content type, text.
 type Asset = (&'static str, &'static str, &'static str);
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 
 const ASSETS: &[Asset] = &[
-    ("/", HTML, include_str!("../clients/typescript/demo/index.html")),
+    ("", HTML, include_str!("../clients/typescript/demo/index.html")),
     (
-        "/index.html",
+        "index.html",
         HTML,
         include_str!("../clients/typescript/demo/index.html"),
     ),
-    ("/app.js", JS, include_str!("../clients/typescript/demo/app.js")),
+    ("app.js", JS, include_str!("../clients/typescript/demo/app.js")),
     (
-        "/sdk/client.js",
+        "sdk/client.js",
         JS,
         include_str!("../clients/typescript/demo/sdk/client.js"),
     ),
     (
-        "/sdk/codec.js",
+        "sdk/codec.js",
         JS,
         include_str!("../clients/typescript/demo/sdk/codec.js"),
     ),
     (
-        "/sdk/errors.js",
+        "sdk/errors.js",
         JS,
         include_str!("../clients/typescript/demo/sdk/errors.js"),
     ),
     (
-        "/sdk/events.js",
+        "sdk/events.js",
         JS,
         include_str!("../clients/typescript/demo/sdk/events.js"),
     ),
     (
-        "/sdk/index.js",
+        "sdk/index.js",
         JS,
         include_str!("../clients/typescript/demo/sdk/index.js"),
     ),
     (
-        "/sdk/transport.js",
+        "sdk/transport.js",
         JS,
         include_str!("../clients/typescript/demo/sdk/transport.js"),
     ),
     (
-        "/sdk/websocket.js",
+        "sdk/websocket.js",
         JS,
         include_str!("../clients/typescript/demo/sdk/websocket.js"),
     ),
@@ -88,29 +88,20 @@ impl DemoConfig {
     }
 }
 
-/// Binds the demo page's listener.
-pub(crate) async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(address).await
-}
-
-/// Serves the page until `stop` is cancelled.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    config: DemoConfig,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
+/// The page's routes, to merge into the admin server.
+pub(crate) fn router(config: DemoConfig) -> Router {
     let config_json = config.json();
-    let mut app = Router::new().route(
-        "/config.json",
-        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], config_json) }),
-    );
-    for &(path, content_type, body) in ASSETS {
+    let mut app = Router::new()
+        .route("/demo", get(|| async { Redirect::permanent(PATH) }))
+        .route(
+            &format!("{PATH}config.json"),
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], config_json) }),
+        );
+    for &(file, content_type, body) in ASSETS {
         app = app.route(
-            path,
+            &format!("{PATH}{file}"),
             get(move || async move { ([(header::CONTENT_TYPE, content_type)], body).into_response() }),
         );
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    app
 }

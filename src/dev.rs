@@ -28,9 +28,6 @@ pub(crate) struct DevArgs {
     /// Admin HTTP address: /healthz, /readyz, /metrics.
     #[arg(long, env = "SWITCHYARD_HTTP", default_value = "127.0.0.1:3555")]
     pub(crate) http: SocketAddr,
-    /// Browser demo page (log in, join a room, chat over the WebSocket port); empty disables.
-    #[arg(long, env = "SWITCHYARD_DEMO_HTTP", default_value = "127.0.0.1:3557")]
-    pub(crate) demo_http: String,
     #[command(flatten)]
     pub(crate) telemetry: TelemetryArgs,
 }
@@ -96,38 +93,27 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
     let admin = switchyard_cluster::admin::bind(args.http).await?;
     let admin_addr = admin.local_addr()?;
     let admin_stop = CancellationToken::new();
-    let admin_task = tokio::spawn(switchyard_cluster::admin::serve(
+    let demo_page = crate::demo_page::DemoConfig {
+        ws_url,
+        packet,
+        heartbeat_ms: (args.gate.heartbeat_interval / 2).as_millis(),
+    };
+    let admin_task = tokio::spawn(switchyard_cluster::admin::serve_with(
         admin,
         Arc::new(registry),
         vec![gate.readiness(), node.readiness()],
+        crate::demo_page::router(demo_page),
         admin_stop.clone(),
     ));
-
-    let demo_stop = CancellationToken::new();
-    let demo_page = if args.demo_http.is_empty() {
-        None
-    } else {
-        let address: SocketAddr = args.demo_http.parse().context("--demo-http is not an address")?;
-        let listener = crate::demo_page::bind(address)
-            .await
-            .with_context(|| format!("cannot listen for the demo page on {address}"))?;
-        let local = listener.local_addr()?;
-        let config = crate::demo_page::DemoConfig {
-            ws_url,
-            packet,
-            heartbeat_ms: (args.gate.heartbeat_interval / 2).as_millis(),
-        };
-        tokio::spawn(crate::demo_page::serve(listener, config, demo_stop.clone()));
-        Some(local)
-    };
 
     println!("switchyard dev: gate + demo node, in-memory locator");
     for address in &bound {
         println!("  clients   {address}");
     }
-    if let Some(local) = demo_page {
-        println!("  browser   http://{local}/  (chat demo on the WebSocket port)");
-    }
+    println!(
+        "  browser   http://{admin_addr}{}  (chat demo)",
+        crate::demo_page::PATH
+    );
     println!("  admin     http://{admin_addr}  (/healthz /readyz /metrics)");
     println!(
         "  packets   {} byte order, route {} B, seq {} B, max {} B; heartbeat {:?} ({})",
@@ -159,7 +145,6 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
     gate.shutdown().await;
     node.shutdown().await;
     admin_stop.cancel();
-    demo_stop.cancel();
     let _ = admin_task.await;
     Ok(())
 }

@@ -87,6 +87,9 @@ pub enum ClientError {
     /// [`ClientOptions::tls`](crate::ClientOptions::tls).
     #[error("{0} needs TLS settings: set ClientOptions::tls")]
     NoTlsConfig(String),
+    /// [`Reconnecting::connect`](crate::Reconnecting::connect) was given no target to connect to.
+    #[error("no target to connect to")]
+    NoTargets,
     /// The trusted certificates given to [`TlsConfig`](crate::TlsConfig) are not usable.
     #[error("unusable TLS root certificates: {0}")]
     TlsRoots(std::borrow::Cow<'static, str>),
@@ -111,7 +114,10 @@ impl ClientError {
     /// Who caused this error.
     pub fn fault(&self) -> Fault {
         match self {
-            ClientError::Encode(_) | ClientError::NoTlsConfig(_) | ClientError::TlsRoots(_) => Fault::Caller,
+            ClientError::Encode(_)
+            | ClientError::NoTlsConfig(_)
+            | ClientError::TlsRoots(_)
+            | ClientError::NoTargets => Fault::Caller,
             ClientError::Login(inner) | ClientError::GaveUp { last: inner, .. } => inner.fault(),
             ClientError::Timeout(_)
             | ClientError::ServerClosed
@@ -135,6 +141,7 @@ impl ClientError {
                 | ClientError::SeqExhausted(_)
                 | ClientError::NoTlsConfig(_)
                 | ClientError::TlsRoots(_)
+                | ClientError::NoTargets
         )
     }
 

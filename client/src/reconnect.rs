@@ -139,7 +139,8 @@ impl Reconnecting {
     /// go to the next target in turn.
     ///
     /// # Errors
-    /// The last target's connection error, or [`ClientError::Login`] when `on_connect` failed.
+    /// The last target's connection error, [`ClientError::Login`] when `on_connect` failed, or
+    /// [`ClientError::NoTargets`] for an empty list.
     pub async fn connect(
         targets: Vec<Transport>,
         config: PacketConfig,
@@ -162,7 +163,7 @@ impl Reconnecting {
             reconnects: AtomicU64::new(0),
             cancel: CancellationToken::new(),
         });
-        let mut last = ClientError::NoTlsConfig("no target given".to_owned());
+        let mut last = ClientError::NoTargets;
         for index in 0..inner.targets.len() {
             match open(&inner, index, false).await {
                 Ok(client) => {

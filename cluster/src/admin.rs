@@ -46,11 +46,26 @@ pub async fn serve(
     readiness: Vec<Readiness>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, metrics, readiness, Router::new(), shutdown).await
+}
+
+/// [`serve`] with `extra` routes next to the admin endpoints (`switchyard dev` adds its browser demo).
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve_with(
+    listener: TcpListener,
+    metrics: Arc<Registry>,
+    readiness: Vec<Readiness>,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AdminState { metrics, readiness });
+        .with_state(AdminState { metrics, readiness })
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
+pub mod certs;
 pub mod game;
 pub mod procs;
 
@@ -41,8 +42,6 @@ impl Dev {
                 "--ws",
                 "127.0.0.1:0",
                 "--http",
-                "127.0.0.1:0",
-                "--demo-http",
                 "127.0.0.1:0",
             ])
             .args(extra)

@@ -16,6 +16,10 @@ const log = (text, kind = "") => {
 };
 
 const config = await (await fetch("config.json")).json();
+// A gate listening on every interface (0.0.0.0 or [::]) is reached at the host that served this page.
+const wsUrl = new URL(config.ws);
+if (wsUrl.hostname === "0.0.0.0" || wsUrl.hostname === "[::]") wsUrl.hostname = location.hostname;
+config.ws = wsUrl.href;
 let player = null; // { uid, name } once logged in
 let room = null;
 

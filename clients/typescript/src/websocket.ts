@@ -5,7 +5,7 @@
  */
 
 import type { Frame, PacketConfig } from "./codec.js";
-import { ConnectError, SwitchyardError } from "./errors.js";
+import { ConnectError, MalformedMessageError } from "./errors.js";
 import type { Connection, ConnectionHandlers, Dialer } from "./transport.js";
 
 /** The part of the WHATWG WebSocket this transport uses. */
@@ -81,7 +81,7 @@ function openWebSocket(
       try {
         frame = config.parseMessage(new Uint8Array(event.data));
       } catch (err) {
-        if (err instanceof SwitchyardError && err.name === "MalformedMessageError") {
+        if (err instanceof MalformedMessageError) {
           handlers.malformed(err);
           return;
         }

@@ -3,7 +3,7 @@
  * `WebSocket` and, in Node, with any constructor of the same shape (`ws`; see `switchyard-client/node`).
  * @module
  */
-import { ConnectError, SwitchyardError } from "./errors.js";
+import { ConnectError, MalformedMessageError } from "./errors.js";
 /** A dialer of `url` (`ws://` or `wss://`). */
 export function webSocket(url, options = {}) {
     return (config, handlers, timeoutMs) => openWebSocket(url, options, config, handlers, timeoutMs);
@@ -55,7 +55,7 @@ function openWebSocket(url, options, config, handlers, timeoutMs) {
                 frame = config.parseMessage(new Uint8Array(event.data));
             }
             catch (err) {
-                if (err instanceof SwitchyardError && err.name === "MalformedMessageError") {
+                if (err instanceof MalformedMessageError) {
                     handlers.malformed(err);
                     return;
                 }

@@ -143,3 +143,31 @@ for (const transport of ["tcp", "ws"]) {
     client.close();
   });
 }
+
+test("switchyard dev serves the browser demo at /demo/ on its admin port, byte for byte", async () => {
+  const { readFileSync } = await import("node:fs");
+  const { BROWSER_MODULES } = await import("../../scripts/browser-modules.mjs");
+  const d = await dev(["--byte-order", "little", "--seq-bytes", "4", "--heartbeat-interval", "4s"]);
+  assert.match(d.demo, /^http:\/\/127\.0\.0\.1:\d+\/demo\/$/);
+  for (const [path, file, type] of [
+    ["", "index.html", "text/html"],
+    ["index.html", "index.html", "text/html"],
+    ["app.js", "app.js", "text/javascript"],
+    ...BROWSER_MODULES.map((m) => [`sdk/${m}`, `sdk/${m}`, "text/javascript"]),
+  ]) {
+    const response = await fetch(d.demo + path);
+    assert.equal(response.status, 200, path);
+    assert.ok(response.headers.get("content-type").startsWith(type), path);
+    assert.equal(await response.text(), readFileSync(new URL(`../../demo/${file}`, import.meta.url), "utf8"), path);
+  }
+  const config = await (await fetch(`${d.demo}config.json`)).json();
+  assert.deepEqual(config, {
+    ws: d.ws,
+    byteOrder: "little",
+    routeBytes: 2,
+    seqBytes: 4,
+    maxPacketBytes: 65536,
+    heartbeatMs: 2000,
+  });
+  assert.equal((await fetch(d.demo + "nope.js")).status, 404);
+});

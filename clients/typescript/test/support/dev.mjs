@@ -23,7 +23,7 @@ export function switchyardBinary() {
 export function startDev(extra = []) {
   const child = spawn(
     switchyardBinary(),
-    ["dev", "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--http", "127.0.0.1:0", "--demo-http", "127.0.0.1:0", ...extra],
+    ["dev", "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0", "--http", "127.0.0.1:0", ...extra],
     { env: { ...process.env, SWITCHYARD_LOG: process.env.SWITCHYARD_LOG ?? "warn" }, stdio: ["ignore", "pipe", "inherit"] },
   );
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
