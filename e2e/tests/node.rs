@@ -394,3 +394,157 @@ async fn journey(run: RunDir) {
     node.stop().await;
     plane.stop().await;
 }
+
+/// Runs a toolchain command (kubectl, helm) against the control plane; panics with its output on failure.
+fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(plane.bin_dir().join(name))
+        .args(args)
+        .env("KUBECONFIG", plane.kubeconfig())
+        .env("HOME", plane.dir())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} {args:?} failed:\n{text}");
+    text
+}
+
+/// The install path of the README ("Install on a real cluster") on the real node: `helm install` with
+/// the image values, a GameCluster with a NodePort gate Service and the managed Redis from our Redis
+/// image, Ready; a player logs in through the gate Service's ClusterIP, its NodePort and its DNS name
+/// (resolved by CoreDNS); `helm uninstall` removes the operator.
+#[test]
+#[ignore = "run via e2e/run.sh"]
+fn chart_install_on_the_real_node() {
+    let Some(run) = switchyard_e2e::isolate().expect("network namespace") else {
+        return;
+    };
+    switchyard_e2e::runtime().block_on(install(run));
+}
+
+async fn install(run: RunDir) {
+    run.init_tracing();
+    let started = Instant::now();
+    let step = |what: &str| eprintln!("[install {:6.1}s] {what}", started.elapsed().as_secs_f64());
+    let plane =
+        ControlPlane::start(ControlPlaneConfig::new(run.path().join("control-plane")).expect("config"))
+            .await
+            .expect("control plane");
+    let node_config = NodeConfig::new(&plane, run.path().join("node")).expect("node config");
+    let node = RealNode::start(&plane, node_config)
+        .await
+        .expect("the node starts");
+    step("node Ready");
+
+    let out = tool(
+        &plane,
+        "helm",
+        &[
+            "install",
+            "switchyard",
+            "charts/switchyard",
+            "--namespace",
+            "switchyard-system",
+            "--create-namespace",
+            "--set",
+            "image.repository=registry.local/switchyard",
+            "--set",
+            "image.tag=e2e",
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+    );
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    step("helm install: operator Ready");
+
+    let manifest = run.path().join("gamecluster.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: switchyard.dev/v1alpha1\nkind: GameCluster\nmetadata:\n  name: my-game\n  namespace: game\n\
+         spec:\n  gate:\n    service:\n      type: NodePort\n  locator:\n    managedRedis:\n      image: registry.local/redis:e2e\n",
+    )
+    .expect("manifest");
+    tool(&plane, "kubectl", &["create", "namespace", "game"]);
+    tool(
+        &plane,
+        "kubectl",
+        &["apply", "-f", &manifest.display().to_string()],
+    );
+    tool(
+        &plane,
+        "kubectl",
+        &[
+            "-n",
+            "game",
+            "wait",
+            "--for=condition=Ready",
+            "gc/my-game",
+            "--timeout=240s",
+        ],
+    );
+    step("kubectl apply: GameCluster my-game Ready");
+
+    let services: Api<Service> = Api::namespaced(plane.client(), "game");
+    let spec = services
+        .get("my-game-gate")
+        .await
+        .expect("the gate Service")
+        .spec
+        .expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    let cluster_ip = spec.cluster_ip.expect("a ClusterIP");
+    let ports = spec.ports.expect("ports");
+    let tcp = ports.iter().find(|p| p.port == 3553).expect("the TCP port 3553");
+    let node_port = tcp.node_port.expect("a NodePort");
+    let resolved = tokio::task::spawn_blocking(|| {
+        resolve_a(
+            SocketAddr::from((Ipv4Addr::new(10, 96, 0, 10), 53)),
+            "my-game-gate.game.svc.cluster.local",
+        )
+    })
+    .await
+    .expect("resolve");
+    assert_eq!(resolved, vec![cluster_ip.parse::<Ipv4Addr>().expect("IPv4")]);
+    play(&format!("{cluster_ip}:3553"), 51).await;
+    play(
+        &format!("{}:{node_port}", switchyard_e2e::netns::NODE_ADDRESS),
+        52,
+    )
+    .await;
+    step(&format!(
+        "players in via my-game-gate ({cluster_ip}:3553, NodePort {node_port}, CoreDNS)"
+    ));
+
+    tool(
+        &plane,
+        "kubectl",
+        &[
+            "-n",
+            "game",
+            "delete",
+            "gc/my-game",
+            "--wait=true",
+            "--timeout=120s",
+        ],
+    );
+    let out = tool(
+        &plane,
+        "helm",
+        &[
+            "uninstall",
+            "switchyard",
+            "--namespace",
+            "switchyard-system",
+            "--wait",
+        ],
+    );
+    assert!(out.contains("uninstalled"), "{out}");
+    step("GameCluster deleted, helm uninstall");
+    node.stop().await;
+    plane.stop().await;
+}
