@@ -309,6 +309,15 @@ impl RealNode {
         command
     }
 
+    /// `ctr --namespace k8s.io ARGS` against the node's containerd (to import or tag images, say); its
+    /// output.
+    ///
+    /// # Errors
+    /// When ctr fails (the error carries its stderr).
+    pub async fn ctr(&self, args: &[&str]) -> Result<String, Error> {
+        ctr(&self.socket, args).await
+    }
+
     /// The host pid of the running container `container` of pod `namespace/pod` (through crictl).
     ///
     /// # Errors

@@ -548,3 +548,144 @@ async fn install(run: RunDir) {
     node.stop().await;
     plane.stop().await;
 }
+
+/// The `sh` code blocks of the README's "Install on a real cluster" section, in order.
+fn readme_install_blocks() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+    let start = readme
+        .find("### Install on a real cluster")
+        .expect("the README's install section");
+    let section = &readme[start..];
+    let end = section[4..].find("\n## ").map_or(section.len(), |at| at + 4);
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in section[..end].lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sh") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), text) => {
+                block.push_str(text);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// The README's install section on the real node: its last two blocks (install and play; clean up) run
+/// exactly as written (bash, with
+/// the toolchain's kubectl and helm and the test build's `switchyard` on PATH); the images it names are the
+/// e2e archives, imported by the node and tagged with the README's names (what `kind load` or a registry
+/// would do). helm install prints the chart's NOTES, which carry the same GameCluster and port-forward.
+#[test]
+#[ignore = "run via e2e/run.sh"]
+fn readme_install_on_the_real_node() {
+    let Some(run) = switchyard_e2e::isolate().expect("network namespace") else {
+        return;
+    };
+    switchyard_e2e::runtime().block_on(readme(run));
+}
+
+async fn readme(run: RunDir) {
+    run.init_tracing();
+    let blocks = readme_install_blocks();
+    assert_eq!(
+        blocks.len(),
+        4,
+        "build, load, install-and-play, clean-up blocks: {blocks:#?}"
+    );
+    assert!(blocks[0].contains("scripts/image.sh --binary target/release/switchyard"));
+    assert!(blocks[1].contains("ctr -n k8s.io images import"));
+    let plane =
+        ControlPlane::start(ControlPlaneConfig::new(run.path().join("control-plane")).expect("config"))
+            .await
+            .expect("control plane");
+    let node = RealNode::start(
+        &plane,
+        NodeConfig::new(&plane, run.path().join("node")).expect("node config"),
+    )
+    .await
+    .expect("the node starts");
+    for (image, readme_name) in [
+        ("registry.local/switchyard:e2e", "registry.local/switchyard:0.1.0"),
+        ("registry.local/redis:e2e", "registry.local/redis:7.0.15"),
+    ] {
+        assert!(
+            blocks[0].contains(readme_name)
+                || blocks[2].contains(readme_name.rsplit_once(':').expect("tag").0),
+            "the README names {readme_name}"
+        );
+        node.ctr(&["images", "tag", image, readme_name])
+            .await
+            .expect("ctr images tag");
+    }
+
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let path = format!(
+        "{}:{repo}/target/debug:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        plane.bin_dir().display()
+    );
+    let mut outputs = Vec::new();
+    for block in &blocks[2..] {
+        let out = tokio::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", block])
+            .env("PATH", &path)
+            .env("KUBECONFIG", plane.kubeconfig())
+            .env("HOME", plane.dir())
+            .current_dir(repo)
+            .output()
+            .await
+            .expect("bash");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(
+            run.path().join(format!("readme-block-{}.log", outputs.len() + 3)),
+            &text,
+        )
+        .expect("log");
+        assert!(
+            out.status.success(),
+            "README block failed ({}):\n{block}\n---\n{text}",
+            out.status
+        );
+        outputs.push(text);
+    }
+    assert!(
+        outputs[0].contains("20 ok, 0 errors"),
+        "20 requests through a gate's NodePort:\n{}",
+        outputs[0]
+    );
+    assert!(
+        outputs[1].contains("uninstalled"),
+        "helm uninstall:\n{}",
+        outputs[1]
+    );
+    // What the chart's NOTES (printed by helm install) tell a user to run is what the README runs.
+    let notes = &outputs[0];
+    for line in [
+        "kind: GameCluster",
+        "kubectl -n game wait --for=condition=Ready gc/my-game --timeout=5m",
+        r#"NODE_PORT=$(kubectl -n game get service my-game-gate -o jsonpath='{.spec.ports[?(@.name=="tcp")].nodePort}')"#,
+        r#"NODE_IP=$(kubectl get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')"#,
+        "kubectl apply --server-side -f charts/switchyard/crds/gamecluster.yaml",
+    ] {
+        assert!(notes.contains(line), "the chart's NOTES carry `{line}`:\n{notes}");
+        assert!(
+            blocks.iter().any(|b| b.contains(line)) || line.contains("--server-side"),
+            "the README runs `{line}`"
+        );
+    }
+    eprintln!(
+        "README install section: both blocks ran on the real node; 20 requests through a gate's NodePort"
+    );
+    node.stop().await;
+    plane.stop().await;
+}
