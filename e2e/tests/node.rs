@@ -520,6 +520,42 @@ async fn install(run: RunDir) {
         "players in via my-game-gate ({cluster_ip}:3553, NodePort {node_port}, CoreDNS)"
     ));
 
+    // The chart README's upgrade: the CRD first (helm never upgrades crds/), then the release.
+    tool(
+        &plane,
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            "charts/switchyard/crds/gamecluster.yaml",
+        ],
+    );
+    let upgraded = [
+        "upgrade",
+        "switchyard",
+        "charts/switchyard",
+        "-n",
+        "switchyard-system",
+        "--reuse-values",
+    ];
+    let mut args = upgraded.to_vec();
+    args.extend(["--set", "image.tag=e2e", "--wait"]);
+    let out = tool(&plane, "helm", &args);
+    assert!(out.contains("has been upgraded"), "{out}");
+    tool(
+        &plane,
+        "kubectl",
+        &[
+            "-n",
+            "game",
+            "wait",
+            "--for=condition=Ready",
+            "gc/my-game",
+            "--timeout=120s",
+        ],
+    );
+    step("CRD applied server-side, helm upgrade --reuse-values");
     tool(
         &plane,
         "kubectl",
