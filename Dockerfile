@@ -1,10 +1,12 @@
 # syntax=docker/dockerfile:1
 # The switchyard image: one binary for every component (`switchyard operator | gate | node | dev | crd`).
 #
-#   docker build -t switchyard:0.1.0 .
+#   docker build -t registry.local/switchyard:0.1.0 .
 #
-# The runtime stage is distroless (glibc, CA certificates, no shell, no package manager) and runs as the
-# unprivileged uid/gid 65532; the binary needs no writable filesystem and reads its settings from flags
+# Without Docker, scripts/image.sh builds the same image from a release binary (README: "Install on a real
+# cluster"). Both lay out the root filesystem with that script (`--rootfs`): the binary, exactly the shared
+# libraries it links, CA certificates, /etc/passwd and /etc/group with the unprivileged uid/gid 65532, /tmp;
+# no shell, no package manager. The binary needs no writable filesystem and reads its settings from flags
 # and SWITCHYARD_* variables only, so pods can run it with readOnlyRootFilesystem and every capability
 # dropped (see charts/switchyard).
 
@@ -19,12 +21,16 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --bin switchyard \
- && install -D -m 0755 target/release/switchyard /out/switchyard
+ && install -D -m 0755 target/release/switchyard /out/switchyard \
+ && SOURCE_DATE_EPOCH=0 ./scripts/image.sh --binary /out/switchyard --rootfs /rootfs
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM scratch
+COPY --from=build /rootfs/ /
 LABEL org.opencontainers.image.title="switchyard" \
       org.opencontainers.image.description="Switchyard: Kubernetes-native distributed game-server cluster (operator, gate, demo node)" \
-      org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /out/switchyard /usr/local/bin/switchyard
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://example.invalid/switchyard"
+ENV PATH=/usr/local/bin:/usr/bin:/bin SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
+WORKDIR /
 ENTRYPOINT ["switchyard"]

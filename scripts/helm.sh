@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prints the path of the helm binary (v3.22.0) that e2e/toolchain/build.sh builds from Go modules into
+# Prints the path of the helm binary (v4.3.2) that e2e/toolchain/build.sh builds from Go modules into
 # ${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/k8s-<version>/bin, building it first when it is missing.
 #
 #   "$(scripts/helm.sh)" lint charts/switchyard

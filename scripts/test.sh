@@ -8,18 +8,30 @@ cd "$(dirname "$0")/.."
 tier=${1:-all}
 started=$SECONDS
 
-step() { printf '\n==> [%4ss] %s\n' "$((SECONDS - started))" "$*"; tier_started=$SECONDS; }
-# Prints how long the tier since the last step took.
-took() { printf '    (%ss)\n' "$((SECONDS - tier_started))"; }
+# Each step prints the elapsed time when it starts; the previous step's own duration is printed then too,
+# and the list of all of them at the end (on success; a failing step ends the run where it fails).
+durations=() current="" current_start=$SECONDS
+step() {
+  if [ -n "$current" ]; then
+    durations+=("$(printf '%5ss  %s' "$((SECONDS - current_start))" "$current")")
+    printf '<== %ss: %s\n' "$((SECONDS - current_start))" "$current"
+  fi
+  current="$*" current_start=$SECONDS
+  printf '\n==> [%4ss] %s\n' "$((SECONDS - started))" "$*"
+}
+summary() {
+  step "done in $((SECONDS - started))s"
+  printf '%s\n' "tier durations:" "${durations[@]}"
+}
 
-step "prerequisites: redis-server and prometheus + promtool (Debian packages), openssl"
+step "prerequisites: redis-server, prometheus + promtool, umoci, containerd, runc (Debian packages), openssl"
 ./scripts/redis.sh
 ./scripts/prometheus.sh
+./scripts/container-tools.sh
 command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 
 step "prerequisites: Node.js, the TypeScript SDK's npm packages, Debian's chromium, python3, due's Go client"
 ./scripts/clients.sh
-took
 
 step "Kubernetes control plane and helm from Go modules (about 20 minutes the first time, cached after)"
 ./e2e/toolchain/build.sh
@@ -36,20 +48,18 @@ step "Rust tests: unit, property, and integration against real processes and red
 cargo test --workspace --locked
 
 if [ "$tier" = quick ]; then
+  summary
   exit 0
 fi
 
 step "TypeScript SDK: build (tsc) and unit tests (node --test), the demo page's copy of the SDK checked fresh"
 (cd clients/typescript && npm run --silent build && node --test test/unit/)
-took
 
 step "TypeScript SDK: integration tests against real switchyard dev processes (TCP, WebSocket, heartbeats, reconnect)"
 (cd clients/typescript && SWITCHYARD_BIN="$PWD/../../target/debug/switchyard" node --test --test-concurrency=1 test/integration/)
-took
 
 step "browser demo in headless Chromium: two players chat in two pages"
 (cd clients/typescript && SWITCHYARD_BIN="$PWD/../../target/debug/switchyard" node --test test/browser/)
-took
 
 step "fuzz targets build and survive a smoke run"
 ./fuzz/check.sh --smoke
@@ -60,4 +70,4 @@ cargo test --workspace --locked --exclude switchyard-e2e -- --ignored
 step "end-to-end: control plane and pod runner in a network namespace"
 ./e2e/run.sh
 
-step "done in $((SECONDS - started))s"
+summary

@@ -370,6 +370,33 @@ fn helm_lint_passes() {
 }
 
 #[test]
+fn values_schema_refuses_mistyped_and_unknown_values() {
+    let helm = Helm::new();
+    // Every value the chart documents passes (helm_lint_passes), and a typo or a wrong type is refused
+    // with the path of the value, before anything renders.
+    for (set, says) in [
+        ("replicas=two", "/replicas"),
+        ("imag.tag=x", "'imag' not allowed"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("metrics.port=70000", "/metrics/port"),
+        ("leaderElection.enabled=yes", "/leaderElection/enabled"),
+    ] {
+        let err = run_err(
+            helm.cmd()
+                .args(["template", "x"])
+                .arg(chart())
+                .args(["--set-string", set]),
+        );
+        assert!(err.contains("schema") && err.contains(says), "--set {set}: {err}");
+    }
+    // Values a platform needs stay open: OpenShift's null uids, any resources.
+    run_ok(helm.cmd().args(["template", "x"]).arg(chart()).args([
+        "--set",
+        "podSecurityContext.runAsUser=null,resources.limits.cpu=2",
+    ]));
+}
+
+#[test]
 fn helm_template_renders_the_operator_with_least_privilege() {
     let helm = Helm::new();
     let manifest = helm.template(&[]);

@@ -79,7 +79,7 @@ const TESTED_COMMANDS: [(&str, &str); 9] = [
     ),
     ("cargo build --release", "the tests of scripts/image.sh"),
     (
-        "scripts/image.sh target/release/my-game my-game:1.0.0",
+        "../switchyard/scripts/image.sh --binary target/release/my-game --name registry.local/my-game:1.0.0",
         "the tests of scripts/image.sh",
     ),
     (
@@ -160,7 +160,7 @@ fn helm_install_and_kubectl_apply_as_the_guide_says() {
     }
     // What the API server stored: the guide's image in the node pool.
     let stored = plane.kubectl_ok(&["get", "gc", "my-game", "-o", "jsonpath={.spec.node.image}"]);
-    assert_eq!(stored, "my-game:1.0.0");
+    assert_eq!(stored, "registry.local/my-game:1.0.0");
     let _ = Command::new(bin.join("helm"))
         .env("KUBECONFIG", &plane.admin_kubeconfig)
         .env("HELM_CACHE_HOME", helm_home.join("cache"))

@@ -215,6 +215,9 @@ impl ControlPlane {
                     path(&pki.dir.join("front-proxy-client.key"))
                 ),
                 "--endpoint-reconciler-type=lease".into(),
+                // A real node's hostname does not resolve in the namespace: logs, exec and port-forward
+                // reach its kubelet at its InternalIP.
+                "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),

@@ -28,6 +28,8 @@
 //!   binary for the Switchyard image, Debian's `redis-server` for the Redis image.
 //! - [`ServiceProxy`]: Service names in `/etc/hosts` and ClusterIPs forwarded to ready endpoints, since there
 //!   is neither cluster DNS nor kube-proxy.
+//! - [`RealNode`]: instead of the pod runner, a real node: containerd + runc, the kubelet, the CNI bridge,
+//!   kube-proxy and CoreDNS (see `tests/node.rs`).
 //! - [`RunDir`]: the per-run directory that keeps every log (it is never removed by the run itself; only
 //!   the oldest runs beyond [`run_dir::KEEP_RUNS`] are pruned when a new run starts).
 //!
@@ -36,8 +38,10 @@
 //! the test process is the init of its pid namespace, so the kernel kills whatever is left when it exits.
 
 pub mod control_plane;
+pub mod coredns;
 pub mod kubelet;
 pub mod netns;
+pub mod node;
 pub mod process;
 pub mod run_dir;
 pub mod services;
@@ -50,6 +54,7 @@ pub use kubelet::{
     ContainerExit, ExitCause, Kubelet, KubeletConfig, KubeletEvent, PodKey, http_get, http_status,
 };
 pub use netns::isolate;
+pub use node::{NodeConfig, RealNode};
 pub use run_dir::RunDir;
 pub use services::ServiceProxy;
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl) and helm from Go modules,
-# at pinned versions, into
+# kube-controller-manager, kube-scheduler, kubectl), a node (kubelet,
+# kube-proxy), CoreDNS, crictl and helm from Go modules, at pinned versions,
+# into
 #   ${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/k8s-<version>/bin
 #
 # Needs only Go (>= 1.26) and the Go module proxy. Idempotent: a stamp per
@@ -23,8 +24,13 @@ K8S_VERSION=v1.37.1
 # etcd: the version Kubernetes v1.37 recommends (kubeadm DefaultEtcdVersion
 # 3.7.0-0; k8s.io/kubernetes go.mod requires go.etcd.io/etcd/*/v3 v3.7.0).
 ETCD_VERSION=v3.7.0
-# helm v3 release built against k8s.io/client-go v0.37.x.
-HELM_VERSION=v3.22.0
+# helm v4 (v3.22.0 is served but not an approved release). v4.3.2 requires the
+# k8s.io staging modules at v0.37.2, so its own build has them all at v0.37.2.
+HELM_VERSION=v4.3.2
+# crictl, for looking at pods on the kubelet's containerd (same minor as k8s).
+CRI_TOOLS_VERSION=v1.37.0
+# CoreDNS: the cluster DNS; v1.15.0 is built against k8s.io/client-go v0.37.1.
+COREDNS_VERSION=v1.15.0
 # Minimum Go; Kubernetes v1.37 declares `go 1.26.0`. If the local Go is older,
 # the script asks the go command to fetch this toolchain from the module proxy.
 MIN_GO=1.26.0
@@ -34,6 +40,7 @@ RECIPE_REV=2
 
 K8S_TAGS="selinux,notest,grpcnotrace" # what hack/lib/golang.sh uses for release builds
 
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_ROOT="${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}"
 ROOT="$CACHE_ROOT/k8s-$K8S_VERSION"
 BIN="$ROOT/bin"
@@ -114,6 +121,9 @@ stamp_line() {
 	case "$1" in
 	etcd) v="etcd=$ETCD_VERSION" ;;
 	helm) v="helm=$HELM_VERSION" ;;
+	crictl) v="cri-tools=$CRI_TOOLS_VERSION k8s=$K8S_VERSION" ;;
+	coredns) v="coredns=$COREDNS_VERSION k8s=$K8S_VERSION" ;;
+	pause) v="pause=$(sha256sum "$HERE/pause/main.go" | cut -c1-16)" ;;
 	*) v="k8s=$K8S_VERSION" ;;
 	esac
 	echo "recipe=$RECIPE_REV name=$1 $v"
@@ -165,20 +175,72 @@ build_one() {
 	log "$name: built in ${secs}s ($(du -h "$BIN/$name" | cut -f1))"
 }
 
+K8S_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
+ALL_BINARIES="etcd $K8S_BINARIES crictl coredns pause helm"
+
+# module_dir NAME GO.MOD-TEXT: writes the generated module <src>/NAME (go.sum is
+# dropped when go.mod changed) and prints its path.
+module_dir() {
+	local dir="$SRC/$1"
+	mkdir -p "$dir"
+	printf '%s\n' "$2" >"$dir/go.mod.new"
+	if ! cmp -s "$dir/go.mod.new" "$dir/go.mod.src" 2>/dev/null; then
+		cp "$dir/go.mod.new" "$dir/go.mod"
+		cp "$dir/go.mod.new" "$dir/go.mod.src"
+		rm -f "$dir/go.sum"
+	fi
+	rm -f "$dir/go.mod.new"
+	echo "$dir"
+}
+
+# k8s_staging_modules: the k8s.io modules Kubernetes publishes from its staging
+# tree (k8s.io/api, k8s.io/client-go, ...), read from k8s.io/kubernetes' go.mod.
+k8s_staging_modules() {
+	local dl gomod
+	dl="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>&1)" || true
+	gomod="$(printf '%s\n' "$dl" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+	[ -n "$gomod" ] && [ -f "$gomod" ] ||
+		die "cannot download k8s.io/kubernetes@$K8S_VERSION (GOPROXY=$(go env GOPROXY)):
+$dl"
+	sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\)[[:space:]]*=>[[:space:]]*\./staging/.*#\1#p' "$gomod"
+}
+
+# align_k8s DIR: every k8s.io staging module in DIR's build list at one release,
+# the newest of the Kubernetes release and what the module already requires
+# (MVS never goes below a requirement). Fails if they still differ after that.
+align_k8s() {
+	local dir="$1" mods versions target m v get=()
+	mods="$(k8s_staging_modules | sort -u)"
+	versions="$(cd "$dir" && go list -m -f '{{.Path}} {{.Version}}' all | awk 'NR==FNR { s[$1]=1; next } ($1 in s)' <(echo "$mods") -)"
+	target="$(printf '%s\n' "v0.${K8S_VERSION#v1.}" $(echo "$versions" | awk '{print $2}') | sort -V | tail -n1)"
+	while read -r m v; do
+		[ -n "$m" ] && [ "$v" != "$target" ] && get+=("$m@$target")
+	done <<<"$versions"
+	if [ "${#get[@]}" -gt 0 ]; then
+		log "$dir: raising ${#get[@]} k8s.io modules to $target"
+		(cd "$dir" && gocmd get "${get[@]}" && gocmd mod tidy) || die "go get ${get[*]} failed in $dir"
+	fi
+	versions="$(cd "$dir" && go list -m -f '{{.Path}} {{.Version}}' all | awk 'NR==FNR { s[$1]=1; next } ($1 in s)' <(echo "$mods") -)"
+	[ "$(echo "$versions" | awk '{print $2}' | sort -u | wc -l)" = 1 ] ||
+		die "$dir: k8s.io modules at more than one release:
+$versions"
+	log "$dir: $(echo "$versions" | wc -l) k8s.io staging modules, all at $target"
+}
+
 all_current() {
 	local n
-	for n in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm; do
+	for n in $ALL_BINARIES; do
 		is_current "$n" || return 1
 	done
 }
 
 if all_current; then
-	log "all binaries up to date in $BIN (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION)"
+	log "all binaries up to date in $BIN (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION, crictl $CRI_TOOLS_VERSION, CoreDNS $COREDNS_VERSION)"
 	echo "$BIN"
 	exit 0
 fi
 
-log "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION with $GO_VERSION -> $BIN"
+log "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, helm $HELM_VERSION, crictl $CRI_TOOLS_VERSION, CoreDNS $COREDNS_VERSION with $GO_VERSION -> $BIN"
 log "GOPROXY=$(go env GOPROXY) GOMODCACHE=$(go env GOMODCACHE) GOCACHE=$(go env GOCACHE)"
 
 # ---- Kubernetes ---------------------------------------------------------------
@@ -187,7 +249,7 @@ log "GOPROXY=$(go env GOPROXY) GOMODCACHE=$(go env GOMODCACHE) GOCACHE=$(go env 
 # that depends on it. So generate a module that requires k8s.io/kubernetes and
 # replaces every staging module with its published v0.<minor>.<patch> twin.
 k8s_kubernetes_needed=0
-for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for n in $K8S_BINARIES; do
 	is_current "$n" || k8s_kubernetes_needed=1
 done
 if [ "$k8s_kubernetes_needed" = 1 ]; then
@@ -218,6 +280,8 @@ $dl_json"
 		echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
 		echo "	k8s.io/kubernetes/cmd/kube-scheduler"
 		echo "	k8s.io/kubernetes/cmd/kubectl"
+		echo "	k8s.io/kubernetes/cmd/kubelet"
+		echo "	k8s.io/kubernetes/cmd/kube-proxy"
 		echo ")"
 		echo
 		echo "replace ("
@@ -243,7 +307,7 @@ $dl_json"
 		k8s_ldflags+=" -X $pkgv.gitCommit= -X $pkgv.gitVersion=$K8S_VERSION -X $pkgv.gitMajor=1 -X $pkgv.gitMinor=$k8s_minor"
 		k8s_ldflags+=" -X $pkgv.gitTreeState=clean -X $pkgv.buildDate=$k8s_date"
 	done
-	for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+	for n in $K8S_BINARIES; do
 		build_one "$n" "$kdir" "k8s.io/kubernetes/cmd/$n" "$K8S_TAGS" "$k8s_ldflags"
 	done
 fi
@@ -276,53 +340,92 @@ EOF
 	build_one etcd "$edir" go.etcd.io/etcd/server/v3 "" "-s -w"
 fi
 
+# ---- crictl ---------------------------------------------------------------------
+if ! is_current crictl; then
+	cdir="$(module_dir cri-tools "// Generated by switchyard e2e/toolchain/build.sh; do not edit.
+module switchyard.invalid/cri-tools-toolchain
+
+go 1.26.6
+
+require sigs.k8s.io/cri-tools $CRI_TOOLS_VERSION
+
+tool sigs.k8s.io/cri-tools/cmd/crictl")"
+	prepare_module "$cdir"
+	align_k8s "$cdir"
+	build_one crictl "$cdir" sigs.k8s.io/cri-tools/cmd/crictl "" \
+		"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION"
+fi
+
+# ---- CoreDNS --------------------------------------------------------------------
+if ! is_current coredns; then
+	ddir="$(module_dir coredns "// Generated by switchyard e2e/toolchain/build.sh; do not edit.
+module switchyard.invalid/coredns-toolchain
+
+go 1.26.0
+
+require github.com/coredns/coredns $COREDNS_VERSION
+
+tool github.com/coredns/coredns")"
+	prepare_module "$ddir"
+	align_k8s "$ddir"
+	build_one coredns "$ddir" github.com/coredns/coredns "" "-s -w -X github.com/coredns/coredns/coremain.GitCommit="
+fi
+
+# ---- pause ----------------------------------------------------------------------
+# The node's sandbox container: our own few lines (toolchain/pause/main.go), static.
+if ! is_current pause; then # the stamp holds main.go's hash
+	pdir="$(module_dir pause "// Generated by switchyard e2e/toolchain/build.sh; do not edit.
+module switchyard.invalid/pause
+
+go 1.26.0")"
+	cp "$HERE/pause/main.go" "$pdir/main.go"
+	build_one pause "$pdir" . "" "-s -w"
+fi
+
 # ---- helm ---------------------------------------------------------------------
 if ! is_current helm; then
-	hdir="$SRC/helm"
-	mkdir -p "$hdir"
-	cat >"$hdir/go.mod.new" <<EOF
-// Generated by switchyard e2e/toolchain/build.sh; do not edit.
+	hdir="$(module_dir helm "// Generated by switchyard e2e/toolchain/build.sh; do not edit.
 module switchyard.invalid/helm-toolchain
 
 go 1.26.0
 
-require helm.sh/helm/v3 $HELM_VERSION
+require helm.sh/helm/v4 $HELM_VERSION
 
-tool helm.sh/helm/v3/cmd/helm
-EOF
-	if ! cmp -s "$hdir/go.mod.new" "$hdir/go.mod.src" 2>/dev/null; then
-		cp "$hdir/go.mod.new" "$hdir/go.mod"
-		cp "$hdir/go.mod.new" "$hdir/go.mod.src"
-		rm -f "$hdir/go.sum"
-	fi
-	rm -f "$hdir/go.mod.new"
+tool helm.sh/helm/v4/cmd/helm")"
 	prepare_module "$hdir"
-	# Like helm's Makefile: the default kube version helm assumes (template
-	# .Capabilities without a cluster, lint deprecations) = its client-go minor.
-	cg="$(cd "$hdir" && go list -m -f '{{.Version}}' k8s.io/client-go)" || die "cannot read helm's k8s.io/client-go version"
-	cg="${cg#v}"
-	helm_kmajor=$((${cg%%.*} + 1))
-	helm_kminor="$(echo "$cg" | cut -d. -f2)"
-	helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-	helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-	helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$helm_kmajor"
-	helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$helm_kminor"
-	helm_ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$helm_kmajor"
-	helm_ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$helm_kminor"
-	build_one helm "$hdir" helm.sh/helm/v3/cmd/helm "" "$helm_ldflags"
+	align_k8s "$hdir"
+	# As helm's Makefile sets them for a tagged release. helm v4 derives the
+	# default Kubernetes version (template .Capabilities without a cluster)
+	# from its client-go version at run time, so no -X for that any more.
+	helm_ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+	helm_ldflags+=" -X helm.sh/helm/v4/internal/version.metadata="
+	helm_ldflags+=" -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+	build_one helm "$hdir" helm.sh/helm/v4/cmd/helm "" "$helm_ldflags"
 fi
 
 # ---- verify & summary ---------------------------------------------------------
 log "verifying binaries"
-"$BIN/kube-apiserver" --version | grep -qx "Kubernetes $K8S_VERSION" || die "kube-apiserver --version does not report $K8S_VERSION"
-"$BIN/kubectl" version --client -o yaml | grep -q "gitVersion: $K8S_VERSION" || die "kubectl does not report $K8S_VERSION"
-"$BIN/etcd" --version | grep -q "etcd Version: ${ETCD_VERSION#v}" || die "etcd --version does not report ${ETCD_VERSION#v}"
-"$BIN/helm" version --short | grep -q "^$HELM_VERSION" || die "helm version does not report $HELM_VERSION"
+# reports NAME PATTERN CMD...: CMD's output matches PATTERN (captured first: with pipefail, `| grep -q`
+# can fail on the SIGPIPE a chatty --version gets when grep exits early).
+reports() {
+	local name="$1" pattern="$2" out
+	shift 2
+	out="$("$@" 2>&1)" || die "$name: '$*' failed: $out"
+	grep -q -e "$pattern" <<<"$out" || die "$name does not report $pattern: $out"
+}
+reports kube-apiserver "^Kubernetes $K8S_VERSION\$" "$BIN/kube-apiserver" --version
+reports kubectl "gitVersion: $K8S_VERSION" "$BIN/kubectl" version --client -o yaml
+reports etcd "etcd Version: ${ETCD_VERSION#v}" "$BIN/etcd" --version
+reports helm "^$HELM_VERSION" "$BIN/helm" version --short
+reports kubelet "^Kubernetes $K8S_VERSION\$" "$BIN/kubelet" --version
+reports kube-proxy "^Kubernetes $K8S_VERSION\$" "$BIN/kube-proxy" --version
+reports crictl "$CRI_TOOLS_VERSION" "$BIN/crictl" --version
+reports coredns "CoreDNS-${COREDNS_VERSION#v}" "$BIN/coredns" -version
 
 {
 	echo "# Written by e2e/toolchain/build.sh"
-	echo "k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION recipe=$RECIPE_REV"
-	for n in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm; do
+	echo "k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION cri-tools=$CRI_TOOLS_VERSION coredns=$COREDNS_VERSION recipe=$RECIPE_REV"
+	for n in $ALL_BINARIES; do
 		echo "$n: $(sed -n 2p "$STAMPS/$n")"
 	done
 } >"$ROOT/BUILD-INFO"

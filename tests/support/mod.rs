@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub mod certs;
 pub mod game;
+pub mod image;
 pub mod procs;
 
 /// The bytes of the `switchyard` binary under test.

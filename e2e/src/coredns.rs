@@ -1,0 +1,171 @@
+//! CoreDNS as the cluster DNS of the e2e node: the toolchain's `coredns` binary in an image of its own
+//! (`registry.local/coredns:e2e`), deployed the way clusters deploy it: a ServiceAccount allowed to watch
+//! Services, EndpointSlices and Namespaces, a Corefile in a ConfigMap, a Deployment, and the Service
+//! `kube-system/kube-dns` on [`CLUSTER_DNS`](crate::node::CLUSTER_DNS), which the kubelet writes into every
+//! pod's resolv.conf. CoreDNS listens on 1053 (it runs as uid 65532 without capabilities); the Service maps
+//! port 53 to it.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::Api;
+use kube::api::PostParams;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::Error;
+use crate::node::{CLUSTER_DNS, COREDNS_IMAGE};
+
+const NS: &str = "kube-system";
+const NAME: &str = "coredns";
+
+/// What the cluster DNS answers from: Services and pods of `cluster.local`; nothing is forwarded (the
+/// namespace has no upstream resolver).
+const COREFILE: &str = ".:1053 {
+    errors
+    health :8080
+    ready :8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }
+    cache 5
+    loop
+    loadbalance
+}
+";
+
+fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+    serde_json::from_value(value).map_err(|e| Error::Setup(format!("CoreDNS object: {e}")))
+}
+
+async fn create<K>(api: Api<K>, value: serde_json::Value) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = object(value)?;
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(Error::kube("create a CoreDNS object")(error)),
+    }
+}
+
+/// Creates CoreDNS's objects and waits (up to `timeout`) until its Deployment has a ready replica.
+///
+/// # Errors
+/// When the API refuses an object or CoreDNS is not ready in time.
+pub async fn deploy(client: kube::Client, timeout: Duration) -> Result<(), Error> {
+    let labels = json!({"k8s-app": "kube-dns"});
+    create(
+        Api::<ServiceAccount>::namespaced(client.clone(), NS),
+        json!({"metadata": {"name": NAME, "namespace": NS}}),
+    )
+    .await?;
+    create(
+        Api::<ClusterRole>::all(client.clone()),
+        json!({
+            "metadata": {"name": "system:coredns"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            ],
+        }),
+    )
+    .await?;
+    create(
+        Api::<ClusterRoleBinding>::all(client.clone()),
+        json!({
+            "metadata": {"name": "system:coredns"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NS}],
+        }),
+    )
+    .await?;
+    create(
+        Api::<ConfigMap>::namespaced(client.clone(), NS),
+        json!({"metadata": {"name": NAME, "namespace": NS}, "data": {"Corefile": COREFILE}}),
+    )
+    .await?;
+    create(
+        Api::<Deployment>::namespaced(client.clone(), NS),
+        json!({
+            "metadata": {"name": NAME, "namespace": NS, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": NAME,
+                        "dnsPolicy": "Default",
+                        "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532},
+                        "containers": [{
+                            "name": "coredns",
+                            "image": COREDNS_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "args": ["-conf", "/etc/coredns/Corefile"],
+                            "ports": [
+                                {"name": "dns", "containerPort": 1053, "protocol": "UDP"},
+                                {"name": "dns-tcp", "containerPort": 1053, "protocol": "TCP"},
+                            ],
+                            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
+                            "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 10},
+                            "resources": {"limits": {"memory": "128Mi"}, "requests": {"cpu": "50m", "memory": "32Mi"}},
+                            "securityContext": {
+                                "allowPrivilegeEscalation": false,
+                                "readOnlyRootFilesystem": true,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                            "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": true}],
+                        }],
+                        "volumes": [{"name": "config", "configMap": {"name": NAME}}],
+                    },
+                },
+            },
+        }),
+    )
+    .await?;
+    create(
+        Api::<Service>::namespaced(client.clone(), NS),
+        json!({
+            "metadata": {"name": "kube-dns", "namespace": NS, "labels": labels},
+            "spec": {
+                "clusterIP": CLUSTER_DNS,
+                "selector": labels,
+                "ports": [
+                    {"name": "dns", "port": 53, "targetPort": 1053, "protocol": "UDP"},
+                    {"name": "dns-tcp", "port": 53, "targetPort": 1053, "protocol": "TCP"},
+                ],
+            },
+        }),
+    )
+    .await?;
+
+    let deployments: Api<Deployment> = Api::namespaced(client, NS);
+    let started = Instant::now();
+    loop {
+        let ready = deployments
+            .get_opt(NAME)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.status)
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        if ready >= 1 {
+            tracing::info!(took = ?started.elapsed(), "CoreDNS ready");
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(Error::Timeout {
+                what: "the CoreDNS Deployment to have a ready replica".into(),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
