@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use clap::CommandFactory as _;
-use k8s_openapi::api::apps::v1::Deployment;
 use switchyard_cluster::contract;
 use switchyard_operator::{Children, Defaults, GameCluster, GameClusterSpec};
 
@@ -34,27 +33,6 @@ fn rendered() -> Children {
     switchyard_operator::children(&cluster, &Defaults::default()).expect("a valid spec")
 }
 
-/// What a pod of `deployment` gets: its container's `env` and the ConfigMap of `envFrom`.
-fn written(children: &Children, deployment: &Deployment) -> BTreeSet<String> {
-    let pod = deployment.spec.template.spec.as_ref();
-    let container = &pod.expect("pod spec").containers[0];
-    let mut names: BTreeSet<String> = container
-        .env
-        .iter()
-        .flatten()
-        .map(|var| var.name.clone())
-        .collect();
-    names.extend(
-        children
-            .config_map
-            .data
-            .iter()
-            .flatten()
-            .map(|(name, _)| name.clone()),
-    );
-    names
-}
-
 fn assert_all_read(pod: &str, written: &BTreeSet<String>, read: &BTreeSet<String>) {
     let unread: Vec<&String> = written
         .iter()
@@ -75,8 +53,8 @@ fn assert_all_read(pod: &str, written: &BTreeSet<String>, read: &BTreeSet<String
 #[test]
 fn every_variable_the_operator_writes_is_read() {
     let children = rendered();
-    let gate = written(&children, &children.gate_deployment);
-    let node = written(&children, &children.node_deployment);
+    let gate = children.pod_env_names(&children.gate_deployment);
+    let node = children.pod_env_names(&children.node_deployment);
     assert!(gate.len() > 20 && node.len() > 15, "{gate:?} {node:?}");
     assert_all_read("gate", &gate, &read_by("gate"));
     assert_all_read("node", &node, &read_by("node"));

@@ -1128,6 +1128,32 @@ impl Children {
         all.extend(self.network_policies.iter().cloned().map(Child::NetworkPolicy));
         all
     }
+
+    /// The environment variable names a pod of `deployment` (one of these children) gets: its first
+    /// container's `env` and the shared ConfigMap it takes with `envFrom`. What the pod contract is checked
+    /// against.
+    pub fn pod_env_names(&self, deployment: &Deployment) -> std::collections::BTreeSet<String> {
+        let containers = deployment
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .map(|pod| pod.containers.as_slice())
+            .unwrap_or_default();
+        let from_env = containers
+            .first()
+            .and_then(|container| container.env.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|var| var.name.clone());
+        let from_config_map = self
+            .config_map
+            .data
+            .iter()
+            .flatten()
+            .map(|(name, _)| name.clone());
+        from_env.chain(from_config_map).collect()
+    }
 }
 
 #[cfg(test)]

@@ -556,26 +556,6 @@ fn user_env_follows_the_operators() {
     assert_eq!(names.last(), Some(&"GAME_MODE"));
 }
 
-/// The names a pod of `deployment` gets: its container's `env` and the ConfigMap it takes with `envFrom`.
-fn written_env(children: &Children, deployment: &Deployment) -> Vec<String> {
-    let mut names: Vec<String> = container(deployment)
-        .env
-        .iter()
-        .flatten()
-        .map(|var| var.name.clone())
-        .collect();
-    names.extend(
-        children
-            .config_map
-            .data
-            .iter()
-            .flatten()
-            .map(|(name, _)| name.clone()),
-    );
-    names.sort();
-    names
-}
-
 fn sorted(names: impl Iterator<Item = &'static str>) -> Vec<String> {
     let mut names: Vec<String> = names.map(str::to_owned).collect();
     names.sort();
@@ -588,11 +568,17 @@ fn pods_get_exactly_the_names_of_the_contract() {
     spec.tracing.otlp_endpoint = Some("http://collector:4317".into());
     let built = build(spec);
     assert_eq!(
-        written_env(&built, &built.gate_deployment),
+        built
+            .pod_env_names(&built.gate_deployment)
+            .into_iter()
+            .collect::<Vec<_>>(),
         sorted(contract::gate_env())
     );
     assert_eq!(
-        written_env(&built, &built.node_deployment),
+        built
+            .pod_env_names(&built.node_deployment)
+            .into_iter()
+            .collect::<Vec<_>>(),
         sorted(contract::node_env())
     );
     // Every name the operator owns on nodes is refused in spec.node.env.
