@@ -137,7 +137,7 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
     if !limits.is_empty() {
         println!("  limits    {}", limits.join("; "));
     }
-    println!("  demo      route 1 echo, 2 login, 3 whoami, 4 join, 5 say, 7 logout (see README)");
+    println!("  demo      route 1 echo, 2 login, 3 whoami, 4 join, 5 say, 7 logout, 10 work (see README)");
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining the gate");
