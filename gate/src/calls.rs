@@ -57,10 +57,20 @@ pub(crate) struct OutgoingCall {
 
 impl Gate {
     /// Relays a call from the node on `caller` (whose link sends on `reply_to`).
-    pub(crate) fn relay_call(&self, caller: &NodeHandle, reply_to: &mpsc::Sender<GateToNode>, call: OutgoingCall) {
+    pub(crate) fn relay_call(
+        &self,
+        caller: &NodeHandle,
+        reply_to: &mpsc::Sender<GateToNode>,
+        call: OutgoingCall,
+    ) {
         let inner = &self.inner;
         let snapshot = inner.nodes.snapshot();
-        let callee = match snapshot.callee(&call.target, call.route, inner.config.routing, &inner.routing_turn) {
+        let callee = match snapshot.callee(
+            &call.target,
+            call.route,
+            inner.config.routing,
+            &inner.routing_turn,
+        ) {
             Ok(callee) => callee,
             Err(why) => {
                 let status = match why {
@@ -118,7 +128,13 @@ impl Gate {
     }
 
     /// Relays a callee's reply to its caller.
-    pub(crate) fn relay_call_reply(&self, callee: &NodeHandle, call: CallId, status: CallStatus, body: Bytes) {
+    pub(crate) fn relay_call_reply(
+        &self,
+        callee: &NodeHandle,
+        call: CallId,
+        status: CallStatus,
+        body: Bytes,
+    ) {
         let inner = &self.inner;
         let waiting = {
             let mut pending = inner.calls.pending.lock();
@@ -146,7 +162,13 @@ impl Gate {
     }
 
     /// The gate's own answer to a call it could not deliver (none for a one-way call, which is only counted).
-    fn answer_call(&self, reply_to: &mpsc::Sender<GateToNode>, call: CallId, oneway: bool, status: CallStatus) {
+    fn answer_call(
+        &self,
+        reply_to: &mpsc::Sender<GateToNode>,
+        call: CallId,
+        oneway: bool,
+        status: CallStatus,
+    ) {
         self.inner.metrics.call(CallOutcome::from(status));
         if oneway {
             return;
@@ -163,13 +185,19 @@ impl Gate {
 
     /// The link to `callee` ended: its calls in flight fail with `node gone`.
     pub(crate) fn fail_calls_to(&self, callee: &Arc<NodeHandle>) {
-        self.fail_calls(|waiting| Arc::ptr_eq(&waiting.callee, callee), CallStatus::NodeGone);
+        self.fail_calls(
+            |waiting| Arc::ptr_eq(&waiting.callee, callee),
+            CallStatus::NodeGone,
+        );
     }
 
     /// Forgets calls older than [`MAX_CALL_AGE`]; their callers have given up long ago.
     pub(crate) fn sweep_calls(&self) {
         let now = Instant::now();
-        self.fail_calls(|waiting| now.duration_since(waiting.sent) > MAX_CALL_AGE, CallStatus::NodeGone);
+        self.fail_calls(
+            |waiting| now.duration_since(waiting.sent) > MAX_CALL_AGE,
+            CallStatus::NodeGone,
+        );
     }
 
     fn fail_calls(&self, matches: impl Fn(&PendingCall) -> bool, status: CallStatus) {

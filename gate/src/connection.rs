@@ -254,7 +254,9 @@ impl Gate {
         let mut nodes = session.take_visited();
         let snapshot = inner.nodes.snapshot();
         for (_, bound) in session.bound_nodes() {
-            let Some(node) = snapshot.known(&bound).cloned() else { continue };
+            let Some(node) = snapshot.known(&bound).cloned() else {
+                continue;
+            };
             if !nodes.iter().any(|seen| Arc::ptr_eq(seen, &node)) {
                 nodes.push(node.clone());
             }

@@ -114,7 +114,9 @@ impl Gate {
                     trace,
                 },
             ),
-            NodeToGate::CallReply { call, status, body } => self.relay_call_reply(&link.node, call, status, body),
+            NodeToGate::CallReply { call, status, body } => {
+                self.relay_call_reply(&link.node, call, status, body)
+            }
             NodeToGate::Disconnect { target } => {
                 self.for_each_target(&target, |session| {
                     session.close_after_queued(CloseReason::Kicked);

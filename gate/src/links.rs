@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use switchyard_cluster::link::{Connector, GateLink};
-use switchyard_cluster::registry::NodeEndpoint;
 use switchyard_cluster::locator::DEFAULT_POOL;
+use switchyard_cluster::registry::NodeEndpoint;
 use switchyard_protocol::link::{GateToNode, NodeToGate, feature};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -179,7 +179,11 @@ impl RoutingSnapshot {
                     .routes
                     .get(&route)
                     .is_some_and(|entry| entry.pool == node.pool);
-                if serves { Ok(node.clone()) } else { Err(NoCallee::UnknownRoute) }
+                if serves {
+                    Ok(node.clone())
+                } else {
+                    Err(NoCallee::UnknownRoute)
+                }
             }
         }
     }
@@ -547,7 +551,8 @@ mod tests {
         );
         let turn = AtomicUsize::new(0);
         let snapshot = table.snapshot();
-        let decide = |route, uid, bound| snapshot.decide(route, uid, at(bound), RoutingPolicy::RoundRobin, &turn);
+        let decide =
+            |route, uid, bound| snapshot.decide(route, uid, at(bound), RoutingPolicy::RoundRobin, &turn);
         assert!(matches!(
             decide(3, NO_UID, None),
             Decision::Drop(DropReason::Unauthorized)
@@ -686,16 +691,26 @@ mod tests {
     #[test]
     fn routes_go_to_their_pool_and_bindings_are_per_pool() {
         let table = NodeTable::default();
-        let (lobby, battle_a, battle_b) = (pooled("l1", "lobby"), pooled("b1", "battle"), pooled("b2", "battle"));
+        let (lobby, battle_a, battle_b) = (
+            pooled("l1", "lobby"),
+            pooled("b1", "battle"),
+            pooled("b2", "battle"),
+        );
         table.insert(lobby.clone(), NodeState::Work, vec![route(2, false, false)]);
         table.insert(battle_a.clone(), NodeState::Work, vec![route(13, true, true)]);
         table.insert(battle_b.clone(), NodeState::Work, vec![route(13, true, true)]);
         let turn = AtomicUsize::new(0);
         let snapshot = table.snapshot();
-        assert_eq!(forwarded_to(snapshot.decide(2, 1, at(None), RoutingPolicy::RoundRobin, &turn)), "l1");
+        assert_eq!(
+            forwarded_to(snapshot.decide(2, 1, at(None), RoutingPolicy::RoundRobin, &turn)),
+            "l1"
+        );
         // Bound in `battle` to b2: the battle route goes there, whatever binding another pool has.
         let bindings = |pool: &str| (pool == "battle").then(|| Arc::from("b2"));
-        assert_eq!(forwarded_to(snapshot.decide(13, 1, bindings, RoutingPolicy::RoundRobin, &turn)), "b2");
+        assert_eq!(
+            forwarded_to(snapshot.decide(13, 1, bindings, RoutingPolicy::RoundRobin, &turn)),
+            "b2"
+        );
         let lobby_only = |pool: &str| (pool == "lobby").then(|| Arc::from("l1"));
         assert!(matches!(
             snapshot.decide(13, 1, lobby_only, RoutingPolicy::RoundRobin, &turn),
@@ -714,7 +729,11 @@ mod tests {
             authorized: false,
             internal: true,
         };
-        let (b1, b2, lobby) = (pooled("b1", "battle"), pooled("b2", "battle"), pooled("l1", "lobby"));
+        let (b1, b2, lobby) = (
+            pooled("b1", "battle"),
+            pooled("b2", "battle"),
+            pooled("l1", "lobby"),
+        );
         table.insert(b1.clone(), NodeState::Draining, vec![internal]);
         table.insert(b2.clone(), NodeState::Work, vec![internal]);
         table.insert(lobby, NodeState::Work, vec![route(2, false, false)]);
@@ -726,12 +745,29 @@ mod tests {
                 .map(|node| node.id.to_string())
         };
         for _ in 0..3 {
-            assert_eq!(call(CallTarget::Pool("battle".into()), 101), Ok("b2".into()), "never the draining node");
+            assert_eq!(
+                call(CallTarget::Pool("battle".into()), 101),
+                Ok("b2".into()),
+                "never the draining node"
+            );
         }
-        assert_eq!(call(CallTarget::Node("b1".into()), 101), Ok("b1".into()), "a named node, even draining");
-        assert_eq!(call(CallTarget::Pool("battle".into()), 2), Err(NoCallee::UnknownRoute));
-        assert_eq!(call(CallTarget::Pool("nowhere".into()), 101), Err(NoCallee::NoNode));
-        assert_eq!(call(CallTarget::Node("l1".into()), 101), Err(NoCallee::UnknownRoute));
+        assert_eq!(
+            call(CallTarget::Node("b1".into()), 101),
+            Ok("b1".into()),
+            "a named node, even draining"
+        );
+        assert_eq!(
+            call(CallTarget::Pool("battle".into()), 2),
+            Err(NoCallee::UnknownRoute)
+        );
+        assert_eq!(
+            call(CallTarget::Pool("nowhere".into()), 101),
+            Err(NoCallee::NoNode)
+        );
+        assert_eq!(
+            call(CallTarget::Node("l1".into()), 101),
+            Err(NoCallee::UnknownRoute)
+        );
         assert_eq!(call(CallTarget::Node("gone".into()), 101), Err(NoCallee::NoNode));
         // Internal routes are for calls only.
         assert!(matches!(
@@ -745,7 +781,11 @@ mod tests {
         let gauge = Gauge::default();
         let table = NodeTable::new(Family::default(), gauge.clone());
         let (lobby, battle) = (pooled("l1", "lobby"), pooled("b1", "battle"));
-        table.insert(lobby.clone(), NodeState::Work, vec![route(5, false, false), route(2, false, false)]);
+        table.insert(
+            lobby.clone(),
+            NodeState::Work,
+            vec![route(5, false, false), route(2, false, false)],
+        );
         table.insert(battle.clone(), NodeState::Work, vec![route(5, false, false)]);
         let snapshot = table.snapshot();
         assert_eq!(
@@ -758,7 +798,10 @@ mod tests {
         assert_eq!(gauge.get(), 1);
         let turn = AtomicUsize::new(0);
         for _ in 0..3 {
-            assert_eq!(forwarded_to(snapshot.decide(5, 1, at(None), RoutingPolicy::RoundRobin, &turn)), "b1");
+            assert_eq!(
+                forwarded_to(snapshot.decide(5, 1, at(None), RoutingPolicy::RoundRobin, &turn)),
+                "b1"
+            );
         }
         table.remove(&battle);
         assert!(table.snapshot().conflicts().is_empty());

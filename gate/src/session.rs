@@ -110,7 +110,10 @@ impl Session {
     /// The node bound in `pool`.
     pub(crate) fn node(&self, pool: &str) -> Option<Arc<str>> {
         let nodes = self.nodes.lock();
-        nodes.iter().find(|(bound, _)| &**bound == pool).map(|(_, node)| node.clone())
+        nodes
+            .iter()
+            .find(|(bound, _)| &**bound == pool)
+            .map(|(_, node)| node.clone())
     }
 
     /// Every (pool, node) binding.

@@ -7,8 +7,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use switchyard_protocol::link::codec::{LENGTH_FIELD_BYTES, MAX_ID_BYTES, ext};
 use switchyard_protocol::link::{
-    AckError, CallStatus, CallTarget, DEFAULT_MAX_FRAME_BYTES, GateToNode, LinkDecodeError, LinkDecoder, LinkEncodeError, NodeState,
-    NodeToGate, RouteSpec, Target, TraceParent, encode_gate_to_node, encode_node_to_gate,
+    AckError, CallStatus, CallTarget, DEFAULT_MAX_FRAME_BYTES, GateToNode, LinkDecodeError, LinkDecoder,
+    LinkEncodeError, NodeState, NodeToGate, RouteSpec, Target, TraceParent, encode_gate_to_node,
+    encode_node_to_gate,
 };
 
 /// Any id the link can carry: UTF-8 of at most 255 bytes, cut at a character boundary.
@@ -105,8 +106,16 @@ fn call_status() -> impl Strategy<Value = CallStatus> {
 fn gate_to_node() -> impl Strategy<Value = GateToNode> {
     prop_oneof![
         (id(), any::<u32>()).prop_map(|(gate_id, features)| GateToNode::Hello { gate_id, features }),
-        (any::<u64>(), id(), any::<i32>(), any::<i64>(), any::<bool>(), payload(), trace()).prop_map(
-            |(call, from, route, uid, oneway, body, trace)| GateToNode::Call {
+        (
+            any::<u64>(),
+            id(),
+            any::<i32>(),
+            any::<i64>(),
+            any::<bool>(),
+            payload(),
+            trace()
+        )
+            .prop_map(|(call, from, route, uid, oneway, body, trace)| GateToNode::Call {
                 call,
                 from,
                 route,
@@ -114,8 +123,7 @@ fn gate_to_node() -> impl Strategy<Value = GateToNode> {
                 oneway,
                 body,
                 trace,
-            }
-        ),
+            }),
         (any::<u64>(), call_status(), payload()).prop_map(|(call, status, body)| GateToNode::CallReply {
             call,
             status,
@@ -138,25 +146,38 @@ fn gate_to_node() -> impl Strategy<Value = GateToNode> {
 
 fn node_to_gate() -> impl Strategy<Value = NodeToGate> {
     prop_oneof![
-        (id(), state(), vec(route_spec(), 0..40), proptest::option::of(pool())).prop_map(
-            |(node_id, state, routes, pool)| NodeToGate::Hello {
+        (
+            id(),
+            state(),
+            vec(route_spec(), 0..40),
+            proptest::option::of(pool())
+        )
+            .prop_map(|(node_id, state, routes, pool)| NodeToGate::Hello {
                 node_id,
                 state,
                 routes,
                 pool
-            }
-        ),
-        (any::<u64>(), call_target(), any::<i32>(), any::<i64>(), any::<bool>(), payload(), trace()).prop_map(
-            |(call, target, route, uid, oneway, body, trace)| NodeToGate::Call {
-                call,
-                target,
-                route,
-                uid,
-                oneway,
-                body,
-                trace,
-            }
-        ),
+            }),
+        (
+            any::<u64>(),
+            call_target(),
+            any::<i32>(),
+            any::<i64>(),
+            any::<bool>(),
+            payload(),
+            trace()
+        )
+            .prop_map(
+                |(call, target, route, uid, oneway, body, trace)| NodeToGate::Call {
+                    call,
+                    target,
+                    route,
+                    uid,
+                    oneway,
+                    body,
+                    trace,
+                }
+            ),
         (any::<u64>(), call_status(), payload()).prop_map(|(call, status, body)| NodeToGate::CallReply {
             call,
             status,
@@ -174,7 +195,11 @@ fn node_to_gate() -> impl Strategy<Value = NodeToGate> {
             uid
         }),
         (any::<u64>(), any::<i64>()).prop_map(|(request, uid)| NodeToGate::UnbindUser { request, uid }),
-        (any::<i64>(), proptest::option::of(id()), proptest::option::of(pool()))
+        (
+            any::<i64>(),
+            proptest::option::of(id()),
+            proptest::option::of(pool())
+        )
             .prop_map(|(uid, node_id, pool)| NodeToGate::UserNode { uid, node_id, pool }),
         target().prop_map(|target| NodeToGate::Disconnect { target }),
         Just(NodeToGate::Heartbeat),

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod certs;
+pub mod cluster;
 pub mod game;
 pub mod image;
 pub mod procs;
@@ -408,5 +409,17 @@ impl Conn {
                 Err(()) => panic!("connection still open after {within:?}"),
             }
         }
+    }
+}
+
+/// Waits until `check` holds, polling it; panics after `within`.
+pub async fn eventually_true(within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

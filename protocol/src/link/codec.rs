@@ -143,7 +143,8 @@ use std::net::SocketAddr;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{
-    AckError, CallId, CallStatus, CallTarget, GateToNode, NodeState, NodeToGate, RouteSpec, Target, TraceParent,
+    AckError, CallId, CallStatus, CallTarget, GateToNode, NodeState, NodeToGate, RouteSpec, Target,
+    TraceParent,
 };
 use crate::packet::{DEFAULT_MAX_PACKET_BYTES, PacketConfig, SIZE_FIELD_BYTES};
 
@@ -436,7 +437,12 @@ fn parse_gate_to_node(frame: Bytes) -> Result<GateToNode, LinkDecodeError> {
         }
         ty::G_CALL => {
             r.message = "gate-to-node Call";
-            let (call, from, route, uid) = (r.u64("call id")?, r.id("caller node id")?, r.i32("route")?, r.i64("uid")?);
+            let (call, from, route, uid) = (
+                r.u64("call id")?,
+                r.id("caller node id")?,
+                r.i32("route")?,
+                r.i64("uid")?,
+            );
             let oneway = r.call_flags()?;
             let body = r.bytes("call body")?;
             let trace = r.extensions()?.trace;
@@ -766,14 +772,21 @@ impl Reader {
                 }
                 ext::POOL if found.pool.is_none() => {
                     // A pool name that is empty or not UTF-8 is the sender's bug: refused, as an id would be.
-                    let name = std::str::from_utf8(&self.frame[value]).ok().filter(|name| !name.is_empty());
-                    found.pool = Some(name.ok_or(LinkDecodeError::NotUtf8 {
-                        message: self.message,
-                        field: "pool name",
-                    })?.to_owned());
+                    let name = std::str::from_utf8(&self.frame[value])
+                        .ok()
+                        .filter(|name| !name.is_empty());
+                    found.pool = Some(
+                        name.ok_or(LinkDecodeError::NotUtf8 {
+                            message: self.message,
+                            field: "pool name",
+                        })?
+                        .to_owned(),
+                    );
                 }
                 ext::FEATURES if found.features.is_none() => {
-                    found.features = <[u8; 4]>::try_from(&self.frame[value]).ok().map(u32::from_be_bytes);
+                    found.features = <[u8; 4]>::try_from(&self.frame[value])
+                        .ok()
+                        .map(u32::from_be_bytes);
                 }
                 _ => {}
             }
@@ -907,7 +920,9 @@ pub fn encode_gate_to_node(msg: &GateToNode, dst: &mut BytesMut) -> Result<usize
                 Ok(())
             })
         }
-        GateToNode::CallReply { call, status, body } => put_call_reply(dst, ty::G_CALL_REPLY, *call, *status, body),
+        GateToNode::CallReply { call, status, body } => {
+            put_call_reply(dst, ty::G_CALL_REPLY, *call, *status, body)
+        }
     }
 }
 
@@ -926,27 +941,32 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
             state,
             routes,
             pool,
-        } => frame(dst, ty::N_HELLO, 8 + node_id.len() + 5 * routes.len() + pool_len(pool.as_deref()), |dst| {
-            dst.put_u16(LINK_VERSION);
-            put_id(dst, "node id", node_id)?;
-            dst.put_u8(state.to_u8());
-            put_count(dst, "route list", routes.len())?;
-            for spec in routes {
-                dst.put_i32(spec.route);
-                let mut flags = 0;
-                if spec.stateful {
-                    flags |= route_flag::STATEFUL;
+        } => frame(
+            dst,
+            ty::N_HELLO,
+            8 + node_id.len() + 5 * routes.len() + pool_len(pool.as_deref()),
+            |dst| {
+                dst.put_u16(LINK_VERSION);
+                put_id(dst, "node id", node_id)?;
+                dst.put_u8(state.to_u8());
+                put_count(dst, "route list", routes.len())?;
+                for spec in routes {
+                    dst.put_i32(spec.route);
+                    let mut flags = 0;
+                    if spec.stateful {
+                        flags |= route_flag::STATEFUL;
+                    }
+                    if spec.authorized {
+                        flags |= route_flag::AUTHORIZED;
+                    }
+                    if spec.internal {
+                        flags |= route_flag::INTERNAL;
+                    }
+                    dst.put_u8(flags);
                 }
-                if spec.authorized {
-                    flags |= route_flag::AUTHORIZED;
-                }
-                if spec.internal {
-                    flags |= route_flag::INTERNAL;
-                }
-                dst.put_u8(flags);
-            }
-            put_pool(dst, pool.as_deref())
-        }),
+                put_pool(dst, pool.as_deref())
+            },
+        ),
         NodeToGate::State(state) => frame(dst, ty::N_STATE, 1, |dst| {
             dst.put_u8(state.to_u8());
             Ok(())
@@ -1019,7 +1039,9 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
                 Ok(())
             })
         }
-        NodeToGate::CallReply { call, status, body } => put_call_reply(dst, ty::N_CALL_REPLY, *call, *status, body),
+        NodeToGate::CallReply { call, status, body } => {
+            put_call_reply(dst, ty::N_CALL_REPLY, *call, *status, body)
+        }
     }
 }
 

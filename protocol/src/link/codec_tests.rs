@@ -96,8 +96,21 @@ fn node_hello_exact_bytes() {
     );
     assert_eq!(decode_node(&bytes), Ok(Some(hello.clone())));
     // With its pool: extension 0x03 after the routes.
-    let NodeToGate::Hello { node_id, state, routes, .. } = hello else { unreachable!() };
-    let pooled = NodeToGate::Hello { node_id, state, routes, pool: Some("lobby".into()) };
+    let NodeToGate::Hello {
+        node_id,
+        state,
+        routes,
+        ..
+    } = hello
+    else {
+        unreachable!()
+    };
+    let pooled = NodeToGate::Hello {
+        node_id,
+        state,
+        routes,
+        pool: Some("lobby".into()),
+    };
     let bytes = node_bytes(&pooled);
     assert_eq!(hex(&bytes[24..]), "03 00 05 6c 6f 62 62 79");
     assert_eq!(decode_node(&bytes), Ok(Some(pooled)));
