@@ -390,6 +390,28 @@ impl Conn {
         }
     }
 
+    /// Waits for one data packet of each (route, seq), in any order, skipping others; returns their payloads
+    /// in the order asked.
+    pub async fn expect_each(&mut self, wanted: &[(i64, i64)]) -> Vec<serde_json::Value> {
+        let mut found: Vec<Option<serde_json::Value>> = vec![None; wanted.len()];
+        while found.iter().any(Option::is_none) {
+            match self.recv().await {
+                Some(packet @ Packet::Data { route, seq, .. }) => {
+                    if let Some(at) = wanted
+                        .iter()
+                        .zip(&found)
+                        .position(|(&(r, s), seen)| seen.is_none() && r == route && s == seq)
+                    {
+                        found[at] = Some(packet.json());
+                    }
+                }
+                Some(_) => {}
+                None => panic!("connection closed while waiting for {wanted:?}"),
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
     /// Asserts that nothing arrives for `within` and the connection stays open.
     pub async fn expect_silence(&mut self, within: Duration) {
         match self.recv_within(within).await {
