@@ -7,8 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::cluster::{Cluster, admin_metrics, login, wait_for, whoami};
-use support::{Conn, Packet, Wire, metric_sum};
+use support::cluster::{Cluster, admin_metrics, login, strings, wait_for, whoami};
+use support::procs::{Proc, Redis, TempDir, free_port};
+use support::{Conn, Packet, Wire, http_get, metric_sum, switchyard_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_and_room_messages_cross_gates() {

@@ -77,11 +77,21 @@ async fn matched(first: &mut Player, second: &mut Player, mode: &str) -> String 
 /// Each player's move reaches the other (route 14), and stateful battle routes reach the match host.
 async fn play(a: &mut Player, b: &mut Player, host: &str, round: i64) {
     assert_eq!(a.make_move(round, 1).await["code"], 0);
-    assert_eq!(b.conn.expect_data(MOVED, 0).await, json!({"from": a.uid, "x": round, "y": 1}));
+    assert_eq!(
+        b.conn.expect_data(MOVED, 0).await,
+        json!({"from": a.uid, "x": round, "y": 1})
+    );
     assert_eq!(b.make_move(round, 2).await["code"], 0);
-    assert_eq!(a.conn.expect_data(MOVED, 0).await, json!({"from": b.uid, "x": round, "y": 2}));
+    assert_eq!(
+        a.conn.expect_data(MOVED, 0).await,
+        json!({"from": b.uid, "x": round, "y": 2})
+    );
     for player in [a, b] {
-        assert_eq!(whoami(&mut player.conn).await["node"], host, "battle routes go to the match host");
+        assert_eq!(
+            whoami(&mut player.conn).await["node"],
+            host,
+            "battle routes go to the match host"
+        );
     }
 }
 
@@ -110,11 +120,19 @@ async fn players_are_matched_across_gates_and_a_draining_battle_node_keeps_its_m
     play(&mut alice, &mut bob, &host, 1).await;
 
     // Drain the match host mid-match.
-    let host_index = cluster.nodes.iter().position(|(id, _, _)| *id == host).expect("host");
+    let host_index = cluster
+        .nodes
+        .iter()
+        .position(|(id, _, _)| *id == host)
+        .expect("host");
     cluster.nodes[host_index].1.signal("TERM");
     for (_, _, admin) in &cluster.gates {
         wait_for(Duration::from_secs(5), "the gates hear of the drain", || async {
-            metric_sum(&admin_metrics(admin).await, "switchyard_gate_nodes", &["state=\"draining\""]) == 1.0
+            metric_sum(
+                &admin_metrics(admin).await,
+                "switchyard_gate_nodes",
+                &["state=\"draining\""],
+            ) == 1.0
         })
         .await;
     }
@@ -130,7 +148,10 @@ async fn players_are_matched_across_gates_and_a_draining_battle_node_keeps_its_m
     play(&mut alice, &mut bob, &host, 3).await;
 
     // The old match ends when its players log out; then the drained node exits, having lost nobody.
-    assert!(cluster.nodes[host_index].1.is_running(), "the draining node waits for its match");
+    assert!(
+        cluster.nodes[host_index].1.is_running(),
+        "the draining node waits for its match"
+    );
     for player in [&mut alice, &mut bob] {
         assert_eq!(player.logout().await["code"], 0);
     }
@@ -146,23 +167,38 @@ async fn players_are_matched_across_gates_and_a_draining_battle_node_keeps_its_m
     let mut lobby_calls_ok = 0.0;
     for id in ["lobby-a", "lobby-b"] {
         let metrics = admin_metrics(cluster.node_admin(id)).await;
-        lobby_calls_ok += metric_sum(&metrics, "switchyard_node_calls_total", &["direction=\"out\"", "outcome=\"ok\""]);
-        let failed: f64 = ["remote_error", "no_node", "node_gone", "timeout", "overloaded", "no_gate"]
-            .iter()
-            .map(|outcome| {
-                metric_sum(
-                    &metrics,
-                    "switchyard_node_calls_total",
-                    &["direction=\"out\"", &format!("outcome=\"{outcome}\"")],
-                )
-            })
-            .sum();
+        lobby_calls_ok += metric_sum(
+            &metrics,
+            "switchyard_node_calls_total",
+            &["direction=\"out\"", "outcome=\"ok\""],
+        );
+        let failed: f64 = [
+            "remote_error",
+            "no_node",
+            "node_gone",
+            "timeout",
+            "overloaded",
+            "no_gate",
+        ]
+        .iter()
+        .map(|outcome| {
+            metric_sum(
+                &metrics,
+                "switchyard_node_calls_total",
+                &["direction=\"out\"", &format!("outcome=\"{outcome}\"")],
+            )
+        })
+        .sum();
         assert_eq!(failed, 0.0, "{id}: calls failed");
     }
     assert!(lobby_calls_ok >= 2.0, "two matches were created by calls");
     for (_, _, admin) in &cluster.gates {
         let metrics = admin_metrics(admin).await;
-        assert_eq!(metric_sum(&metrics, "switchyard_gate_packets_dropped_total", &[]), 0.0, "{admin}");
+        assert_eq!(
+            metric_sum(&metrics, "switchyard_gate_packets_dropped_total", &[]),
+            0.0,
+            "{admin}"
+        );
         assert_eq!(metric_sum(&metrics, "switchyard_gate_route_conflicts", &[]), 0.0);
     }
 }
@@ -173,9 +209,16 @@ async fn a_route_claimed_by_two_pools_is_refused_loudly_and_served_by_one() {
     let cluster = Cluster::start_pools("conflict", "5s", 1, &[("all-1", "game"), ("lobby-1", "lobby")]).await;
     let admin = &cluster.gates[0].2;
     let metrics = admin_metrics(admin).await;
-    assert_eq!(metric_sum(&metrics, "switchyard_gate_route_conflicts", &[]), 5.0, "routes 1, 2, 10, 11, 111");
+    assert_eq!(
+        metric_sum(&metrics, "switchyard_gate_route_conflicts", &[]),
+        5.0,
+        "routes 1, 2, 10, 11, 111"
+    );
     assert!(
-        cluster.gates[0].0.log_text().contains("several pools claim one route"),
+        cluster.gates[0]
+            .0
+            .log_text()
+            .contains("several pools claim one route"),
         "the conflict is logged"
     );
     // The pool whose name sorts first (`game`) keeps the routes: logins land there every time.

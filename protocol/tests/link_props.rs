@@ -100,7 +100,7 @@ fn call_target() -> impl Strategy<Value = CallTarget> {
 }
 
 fn call_status() -> impl Strategy<Value = CallStatus> {
-    (0u8..=5).prop_map(|value| CallStatus::from_u8(value).unwrap())
+    (0u8..=5).prop_map(|value| CallStatus::from_u8(value).expect("0 to 5 are statuses"))
 }
 
 fn gate_to_node() -> impl Strategy<Value = GateToNode> {

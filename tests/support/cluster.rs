@@ -17,7 +17,8 @@ pub struct Cluster {
     pub gates: Vec<(Proc, String, String)>,
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
+/// Owned arguments for [`Proc::spawn`].
+pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 

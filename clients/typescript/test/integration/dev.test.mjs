@@ -42,7 +42,8 @@ for (const setting of SETTINGS) {
       const login = await client.request(2, { uid, name: "ada" });
       assert.equal(login.code, 0, transport);
       assert.equal(login.uid, uid);
-      assert.deepEqual(await client.request(3), { code: 0, uid, node: login.node }, transport);
+      assert.equal(login.node, "dev-lobby", "login is the lobby pool's");
+      assert.deepEqual(await client.request(3), { code: 0, uid, node: "dev-battle" }, transport);
       assert.deepEqual(await client.request(7), { code: 0 }, transport);
       client.close();
       await assert.rejects(client.request(1, { message: "after close" }), ClientClosedError);
