@@ -23,7 +23,8 @@ pub struct KubernetesArgs {
     /// Name of this pod (downward API `metadata.name`).
     #[arg(long, env = "SWITCHYARD_POD_NAME")]
     pub pod_name: Option<String>,
-    /// Headless Service of the node pool whose EndpointSlices list the nodes (gates).
+    /// Headless Service(s) of the node pools whose EndpointSlices list the nodes (gates): one name, or a
+    /// comma-separated list, one per pool (`NAME-node-lobby,NAME-node-battle`).
     #[arg(long, env = "SWITCHYARD_NODE_SERVICE")]
     pub node_service: Option<String>,
     /// Name of the node Service port that carries gate links.
@@ -67,7 +68,8 @@ impl KubernetesArgs {
                 env: env::NODE_SERVICE,
                 flag: "node-service",
             })?;
-            let config = RegistryConfig::new(namespace, service).with_port_name(self.link_port_name.clone());
+            let config = RegistryConfig::for_services(namespace, RegistryConfig::parse_services(&service))
+                .with_port_name(self.link_port_name.clone());
             Ok(Arc::new(KubernetesRegistry::start(
                 client().await?,
                 config,
@@ -81,8 +83,8 @@ impl KubernetesArgs {
         }
     }
 
-    /// Starts what a node does in Kubernetes: the pod reporter (with `--report-pod`, fed by `bound`) and the
-    /// drain signal (the annotations file, else a watch on the pod). Returns a token cancelled when the pod
+    /// Starts what a node does in Kubernetes: the pod reporter (with `--report-pod`, fed by `bound`, also
+    /// writing `routes`, the routes the node serves to clients) and the drain signal (the annotations file, else a watch on the pod). Returns a token cancelled when the pod
     /// is annotated for draining; outside Kubernetes (neither flag) it is never cancelled. Everything stops
     /// with `shutdown`.
     ///
@@ -91,6 +93,7 @@ impl KubernetesArgs {
     pub async fn start_node(
         &self,
         bound: watch::Receiver<usize>,
+        routes: Vec<i32>,
         shutdown: &CancellationToken,
     ) -> Result<CancellationToken, ProcessError> {
         let requested = CancellationToken::new();
@@ -115,7 +118,7 @@ impl KubernetesArgs {
                 }
             };
             let reporter = if self.report_pod {
-                let config = ReporterConfig::new(self.pod()?);
+                let config = ReporterConfig::new(self.pod()?).with_routes(routes);
                 Some(PodReporter::start(client().await?, config, bound, shutdown)?)
             } else {
                 None
@@ -134,7 +137,7 @@ impl KubernetesArgs {
         }
         #[cfg(not(feature = "kubernetes"))]
         {
-            let _ = (bound, shutdown);
+            let _ = (bound, routes, shutdown);
             Err(ProcessError::KubernetesNotBuilt(
                 "--report-pod / --drain-file (SWITCHYARD_REPORT_POD / SWITCHYARD_DRAIN_FILE)",
             ))
