@@ -1176,7 +1176,11 @@ rules:
     );
 
     // The examples are valid GameClusters (server-side validation: schema, CEL rules, defaults).
-    for example in ["examples/minimal.yaml", "examples/full.yaml", "examples/pools.yaml"] {
+    for example in [
+        "examples/minimal.yaml",
+        "examples/full.yaml",
+        "examples/pools.yaml",
+    ] {
         let out = run_ok(plane.kubectl().args([
             "apply",
             "--dry-run=server",

@@ -464,19 +464,90 @@ async fn two_pools_scale_on_their_own_and_route_conflicts_show() {
         Some(("False".into(), "NoConflict".into()))
     );
 
-    // Two pools' nodes report route 11 (as their pod reporters would): the RouteConflict condition.
+    // A new battle image rolls battle only: its old pods are drained once a new one is ready; lobby's
+    // Deployment and pods are untouched.
+    let lobby_generation = api
+        .get("duo-node-lobby")
+        .await
+        .expect("lobby")
+        .metadata
+        .generation;
+    let new_image = serde_json::json!({"spec": {"pools": [
+        {"name": "lobby", "replicas": 4, "image": "registry.example/game:lobby"},
+        {"name": "battle", "replicas": 1, "routing": "leastBound", "image": "registry.example/game:battle-2"},
+    ]}});
+    gameclusters
+        .patch("duo", &PatchParams::default(), &Patch::Merge(&new_image))
+        .await
+        .expect("new battle image");
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let drained_by_rollout = |pod: &Pod| {
+        pod.annotations()
+            .get("switchyard.dev/drained-by")
+            .map(String::as_str)
+            == Some("rollout")
+    };
+    // One surge pod of the new template turns ready (marked once: no kubelet here), so the old pods are
+    // still there when the operator drains them.
+    eventually("a ready battle pod of the new template", WAIT, || async {
+        let sets = names::<ReplicaSet>(&client, &ns, "switchyard.dev/pool=battle").await;
+        (sets.len() == 2 && mark_pods_ready(&client, &ns, "switchyard.dev/pool=battle").await > 0)
+            .then_some(())
+    })
+    .await;
+    eventually("the old battle pods are drained", WAIT, || async {
+        let battle = pods
+            .list(&ListParams::default().labels("switchyard.dev/pool=battle"))
+            .await
+            .ok()?
+            .items;
+        battle.iter().any(drained_by_rollout).then_some(())
+    })
+    .await;
+    let lobby_pods = pods
+        .list(&ListParams::default().labels("switchyard.dev/pool=lobby"))
+        .await
+        .expect("lobby pods")
+        .items;
+    assert_eq!(lobby_pods.len(), 4);
+    assert!(
+        lobby_pods
+            .iter()
+            .all(|pod| !pod.annotations().contains_key("switchyard.dev/drain")),
+        "a battle rollout drained a lobby pod"
+    );
+    let lobby = api.get("duo-node-lobby").await.expect("lobby");
+    assert_eq!(lobby.metadata.generation, lobby_generation, "lobby rolled");
+    // In the pools form, kubectl scale gc/NAME would write spec.node: refused, spec.node and spec.pools
+    // are exclusive.
+    let refused = plane.kubectl(&["-n", &ns, "scale", "gc/duo", "--replicas=3"]);
+    assert!(!refused.status.success(), "kubectl scale gc/duo succeeded");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("spec.node and spec.pools are exclusive"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // Two pools' nodes report route 11 (as their pod reporters would): the RouteConflict condition.
     for (pool, routes) in [("lobby", "1,2,11"), ("battle", "3,4,11")] {
-        let pod = pods
-            .list(&ListParams::default().labels(&format!("switchyard.dev/pool={pool}")))
-            .await
-            .expect("pods")
-            .items[0]
-            .name_any();
         let patch = serde_json::json!({"metadata": {"annotations": {"switchyard.dev/routes": routes}}});
-        pods.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .expect("routes annotation");
+        // A pod of the current template: the battle rollout may still be replacing older ones.
+        eventually(&format!("a {pool} pod carries routes {routes}"), WAIT, || async {
+            mark_pods_ready(&client, &ns, &selector).await;
+            let listed = pods
+                .list(&ListParams::default().labels(&format!("switchyard.dev/pool={pool}")))
+                .await
+                .ok()?;
+            let pod = listed
+                .items
+                .iter()
+                .find(|pod| !pod.annotations().contains_key("switchyard.dev/drain"))?;
+            pods.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
     }
     let conflict = eventually("the RouteConflict condition", WAIT, || async {
         let api: Api<GameCluster> = Api::namespaced(client.clone(), &ns);
