@@ -345,11 +345,12 @@ async fn reconcile_cluster(
     let mut problem = None;
     let mut deployments = Applied::default();
     // Every pool of the spec: (name, selector, desired replicas, GamePool as stored).
-    let mut pools: Vec<(String, String, Option<i32>, Option<GamePool>)> = crate::pools::pools(&cluster.spec)
+    let mut pools: Vec<PoolState> = crate::pools::pools(&cluster.spec)
         .iter()
-        .map(|pool| {
-            let selector = crate::children::pool_selector_string(&name, &pool.name, pool.single);
-            (pool.name.to_string(), selector, None, None)
+        .map(|pool| PoolState {
+            name: pool.name.to_string(),
+            selector: crate::children::pool_selector_string(&name, &pool.name, pool.single),
+            game_pool: None,
         })
         .collect();
     match children(cluster, &context.defaults) {
@@ -363,8 +364,7 @@ async fn reconcile_cluster(
         Ok(mut children) => {
             for (pool, slot) in children.pools.iter_mut().zip(pools.iter_mut()) {
                 if let Some(stored) = follow_game_pool(client, &namespace, pool).await? {
-                    slot.2 = Some(stored.spec.replicas);
-                    slot.3 = Some(stored);
+                    slot.game_pool = Some(stored);
                 }
             }
             match apply_all(client, &namespace, &children).await? {
@@ -407,7 +407,10 @@ async fn reconcile_cluster(
         .items;
     if problem.is_none() {
         // Each pool rolls on its own: only its pods, against its own Deployment's current template.
-        for (pool, selector, _, _) in &pools {
+        for PoolState {
+            name: pool, selector, ..
+        } in &pools
+        {
             if let Some(deployment) = deployments.pools.get(pool) {
                 let mut own: Vec<Pod> = node_pods
                     .iter()
@@ -431,10 +434,10 @@ async fn reconcile_cluster(
     note_routes(context, &key, &name, &namespace, &check);
     let by_pool: Vec<Vec<_>> = pools
         .iter()
-        .map(|(pool, _, _, _)| {
+        .map(|pool| {
             node_pods
                 .iter()
-                .filter(|pod| pod_pool(pod) == pool)
+                .filter(|pod| pod_pool(pod) == pool.name)
                 .cloned()
                 .collect()
         })
@@ -442,10 +445,10 @@ async fn reconcile_cluster(
     let observed_pools: Vec<ObservedPool<'_>> = pools
         .iter()
         .zip(&by_pool)
-        .map(|((pool, _, desired, _), pods)| ObservedPool {
-            name: pool,
-            desired: *desired,
-            deployment: deployments.pools.get(pool),
+        .map(|(pool, pods)| ObservedPool {
+            name: &pool.name,
+            desired: pool.game_pool.as_ref().map(|stored| stored.spec.replicas),
+            deployment: deployments.pools.get(&pool.name),
             pods,
         })
         .collect();
@@ -459,13 +462,13 @@ async fn reconcile_cluster(
         problem: problem.as_ref(),
     };
     let status = aggregate(cluster, previous.as_ref(), &observed, Timestamp::now());
-    for ((_, selector, _, stored), pool_status) in pools.iter().zip(&status.pools) {
-        if let Some(stored) = stored {
+    for (pool, pool_status) in pools.iter().zip(&status.pools) {
+        if let Some(stored) = &pool.game_pool {
             pool_sync::write_status(
                 client,
                 &namespace,
                 stored,
-                GamePoolStatus::of(pool_status, selector.clone()),
+                GamePoolStatus::of(pool_status, pool.selector.clone()),
             )
             .await
             .map_err(ReconcileError::kube("writing a GamePool status"))?;
@@ -519,6 +522,15 @@ async fn reconcile_cluster(
     Ok((action, problem.is_some()))
 }
 
+/// One pool of the spec during a reconcile.
+struct PoolState {
+    name: String,
+    /// Label selector of the pool's pods.
+    selector: String,
+    /// The pool's `GamePool` as stored (`spec.pools` only), whose replicas the Deployment got.
+    game_pool: Option<GamePool>,
+}
+
 /// Makes the pool's `GamePool` exist and follow the spec (see [`crate::pool_sync`]), and gives the pool's
 /// Deployment the replicas the `GamePool` holds (what `kubectl scale gamepool/...` or an HPA set). `None`
 /// for the single-pool form, which has no `GamePool`.
@@ -533,7 +545,7 @@ async fn follow_game_pool(
     let stored = pool_sync::sync(client, namespace, desired)
         .await
         .map_err(ReconcileError::kube(format!(
-            "keeping GamePool {}",
+            "keeping GamePool {} (the GamePool CRD comes with crds/gamecluster.yaml: apply it when upgrading)",
             desired.name_any()
         )))?;
     pool.deployment.spec.replicas = Some(stored.spec.replicas);
