@@ -344,7 +344,7 @@ async fn reconcile_cluster(
     let client = &context.client;
     let mut problem = None;
     let mut deployments = Applied::default();
-    // Every pool of the spec: (name, selector, desired replicas, GamePool as stored).
+    // Every pool of the spec, with its GamePool once synced.
     let mut pools: Vec<PoolState> = crate::pools::pools(&cluster.spec)
         .iter()
         .map(|pool| PoolState {

@@ -1,8 +1,8 @@
 //! Running inside Kubernetes: who exists, what this pod reports, and when it is asked to drain.
 //!
-//! - [`KubernetesRegistry`]: a [`Registry`](crate::registry::Registry) fed by the EndpointSlices of one
-//!   Service, watched with a kube-rs reflector; the translation from slices to [`NodeEndpoint`]s is the
-//!   pure function [`node_endpoints`].
+//! - [`KubernetesRegistry`]: a [`Registry`](crate::registry::Registry) fed by the EndpointSlices of the node
+//!   Services of every pool (one watch, a set-based selector), watched with a kube-rs reflector; the
+//!   translation from slices to [`NodeEndpoint`]s is the pure function [`node_endpoints`].
 //! - [`PodReporter`]: keeps this pod's annotations [`BOUND_PLAYERS_ANNOTATION`] and
 //!   [`POD_DELETION_COST_ANNOTATION`] equal to the bound-player count (changed values only, throttled), so
 //!   scale-down removes the emptiest node, and [`ROUTES_ANNOTATION`] equal to the routes the node serves.

@@ -1,6 +1,7 @@
 //! Kubernetes settings of gate and node processes: where a gate's node list comes from (the EndpointSlices
-//! of the node Service), how a node learns it must drain (its pod's `switchyard.dev/drain` annotation), and
-//! how it reports its bound players on its pod. The operator sets them through the pod contract.
+//! of the node Services of every pool), how a node learns it must drain (its pod's `switchyard.dev/drain`
+//! annotation), and how it reports its bound players and routes on its pod. The operator sets them through
+//! the pod contract.
 //!
 //! The flags exist in every build, so that a build without the `kubernetes` feature refuses them with a
 //! clear error instead of ignoring what the operator asked.
@@ -45,7 +46,8 @@ impl KubernetesArgs {
         self.report_pod || self.drain_file.is_some()
     }
 
-    /// The node registry of a gate: the EndpointSlices of the node Service, watched until `shutdown`.
+    /// The node registry of a gate: the EndpointSlices of the node Services (every pool), watched until
+    /// `shutdown`.
     ///
     /// # Errors
     /// A missing namespace or Service, no reachable API, or a build without the `kubernetes` feature.
