@@ -392,7 +392,7 @@ async fn two_pools_scale_on_their_own_and_route_conflicts_show() {
         assert!(header.contains(column), "column {column} missing in {header:?}");
     }
 
-    // kubectl scale gamepool/duo-battle: the /scale subresource of the pool's GamePool, through the API.
+    // kubectl scale gamepool/duo-battle, as the README says: the /scale subresource of the pool's GamePool.
     let lobby_generation = api
         .get("duo-node-lobby")
         .await
@@ -400,14 +400,8 @@ async fn two_pools_scale_on_their_own_and_route_conflicts_show() {
         .metadata
         .generation;
     let pools: Api<GamePool> = Api::namespaced(client.clone(), &ns);
-    pools
-        .patch_scale(
-            "duo-battle",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
-        )
-        .await
-        .expect("scale the battle pool");
+    let scaled = plane.kubectl_ok(&["-n", &ns, "scale", "gamepool/duo-battle", "--replicas=3"]);
+    assert!(scaled.contains("scaled"), "{scaled}");
     eventually("the battle Deployment follows its GamePool", WAIT, || async {
         (deployment_replicas(&client, &ns, "duo-node-battle").await == Some(3)).then_some(())
     })
