@@ -420,6 +420,32 @@ async fn two_pools_scale_on_their_own_and_route_conflicts_show() {
     })
     .await;
 
+    // An HPA can target a pool: the controller-manager's HPA controller reads the GamePool's /scale (no
+    // metrics here, so it scales nothing; AbleToScale=True is what it says once it read the scale).
+    let hpa = format!(
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: lobby\n  namespace: {ns}\nspec:\n  scaleTargetRef: {{apiVersion: switchyard.dev/v1alpha1, kind: GamePool, name: duo-lobby}}\n  minReplicas: 1\n  maxReplicas: 6\n  metrics: [{{type: Resource, resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 50}}}}}}]\n"
+    );
+    let output = plane.kubectl_stdin(&["apply", "-f", "-"], &hpa);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eventually("the HPA reads the GamePool's scale", Duration::from_secs(90), || async {
+        let able = plane.kubectl_ok(&[
+            "-n",
+            &ns,
+            "get",
+            "hpa",
+            "lobby",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"AbleToScale\")].status} {.status.conditions[?(@.type==\"AbleToScale\")].reason}",
+        ]);
+        (able.trim() == "True SucceededGetScale").then_some(())
+    })
+    .await;
+    plane.kubectl_ok(&["-n", &ns, "delete", "hpa", "lobby"]);
+
     // Editing spec.pools[lobby].replicas is a deliberate scale of lobby; battle keeps kubectl scale's 3.
     let gameclusters: Api<GameCluster> = Api::namespaced(client.clone(), &ns);
     let edited = serde_json::json!({"spec": {"pools": [
