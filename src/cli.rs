@@ -43,6 +43,9 @@ pub(crate) struct GateArgs {
     /// How stateless packets pick a node: round-robin, random, least-bound.
     #[arg(long, env = "SWITCHYARD_ROUTING", default_value = "round-robin")]
     pub(crate) routing: RoutingPolicy,
+    /// Pools routed by another policy than --routing: POOL=POLICY,... (e.g. battle=least-bound).
+    #[arg(long, env = "SWITCHYARD_POOL_ROUTING", default_value = "")]
+    pub(crate) pool_routing: String,
     /// How long a draining gate takes to close its connections.
     #[arg(long = "gate-drain-deadline", env = "SWITCHYARD_GATE_DRAIN_DEADLINE", default_value = "30s", value_parser = parse_duration)]
     pub(crate) drain_deadline: Duration,
@@ -80,6 +83,10 @@ impl GateArgs {
             outbound_queue: self.outbound_queue,
             outbound_queue_bytes: self.outbound_queue_bytes,
             routing: self.routing,
+            pool_routing: switchyard_cluster::contract::parse_pool_routing(&self.pool_routing)?
+                .into_iter()
+                .map(|(pool, policy)| Ok((pool, policy.parse().map_err(anyhow::Error::msg)?)))
+                .collect::<anyhow::Result<_>>()?,
             ws_path: self.ws_path.clone(),
             drain_deadline: self.drain_deadline,
             node_link_grace: self.node_link_grace,

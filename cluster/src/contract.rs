@@ -56,7 +56,7 @@ pub mod env {
     pub const LINK_PORT_NAME: &str = "SWITCHYARD_LINK_PORT_NAME";
     /// The routing policy of every pool, `POOL=POLICY` pairs separated by commas
     /// ([`super::parse_pool_routing`]), e.g. `lobby=round-robin,battle=least-bound`. Written into gate pods of
-    /// a cluster with `spec.pools`; not yet in [`super::GATE_ONLY`]: it joins it once the gate reads it.
+    /// every cluster (the single-pool form has one pool, `game`).
     pub const POOL_ROUTING: &str = "SWITCHYARD_POOL_ROUTING";
 
     // Nodes only.
@@ -111,7 +111,7 @@ pub const TRACING: [&str; 4] = [
 ];
 
 /// Written into gate pods only.
-pub const GATE_ONLY: [&str; 10] = [
+pub const GATE_ONLY: [&str; 11] = [
     env::TCP,
     env::WS,
     env::WS_PATH,
@@ -122,6 +122,7 @@ pub const GATE_ONLY: [&str; 10] = [
     env::REGISTRY,
     env::NODE_SERVICE,
     env::LINK_PORT_NAME,
+    env::POOL_ROUTING,
 ];
 
 /// Written into node pods only.

@@ -65,12 +65,7 @@ impl Gate {
     ) {
         let inner = &self.inner;
         let snapshot = inner.nodes.snapshot();
-        let callee = match snapshot.callee(
-            &call.target,
-            call.route,
-            inner.config.routing,
-            &inner.routing_turn,
-        ) {
+        let callee = match snapshot.callee(&call.target, call.route, &inner.config, &inner.routing_turn) {
             Ok(callee) => callee,
             Err(why) => {
                 let status = match why {

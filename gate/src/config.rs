@@ -57,6 +57,26 @@ pub enum RoutingPolicy {
     LeastBound,
 }
 
+/// What picks the routing policy of a pool: one policy for all, or a gate's config.
+pub(crate) trait PolicyOf {
+    fn policy_of(&self, pool: &str) -> RoutingPolicy;
+}
+
+impl PolicyOf for RoutingPolicy {
+    fn policy_of(&self, _pool: &str) -> RoutingPolicy {
+        *self
+    }
+}
+
+impl PolicyOf for &GateConfig {
+    fn policy_of(&self, pool: &str) -> RoutingPolicy {
+        self.pool_routing
+            .iter()
+            .find(|(named, _)| named == pool)
+            .map_or(self.routing, |(_, policy)| *policy)
+    }
+}
+
 impl FromStr for RoutingPolicy {
     type Err = String;
 
@@ -110,6 +130,8 @@ pub struct GateConfig {
     /// Bytes a connection writes in one batch at most.
     pub write_batch_bytes: usize,
     pub routing: RoutingPolicy,
+    /// Pools routed by another policy than [`GateConfig::routing`] (the GameCluster's `spec.pools[].routing`).
+    pub pool_routing: Vec<(String, RoutingPolicy)>,
     /// WebSocket upgrade path.
     pub ws_path: String,
     /// How long a draining gate takes to close its connections.
@@ -141,6 +163,7 @@ impl GateConfig {
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             write_batch_bytes: 64 * 1024,
             routing: RoutingPolicy::RoundRobin,
+            pool_routing: Vec::new(),
             ws_path: "/".to_owned(),
             drain_deadline: Duration::from_secs(30),
             node_link_grace: DEFAULT_NODE_LINK_GRACE,

@@ -176,7 +176,7 @@ impl Gate {
                     data.route(),
                     uid,
                     |pool| session.node(pool),
-                    inner.config.routing,
+                    &inner.config,
                     &inner.routing_turn,
                 );
                 let node = match decision {

@@ -16,7 +16,7 @@ use rand::Rng;
 use switchyard_protocol::link::{CallTarget, GateToNode, NO_UID, NodeState, RouteSpec, Uid};
 use tokio::sync::mpsc;
 
-use crate::config::RoutingPolicy;
+use crate::config::{PolicyOf, RoutingPolicy};
 use crate::metrics::{DropReason, NodeStateLabels};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -126,7 +126,7 @@ impl RoutingSnapshot {
         route: i32,
         uid: Uid,
         bound_node: impl FnOnce(&str) -> Option<Arc<str>>,
-        policy: RoutingPolicy,
+        policy: impl PolicyOf,
         turn: &AtomicUsize,
     ) -> Decision {
         let Some(entry) = self.routes.get(&route).filter(|entry| !entry.spec.internal) else {
@@ -142,13 +142,13 @@ impl RoutingSnapshot {
             return match self.nodes.get(bound) {
                 Some(node) => Decision::Forward(node.clone()),
                 None if self.unlinked.contains_key(bound) => Decision::Drop(DropReason::NodeUnlinked),
-                None => match pick_new(entry, policy, turn) {
+                None => match pick_new(entry, policy.policy_of(&entry.pool), turn) {
                     Some(node) => Decision::Rebind(node),
                     None => Decision::Drop(DropReason::NoNode),
                 },
             };
         }
-        match pick_new(entry, policy, turn) {
+        match pick_new(entry, policy.policy_of(&entry.pool), turn) {
             Some(node) => Decision::Forward(node),
             None => Decision::Drop(DropReason::NoNode),
         }
@@ -160,7 +160,7 @@ impl RoutingSnapshot {
         &self,
         target: &CallTarget,
         route: i32,
-        policy: RoutingPolicy,
+        policy: impl PolicyOf,
         turn: &AtomicUsize,
     ) -> Result<Arc<NodeHandle>, NoCallee> {
         match target {
@@ -171,7 +171,7 @@ impl RoutingSnapshot {
                 if *entry.pool != **pool {
                     return Err(self.missing_in_pool(pool));
                 }
-                pick_new(entry, policy, turn).ok_or(NoCallee::NoNode)
+                pick_new(entry, policy.policy_of(pool), turn).ok_or(NoCallee::NoNode)
             }
             CallTarget::Node(id) => {
                 let node = self.nodes.get(id.as_str()).ok_or(NoCallee::NoNode)?;

@@ -893,16 +893,14 @@ impl Ctx<'_> {
             env(env::NODE_SERVICE, self.node_services()),
             env(env::LINK_PORT_NAME, "link"),
         ]);
-        if !self.spec.pools.is_empty() {
-            let routing = pools(self.spec)
-                .iter()
-                .map(|pool| (pool.name.to_string(), pool.routing.as_gate_str()))
-                .collect::<Vec<_>>();
-            vars.push(env(
-                env::POOL_ROUTING,
-                contract::format_pool_routing(routing.iter().map(|(pool, policy)| (pool.as_str(), *policy))),
-            ));
-        }
+        let routing = pools(self.spec)
+            .iter()
+            .map(|pool| (pool.name.to_string(), pool.routing.as_gate_str()))
+            .collect::<Vec<_>>();
+        vars.push(env(
+            env::POOL_ROUTING,
+            contract::format_pool_routing(routing.iter().map(|(pool, policy)| (pool.as_str(), *policy))),
+        ));
         let mut ports = Vec::new();
         if gate.tcp.enabled {
             ports.push(port("tcp", gate.tcp.port));

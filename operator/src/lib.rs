@@ -8,7 +8,7 @@
 //! - [`children`]: the pure translation of a spec into Kubernetes objects (`docs/pod-contract.md`).
 //! - [`status`]: the pure aggregation of Deployments and node pods into status, conditions and events.
 //! - [`rollout`]: which node pods a rollout drains (the old ones, once a new one is ready), per pool.
-//! - [`conflicts`]: client routes served by two pools (the `RouteConflict` condition).
+//! - [`conflicts`]: routes served by two pools (the `RouteConflict` condition).
 //! - [`pool_sync`]: the reconciler's side of `GamePool`s.
 //! - [`reconcile`]: the kube-rs controller that applies both with server-side apply.
 //! - [`leader`]: leader election on a Lease, so two replicas are safe.

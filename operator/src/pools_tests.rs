@@ -216,7 +216,10 @@ fn the_single_pool_form_keeps_its_names_and_selectors() {
     );
     let gate = container(&built.gate_deployment);
     assert_eq!(env_value(gate, env::NODE_SERVICE).as_deref(), Some("arena-node"));
-    assert_eq!(env_value(gate, env::POOL_ROUTING), None);
+    assert_eq!(
+        env_value(gate, env::POOL_ROUTING).as_deref(),
+        Some("game=round-robin")
+    );
 }
 
 #[test]
