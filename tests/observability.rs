@@ -1226,6 +1226,9 @@ impl Player {
             }
             self.ask(4, json!({"room": room})).await;
             self.ask(5, json!({"room": room, "text": "gg"})).await;
+            // Matchmaking: node-to-node calls (queue owner, battle pool) for the call panels.
+            self.ask(11, json!({"mode": "duel"})).await;
+            self.ask(13, json!({"x": 1, "y": 2})).await;
             self.ask(3, json!({})).await;
             self.ask(1, json!({"message": "ping"})).await;
             self.conn.send_raw(&wire.heartbeat()).await;

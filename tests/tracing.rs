@@ -115,6 +115,56 @@ fn named<'a>(spans: &'a [SpanData], name: &str, route: Option<i32>) -> Vec<&'a S
         .collect()
 }
 
+/// A node-to-node call from a traced handler: the callee's `node.call` span joins the caller's trace, under
+/// the caller's `node.handle` span, the trace context crossing the gate in both link directions.
+#[tokio::test]
+async fn a_call_made_by_a_traced_handler_joins_its_trace() {
+    let (provider, exporter, _subscriber) = traced(Sampling::default());
+    let locator = Arc::new(MemoryLocator::default());
+    let node = Node::new(
+        NodeConfig::new("node-1"),
+        demo::router(),
+        locator.clone(),
+        &mut Registry::default(),
+    )
+    .unwrap();
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), TcpLinkConfig::default())
+        .await
+        .unwrap();
+    let link = acceptor.local_addr().to_string();
+    node.serve(acceptor);
+    let (gate, address, _nodes) = gate(link, locator).await;
+    wait_linked(&gate).await;
+    let mut clients = Vec::new();
+    for uid in [1, 2] {
+        let client = Client::connect_tcp(&address, PacketConfig::default(), ClientOptions::default())
+            .await
+            .unwrap();
+        request(&client, demo::LOGIN, json!({"uid": uid, "name": "p"})).await;
+        // The second queue request completes a pair: its handler calls the battle pool (this node's own
+        // pool here) to create the match.
+        assert_eq!(request(&client, demo::QUEUE, json!({"mode": "duel"})).await["code"], 0);
+        clients.push(client);
+    }
+    let spans = spans_until(&exporter, |spans| named(spans, "node.call", Some(demo::CREATE_MATCH)).len() == 1).await;
+    let [call] = named(&spans, "node.call", Some(demo::CREATE_MATCH))[..] else {
+        panic!("one node.call span for the match")
+    };
+    let caller = named(&spans, "node.handle", Some(demo::QUEUE))
+        .into_iter()
+        .find(|span| span.span_context.span_id() == call.parent_span_id)
+        .expect("the call's parent is a queue handler's span");
+    assert_eq!(call.span_context.trace_id(), caller.span_context.trace_id());
+    assert!(call.parent_span_is_remote, "the context crossed the links");
+    assert_eq!(attribute(call, "from").as_deref(), Some("node-1"));
+    for client in clients {
+        client.close().await;
+    }
+    gate.shutdown().await;
+    node.shutdown().await;
+    provider.shutdown().unwrap();
+}
+
 #[tokio::test]
 async fn one_trace_from_the_gate_through_the_node_and_back() {
     let (provider, exporter, _subscriber) = traced(Sampling::default());
