@@ -30,6 +30,7 @@ use crate::crd::{
     ADMIN_PORT, GameCluster, GameClusterSpec, LINK_PORT, MAX_DRAIN_DEADLINE_SECONDS, MAX_MAX_PACKET_BYTES,
     MAX_NAME_LENGTH, MIN_MAX_PACKET_BYTES,
 };
+use crate::locator;
 
 /// `app.kubernetes.io/name` of everything the operator creates.
 pub const APP_NAME: &str = "switchyard";
@@ -150,6 +151,9 @@ pub struct Children {
 /// The managed Redis.
 #[derive(Debug, Clone)]
 pub struct RedisChildren {
+    /// Name, labels and owner of its password Secret (`NAME-redis-auth`), which the reconciler creates
+    /// once with [`crate::locator::auth_secret`] (its content is random, so it is not rendered here).
+    pub auth_secret: ObjectMeta,
     pub deployment: Deployment,
     pub service: Service,
 }
@@ -221,14 +225,7 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
             "packet.maxPacketBytes must be at most {MAX_MAX_PACKET_BYTES} (64 MiB)"
         ));
     }
-    if let Some(redis) = &spec.locator.redis
-        && !contract::is_redis_url(&redis.url)
-    {
-        return invalid(format!(
-            "locator.redis.url must start with {}",
-            contract::redis_url_schemes_text()
-        ));
-    }
+    crate::locator::validate(&spec.locator).map_err(SpecError::Invalid)?;
     let gate = &spec.gate;
     if gate.replicas < 0 {
         return invalid("gate.replicas must be 0 or more".into());
@@ -595,26 +592,6 @@ impl Ctx<'_> {
         }
     }
 
-    fn locator_url(&self) -> String {
-        match &self.spec.locator.redis {
-            Some(redis) => redis.url.clone(),
-            None => format!(
-                "redis://{}.{}.svc:{REDIS_PORT}",
-                child_name(self.name, "redis"),
-                self.namespace
-            ),
-        }
-    }
-
-    fn locator_prefix(&self) -> String {
-        self.spec
-            .locator
-            .redis
-            .as_ref()
-            .and_then(|redis| redis.key_prefix.clone())
-            .unwrap_or_else(|| format!("switchyard:{}", self.name))
-    }
-
     /// The variables of the pod contract common to gates and nodes (the pod IP first, so later values can
     /// reference it).
     fn common_env(&self, service: &str) -> Vec<EnvVar> {
@@ -624,10 +601,17 @@ impl Ctx<'_> {
             field_env(env::POD_NAME, "metadata.name"),
             field_env(env::NAMESPACE, "metadata.namespace"),
             env(env::HTTP, format!("$({}):{ADMIN_PORT}", env::POD_IP)),
-            env(env::LOCATOR, self.locator_url()),
-            env(env::LOCATOR_PREFIX, self.locator_prefix()),
+            env(
+                env::LOCATOR,
+                locator::url(self.name, self.namespace, &self.spec.locator),
+            ),
+            env(
+                env::LOCATOR_PREFIX,
+                locator::prefix(self.name, &self.spec.locator),
+            ),
             env(env::LOG, self.spec.log.clone()),
         ];
+        vars.extend(locator::auth_env(self.name, &self.spec.locator));
         if let Some(endpoint) = &self.spec.tracing.otlp_endpoint {
             vars.extend([
                 env(env::OTEL_EXPORTER_OTLP_ENDPOINT, endpoint.clone()),
@@ -723,8 +707,19 @@ impl Ctx<'_> {
         component: Component,
         replicas: i32,
         pod_annotations: BTreeMap<String, String>,
-        pod: PodSpec,
+        mut pod: PodSpec,
     ) -> Deployment {
+        if component != Component::Redis
+            && let Some((volume, mount)) = locator::ca_volume(&self.spec.locator)
+        {
+            pod.volumes.get_or_insert_with(Vec::new).push(volume);
+            for container in &mut pod.containers {
+                container
+                    .volume_mounts
+                    .get_or_insert_with(Vec::new)
+                    .push(mount.clone());
+            }
+        }
         Deployment {
             metadata: self.meta(self.component_name(component), component),
             spec: DeploymentSpec {
@@ -911,24 +906,12 @@ impl Ctx<'_> {
     fn redis(&self) -> RedisChildren {
         let managed = &self.spec.locator.managed_redis;
         let name = child_name(self.name, "redis");
+        let (conf_volume, conf_mount) = locator::managed_redis_conf_volume(self.name);
         let container = Container {
             name: "redis".to_owned(),
             image: Some(managed.image.clone()),
             image_pull_policy: Some(self.spec.image_pull_policy.as_str().to_owned()),
-            args: Some(
-                [
-                    "--port",
-                    "6379",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ),
+            args: Some(locator::managed_redis_args()),
             ports: Some(vec![port("redis", REDIS_PORT)]),
             readiness_probe: Some(Probe {
                 tcp_socket: Some(TCPSocketAction {
@@ -949,7 +932,7 @@ impl Ctx<'_> {
             }),
             resources: managed.resources.clone(),
             security_context: Some(container_security_context(REDIS_USER)),
-            volume_mounts: Some(vec![mount("data", "/data", false)]),
+            volume_mounts: Some(vec![mount("data", "/data", false), conf_mount]),
             ..Default::default()
         };
         let mut deployment = self.deployment(
@@ -960,7 +943,7 @@ impl Ctx<'_> {
                 automount_service_account_token: Some(false),
                 security_context: Some(pod_security_context(REDIS_USER)),
                 containers: vec![container],
-                volumes: Some(vec![empty_dir("data")]),
+                volumes: Some(vec![empty_dir("data"), conf_volume]),
                 enable_service_links: Some(false),
                 ..Default::default()
             },
@@ -979,7 +962,11 @@ impl Ctx<'_> {
             }),
             ..Default::default()
         };
-        RedisChildren { deployment, service }
+        RedisChildren {
+            auth_secret: self.meta(locator::auth_secret_name(self.name), Component::Redis),
+            deployment,
+            service,
+        }
     }
 
     fn node_network_policy(&self) -> NetworkPolicy {

@@ -203,25 +203,91 @@ pub struct LocatorSpec {
     /// An existing Redis. When absent the operator runs one (`managedRedis`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisLocatorSpec>,
-    /// The Redis the operator runs when `redis` is absent (one pod, no persistence).
+    /// The Redis the operator runs when `redis` is absent (one pod, no persistence, protected mode, and a
+    /// password the operator generates once into the Secret `NAME-redis-auth`).
     pub managed_redis: ManagedRedisSpec,
 }
 
-/// An existing Redis (or Redis Cluster).
+/// An existing Redis (or Redis Cluster). Credentials come from Secrets, never from the spec: a URL with a
+/// password in it is refused.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.ca) || self.url.startsWith('rediss://')",
+    "message": "locator.redis.ca needs a rediss:// URL"
+}]))]
 pub struct RedisLocatorSpec {
-    /// `redis://host:6379`, `rediss://...`, or `redis+cluster://h1:p1,h2:p2`.
+    /// `redis://host:6379`, `rediss://host:6380` (TLS), or `redis+cluster://h1:p1,h2:p2`; no password
+    /// (use `passwordSecretRef`).
     #[schemars(length(min = 1, max = 2048))]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": contract::REDIS_URL_CEL_RULE,
-        "message": "locator.redis.url must start with redis://, rediss:// or redis+cluster://"
-    }]))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": contract::REDIS_URL_CEL_RULE,
+            "message": "locator.redis.url must start with redis://, rediss:// or redis+cluster://"
+        },
+        {
+            "rule": contract::URL_NO_PASSWORD_CEL_RULE,
+            "message": "locator.redis.url must not carry a password: name a Secret in locator.redis.passwordSecretRef"
+        }
+    ]))]
     pub url: String,
-    /// Key prefix, one per cluster sharing a Redis. Default `switchyard:NAME`.
+    /// Key prefix, one per cluster sharing a Redis: 1 to 64 of `A-Z a-z 0-9 : _ . -`. Default
+    /// `switchyard:NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": contract::LOCATOR_PREFIX_CEL_RULE,
+        "message": "locator.redis.keyPrefix must be 1 to 64 characters of A-Z, a-z, 0-9 and : _ . -"
+    }]))]
     pub key_prefix: Option<String>,
+    /// The Redis password (`requirepass`, or the ACL user's), from a Secret of the cluster's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// The Redis ACL user, from a Secret of the cluster's namespace. Default: Redis's `default` user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_secret_ref: Option<SecretKeyRef>,
+    /// PEM CA bundle to trust for `rediss://` instead of the system's roots (a private CA), mounted into
+    /// gates and nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaBundleRef>,
+}
+
+/// One key of a Secret in the cluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Where a CA bundle lives: one key of a Secret or of a ConfigMap in the cluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.secretName) != has(self.configMapName)",
+    "message": "a CA bundle names exactly one of secretName and configMapName"
+}]))]
+pub struct CaBundleRef {
+    /// Secret holding the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// ConfigMap holding the bundle (a CA certificate is not secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map_name: Option<String>,
+    /// Key of the bundle. Default `ca.crt`.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_owned()
 }
 
 /// The Redis the operator runs.

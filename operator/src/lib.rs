@@ -13,6 +13,7 @@
 pub mod children;
 pub mod crd;
 pub mod leader;
+pub mod locator;
 pub mod metrics;
 pub mod rbac;
 pub mod reconcile;
