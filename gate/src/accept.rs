@@ -1,4 +1,4 @@
-//! Accepting clients: the accept loop with its connection cap, the TLS handshake and the WebSocket upgrade,
+//! Accepting clients: the accept loop with its connection caps (the gate's, and per source address), the TLS handshake and the WebSocket upgrade,
 //! each kind of connection in a task of its own size.
 
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::metrics::{RefuseReason, Transport};
+use crate::per_ip::PerIpPermit;
 use crate::shared::Gate;
 use crate::transport::{StreamSink, StreamSource, TcpSource, ws_halves};
 
@@ -21,6 +22,14 @@ const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer of a WebSocket connection (tungstenite keeps it for the connection's life, zero-filled, so
 /// it is resident memory): 4 KiB holds a few pipelined 1 KiB packets per read and grows for larger messages.
 const WS_READ_BUFFER: usize = 4 * 1024;
+
+/// What a connection holds while it lives: one of the gate's slots and, with a per-address cap, one of its
+/// address's. Both are given back when it is dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _global: OwnedSemaphorePermit,
+    _per_ip: Option<PerIpPermit>,
+}
 
 impl Gate {
     pub(crate) async fn accept_loop(self, listener: TcpListener, transport: Transport) {
@@ -39,10 +48,20 @@ impl Gate {
                     continue;
                 }
             };
-            let Ok(permit) = inner.connection_slots.clone().try_acquire_owned() else {
+            let Ok(per_ip) = inner.per_ip.acquire(peer.ip()) else {
+                inner.metrics.refused(transport, RefuseReason::PerIp);
+                tracing::debug!(%peer, ?transport, "refused: the address is at its connection cap");
+                drop(stream);
+                continue;
+            };
+            let Ok(global) = inner.connection_slots.clone().try_acquire_owned() else {
                 inner.metrics.refused(transport, RefuseReason::MaxConnections);
                 drop(stream);
                 continue;
+            };
+            let permit = Slot {
+                _global: global,
+                _per_ip: per_ip,
             };
             let _ = stream.set_nodelay(true);
             let gate = self.clone();
@@ -60,7 +79,7 @@ impl Gate {
     }
 
     /// Runs the session of a plain TCP client.
-    pub(crate) async fn serve_plain_tcp(self, mut stream: TcpStream, permit: OwnedSemaphorePermit) {
+    pub(crate) async fn serve_plain_tcp(self, mut stream: TcpStream, permit: Slot) {
         // Borrowed halves: reader and writer run in this one task, so the socket needs no shared handle.
         // Asked here rather than carried from accept: the spawned future stays smaller.
         let peer = stream.peer_addr().ok();
@@ -79,7 +98,7 @@ impl Gate {
         stream: TcpStream,
         peer: SocketAddr,
         transport: Transport,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
     ) {
         let Some(acceptor) = self.inner.config.tls.clone().map(TlsAcceptor::from) else {
             return;
@@ -124,7 +143,7 @@ impl Gate {
         None
     }
 
-    pub(crate) async fn accept_ws<S>(self, stream: S, peer: SocketAddr, permit: OwnedSemaphorePermit)
+    pub(crate) async fn accept_ws<S>(self, stream: S, peer: SocketAddr, permit: Slot)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {

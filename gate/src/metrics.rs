@@ -79,6 +79,8 @@ pub(crate) struct DropLabels {
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RefuseReason {
     MaxConnections,
+    /// The source address holds `max_connections_per_ip` connections already.
+    PerIp,
     Draining,
     Handshake,
 }
@@ -243,6 +245,7 @@ impl GateMetrics {
             }
             for reason in [
                 RefuseReason::MaxConnections,
+                RefuseReason::PerIp,
                 RefuseReason::Draining,
                 RefuseReason::Handshake,
             ] {
@@ -328,4 +331,4 @@ snake_case_labels!(DropReason {
     NodeUnlinked => "node_unlinked",
     NodeBusy => "node_busy",
 });
-snake_case_labels!(RefuseReason { MaxConnections => "max_connections", Draining => "draining", Handshake => "handshake" });
+snake_case_labels!(RefuseReason { MaxConnections => "max_connections", PerIp => "per_ip", Draining => "draining", Handshake => "handshake" });
