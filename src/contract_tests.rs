@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use clap::CommandFactory as _;
 use switchyard_cluster::contract;
-use switchyard_operator::crd::{CaBundleRef, RedisLocatorSpec, SecretKeyRef};
+use switchyard_operator::crd::{CaBundleRef, GateTlsSpec, RedisLocatorSpec, SecretKeyRef};
 use switchyard_operator::{Children, Defaults, GameCluster, GameClusterSpec};
 
 use crate::Cli;
@@ -45,6 +45,9 @@ fn rendered() -> Children {
             key: "ca.crt".into(),
         }),
         ..Default::default()
+    });
+    spec.gate.tls = Some(GateTlsSpec {
+        secret_name: "arena-tls".into(),
     });
     let mut cluster = GameCluster::new("arena", spec);
     cluster.metadata.namespace = Some("games".into());

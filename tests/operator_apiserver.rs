@@ -182,7 +182,7 @@ async fn crd_is_established_with_short_name_and_columns() {
 #[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
 async fn invalid_specs_are_refused_with_the_cel_message() {
     let (plane, client, namespace) = setup("cel").await;
-    let cases: [(&str, &str, &str); 15] = [
+    let cases: [(&str, &str, &str); 19] = [
         (
             "same-ports",
             "gate: {tcp: {port: 4000}, websocket: {port: 4000}}",
@@ -257,6 +257,26 @@ async fn invalid_specs_are_refused_with_the_cel_message() {
             "ca-twice",
             "locator: {redis: {url: 'rediss://redis:6380', ca: {configMapName: a, secretName: b}}}",
             "a CA bundle names exactly one of secretName and configMapName",
+        ),
+        (
+            "burst-alone",
+            "gate: {rateLimit: {burst: 10}}",
+            "gate.rateLimit.burst needs gate.rateLimit.perSecond",
+        ),
+        (
+            "bad-login-deadline",
+            "gate: {loginDeadline: later}",
+            "gate.loginDeadline must be a duration",
+        ),
+        (
+            "negative-per-ip",
+            "gate: {maxConnectionsPerIp: -1}",
+            "gate.maxConnectionsPerIp must be 0 or more",
+        ),
+        (
+            "policy-on-cluster-ip",
+            "gate: {service: {externalTrafficPolicy: Local}}",
+            "gate.service.externalTrafficPolicy needs type NodePort or LoadBalancer",
         ),
     ];
     for (name, spec, message) in cases {

@@ -52,6 +52,20 @@ pub mod env {
     pub const HEARTBEAT_INTERVAL: &str = "SWITCHYARD_HEARTBEAT_INTERVAL";
     pub const HEARTBEAT_MODE: &str = "SWITCHYARD_HEARTBEAT_MODE";
     pub const MAX_CONNECTIONS: &str = "SWITCHYARD_MAX_CONNECTIONS";
+    /// Connections from one source address at most; 0: no cap.
+    pub const MAX_CONNECTIONS_PER_IP: &str = "SWITCHYARD_MAX_CONNECTIONS_PER_IP";
+    /// Packets per second per connection; 0: no limit.
+    pub const RATE_LIMIT: &str = "SWITCHYARD_RATE_LIMIT";
+    /// Packets at once before the rate limit applies; 0: one second's worth.
+    pub const RATE_BURST: &str = "SWITCHYARD_RATE_BURST";
+    /// A duration ([`super::parse_duration`]): close a connection not logged in by then; 0: never.
+    pub const AUTHORIZE_TIMEOUT: &str = "SWITCHYARD_AUTHORIZE_TIMEOUT";
+    /// `true`: heartbeats carry the server time.
+    pub const HEARTBEAT_TIME: &str = "SWITCHYARD_HEARTBEAT_TIME";
+    /// PEM certificate chain of the client listeners (with [`TLS_KEY`]); only with client TLS.
+    pub const TLS_CERT: &str = "SWITCHYARD_TLS_CERT";
+    /// PEM private key of [`TLS_CERT`].
+    pub const TLS_KEY: &str = "SWITCHYARD_TLS_KEY";
     /// A duration ([`super::parse_duration`]).
     pub const GATE_DRAIN_DEADLINE: &str = "SWITCHYARD_GATE_DRAIN_DEADLINE";
     /// `static` or `kubernetes`.
@@ -115,14 +129,21 @@ pub const TRACING: [&str; 4] = [
     env::OTEL_TRACES_SAMPLER_ARG,
 ];
 
-/// Written into gate pods only.
-pub const GATE_ONLY: [&str; 10] = [
+/// Written into gate pods only (the TLS files only with client TLS).
+pub const GATE_ONLY: [&str; 17] = [
     env::TCP,
     env::WS,
     env::WS_PATH,
     env::HEARTBEAT_INTERVAL,
     env::HEARTBEAT_MODE,
+    env::HEARTBEAT_TIME,
     env::MAX_CONNECTIONS,
+    env::MAX_CONNECTIONS_PER_IP,
+    env::RATE_LIMIT,
+    env::RATE_BURST,
+    env::AUTHORIZE_TIMEOUT,
+    env::TLS_CERT,
+    env::TLS_KEY,
     env::GATE_DRAIN_DEADLINE,
     env::REGISTRY,
     env::NODE_SERVICE,

@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, DownwardAPIVolumeFile,
     DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -42,6 +43,8 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Pod-template annotation holding a hash of the packet ConfigMap, so a packet change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "switchyard.dev/config-hash";
+/// Where gate pods see the client TLS Secret (`tls.crt`, `tls.key`).
+pub const GATE_TLS_DIR: &str = "/etc/switchyard/gate-tls";
 /// Where node pods see their own annotations (downward API volume).
 pub const PODINFO_DIR: &str = "/etc/podinfo";
 /// Redis port of the managed Redis.
@@ -258,6 +261,26 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
     }
     if gate.max_connections <= 0 {
         return invalid("gate.maxConnections must be greater than 0".into());
+    }
+    if gate.max_connections_per_ip < 0 {
+        return invalid("gate.maxConnectionsPerIp must be 0 or more".into());
+    }
+    if gate.rate_limit.per_second < 0 || gate.rate_limit.burst < 0 {
+        return invalid("gate.rateLimit.perSecond and gate.rateLimit.burst must be 0 or more".into());
+    }
+    if gate.rate_limit.burst > 0 && gate.rate_limit.per_second == 0 {
+        return invalid("gate.rateLimit.burst needs gate.rateLimit.perSecond".into());
+    }
+    if !contract::is_duration(&gate.login_deadline) {
+        return invalid("gate.loginDeadline must be a duration like 10s, 500ms, 2m or 0".into());
+    }
+    if gate.tls.as_ref().is_some_and(|tls| tls.secret_name.is_empty()) {
+        return invalid("gate.tls.secretName must not be empty".into());
+    }
+    if gate.service.external_traffic_policy.is_some()
+        && gate.service.type_ == crate::crd::ServiceType::ClusterIP
+    {
+        return invalid("gate.service.externalTrafficPolicy needs type NodePort or LoadBalancer".into());
     }
     for (field, seconds) in [
         ("gate.drainDeadlineSeconds", gate.drain_deadline_seconds),
@@ -694,6 +717,9 @@ impl Ctx<'_> {
             metadata: meta,
             spec: Some(ServiceSpec {
                 type_: Some(service.type_.as_str().to_owned()),
+                external_traffic_policy: service
+                    .external_traffic_policy
+                    .map(|policy| policy.as_str().to_owned()),
                 selector: Some(selector_labels(self.name, Component::Gate)),
                 ports: Some(self.gate_ports()),
                 ..Default::default()
@@ -762,7 +788,15 @@ impl Ctx<'_> {
             env(env::WS_PATH, gate.websocket.path.clone()),
             env(env::HEARTBEAT_INTERVAL, gate.heartbeat.interval.clone()),
             env(env::HEARTBEAT_MODE, gate.heartbeat.mode.as_str()),
+            env(env::HEARTBEAT_TIME, gate.heartbeat.server_time.to_string()),
             env(env::MAX_CONNECTIONS, gate.max_connections.to_string()),
+            env(
+                env::MAX_CONNECTIONS_PER_IP,
+                gate.max_connections_per_ip.to_string(),
+            ),
+            env(env::RATE_LIMIT, gate.rate_limit.per_second.to_string()),
+            env(env::RATE_BURST, gate.rate_limit.burst.to_string()),
+            env(env::AUTHORIZE_TIMEOUT, gate.login_deadline.clone()),
             env(
                 env::GATE_DRAIN_DEADLINE,
                 format!("{}s", gate.drain_deadline_seconds),
@@ -771,6 +805,27 @@ impl Ctx<'_> {
             env(env::NODE_SERVICE, child_name(self.name, "node")),
             env(env::LINK_PORT_NAME, "link"),
         ]);
+        let mut volumes = vec![empty_dir("tmp")];
+        let mut mounts = vec![mount("tmp", "/tmp", false)];
+        if let Some(tls) = &gate.tls {
+            // The whole Secret, not subPath: the kubelet then updates the files when it is renewed, and
+            // the gate reloads them.
+            volumes.push(Volume {
+                name: "tls".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(tls.secret_name.clone()),
+                    optional: Some(false),
+                    default_mode: Some(0o440),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            mounts.push(mount("tls", GATE_TLS_DIR, true));
+            vars.extend([
+                env(env::TLS_CERT, format!("{GATE_TLS_DIR}/tls.crt")),
+                env(env::TLS_KEY, format!("{GATE_TLS_DIR}/tls.key")),
+            ]);
+        }
         let mut ports = Vec::new();
         if gate.tcp.enabled {
             ports.push(port("tcp", gate.tcp.port));
@@ -791,7 +846,7 @@ impl Ctx<'_> {
             liveness_probe: Some(http_probe("/healthz", 10, 3)),
             resources: gate.resources.clone(),
             security_context: Some(container_security_context(RUN_AS_USER)),
-            volume_mounts: Some(vec![mount("tmp", "/tmp", false)]),
+            volume_mounts: Some(mounts),
             ..Default::default()
         };
         let pod = PodSpec {
@@ -803,7 +858,7 @@ impl Ctx<'_> {
             tolerations: non_empty_vec(&gate.tolerations),
             affinity: gate.affinity.clone(),
             containers: vec![container],
-            volumes: Some(vec![empty_dir("tmp")]),
+            volumes: Some(volumes),
             enable_service_links: Some(false),
             ..Default::default()
         };

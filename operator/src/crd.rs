@@ -359,6 +359,52 @@ pub struct GateSpec {
     /// Extra annotations of gate pods.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
+    /// Open client connections from one source IP address per gate at most; 0: no cap. Behind a load
+    /// balancer that does not keep client addresses (`externalTrafficPolicy: Cluster`, SNAT), every player
+    /// shares a few addresses: leave it 0 there.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "gate.maxConnectionsPerIp must be 0 or more"}]))]
+    pub max_connections_per_ip: i32,
+    /// Packets per second one connection may send; more are dropped and a connection that keeps exceeding
+    /// it is closed.
+    pub rate_limit: RateLimitSpec,
+    /// How long a connection may stay without logging in (binding a uid) before the gate closes it:
+    /// a duration like `30s`; `0` (the default) lets it stay.
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": contract::DURATION_CEL_RULE,
+        "message": "gate.loginDeadline must be a duration like 10s, 500ms, 2m or 0"
+    }]))]
+    pub login_deadline: String,
+    /// Client TLS: the TCP listener speaks TLS and the WebSocket one WSS, with the certificate of a
+    /// `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`), reloaded by the gates when the Secret changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GateTlsSpec>,
+}
+
+/// The per-connection packet-rate limit of gates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.burst == 0 || self.perSecond > 0",
+    "message": "gate.rateLimit.burst needs gate.rateLimit.perSecond"
+}]))]
+pub struct RateLimitSpec {
+    /// Packets per second on average; 0 (the default) turns the limit off.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "gate.rateLimit.perSecond must be 0 or more"}]))]
+    pub per_second: i32,
+    /// Packets at once before the rate applies; 0: one second's worth.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "gate.rateLimit.burst must be 0 or more"}]))]
+    pub burst: i32,
+}
+
+/// The certificate of the gates' client listeners.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateTlsSpec {
+    /// A `kubernetes.io/tls` Secret of the cluster's namespace (keys `tls.crt`, `tls.key`), e.g. one
+    /// cert-manager renews.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 impl Default for GateSpec {
@@ -377,6 +423,10 @@ impl Default for GateSpec {
             tolerations: Vec::new(),
             affinity: None,
             pod_annotations: BTreeMap::new(),
+            max_connections_per_ip: 0,
+            rate_limit: RateLimitSpec::default(),
+            login_deadline: "0".to_owned(),
+            tls: None,
         }
     }
 }
@@ -453,6 +503,10 @@ impl ServiceType {
 /// The client-facing gate Service.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'",
+    "message": "gate.service.externalTrafficPolicy needs type NodePort or LoadBalancer"
+}]))]
 pub struct GateServiceSpec {
     /// `ClusterIP`, `NodePort` or `LoadBalancer`.
     #[serde(rename = "type")]
@@ -460,6 +514,28 @@ pub struct GateServiceSpec {
     /// Annotations of the Service (load-balancer settings, for example).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// `Local` keeps the client's source address (needed by `gate.maxConnectionsPerIp` behind a load
+    /// balancer) and sends traffic only to nodes with a gate; `Cluster` spreads it. Only with `NodePort`
+    /// or `LoadBalancer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+}
+
+/// `externalTrafficPolicy` of the gate Service.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TrafficPolicy {
+    Cluster,
+    Local,
+}
+
+impl TrafficPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficPolicy::Cluster => "Cluster",
+            TrafficPolicy::Local => "Local",
+        }
+    }
 }
 
 /// How gates treat client heartbeats.
@@ -496,6 +572,8 @@ pub struct HeartbeatSpec {
     pub interval: String,
     /// `resp` or `tick`.
     pub mode: HeartbeatMode,
+    /// Attach the server time (ns since the Unix epoch) to the heartbeats the gate sends.
+    pub server_time: bool,
 }
 
 impl Default for HeartbeatSpec {
@@ -503,6 +581,7 @@ impl Default for HeartbeatSpec {
         HeartbeatSpec {
             interval: "10s".to_owned(),
             mode: HeartbeatMode::Resp,
+            server_time: false,
         }
     }
 }
