@@ -34,6 +34,10 @@ pub(crate) struct GateArgs {
     /// Open client connections at most.
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub(crate) max_connections: usize,
+    /// Every client connection starts with a PROXY protocol v2 header from an L4 load balancer, naming the
+    /// client's address (for --max-connections-per-ip and the nodes); one without is refused.
+    #[arg(long, env = "SWITCHYARD_PROXY_PROTOCOL")]
+    pub(crate) proxy_protocol: bool,
     /// Open client connections from one source IP address at most (0: no cap).
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub(crate) max_connections_per_ip: usize,
@@ -85,6 +89,7 @@ impl GateArgs {
             heartbeat_time: self.heartbeat_time,
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            proxy_protocol: self.proxy_protocol,
             outbound_queue: self.outbound_queue,
             outbound_queue_bytes: self.outbound_queue_bytes,
             routing: self.routing,

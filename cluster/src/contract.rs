@@ -62,6 +62,8 @@ pub mod env {
     pub const AUTHORIZE_TIMEOUT: &str = "SWITCHYARD_AUTHORIZE_TIMEOUT";
     /// `true`: heartbeats carry the server time.
     pub const HEARTBEAT_TIME: &str = "SWITCHYARD_HEARTBEAT_TIME";
+    /// `true`: client connections start with a PROXY protocol v2 header (behind an L4 load balancer).
+    pub const PROXY_PROTOCOL: &str = "SWITCHYARD_PROXY_PROTOCOL";
     /// PEM certificate chain of the client listeners (with [`TLS_KEY`]); only with client TLS.
     pub const TLS_CERT: &str = "SWITCHYARD_TLS_CERT";
     /// PEM private key of [`TLS_CERT`].
@@ -130,7 +132,7 @@ pub const TRACING: [&str; 4] = [
 ];
 
 /// Written into gate pods only (the TLS files only with client TLS).
-pub const GATE_ONLY: [&str; 17] = [
+pub const GATE_ONLY: [&str; 18] = [
     env::TCP,
     env::WS,
     env::WS_PATH,
@@ -142,6 +144,7 @@ pub const GATE_ONLY: [&str; 17] = [
     env::RATE_LIMIT,
     env::RATE_BURST,
     env::AUTHORIZE_TIMEOUT,
+    env::PROXY_PROTOCOL,
     env::TLS_CERT,
     env::TLS_KEY,
     env::GATE_DRAIN_DEADLINE,

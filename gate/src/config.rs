@@ -128,6 +128,9 @@ pub struct GateConfig {
     pub authorize_timeout: Duration,
     /// Packets over this rate are dropped, and a connection that keeps exceeding it is closed.
     pub rate_limit: Option<RateLimit>,
+    /// Every client connection starts with a PROXY protocol v2 header (from an L4 load balancer) naming
+    /// the client's address; one without is refused.
+    pub proxy_protocol: bool,
 }
 
 impl GateConfig {
@@ -152,6 +155,7 @@ impl GateConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             authorize_timeout: Duration::ZERO,
             rate_limit: None,
+            proxy_protocol: false,
         }
     }
 

@@ -16,6 +16,7 @@ mod links;
 pub mod metrics;
 mod nodes;
 mod per_ip;
+mod proxy_protocol;
 mod rate;
 mod session;
 mod shared;

@@ -797,6 +797,7 @@ impl Ctx<'_> {
             env(env::RATE_LIMIT, gate.rate_limit.per_second.to_string()),
             env(env::RATE_BURST, gate.rate_limit.burst.to_string()),
             env(env::AUTHORIZE_TIMEOUT, gate.login_deadline.clone()),
+            env(env::PROXY_PROTOCOL, gate.proxy_protocol.to_string()),
             env(
                 env::GATE_DRAIN_DEADLINE,
                 format!("{}s", gate.drain_deadline_seconds),

@@ -732,6 +732,7 @@ fn the_gate_exposure_comes_from_the_spec() {
     };
     spec.gate.login_deadline = "15s".into();
     spec.gate.heartbeat.server_time = true;
+    spec.gate.proxy_protocol = true;
     spec.gate.tls = Some(GateTlsSpec {
         secret_name: "arena-tls".into(),
     });
@@ -746,6 +747,7 @@ fn the_gate_exposure_comes_from_the_spec() {
         ("SWITCHYARD_RATE_BURST", "100"),
         ("SWITCHYARD_AUTHORIZE_TIMEOUT", "15s"),
         ("SWITCHYARD_HEARTBEAT_TIME", "true"),
+        ("SWITCHYARD_PROXY_PROTOCOL", "true"),
         ("SWITCHYARD_TLS_CERT", "/etc/switchyard/gate-tls/tls.crt"),
         ("SWITCHYARD_TLS_KEY", "/etc/switchyard/gate-tls/tls.key"),
     ] {
@@ -797,6 +799,10 @@ fn the_gate_exposure_comes_from_the_spec() {
     );
     assert_eq!(
         env_value(gate, "SWITCHYARD_HEARTBEAT_TIME").as_deref(),
+        Some("false")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_PROXY_PROTOCOL").as_deref(),
         Some("false")
     );
     assert_eq!(env_value(gate, "SWITCHYARD_TLS_CERT"), None);

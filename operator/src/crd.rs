@@ -375,6 +375,10 @@ pub struct GateSpec {
         "message": "gate.loginDeadline must be a duration like 10s, 500ms, 2m or 0"
     }]))]
     pub login_deadline: String,
+    /// Every client connection starts with a PROXY protocol v2 header naming the client's address: turn it
+    /// on only behind an L4 load balancer that sends one (connections without it are refused). The address
+    /// then counts for `maxConnectionsPerIp` and is what nodes see.
+    pub proxy_protocol: bool,
     /// Client TLS: the TCP listener speaks TLS and the WebSocket one WSS, with the certificate of a
     /// `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`), reloaded by the gates when the Secret changes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -426,6 +430,7 @@ impl Default for GateSpec {
             max_connections_per_ip: 0,
             rate_limit: RateLimitSpec::default(),
             login_deadline: "0".to_owned(),
+            proxy_protocol: false,
             tls: None,
         }
     }
