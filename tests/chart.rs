@@ -1144,8 +1144,8 @@ subjects: [{kind: ServiceAccount, name: rbac-check-node, namespace: games}]
         "the operator cannot create the gate/node RBAC: {}",
         String::from_utf8_lossy(&applied.stderr)
     );
-    // ... and nothing beyond it (the operator may get, create and delete Secrets, for the managed Redis's
-    // password, but not list them).
+    // ... and nothing beyond it (the operator may create Secrets, for the managed Redis's password, but not
+    // read them).
     let escalation = r#"
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
@@ -1153,7 +1153,7 @@ metadata: {name: rbac-check-secrets, namespace: games}
 rules:
   - apiGroups: [""]
     resources: ["secrets"]
-    verbs: ["list"]
+    verbs: ["get"]
 "#;
     let refused = plane.apply(
         plane

@@ -529,9 +529,8 @@ async fn operator_creates_children_status_and_events() {
     api.patch("arena", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch");
-    eventually("Redis, its Secret and NetworkPolicies pruned", WAIT, || async {
+    eventually("Redis and NetworkPolicies pruned", WAIT, || async {
         (names::<Deployment>(&client, &ns, &selector).await == ["arena-gate", "arena-node"]
-            && names::<Secret>(&client, &ns, &selector).await.is_empty()
             && names::<Service>(&client, &ns, &selector).await.len() == 3
             && names::<NetworkPolicy>(&client, &ns, &selector).await.is_empty())
         .then_some(())

@@ -601,8 +601,9 @@ where
 }
 
 /// Creates the managed Redis's password Secret unless it exists. Never an update: the password is made once
-/// (the Secret is immutable) and lives as long as the GameCluster, which owns it. To rotate it, delete the
-/// Secret and restart Redis, gates and nodes (docs/security.md).
+/// (the Secret is immutable) and lives as long as the GameCluster, which owns it. The operator may only
+/// create Secrets, not read them: "exists" is the API server's `409 AlreadyExists`. To rotate the password,
+/// delete the Secret and restart Redis, gates and nodes (docs/security.md).
 async fn ensure_auth_secret(
     client: &Client,
     namespace: &str,
@@ -610,25 +611,16 @@ async fn ensure_auth_secret(
 ) -> Result<(), ReconcileError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let name = meta.name.clone().unwrap_or_default();
-    let what = format!("Secret/{name}");
-    let exists = api
-        .get_metadata_opt(&name)
-        .await
-        .map_err(ReconcileError::kube(format!("reading {what}")))?
-        .is_some();
-    if exists {
-        return Ok(());
-    }
     let secret = crate::locator::auth_secret(meta.clone(), &crate::locator::generate_password());
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => {
             tracing::info!(secret = %name, %namespace, "generated the managed Redis's password");
             Ok(())
         }
-        // Another reconcile (or a previous operator) made it first: keep that one.
+        // Made by an earlier reconcile: keep it.
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(source) => Err(ReconcileError::Kube {
-            action: format!("creating {what}"),
+            action: format!("creating Secret/{name}"),
             source,
         }),
     }
@@ -658,8 +650,8 @@ async fn prune(
     if children.redis.is_none() {
         delete_owned::<Deployment>(client, namespace, &redis, &uid).await?;
         delete_owned::<Service>(client, namespace, &redis, &uid).await?;
-        let secret = crate::locator::auth_secret_name(&name);
-        delete_owned::<Secret>(client, namespace, &secret, &uid).await?;
+        // Its password Secret stays (the operator may not read Secrets, so not check that it owns one):
+        // unused, and deleted with the GameCluster.
     }
     Ok(())
 }
