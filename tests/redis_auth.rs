@@ -111,10 +111,46 @@ async fn gate_and_node_use_a_password_protected_redis() {
     let dir = TempDir::new("redis-auth-plain");
     let options = RedisOptions {
         password: Some(PASSWORD.to_owned()),
-        tls: None,
+        ..RedisOptions::default()
     };
     let redis = Redis::start_with(free_port(), &dir.0, options);
     play_through(&dir, &redis, &[("SWITCHYARD_LOCATOR_PASSWORD", PASSWORD)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_and_node_use_an_acl_user_held_to_their_key_prefix() {
+    let dir = TempDir::new("redis-auth-acl");
+    // The user may touch only the default prefix's keys and channel; the default user is off.
+    let user = strings(&[
+        "--user",
+        "game",
+        "on",
+        ">acl-password",
+        "~switchyard:*",
+        "&switchyard:*",
+        "+@all",
+    ]);
+    let off = strings(&["--user", "default", "off"]);
+    let options = RedisOptions {
+        extra: user.into_iter().chain(off).collect(),
+        ..RedisOptions::default()
+    };
+    let redis = Redis::start_with(free_port(), &dir.0, options);
+    let env = [
+        ("SWITCHYARD_LOCATOR_USERNAME", "game"),
+        ("SWITCHYARD_LOCATOR_PASSWORD", "acl-password"),
+    ];
+    play_through(&dir, &redis, &env).await;
+    // Another prefix is outside the user's keys and channels: refused at start-up, naming the cause.
+    let mut with_prefix: Vec<(&str, &str)> = env.to_vec();
+    with_prefix.push(("SWITCHYARD_LOCATOR_PREFIX", "other"));
+    let (log, took) = refused_gate(&dir, "other-prefix", &redis.url(), &with_prefix);
+    assert!(took < Duration::from_secs(10), "{log}");
+    assert!(log.contains("refused") && log.contains("NoPerm"), "{log}");
+    assert!(
+        log.contains("~PREFIX:*"),
+        "the message says what the ACL needs: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +160,7 @@ async fn gate_and_node_use_rediss_with_a_private_ca_and_a_password() {
     let options = RedisOptions {
         password: Some(PASSWORD.to_owned()),
         tls: Some((certs.cert.clone(), certs.key.clone())),
+        ..RedisOptions::default()
     };
     let redis = Redis::start_with(free_port(), &dir.0, options);
     assert!(redis.url().starts_with("rediss://"));
@@ -144,7 +181,7 @@ fn a_wrong_or_missing_password_stops_the_gate_at_start_up() {
     let dir = TempDir::new("redis-auth-wrong");
     let options = RedisOptions {
         password: Some(PASSWORD.to_owned()),
-        tls: None,
+        ..RedisOptions::default()
     };
     let redis = Redis::start_with(free_port(), &dir.0, options);
     for (name, env) in [
@@ -173,6 +210,7 @@ fn an_untrusted_certificate_stops_the_gate_at_start_up() {
     let options = RedisOptions {
         password: Some(PASSWORD.to_owned()),
         tls: Some((served.cert.clone(), served.key.clone())),
+        ..RedisOptions::default()
     };
     let redis = Redis::start_with(free_port(), &dir.0, options);
     let other_ca = other.cert.display().to_string();

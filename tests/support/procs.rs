@@ -140,6 +140,8 @@ pub struct RedisOptions {
     pub password: Option<String>,
     /// (certificate, key) PEM files, e.g. of [`super::certs::Certs`].
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// More configuration, as redis-server arguments (e.g. `--user NAME on >PASSWORD ~KEYS &CHANNELS +@all`).
+    pub extra: Vec<String>,
 }
 
 /// A real redis-server on a free port.
@@ -193,6 +195,7 @@ impl Redis {
         if let Some(password) = &options.password {
             args.extend(["--requirepass".to_owned(), password.clone()]);
         }
+        args.extend(options.extra.iter().cloned());
         let proc = Proc::spawn(&format!("redis-{port}"), "redis-server", &args, dir);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -69,7 +69,11 @@ fn is_refusal(error: &RedisError) -> bool {
 
 /// What to check, for the message of a refusal.
 fn refusal_hint(error: &RedisError) -> &'static str {
-    if error.is_io_error() {
+    if error.code() == Some("NOPERM") || error.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) {
+        " (the Redis ACL user, SWITCHYARD_LOCATOR_USERNAME, may not use these keys or this channel: allow \
+         the key prefix's keys ~PREFIX:* and channel &PREFIX:*, and the commands EVALSHA, EVAL, SCRIPT, \
+         GET, SUBSCRIBE, PING, INFO)"
+    } else if error.is_io_error() {
         " (the server's TLS certificate is not trusted: check the CA bundle, SWITCHYARD_LOCATOR_CA, and the \
          host name in the URL)"
     } else {
