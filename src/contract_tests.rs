@@ -76,7 +76,7 @@ fn assert_all_read(pod: &str, written: &BTreeSet<String>, read: &BTreeSet<String
 fn every_variable_the_operator_writes_is_read() {
     let children = rendered();
     let gate = children.pod_env_names(&children.gate_deployment);
-    let node = children.pod_env_names(&children.node_deployment);
+    let node = children.pod_env_names(&children.pools[0].deployment);
     assert!(gate.len() > 20 && node.len() > 15, "{gate:?} {node:?}");
     assert_all_read("gate", &gate, &read_by("gate"));
     assert_all_read("node", &node, &read_by("node"));

@@ -1,5 +1,6 @@
-//! `switchyard dev`: a gate and the demo node in one process, linked in-process, with the in-memory
-//! locator. The same gate and node code as a real cluster; only the transports are embedded.
+//! `switchyard dev`: a gate and the demo's two pools (one `lobby` node, one `battle` node) in one process,
+//! linked in-process, with the in-memory locator. The same gate and node code as a real cluster; only the
+//! transports are embedded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,23 +42,35 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
     let locator = Arc::new(MemoryLocator::default());
     let hub = InProcessHub::default();
 
-    let node_config = NodeConfig {
-        packet,
-        drain_deadline: Duration::from_secs(5),
-        ..NodeConfig::new("dev-node")
-    };
-    let node =
-        Node::new(node_config, demo::router(), locator.clone(), &mut registry).map_err(anyhow::Error::msg)?;
-    node.serve(hub.listen("dev-node")?);
+    let mut nodes = Vec::new();
+    for pool in [demo::LOBBY_POOL, demo::BATTLE_POOL] {
+        let id = format!("dev-{pool}");
+        let node_config = NodeConfig {
+            packet,
+            pool: pool.to_owned(),
+            drain_deadline: Duration::from_secs(5),
+            ..NodeConfig::new(id.as_str())
+        };
+        // Both nodes share one registry: their metrics differ by the `pool` label a scraper adds in a
+        // cluster, which `dev` has not; the counts add up.
+        let node = Node::new(
+            node_config,
+            demo::router_for_pool(pool),
+            locator.clone(),
+            &mut registry,
+        )?;
+        node.serve(hub.listen(&id)?);
+        nodes.push((id, node));
+    }
 
     let gate_rate_limit = gate_config.rate_limit;
-    let gate = Gate::new(gate_config, locator, &mut registry).map_err(anyhow::Error::msg)?;
-    let nodes = StaticRegistry::new(["dev-node".to_owned()]);
-    gate.connect_nodes(nodes.nodes(), Arc::new(hub));
-    // Clients may connect as soon as the listeners are up: let the in-process link to the node come up
+    let gate = Gate::new(gate_config, locator, &mut registry)?;
+    let registry_nodes = StaticRegistry::new(nodes.iter().map(|(id, _)| id.clone()));
+    gate.connect_nodes(registry_nodes.nodes(), Arc::new(hub));
+    // Clients may connect as soon as the listeners are up: let the in-process links to the nodes come up
     // first, or on a busy machine their first packets find no node and are dropped.
     let linked_by = tokio::time::Instant::now() + Duration::from_secs(5);
-    while gate.linked_nodes() == 0 && tokio::time::Instant::now() < linked_by {
+    while gate.linked_nodes() < nodes.len() && tokio::time::Instant::now() < linked_by {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
@@ -101,12 +114,14 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
     let admin_task = tokio::spawn(switchyard_cluster::admin::serve_with(
         admin,
         Arc::new(registry),
-        vec![gate.readiness(), node.readiness()],
+        std::iter::once(gate.readiness())
+            .chain(nodes.iter().map(|(_, node)| node.readiness()))
+            .collect(),
         crate::demo_page::router(demo_page),
         admin_stop.clone(),
     ));
 
-    println!("switchyard dev: gate + demo node, in-memory locator");
+    println!("switchyard dev: gate + demo nodes (pools lobby and battle), in-memory locator");
     for address in &bound {
         println!("  clients   {address}");
     }
@@ -137,13 +152,17 @@ pub(crate) async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::R
     if !limits.is_empty() {
         println!("  limits    {}", limits.join("; "));
     }
-    println!("  demo      route 1 echo, 2 login, 3 whoami, 4 join, 5 say, 7 logout, 10 work (see README)");
+    println!(
+        "  demo      lobby: 1 echo, 2 login, 10 work, 11 queue; battle: 3 whoami, 4 join, 5 say, 7 logout, 13 move (see README)"
+    );
 
     shutdown.cancelled().await;
     tracing::info!("shutting down: draining the gate");
     gate.drain().await;
     gate.shutdown().await;
-    node.shutdown().await;
+    for (_, node) in &nodes {
+        node.shutdown().await;
+    }
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(())

@@ -503,6 +503,7 @@ fn helm_template_renders_the_operator_with_least_privilege() {
     // The CRD comes from crds/, only with --include-crds (helm installs it before the templates).
     let with_crds = documents(&helm.template(&["--include-crds"]));
     find(&with_crds, "CustomResourceDefinition", CRD);
+    find(&with_crds, "CustomResourceDefinition", "gamepools.switchyard.dev");
 }
 
 #[test]
@@ -1060,6 +1061,10 @@ fn helm_install_into_a_real_apiserver() {
         ("watch", "gameclusters.switchyard.dev", "games"),
         ("patch", "gameclusters.switchyard.dev/status", "games"),
         ("update", "gameclusters.switchyard.dev/finalizers", "games"),
+        // One GamePool per pool: created, pruned, its status written.
+        ("create", "gamepools.switchyard.dev", "games"),
+        ("delete", "gamepools.switchyard.dev", "games"),
+        ("patch", "gamepools.switchyard.dev/status", "games"),
         ("create", "deployments.apps", "games"),
         ("delete", "rolebindings.rbac.authorization.k8s.io", "games"),
         ("patch", "pods", "games"),
@@ -1079,6 +1084,9 @@ fn helm_install_into_a_real_apiserver() {
         ("patch", "gameclusters.switchyard.dev", "games"),
         ("delete", "gameclusters.switchyard.dev", "games"),
         ("update", "gameclusters.switchyard.dev/scale", "games"),
+        // The pools' replicas belong to kubectl scale and HPAs: the operator copies the spec's value with a
+        // patch of the GamePool, never through its scale subresource.
+        ("update", "gamepools.switchyard.dev/scale", "games"),
         ("create", "events", "games"),
         ("get", "secrets", "games"),
         ("create", "pods", "games"),
@@ -1169,7 +1177,11 @@ rules:
     );
 
     // The examples are valid GameClusters (server-side validation: schema, CEL rules, defaults).
-    for example in ["examples/minimal.yaml", "examples/full.yaml"] {
+    for example in [
+        "examples/minimal.yaml",
+        "examples/full.yaml",
+        "examples/pools.yaml",
+    ] {
         let out = run_ok(plane.kubectl().args([
             "apply",
             "--dry-run=server",

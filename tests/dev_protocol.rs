@@ -42,12 +42,12 @@ async fn echo_login_whoami_and_logout() {
         let login = conn.request(2, 3, json!({"uid": 42, "name": "ada"})).await;
         assert_eq!(login["code"], 0);
         assert_eq!(login["uid"], 42);
-        let node = login["node"].as_str().expect("node id").to_owned();
+        assert_eq!(login["node"], "dev-lobby", "login is the lobby pool's");
         let whoami = conn.request(3, 4, json!({})).await;
         assert_eq!(
             whoami,
-            json!({"code": 0, "uid": 42, "node": node}),
-            "whoami answered by the login node"
+            json!({"code": 0, "uid": 42, "node": "dev-battle"}),
+            "whoami is the battle pool's"
         );
 
         let unparseable = conn.request(1, 5, json!({"nope": true})).await;

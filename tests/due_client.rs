@@ -67,12 +67,12 @@ fn dues_own_client_logs_in_uses_stateful_routes_and_receives_pushes() {
         for (name, uid) in [("ada", 9001), ("bob", 9002)] {
             assert_eq!(
                 seen[format!("login_{name}")],
-                json!({"code": 0, "uid": uid, "node": "dev-node"}),
+                json!({"code": 0, "uid": uid, "node": "dev-lobby"}),
                 "{transport}"
             );
             assert_eq!(
                 seen[format!("whoami_{name}")],
-                json!({"code": 0, "uid": uid, "node": "dev-node"}),
+                json!({"code": 0, "uid": uid, "node": "dev-battle"}),
                 "{transport}"
             );
         }

@@ -1505,7 +1505,7 @@ async fn operator_dashboard_panels_return_data_against_a_real_apiserver() {
     .await
     .expect("GameCluster arena");
     let mut bad = GameClusterSpec::default();
-    bad.node.env.push(k8s_openapi::api::core::v1::EnvVar {
+    bad.node_mut().env.push(k8s_openapi::api::core::v1::EnvVar {
         name: "SWITCHYARD_LINK".into(),
         value: Some("0.0.0.0:1".into()),
         value_from: None,

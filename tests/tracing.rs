@@ -243,6 +243,7 @@ async fn link_trace_of_one_packet(sampling: Sampling) -> (Option<TraceParent>, V
         node_id: "fake-node".into(),
         state: NodeState::Work,
         routes,
+        pool: None,
     })
     .await
     .unwrap();

@@ -76,12 +76,17 @@ pub mod env {
     pub const NODE_SERVICE: &str = "SWITCHYARD_NODE_SERVICE";
     /// Name of the node Service port that carries gate links.
     pub const LINK_PORT_NAME: &str = "SWITCHYARD_LINK_PORT_NAME";
+    /// The routing policy of every pool, `POOL=POLICY` pairs separated by commas
+    /// ([`super::parse_pool_routing`]), e.g. `lobby=round-robin,battle=least-bound`. Written into gate pods of
+    /// a cluster with `spec.pools`; not yet in [`super::GATE_ONLY`]: it joins it once the gate reads it.
+    pub const POOL_ROUTING: &str = "SWITCHYARD_POOL_ROUTING";
 
     // Nodes only.
     /// Address gates connect to.
     pub const LINK: &str = "SWITCHYARD_LINK";
     /// A duration ([`super::parse_duration`]).
     pub const DRAIN_DEADLINE: &str = "SWITCHYARD_DRAIN_DEADLINE";
+    /// The node's pool ([`super::DEFAULT_POOL`] in the single-pool form, else a name of `spec.pools`).
     pub const POOL: &str = "SWITCHYARD_POOL";
     /// `true`: keep the bound-players and pod-deletion-cost annotations of the pod up to date.
     pub const REPORT_POD: &str = "SWITCHYARD_REPORT_POD";
@@ -163,12 +168,61 @@ pub const NODE_ONLY: [&str; 6] = [
     env::CODEC,
 ];
 
+/// The pool of a cluster without `spec.pools` (the single-pool form, `spec.node`).
+pub const DEFAULT_POOL: &str = "game";
+
+/// The gate's routing policies, as [`env::POOL_ROUTING`] spells them.
+pub const ROUTING_POLICIES: [&str; 3] = ["round-robin", "random", "least-bound"];
+
+/// A [`env::POOL_ROUTING`] value that is not `POOL=POLICY,...`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolRoutingError {
+    #[error("{0:?} is not POOL=POLICY (e.g. battle=least-bound)")]
+    Syntax(String),
+    #[error("{policy:?} (pool {pool}) is not one of: round-robin, random, least-bound")]
+    Policy { pool: String, policy: String },
+    #[error("pool {0} is given twice")]
+    Duplicate(String),
+}
+
+/// `(pool, policy)` pairs as [`env::POOL_ROUTING`] holds them.
+pub fn format_pool_routing<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    pairs
+        .into_iter()
+        .map(|(pool, policy)| format!("{pool}={policy}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads [`env::POOL_ROUTING`]: `(pool, policy)` pairs in order; an empty value is none.
+///
+/// # Errors
+/// [`PoolRoutingError`] naming the item.
+pub fn parse_pool_routing(text: &str) -> Result<Vec<(String, String)>, PoolRoutingError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        let (pool, policy) = item
+            .split_once('=')
+            .filter(|(pool, _)| !pool.trim().is_empty())
+            .ok_or_else(|| PoolRoutingError::Syntax(item.to_owned()))?;
+        let (pool, policy) = (pool.trim().to_owned(), policy.trim().to_owned());
+        if !ROUTING_POLICIES.contains(&policy.as_str()) {
+            return Err(PoolRoutingError::Policy { pool, policy });
+        }
+        if pairs.iter().any(|(seen, _)| *seen == pool) {
+            return Err(PoolRoutingError::Duplicate(pool));
+        }
+        pairs.push((pool, policy));
+    }
+    Ok(pairs)
+}
+
 /// Written only to be referenced by other values (`$(SWITCHYARD_POD_IP):9090`): no process reads it.
 pub const REFERENCE_ONLY: [&str; 1] = [env::POD_IP];
 
 /// Gate settings a game must not set on its node pods either (`spec.node.env`): a node process that read
 /// them would be confused about its role.
-const GATE_SETTINGS_RESERVED_ON_NODES: [&str; 2] = [env::REGISTRY, env::NODE_SERVICE];
+const GATE_SETTINGS_RESERVED_ON_NODES: [&str; 3] = [env::REGISTRY, env::NODE_SERVICE, env::POOL_ROUTING];
 
 /// Every name of the contract that the operator writes, in the order of the tables of
 /// `docs/pod-contract.md` (common, locator credentials, packet, tracing, gate, node).
@@ -450,6 +504,36 @@ mod tests {
             Err(
                 "Redis key prefix \"a b\" must be 1 to 64 characters of A-Z, a-z, 0-9 and : _ . -".to_owned()
             )
+        );
+    }
+
+    #[test]
+    fn pool_routing_round_trips_and_refuses_bad_items() {
+        let text = format_pool_routing([("lobby", "round-robin"), ("battle", "least-bound")]);
+        assert_eq!(text, "lobby=round-robin,battle=least-bound");
+        assert_eq!(
+            parse_pool_routing(&text),
+            Ok(vec![
+                ("lobby".to_owned(), "round-robin".to_owned()),
+                ("battle".to_owned(), "least-bound".to_owned())
+            ])
+        );
+        assert_eq!(parse_pool_routing(""), Ok(vec![]));
+        assert!(matches!(
+            parse_pool_routing("lobby"),
+            Err(PoolRoutingError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_pool_routing("=random"),
+            Err(PoolRoutingError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_pool_routing("lobby=fastest"),
+            Err(PoolRoutingError::Policy { .. })
+        ));
+        assert_eq!(
+            parse_pool_routing("a=random,a=random"),
+            Err(PoolRoutingError::Duplicate("a".into()))
         );
     }
 

@@ -4,8 +4,9 @@
 //! `e2e/toolchain/build.sh`), then, as a node whose RBAC is exactly what the module docs ask for:
 //! - [`KubernetesRegistry`] publishes EndpointSlices created by hand (10.244.x.y / fd00:: addresses:
 //!   the API refuses loopback ones; nothing connects to them), and follows ready → terminating and deletes;
-//! - [`PodReporter`] writes both annotations on a pod, throttled, ending on the newest count, and retries
-//!   until a pod that did not exist yet appears;
+//!   one registry over two Services (the node Services of two pools) lists both;
+//! - [`PodReporter`] writes the count annotations and the routes on a pod, throttled, ending on the newest
+//!   count, and retries until a pod that did not exist yet appears;
 //! - [`DrainSignal`] (pod watch) sees the drain annotation come and go.
 //!
 //! Run: `cargo test -p switchyard-cluster --test kubernetes_apiserver -- --ignored --nocapture`.
@@ -543,6 +544,33 @@ async fn registry_follows_endpoint_slices(admin: &Client, node: &Client, shutdow
     )
     .await;
 
+    // One registry over two Services (the node Services of two pools) lists the slices of both, still not
+    // those of a third Service.
+    let pools = KubernetesRegistry::start(
+        node.clone(),
+        RegistryConfig::for_services(NS, [SERVICE, "gates"]),
+        shutdown,
+    )
+    .unwrap();
+    tokio::time::timeout(WAIT, pools.wait_synced())
+        .await
+        .expect("two-Service registry synced within 30 s")
+        .expect("registry running");
+    let mut pool_nodes = pools.nodes();
+    let listed: Vec<String> = tokio::time::timeout(WAIT, pool_nodes.wait_for(|nodes| !nodes.is_empty()))
+        .await
+        .expect("the two-Service registry published within 30 s")
+        .expect("registry running")
+        .iter()
+        .map(|node| node.address.clone())
+        .collect();
+    assert!(
+        listed.iter().any(|address| address.starts_with("10.244.9.9:"))
+            && listed.contains(&"10.244.0.4:7000".to_owned()),
+        "both Services' nodes: {listed:?}"
+    );
+    drop(pools);
+
     // 10.244.0.1 starts terminating: draining (present, not accepting).
     slices
         .patch(
@@ -647,9 +675,12 @@ async fn reporter_and_drain(admin: &Client, node: &Client, shutdown: &Cancellati
 
     let interval = Duration::from_millis(500);
     let (bound_tx, bound_rx) = watch::channel(3usize);
-    let config = ReporterConfig::new(PodRef::new(NS, "node-0")).with_interval(interval);
+    let config = ReporterConfig::new(PodRef::new(NS, "node-0"))
+        .with_interval(interval)
+        .with_routes([11, 1, 2, 1]);
     let reporter = PodReporter::start(node.clone(), config, bound_rx, shutdown).unwrap();
     wait_annotation(&pods, "node-0", "switchyard.dev/bound-players", "3", WAIT).await;
+    wait_annotation(&pods, "node-0", "switchyard.dev/routes", "1,2,11", WAIT).await;
     wait_annotation(
         &pods,
         "node-0",

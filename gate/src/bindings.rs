@@ -1,6 +1,6 @@
-//! Players' bindings as the gate keeps them: uid → this gate in the locator, uid → node per session (loaded
-//! at login, cleared when the node is gone, counted for the least-bound policy), and their restoration
-//! after a locator outage.
+//! Players' bindings as the gate keeps them: uid → this gate in the locator, uid → node per pool per session
+//! (loaded at login, set by nodes on the link and by locator events, cleared when the node is gone, counted
+//! for the least-bound policy), and their restoration after a locator outage.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,14 +12,14 @@ use crate::session::Session;
 use crate::shared::Gate;
 
 impl Gate {
-    pub(crate) fn clear_stale_binding(&self, session: &Arc<Session>, uid: i64, bound: Option<Arc<str>>) {
+    pub(crate) fn clear_stale_binding(&self, session: &Arc<Session>, uid: i64, pool: &Arc<str>) {
         let inner = &self.inner;
-        session.set_node(None);
+        let bound = session.set_node(pool, None);
         inner.metrics.stale_bindings_cleared.inc();
         let Some(dead) = bound else { return };
-        tracing::info!(uid, node = %dead, "cleared a binding to a vanished node");
+        tracing::info!(uid, node = %dead, %pool, "cleared a binding to a vanished node");
         let locator = inner.locator.clone();
-        let pool = inner.node_pool.clone();
+        let pool = pool.clone();
         inner.tasks.spawn(async move {
             if let Err(error) = locator.unbind_node(uid, &pool, &dead).await {
                 tracing::warn!(uid, %error, "could not clear a stale node binding in the locator");
@@ -42,14 +42,14 @@ impl Gate {
         }
     }
 
-    /// Sets a session's node binding and keeps the per-node bound counts right.
-    pub(crate) fn release_node_count(&self, session: &Session, node: Option<Arc<str>>) {
+    /// Sets a session's node binding in `pool` and keeps the per-node bound counts right.
+    pub(crate) fn set_session_node(&self, session: &Session, pool: &Arc<str>, node: Option<Arc<str>>) {
         let snapshot = self.inner.nodes.snapshot();
         if let Some(new) = node.as_deref().and_then(|id| snapshot.known(id)) {
             new.bound.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(old) = session
-            .set_node(node)
+            .set_node(pool, node)
             .as_deref()
             .and_then(|id| snapshot.known(id))
         {
@@ -57,32 +57,51 @@ impl Gate {
         }
     }
 
-    /// After a login, brings the player's node binding from the locator into the session, so a player who
-    /// reconnects (to this or another gate) keeps the node that holds their state. A binding to a node this
-    /// gate has no link to is stale and is removed.
+    /// Drops every node binding of a session (logout, login elsewhere), keeping the counts right.
+    pub(crate) fn release_all_nodes(&self, session: &Session) {
+        let snapshot = self.inner.nodes.snapshot();
+        for (_, node) in session.clear_nodes() {
+            if let Some(node) = snapshot.known(&node) {
+                node.bound.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The pool a node binding from `sender` is for: the one named, else the sender's own.
+    pub(crate) fn binding_pool(named: Option<String>, sender: &Arc<str>) -> Arc<str> {
+        match named {
+            Some(pool) if *pool != **sender => Arc::from(pool),
+            _ => sender.clone(),
+        }
+    }
+
+    /// After a login, brings the player's node bindings (one lookup per pool this gate knows) from the
+    /// locator into the session, so a player who reconnects (to this or another gate) keeps the nodes that
+    /// hold their state. A binding to a node this gate has no link to is stale and is removed.
     pub(crate) async fn load_binding(&self, session: &Arc<Session>, uid: i64) {
         let inner = &self.inner;
-        let pool = &inner.node_pool;
-        let located = match inner.locator.locate_node(uid, pool).await {
-            Ok(located) => located,
-            Err(error) => {
-                tracing::warn!(uid, %error, "could not look up a node binding; the player starts unbound");
-                None
+        for pool in inner.nodes.snapshot().pools() {
+            let located = match inner.locator.locate_node(uid, &pool).await {
+                Ok(located) => located,
+                Err(error) => {
+                    tracing::warn!(uid, %pool, %error, "could not look up a node binding; the player starts unbound");
+                    None
+                }
+            };
+            let Some(node_id) = located else { continue };
+            if inner.nodes.snapshot().known(&node_id).is_some() {
+                if session.uid() == uid {
+                    self.set_session_node(session, &pool, Some(Arc::from(node_id)));
+                }
+            } else {
+                inner.metrics.stale_bindings_cleared.inc();
+                if let Err(error) = inner.locator.unbind_node(uid, &pool, &node_id).await {
+                    tracing::warn!(uid, %error, "could not clear a stale node binding in the locator");
+                }
             }
-        };
+        }
         if let Err(error) = inner.locator.bind_gate(uid, &inner.config.id).await {
             tracing::warn!(uid, %error, "could not record the gate binding; pushes from other gates may miss");
-        }
-        let Some(node_id) = located else { return };
-        if inner.nodes.snapshot().known(&node_id).is_some() {
-            if session.uid() == uid {
-                self.release_node_count(session, Some(Arc::from(node_id)));
-            }
-        } else {
-            inner.metrics.stale_bindings_cleared.inc();
-            if let Err(error) = inner.locator.unbind_node(uid, pool, &node_id).await {
-                tracing::warn!(uid, %error, "could not clear a stale node binding in the locator");
-            }
         }
     }
 
@@ -101,27 +120,27 @@ impl Gate {
                     Ok(LocatorEvent::GateBound { uid, gate_id }) if gate_id != inner.config.id => {
                         // The player logged in on another gate: this gate no longer delivers to them.
                         if let Some(session) = inner.sessions.unbind(uid) {
-                            gate.release_node_count(&session, None);
+                            gate.release_all_nodes(&session);
                         }
                     }
-                    Ok(LocatorEvent::NodeBound { uid, pool, node_id }) if pool == inner.node_pool => {
+                    Ok(LocatorEvent::NodeBound { uid, pool, node_id }) => {
                         if let Some(session) = inner.sessions.by_uid(uid)
-                            && session.node().as_deref() != Some(node_id.as_str())
+                            && session.node(&pool).as_deref() != Some(node_id.as_str())
                         {
-                            gate.release_node_count(&session, Some(Arc::from(node_id)));
+                            gate.set_session_node(&session, &Arc::from(pool), Some(Arc::from(node_id)));
                         }
                     }
-                    Ok(LocatorEvent::NodeUnbound { uid, pool, node_id }) if pool == inner.node_pool => {
+                    Ok(LocatorEvent::NodeUnbound { uid, pool, node_id }) => {
                         // A draining node releases its players itself: on the link when they log out,
                         // and at its deadline by disconnecting them after telling them to reconnect
                         // (it unbinds them in the locator first, so that their next login goes
                         // elsewhere). Until it disconnects them, their packets must keep going to it:
                         // another node would adopt them without their state.
                         if let Some(session) = inner.sessions.by_uid(uid)
-                            && session.node().as_deref() == Some(node_id.as_str())
+                            && session.node(&pool).as_deref() == Some(node_id.as_str())
                             && !inner.nodes.is_draining(&node_id)
                         {
-                            gate.release_node_count(&session, None);
+                            gate.set_session_node(&session, &Arc::from(pool), None);
                         }
                     }
                     Ok(LocatorEvent::Reconnected) => {

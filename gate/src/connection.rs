@@ -171,12 +171,11 @@ impl Gate {
         match frame {
             Frame::Data(data) => {
                 let uid = session.uid();
-                let bound = session.node();
                 let snapshot = inner.nodes.snapshot();
                 let decision = snapshot.decide(
                     data.route(),
                     uid,
-                    bound.as_deref(),
+                    |pool| session.node(pool),
                     inner.config.routing,
                     &inner.routing_turn,
                 );
@@ -184,7 +183,7 @@ impl Gate {
                     Decision::Forward(node) => node,
                     Decision::Rebind(node) => {
                         // The bound node vanished: forget it, so the game sees an unbound player and rebinds.
-                        self.clear_stale_binding(session, uid, bound);
+                        self.clear_stale_binding(session, uid, &node.pool);
                         node
                     }
                     Decision::Drop(reason) => {
@@ -254,7 +253,10 @@ impl Gate {
         let uid = session.uid();
         let mut nodes = session.take_visited();
         let snapshot = inner.nodes.snapshot();
-        if let Some(node) = session.node().and_then(|bound| snapshot.known(&bound).cloned()) {
+        for (_, bound) in session.bound_nodes() {
+            let Some(node) = snapshot.known(&bound).cloned() else {
+                continue;
+            };
             if !nodes.iter().any(|seen| Arc::ptr_eq(seen, &node)) {
                 nodes.push(node.clone());
             }

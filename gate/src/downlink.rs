@@ -1,5 +1,6 @@
 //! What nodes send to the gate: deliveries to sessions, bind and unbind requests (acknowledged),
-//! node bindings, disconnects and state changes, applied to the sessions they target.
+//! node bindings (per pool), disconnects and state changes, applied to the sessions they target; and
+//! node-to-node calls and their replies, relayed by [`crate::calls`].
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use switchyard_cluster::telemetry;
 use switchyard_protocol::link::{GateToNode, NodeToGate, Target, TraceParent};
 use tokio::sync::mpsc;
 
+use crate::calls::OutgoingCall;
 use crate::metrics::CloseReason;
 use crate::nodes::NodeHandle;
 use crate::session::Session;
@@ -71,7 +73,7 @@ impl Gate {
             NodeToGate::UnbindUser { request, uid } => {
                 let result = match inner.sessions.unbind(uid) {
                     Some(session) => {
-                        self.release_node_count(&session, None);
+                        self.release_all_nodes(&session);
                         Ok(())
                     }
                     None => Err(switchyard_protocol::link::AckError::UnknownUser),
@@ -85,10 +87,35 @@ impl Gate {
                     let _ = tx.send(GateToNode::Ack { request, result }).await;
                 });
             }
-            NodeToGate::UserNode { uid, node_id } => {
+            NodeToGate::UserNode { uid, node_id, pool } => {
                 if let Some(session) = inner.sessions.by_uid(uid) {
-                    self.release_node_count(&session, node_id.map(Arc::from));
+                    let pool = Gate::binding_pool(pool, &link.node.pool);
+                    self.set_session_node(&session, &pool, node_id.map(Arc::from));
                 }
+            }
+            NodeToGate::Call {
+                call,
+                target,
+                route,
+                uid,
+                oneway,
+                body,
+                trace,
+            } => self.relay_call(
+                &link.node,
+                &link.tx,
+                OutgoingCall {
+                    call,
+                    target,
+                    route,
+                    uid,
+                    oneway,
+                    body,
+                    trace,
+                },
+            ),
+            NodeToGate::CallReply { call, status, body } => {
+                self.relay_call_reply(&link.node, call, status, body)
             }
             NodeToGate::Disconnect { target } => {
                 self.for_each_target(&target, |session| {

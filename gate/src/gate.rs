@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::calls::CallTable;
 use crate::config::{GateConfig, GateConfigError};
 use crate::links;
 use crate::metrics::{CloseReason, GateMetrics, Transport};
@@ -48,10 +49,10 @@ impl Gate {
             per_ip: crate::per_ip::PerIpLimit::new(config.max_connections_per_ip),
             config,
             sessions: SessionTable::default(),
-            nodes: NodeTable::new(metrics.nodes.clone()),
+            nodes: NodeTable::new(metrics.nodes.clone(), metrics.route_conflicts.clone()),
             locator,
             metrics,
-            node_pool: switchyard_cluster::locator::DEFAULT_POOL.to_owned(),
+            calls: CallTable::default(),
             next_cid: AtomicU64::new(1),
             routing_turn: AtomicUsize::new(0),
             readiness,
@@ -62,6 +63,7 @@ impl Gate {
         let gate = Gate { inner };
         gate.spawn_locator_watch();
         gate.spawn_link_gauges();
+        gate.spawn_call_sweeper();
         Ok(gate)
     }
 

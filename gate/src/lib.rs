@@ -8,6 +8,7 @@
 
 mod accept;
 mod bindings;
+mod calls;
 pub mod config;
 mod connection;
 mod downlink;

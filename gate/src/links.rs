@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use rand::Rng;
 use switchyard_cluster::link::{Connector, GateLink};
+use switchyard_cluster::locator::DEFAULT_POOL;
 use switchyard_cluster::registry::NodeEndpoint;
-use switchyard_protocol::link::{GateToNode, NodeToGate};
+use switchyard_protocol::link::{GateToNode, NodeToGate, feature};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -176,6 +177,7 @@ async fn run_link(
     let GateLink { tx, mut rx } = link;
     tx.send(GateToNode::Hello {
         gate_id: gate.id().to_owned(),
+        features: feature::ALL,
     })
     .await
     .map_err(|_| "link closed before the hello".to_owned())?;
@@ -186,17 +188,20 @@ async fn run_link(
         node_id,
         state,
         routes,
+        pool,
     }) = hello
     else {
         return Err(format!("expected a hello, got {hello:?}"));
     };
+    let pool: Arc<str> = Arc::from(pool.as_deref().unwrap_or(DEFAULT_POOL));
     let node = Arc::new(NodeHandle {
         id: Arc::from(node_id.as_str()),
+        pool: pool.clone(),
         address: address.to_owned(),
         tx: tx.clone(),
         bound: AtomicUsize::new(0),
     });
-    tracing::info!(%address, node = %node_id, %state, routes = routes.len(), "node linked");
+    tracing::info!(%address, node = %node_id, %pool, %state, routes = routes.len(), "node linked");
     gate.inner.nodes.insert(node.clone(), state, routes);
     gate.inner.metrics.node_links.inc();
     *first_attempt = None;
@@ -221,6 +226,7 @@ async fn run_link(
         }
     }
     gate.inner.metrics.node_links.dec();
+    gate.fail_calls_to(&node);
     if stop.is_cancelled() {
         // The registry dropped the node (or the gate stops): it is gone.
         gate.inner.nodes.remove(&node);

@@ -106,6 +106,50 @@ impl Default for LatencyHistogram {
     }
 }
 
+/// How a relayed node-to-node call ended, as the gate saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    Ok,
+    RemoteError,
+    NoNode,
+    NodeGone,
+    UnknownRoute,
+    Overloaded,
+    /// The caller's link was full or gone when its reply came.
+    ReplyDropped,
+}
+
+impl CallOutcome {
+    const ALL: [CallOutcome; 7] = [
+        CallOutcome::Ok,
+        CallOutcome::RemoteError,
+        CallOutcome::NoNode,
+        CallOutcome::NodeGone,
+        CallOutcome::UnknownRoute,
+        CallOutcome::Overloaded,
+        CallOutcome::ReplyDropped,
+    ];
+}
+
+impl From<switchyard_protocol::link::CallStatus> for CallOutcome {
+    fn from(status: switchyard_protocol::link::CallStatus) -> Self {
+        use switchyard_protocol::link::CallStatus;
+        match status {
+            CallStatus::Ok => CallOutcome::Ok,
+            CallStatus::RemoteError => CallOutcome::RemoteError,
+            CallStatus::NoNode => CallOutcome::NoNode,
+            CallStatus::NodeGone => CallOutcome::NodeGone,
+            CallStatus::UnknownRoute => CallOutcome::UnknownRoute,
+            CallStatus::Overloaded => CallOutcome::Overloaded,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct CallLabels {
+    pub(crate) outcome: CallOutcome,
+}
+
 /// Every metric the gate exports.
 #[derive(Debug, Clone, Default)]
 pub struct GateMetrics {
@@ -133,6 +177,12 @@ pub struct GateMetrics {
     pub(crate) draining: Gauge,
     /// `--max-connections`.
     pub(crate) max_connections: Gauge,
+    /// Routes claimed by more than one node pool now.
+    pub(crate) route_conflicts: Gauge,
+    /// Node-to-node calls relayed or answered by the gate, by outcome.
+    pub(crate) calls: Family<CallLabels, Counter>,
+    /// Node-to-node calls waiting for their callee's reply.
+    pub(crate) calls_in_flight: Gauge,
 }
 
 impl GateMetrics {
@@ -224,6 +274,24 @@ impl GateMetrics {
             metrics.node_link_reconnects.clone(),
         );
         gate.register("nodes", "Linked nodes by announced state", metrics.nodes.clone());
+        gate.register(
+            "route_conflicts",
+            "Routes claimed by more than one node pool (the pool whose name sorts first keeps each)",
+            metrics.route_conflicts.clone(),
+        );
+        gate.register(
+            "calls",
+            "Node-to-node calls relayed by the gate, by outcome",
+            metrics.calls.clone(),
+        );
+        gate.register(
+            "calls_in_flight",
+            "Node-to-node calls waiting for their callee's reply",
+            metrics.calls_in_flight.clone(),
+        );
+        for outcome in CallOutcome::ALL {
+            let _ = metrics.calls.get_or_create(&CallLabels { outcome });
+        }
         // Create every series up front: a dashboard query should see 0, not "no data".
         for protocol in [Transport::Tcp, Transport::Ws] {
             let _ = metrics.connections.get_or_create(&TransportLabels { protocol });
@@ -266,6 +334,10 @@ impl GateMetrics {
             let _ = metrics.packets_dropped.get_or_create(&DropLabels { reason });
         }
         metrics
+    }
+
+    pub(crate) fn call(&self, outcome: CallOutcome) {
+        self.calls.get_or_create(&CallLabels { outcome }).inc();
     }
 
     pub(crate) fn dropped(&self, reason: DropReason) {
@@ -330,5 +402,14 @@ snake_case_labels!(DropReason {
     RateLimited => "rate_limited",
     NodeUnlinked => "node_unlinked",
     NodeBusy => "node_busy",
+});
+snake_case_labels!(CallOutcome {
+    Ok => "ok",
+    RemoteError => "remote_error",
+    NoNode => "no_node",
+    NodeGone => "node_gone",
+    UnknownRoute => "unknown_route",
+    Overloaded => "overloaded",
+    ReplyDropped => "reply_dropped",
 });
 snake_case_labels!(RefuseReason { MaxConnections => "max_connections", PerIp => "per_ip", Draining => "draining", Handshake => "handshake" });

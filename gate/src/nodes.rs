@@ -1,16 +1,19 @@
-//! The nodes this gate has links to, and the pure routing decision for one client packet.
+//! The nodes this gate has links to, and the pure routing decisions: where one client packet goes, and which
+//! node takes a node-to-node call.
 //!
-//! Link tasks write node facts (hello, state, registry readiness, link loss) into the [`NodeTable`], which
-//! rebuilds an immutable [`RoutingSnapshot`] on every change. Readers of client packets take the current
-//! snapshot (one `Arc` clone) and decide without locks or I/O, so routing never waits on anything.
+//! Link tasks write node facts (hello with pool and routes, state, registry readiness, link loss) into the
+//! [`NodeTable`], which rebuilds an immutable [`RoutingSnapshot`] on every change. Each route belongs to one
+//! pool; a route two pools claim is a conflict (the pool whose name sorts first keeps it, the conflict is
+//! counted and logged). Readers of client packets take the current snapshot (one `Arc` clone) and decide
+//! without locks or I/O, so routing never waits on anything.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
-use switchyard_protocol::link::{GateToNode, NO_UID, NodeState, RouteSpec, Uid};
+use switchyard_protocol::link::{CallTarget, GateToNode, NO_UID, NodeState, RouteSpec, Uid};
 use tokio::sync::mpsc;
 
 use crate::config::RoutingPolicy;
@@ -22,6 +25,8 @@ use prometheus_client::metrics::gauge::Gauge;
 #[derive(Debug)]
 pub(crate) struct NodeHandle {
     pub(crate) id: Arc<str>,
+    /// The pool the node announced in its hello.
+    pub(crate) pool: Arc<str>,
     pub(crate) address: String,
     pub(crate) tx: mpsc::Sender<GateToNode>,
     /// Players of this gate bound to the node (for the least-bound policy).
@@ -37,10 +42,12 @@ struct NodeRecord {
     unlinked: bool,
 }
 
-/// A route and the nodes that may take a packet of it from a session with no node binding.
+/// A route, the pool that owns it, and the nodes that may take a packet of it from a session with no node
+/// binding in that pool.
 #[derive(Debug)]
 pub(crate) struct RouteEntry {
     pub(crate) spec: RouteSpec,
+    pub(crate) pool: Arc<str>,
     work: Vec<Arc<NodeHandle>>,
     busy: Vec<Arc<NodeHandle>>,
 }
@@ -54,15 +61,35 @@ pub(crate) struct RoutingSnapshot {
     /// players are not re-homed meanwhile.
     unlinked: HashMap<Arc<str>, Arc<NodeHandle>>,
     routes: HashMap<i32, RouteEntry>,
+    /// Routes claimed by more than one pool, with the pools claiming each.
+    conflicts: Vec<RouteConflict>,
+}
+
+/// One route that several pools claim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct RouteConflict {
+    pub(crate) route: i32,
+    /// Every claiming pool, sorted; the first one keeps the route.
+    pub(crate) pools: Vec<Arc<str>>,
 }
 
 /// Where a client packet goes.
 #[derive(Debug)]
 pub(crate) enum Decision {
     Forward(Arc<NodeHandle>),
-    /// The session's bound node is gone; the binding must be cleared and the packet goes to a new node.
+    /// The session's bound node in the route's pool is gone; the binding must be cleared and the packet goes
+    /// to a new node of the pool.
     Rebind(Arc<NodeHandle>),
     Drop(DropReason),
+}
+
+/// Why a node-to-node call has no node to go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoCallee {
+    /// No node of the pool (or no node with the id) is linked, or none takes new work.
+    NoNode,
+    /// The node or pool exists but does not serve the route.
+    UnknownRoute,
 }
 
 impl RoutingSnapshot {
@@ -76,12 +103,29 @@ impl RoutingSnapshot {
         self.nodes.values()
     }
 
-    /// Decides where a packet of `route` from a session (`uid`, bound to `bound_node`) goes.
+    /// The pools of the linked nodes.
+    pub(crate) fn pools(&self) -> BTreeSet<Arc<str>> {
+        self.nodes.values().map(|node| node.pool.clone()).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn conflicts(&self) -> &[RouteConflict] {
+        &self.conflicts
+    }
+
+    /// The pool that owns `route`, if any linked node serves it.
+    #[cfg(test)]
+    pub(crate) fn pool_of(&self, route: i32) -> Option<&Arc<str>> {
+        self.routes.get(&route).map(|entry| &entry.pool)
+    }
+
+    /// Decides where a packet of `route` from a session (`uid`) goes; `bound_node` gives the session's node
+    /// binding in a pool.
     pub(crate) fn decide(
         &self,
         route: i32,
         uid: Uid,
-        bound_node: Option<&str>,
+        bound_node: impl FnOnce(&str) -> Option<Arc<str>>,
         policy: RoutingPolicy,
         turn: &AtomicUsize,
     ) -> Decision {
@@ -93,7 +137,7 @@ impl RoutingSnapshot {
             return Decision::Drop(DropReason::Unauthorized);
         }
         if entry.spec.stateful
-            && let Some(bound) = bound_node
+            && let Some(bound) = bound_node(&entry.pool).as_deref()
         {
             return match self.nodes.get(bound) {
                 Some(node) => Decision::Forward(node.clone()),
@@ -107,6 +151,48 @@ impl RoutingSnapshot {
         match pick_new(entry, policy, turn) {
             Some(node) => Decision::Forward(node),
             None => Decision::Drop(DropReason::NoNode),
+        }
+    }
+
+    /// The node a node-to-node call of `route` goes to: any node of `pool` that serves the route (by the
+    /// policy, never a draining one), or the node `id` if it serves the route.
+    pub(crate) fn callee(
+        &self,
+        target: &CallTarget,
+        route: i32,
+        policy: RoutingPolicy,
+        turn: &AtomicUsize,
+    ) -> Result<Arc<NodeHandle>, NoCallee> {
+        match target {
+            CallTarget::Pool(pool) => {
+                let Some(entry) = self.routes.get(&route) else {
+                    return Err(self.missing_in_pool(pool));
+                };
+                if *entry.pool != **pool {
+                    return Err(self.missing_in_pool(pool));
+                }
+                pick_new(entry, policy, turn).ok_or(NoCallee::NoNode)
+            }
+            CallTarget::Node(id) => {
+                let node = self.nodes.get(id.as_str()).ok_or(NoCallee::NoNode)?;
+                let serves = self
+                    .routes
+                    .get(&route)
+                    .is_some_and(|entry| entry.pool == node.pool);
+                if serves {
+                    Ok(node.clone())
+                } else {
+                    Err(NoCallee::UnknownRoute)
+                }
+            }
+        }
+    }
+
+    fn missing_in_pool(&self, pool: &str) -> NoCallee {
+        if self.nodes.values().any(|node| &*node.pool == pool) {
+            NoCallee::UnknownRoute
+        } else {
+            NoCallee::NoNode
         }
     }
 }
@@ -135,6 +221,9 @@ fn pick_new(entry: &RouteEntry, policy: RoutingPolicy, turn: &AtomicUsize) -> Op
 pub(crate) struct NodeTable {
     /// Linked nodes by state, kept with every rebuild.
     state_gauge: Family<NodeStateLabels, Gauge>,
+    /// Routes claimed by more than one pool now.
+    conflict_gauge: Gauge,
+    conflicts_logged: Mutex<BTreeSet<RouteConflict>>,
     records: Mutex<HashMap<Arc<str>, NodeRecord>>,
     /// Registry readiness by address; a node missing here counts as accepting.
     accepting: Mutex<HashMap<String, bool>>,
@@ -142,9 +231,10 @@ pub(crate) struct NodeTable {
 }
 
 impl NodeTable {
-    pub(crate) fn new(state_gauge: Family<NodeStateLabels, Gauge>) -> Self {
+    pub(crate) fn new(state_gauge: Family<NodeStateLabels, Gauge>, conflict_gauge: Gauge) -> Self {
         NodeTable {
             state_gauge,
+            conflict_gauge,
             ..NodeTable::default()
         }
     }
@@ -240,12 +330,31 @@ impl NodeTable {
             .is_some_and(|record| record.state == NodeState::Draining)
     }
 
+    /// Logs each conflict once, when it appears, and keeps the gauge at the current count.
+    fn report_conflicts(&self, conflicts: &[RouteConflict]) {
+        let mut known = self.conflicts_logged.lock();
+        for conflict in conflicts {
+            if known.insert(conflict.clone()) {
+                tracing::error!(
+                    route = conflict.route,
+                    pools = ?conflict.pools,
+                    owner = %conflict.pools[0],
+                    "several pools claim one route; the first pool keeps it, the others' claims are refused"
+                );
+            }
+        }
+        known.retain(|conflict| conflicts.contains(conflict));
+        self.conflict_gauge.set(conflicts.len() as i64);
+    }
+
     fn rebuild(&self, records: &HashMap<Arc<str>, NodeRecord>) {
         let accepting = self.accepting.lock();
         let mut snapshot = RoutingSnapshot::default();
         let mut ordered: Vec<&NodeRecord> = records.values().collect();
-        // A stable order keeps round-robin fair across rebuilds.
-        ordered.sort_by(|a, b| a.handle.id.cmp(&b.handle.id));
+        // A stable order keeps round-robin fair across rebuilds; by pool first, so that the pool whose name
+        // sorts first owns a route that several pools claim.
+        ordered.sort_by(|a, b| (&a.handle.pool, &a.handle.id).cmp(&(&b.handle.pool, &b.handle.id)));
+        let mut claims: HashMap<i32, BTreeSet<Arc<str>>> = HashMap::new();
         for record in ordered {
             if !record.state.serves_bound_players() {
                 continue;
@@ -261,11 +370,20 @@ impl NodeTable {
                 .insert(record.handle.id.clone(), record.handle.clone());
             let registry_accepts = accepting.get(&record.handle.address).copied().unwrap_or(true);
             for spec in &record.routes {
+                claims
+                    .entry(spec.route)
+                    .or_default()
+                    .insert(record.handle.pool.clone());
                 let entry = snapshot.routes.entry(spec.route).or_insert_with(|| RouteEntry {
                     spec: *spec,
+                    pool: record.handle.pool.clone(),
                     work: Vec::new(),
                     busy: Vec::new(),
                 });
+                if entry.pool != record.handle.pool {
+                    // Another pool owns the route: this node's claim is a conflict, not a route.
+                    continue;
+                }
                 if entry.spec != *spec {
                     tracing::warn!(route = spec.route, node = %record.handle.id, "nodes disagree on a route's options; the first node's win");
                 }
@@ -276,6 +394,16 @@ impl NodeTable {
                 }
             }
         }
+        snapshot.conflicts = claims
+            .into_iter()
+            .filter(|(_, pools)| pools.len() > 1)
+            .map(|(route, pools)| RouteConflict {
+                route,
+                pools: pools.into_iter().collect(),
+            })
+            .collect();
+        snapshot.conflicts.sort();
+        self.report_conflicts(&snapshot.conflicts);
         *self.snapshot.write() = Arc::new(snapshot);
         for state in [
             NodeState::Work,
@@ -309,10 +437,20 @@ mod tests {
         }
     }
 
+    /// A session's bindings: bound to `node` in every pool, or unbound.
+    fn at(node: Option<&'static str>) -> impl FnOnce(&str) -> Option<Arc<str>> {
+        move |_pool| node.map(Arc::from)
+    }
+
     fn handle(id: &str) -> Arc<NodeHandle> {
+        pooled(id, "game")
+    }
+
+    fn pooled(id: &str, pool: &str) -> Arc<NodeHandle> {
         let (tx, _rx) = mpsc::channel(1);
         Arc::new(NodeHandle {
             id: id.into(),
+            pool: pool.into(),
             address: format!("{id}:1"),
             tx,
             bound: AtomicUsize::new(0),
@@ -340,7 +478,7 @@ mod tests {
                 forwarded_to(
                     table
                         .snapshot()
-                        .decide(1, NO_UID, None, RoutingPolicy::RoundRobin, &turn),
+                        .decide(1, NO_UID, at(None), RoutingPolicy::RoundRobin, &turn),
                 )
             })
             .collect();
@@ -352,7 +490,7 @@ mod tests {
             forwarded_to(
                 table
                     .snapshot()
-                    .decide(1, NO_UID, None, RoutingPolicy::RoundRobin, &turn)
+                    .decide(1, NO_UID, at(None), RoutingPolicy::RoundRobin, &turn)
             ),
             "c"
         );
@@ -360,7 +498,7 @@ mod tests {
         assert!(matches!(
             table
                 .snapshot()
-                .decide(1, NO_UID, None, RoutingPolicy::Random, &turn),
+                .decide(1, NO_UID, at(None), RoutingPolicy::Random, &turn),
             Decision::Drop(DropReason::NoNode)
         ));
     }
@@ -386,7 +524,7 @@ mod tests {
                 forwarded_to(
                     table
                         .snapshot()
-                        .decide(1, 5, None, RoutingPolicy::RoundRobin, &turn)
+                        .decide(1, 5, at(None), RoutingPolicy::RoundRobin, &turn)
                 ),
                 "b"
             );
@@ -396,7 +534,7 @@ mod tests {
             forwarded_to(
                 table
                     .snapshot()
-                    .decide(3, 5, Some("a"), RoutingPolicy::RoundRobin, &turn)
+                    .decide(3, 5, at(Some("a")), RoutingPolicy::RoundRobin, &turn)
             ),
             "a"
         );
@@ -413,7 +551,8 @@ mod tests {
         );
         let turn = AtomicUsize::new(0);
         let snapshot = table.snapshot();
-        let decide = |route, uid, bound| snapshot.decide(route, uid, bound, RoutingPolicy::RoundRobin, &turn);
+        let decide =
+            |route, uid, bound| snapshot.decide(route, uid, at(bound), RoutingPolicy::RoundRobin, &turn);
         assert!(matches!(
             decide(3, NO_UID, None),
             Decision::Drop(DropReason::Unauthorized)
@@ -441,7 +580,7 @@ mod tests {
         table.insert(b, NodeState::Work, vec![route(3, true, true)]);
         let snapshot = table.snapshot();
         assert!(matches!(
-            snapshot.decide(3, 1, Some("gone"), RoutingPolicy::RoundRobin, &turn),
+            snapshot.decide(3, 1, at(Some("gone")), RoutingPolicy::RoundRobin, &turn),
             Decision::Rebind(node) if &*node.id == "b"
         ));
     }
@@ -465,14 +604,14 @@ mod tests {
             forwarded_to(
                 table
                     .snapshot()
-                    .decide(1, NO_UID, None, RoutingPolicy::LeastBound, &turn)
+                    .decide(1, NO_UID, at(None), RoutingPolicy::LeastBound, &turn)
             ),
             "b"
         );
         assert!(matches!(
             table
                 .snapshot()
-                .decide(9, 1, None, RoutingPolicy::RoundRobin, &turn),
+                .decide(9, 1, at(None), RoutingPolicy::RoundRobin, &turn),
             Decision::Drop(DropReason::UnknownRoute)
         ));
     }
@@ -522,7 +661,7 @@ mod tests {
         let decide = || {
             table
                 .snapshot()
-                .decide(3, 7, Some("a"), RoutingPolicy::RoundRobin, &turn)
+                .decide(3, 7, at(Some("a")), RoutingPolicy::RoundRobin, &turn)
         };
         table.unlink(&a);
         assert!(
@@ -547,5 +686,125 @@ mod tests {
         table.insert(again.clone(), NodeState::Work, routes);
         table.expire(&relinked);
         assert_eq!(forwarded_to(decide()), "a");
+    }
+
+    #[test]
+    fn routes_go_to_their_pool_and_bindings_are_per_pool() {
+        let table = NodeTable::default();
+        let (lobby, battle_a, battle_b) = (
+            pooled("l1", "lobby"),
+            pooled("b1", "battle"),
+            pooled("b2", "battle"),
+        );
+        table.insert(lobby.clone(), NodeState::Work, vec![route(2, false, false)]);
+        table.insert(battle_a.clone(), NodeState::Work, vec![route(13, true, true)]);
+        table.insert(battle_b.clone(), NodeState::Work, vec![route(13, true, true)]);
+        let turn = AtomicUsize::new(0);
+        let snapshot = table.snapshot();
+        assert_eq!(
+            forwarded_to(snapshot.decide(2, 1, at(None), RoutingPolicy::RoundRobin, &turn)),
+            "l1"
+        );
+        // Bound in `battle` to b2: the battle route goes there, whatever binding another pool has.
+        let bindings = |pool: &str| (pool == "battle").then(|| Arc::from("b2"));
+        assert_eq!(
+            forwarded_to(snapshot.decide(13, 1, bindings, RoutingPolicy::RoundRobin, &turn)),
+            "b2"
+        );
+        let lobby_only = |pool: &str| (pool == "lobby").then(|| Arc::from("l1"));
+        assert!(matches!(
+            snapshot.decide(13, 1, lobby_only, RoutingPolicy::RoundRobin, &turn),
+            Decision::Forward(node) if &*node.pool == "battle"
+        ));
+        assert_eq!(snapshot.pool_of(13).map(|pool| &**pool), Some("battle"));
+        assert!(snapshot.conflicts().is_empty());
+    }
+
+    #[test]
+    fn calls_pick_a_node_of_the_pool_or_the_named_node_and_say_why_not() {
+        let table = NodeTable::default();
+        let internal = RouteSpec {
+            route: 101,
+            stateful: false,
+            authorized: false,
+            internal: true,
+        };
+        let (b1, b2, lobby) = (
+            pooled("b1", "battle"),
+            pooled("b2", "battle"),
+            pooled("l1", "lobby"),
+        );
+        table.insert(b1.clone(), NodeState::Draining, vec![internal]);
+        table.insert(b2.clone(), NodeState::Work, vec![internal]);
+        table.insert(lobby, NodeState::Work, vec![route(2, false, false)]);
+        let turn = AtomicUsize::new(0);
+        let snapshot = table.snapshot();
+        let call = |target: CallTarget, route| {
+            snapshot
+                .callee(&target, route, RoutingPolicy::RoundRobin, &turn)
+                .map(|node| node.id.to_string())
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                call(CallTarget::Pool("battle".into()), 101),
+                Ok("b2".into()),
+                "never the draining node"
+            );
+        }
+        assert_eq!(
+            call(CallTarget::Node("b1".into()), 101),
+            Ok("b1".into()),
+            "a named node, even draining"
+        );
+        assert_eq!(
+            call(CallTarget::Pool("battle".into()), 2),
+            Err(NoCallee::UnknownRoute)
+        );
+        assert_eq!(
+            call(CallTarget::Pool("nowhere".into()), 101),
+            Err(NoCallee::NoNode)
+        );
+        assert_eq!(
+            call(CallTarget::Node("l1".into()), 101),
+            Err(NoCallee::UnknownRoute)
+        );
+        assert_eq!(call(CallTarget::Node("gone".into()), 101), Err(NoCallee::NoNode));
+        // Internal routes are for calls only.
+        assert!(matches!(
+            snapshot.decide(101, 1, at(None), RoutingPolicy::RoundRobin, &turn),
+            Decision::Drop(DropReason::UnknownRoute)
+        ));
+    }
+
+    #[test]
+    fn a_route_two_pools_claim_stays_with_the_first_pool_and_is_reported() {
+        let gauge = Gauge::default();
+        let table = NodeTable::new(Family::default(), gauge.clone());
+        let (lobby, battle) = (pooled("l1", "lobby"), pooled("b1", "battle"));
+        table.insert(
+            lobby.clone(),
+            NodeState::Work,
+            vec![route(5, false, false), route(2, false, false)],
+        );
+        table.insert(battle.clone(), NodeState::Work, vec![route(5, false, false)]);
+        let snapshot = table.snapshot();
+        assert_eq!(
+            snapshot.conflicts(),
+            [RouteConflict {
+                route: 5,
+                pools: vec!["battle".into(), "lobby".into()]
+            }]
+        );
+        assert_eq!(gauge.get(), 1);
+        let turn = AtomicUsize::new(0);
+        for _ in 0..3 {
+            assert_eq!(
+                forwarded_to(snapshot.decide(5, 1, at(None), RoutingPolicy::RoundRobin, &turn)),
+                "b1"
+            );
+        }
+        table.remove(&battle);
+        assert!(table.snapshot().conflicts().is_empty());
+        assert_eq!(gauge.get(), 0);
     }
 }

@@ -61,8 +61,9 @@ pub(crate) struct Session {
     /// The client's address, passed to nodes with every packet.
     pub(crate) peer: Option<SocketAddr>,
     uid: AtomicI64,
-    /// The node holding this player's state (stateful routes), by node id.
-    node: Mutex<Option<Arc<str>>>,
+    /// The node holding this player's state (stateful routes) in each pool: (pool, node id). A handful at
+    /// most, so a list beats a map.
+    nodes: Mutex<Vec<(Arc<str>, Arc<str>)>>,
     /// Nodes this connection's packets reached: they hear of its disconnect.
     visited: Mutex<Vec<Arc<NodeHandle>>>,
     /// Allocated at the first request: an idle connection does not pay for it.
@@ -85,7 +86,7 @@ impl Session {
             cid,
             peer,
             uid: AtomicI64::new(NO_UID),
-            node: Mutex::new(None),
+            nodes: Mutex::new(Vec::new()),
             visited: Mutex::new(Vec::new()),
             requests: Mutex::default(),
             outbox: Mutex::default(),
@@ -106,13 +107,38 @@ impl Session {
         self.uid.load(Ordering::Acquire)
     }
 
-    pub(crate) fn node(&self) -> Option<Arc<str>> {
-        self.node.lock().clone()
+    /// The node bound in `pool`.
+    pub(crate) fn node(&self, pool: &str) -> Option<Arc<str>> {
+        let nodes = self.nodes.lock();
+        nodes
+            .iter()
+            .find(|(bound, _)| &**bound == pool)
+            .map(|(_, node)| node.clone())
     }
 
-    /// Sets the stateful binding; returns the previous one.
-    pub(crate) fn set_node(&self, node: Option<Arc<str>>) -> Option<Arc<str>> {
-        std::mem::replace(&mut *self.node.lock(), node)
+    /// Every (pool, node) binding.
+    pub(crate) fn bound_nodes(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        self.nodes.lock().clone()
+    }
+
+    /// Sets the stateful binding in `pool`; returns the previous one.
+    pub(crate) fn set_node(&self, pool: &Arc<str>, node: Option<Arc<str>>) -> Option<Arc<str>> {
+        let mut nodes = self.nodes.lock();
+        let at = nodes.iter().position(|(bound, _)| bound == pool);
+        match (at, node) {
+            (Some(at), Some(node)) => Some(std::mem::replace(&mut nodes[at].1, node)),
+            (Some(at), None) => Some(nodes.swap_remove(at).1),
+            (None, Some(node)) => {
+                nodes.push((pool.clone(), node));
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// Drops every node binding; returns them.
+    pub(crate) fn clear_nodes(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        std::mem::take(&mut *self.nodes.lock())
     }
 
     /// Remembers that `node` saw this connection (cheap when it is the last one seen).
@@ -304,7 +330,7 @@ impl SessionTable {
         let mut by_uid = self.by_uid.lock();
         let previous_uid = session.uid.swap(uid, Ordering::AcqRel);
         if previous_uid != uid {
-            session.set_node(None);
+            session.clear_nodes();
             if previous_uid != NO_UID && by_uid.get(&previous_uid).is_some_and(|s| s.cid == cid) {
                 by_uid.remove(&previous_uid);
             }
@@ -312,16 +338,16 @@ impl SessionTable {
         let displaced = by_uid.insert(uid, session).filter(|old| old.cid != cid);
         if let Some(old) = &displaced {
             old.uid.store(NO_UID, Ordering::Release);
-            old.set_node(None);
+            old.clear_nodes();
         }
         Ok(displaced)
     }
 
-    /// Drops `uid`'s binding to its connection; returns the session that held it.
+    /// Drops `uid`'s binding to its connection; returns the session that held it, node bindings still set.
     pub(crate) fn unbind(&self, uid: Uid) -> Option<Arc<Session>> {
         let session = self.by_uid.lock().remove(&uid)?;
         session.uid.store(NO_UID, Ordering::Release);
-        session.set_node(None);
+        // The caller releases the node bindings, keeping the per-node counts right.
         Some(session)
     }
 }
@@ -349,10 +375,10 @@ mod tests {
         let first = session(&table, 1, 4);
         let second = session(&table, 2, 4);
         assert!(table.bind(1, 42).unwrap().is_none());
-        first.set_node(Some("node-a".into()));
+        first.set_node(&Arc::from("game"), Some("node-a".into()));
         let displaced = table.bind(2, 42).unwrap().expect("first session displaced");
         assert_eq!(displaced.cid, 1);
-        assert_eq!((first.uid(), first.node()), (NO_UID, None));
+        assert_eq!((first.uid(), first.node("game")), (NO_UID, None));
         assert_eq!(table.by_uid(42).map(|s| s.cid), Some(2));
         // Removing the displaced session must not drop the new owner's binding.
         table.remove(&first);

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::calls::CallTable;
 use crate::config::GateConfig;
 use crate::metrics::GateMetrics;
 use crate::nodes::NodeTable;
@@ -30,7 +31,8 @@ pub(crate) struct GateInner {
     pub(crate) nodes: NodeTable,
     pub(crate) locator: Arc<dyn Locator>,
     pub(crate) metrics: GateMetrics,
-    pub(crate) node_pool: String,
+    /// Node-to-node calls in flight through this gate.
+    pub(crate) calls: CallTable,
     pub(crate) next_cid: AtomicU64,
     pub(crate) routing_turn: AtomicUsize,
     pub(crate) connection_slots: Arc<Semaphore>,

@@ -23,7 +23,16 @@ pub struct NodeConfig {
     pub lane_queue_bytes: usize,
     /// How long an acknowledged operation waits for its gate.
     pub ack_timeout: Duration,
+    /// How long a node-to-node call waits for its reply unless the call names its own deadline.
+    pub call_timeout: Duration,
+    /// Calls this node makes that may wait for replies at once; more fail at once as overloaded.
+    pub max_calls_in_flight: usize,
+    /// Calls from other nodes this node runs at once; more are refused as overloaded.
+    pub max_incoming_calls: usize,
 }
+
+/// The longest deadline a node-to-node call may have (gates forget unanswered calls after twice this).
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl NodeConfig {
     pub fn new(id: impl Into<String>) -> Self {
@@ -36,6 +45,9 @@ impl NodeConfig {
             lane_queue: 256,
             lane_queue_bytes: 1 << 20,
             ack_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(5),
+            max_calls_in_flight: 1024,
+            max_incoming_calls: 1024,
         }
     }
 
@@ -51,8 +63,17 @@ impl NodeConfig {
         if self.pool.is_empty() {
             return Err(ConfigError::EmptyPool);
         }
+        if self.pool.len() > switchyard_protocol::link::codec::MAX_ID_BYTES {
+            return Err(ConfigError::PoolTooLong(self.pool.len()));
+        }
         if self.lane_queue == 0 {
             return Err(ConfigError::EmptyLaneQueue);
+        }
+        if self.call_timeout.is_zero() || self.call_timeout > MAX_CALL_TIMEOUT {
+            return Err(ConfigError::CallTimeout(self.call_timeout));
+        }
+        if self.max_calls_in_flight == 0 || self.max_incoming_calls == 0 {
+            return Err(ConfigError::NoCallSlots);
         }
         let largest_payload = self.packet.max_packet_bytes() as usize;
         if self.lane_queue_bytes < largest_payload {
@@ -78,4 +99,10 @@ pub enum ConfigError {
     EmptyLaneQueue,
     #[error("lane queue of {bytes} bytes cannot hold one largest packet ({largest_payload} bytes)")]
     LaneQueueBytes { bytes: usize, largest_payload: usize },
+    #[error("node pool name is {0} bytes long; the link carries at most 255")]
+    PoolTooLong(usize),
+    #[error("call timeout {0:?} must be above zero and at most 60s")]
+    CallTimeout(Duration),
+    #[error("calls in flight (outgoing and incoming) must allow at least 1")]
+    NoCallSlots,
 }

@@ -1,4 +1,4 @@
-//! What a handler sees of one client packet, and what it can do about it.
+//! What a handler sees of one client packet (or one call from another node), and what it can do about it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +8,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_cluster::telemetry;
-use switchyard_protocol::link::{ConnectionId, NO_UID, NodeToGate, Target, Uid};
+use switchyard_protocol::Frame;
+use switchyard_protocol::link::{CallId, CallStatus, ConnectionId, NO_UID, NodeToGate, Target, Uid};
+use switchyard_protocol::packet::SIZE_FIELD_BYTES;
 use tracing::{Instrument as _, Span};
 
 use crate::codec::CodecError;
@@ -27,6 +29,16 @@ pub(crate) struct Incoming {
     pub(crate) peer: Option<SocketAddr>,
     /// `node.handle` when the gate traced this packet, else disabled.
     pub(crate) span: Span,
+    /// Set when this is a call from another node rather than a client packet.
+    pub(crate) call: Option<Arc<CallOrigin>>,
+}
+
+/// Where a node-to-node call came from, and where its answer goes.
+#[derive(Debug)]
+pub(crate) struct CallOrigin {
+    pub(crate) call: CallId,
+    pub(crate) from: String,
+    pub(crate) oneway: bool,
 }
 
 /// One client packet being handled. Cheap to clone; answers go to the gate the packet came through.
@@ -69,9 +81,15 @@ impl Context {
         tracing::info_span!(target: telemetry::SPAN_TARGET, parent: &self.packet.span, "node.push", kind, route)
     }
 
-    /// The uid the session was bound to when the packet left the gate, or 0.
+    /// The uid the session was bound to when the packet left the gate, or 0. For a call from another node:
+    /// the player the call is on behalf of, or 0.
     pub fn uid(&self) -> Uid {
         self.packet.uid
+    }
+
+    /// The id of the node that made this call, or `None` for a client packet.
+    pub fn caller_node(&self) -> Option<&str> {
+        self.packet.call.as_ref().map(|call| call.from.as_str())
     }
 
     pub fn is_logged_in(&self) -> bool {
@@ -164,8 +182,11 @@ impl Context {
         self.respond_packet(packet).await
     }
 
-    /// Sends a whole reply packet to this packet's connection.
+    /// Sends a whole reply packet to this packet's connection, or its payload to the node that called.
     pub(crate) async fn respond_packet(&self, packet: Bytes) -> Result<(), NodeError> {
+        if self.packet.call.is_some() {
+            return self.respond_call(CallStatus::Ok, self.payload_of(packet)).await;
+        }
         self.responded.store(true, Ordering::Relaxed);
         self.packet
             .gate
@@ -175,6 +196,51 @@ impl Context {
                 trace: telemetry::traceparent(&self.packet.span),
             })
             .await
+    }
+
+    /// Sends a handler's error reply: to a client like any answer, to a calling node as a failed call.
+    pub(crate) async fn respond_error(&self, packet: Bytes) -> Result<(), NodeError> {
+        if self.packet.call.is_some() {
+            return self
+                .respond_call(CallStatus::RemoteError, self.payload_of(packet))
+                .await;
+        }
+        self.respond_packet(packet).await
+    }
+
+    /// Answers a call from another node (nothing for a one-way call, whose caller does not wait).
+    pub(crate) async fn respond_call(&self, status: CallStatus, body: Bytes) -> Result<(), NodeError> {
+        self.responded.store(true, Ordering::Relaxed);
+        let Some(call) = self.packet.call.as_ref().filter(|call| !call.oneway) else {
+            return Ok(());
+        };
+        self.packet
+            .gate
+            .send(NodeToGate::CallReply {
+                call: call.call,
+                status,
+                body,
+            })
+            .await
+    }
+
+    /// The payload of a whole packet this node packed.
+    fn payload_of(&self, packet: Bytes) -> Bytes {
+        let body = packet.slice(SIZE_FIELD_BYTES.min(packet.len())..);
+        match self.outbound.config().packet.parse_body(body) {
+            Frame::Data(data) => data.payload(),
+            _ => Bytes::new(),
+        }
+    }
+
+    /// Fails for a call from another node, which has no client connection.
+    fn client_only(&self) -> Result<(), NodeError> {
+        match &self.packet.call {
+            Some(call) => Err(NodeError::NoConnection {
+                caller: call.from.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Pushes to one player, wherever connected (traced as `node.push` when the packet is).
@@ -237,6 +303,7 @@ impl Context {
     /// # Errors
     /// The connection is gone, or the gate did not answer.
     pub async fn bind_gate(&self, uid: Uid) -> Result<(), NodeError> {
+        self.client_only()?;
         let cid = self.packet.cid;
         self.outbound
             .request(&self.packet.gate, |request| NodeToGate::BindUser {
@@ -252,6 +319,7 @@ impl Context {
     /// # Errors
     /// The gate has no session of `uid`, or did not answer.
     pub async fn unbind_gate(&self, uid: Uid) -> Result<(), NodeError> {
+        self.client_only()?;
         self.outbound
             .request(&self.packet.gate, |request| NodeToGate::UnbindUser {
                 request,
@@ -265,6 +333,11 @@ impl Context {
     /// # Errors
     /// The locator failed, or the player was evicted from this draining node.
     pub async fn bind_node(&self, uid: Uid) -> Result<(), NodeError> {
+        if self.packet.call.is_some() {
+            // The call's gate is not the player's: bind through the player's own gate.
+            let outbound = &self.outbound;
+            return outbound.bind_in(outbound.pool(), uid, outbound.node_id()).await;
+        }
         self.outbound.bind_here(uid, &self.packet.gate).await
     }
 
@@ -273,6 +346,13 @@ impl Context {
     /// # Errors
     /// The locator failed.
     pub async fn unbind_node(&self, uid: Uid) -> Result<(), NodeError> {
+        if self.packet.call.is_some() {
+            let outbound = &self.outbound;
+            return outbound
+                .unbind_in(outbound.pool(), uid, outbound.node_id())
+                .await
+                .map(drop);
+        }
         self.outbound.unbind_here(uid, &self.packet.gate).await
     }
 
@@ -303,6 +383,7 @@ impl Context {
     /// # Errors
     /// The gate is gone.
     pub async fn disconnect(&self) -> Result<(), NodeError> {
+        self.client_only()?;
         self.packet
             .gate
             .send(NodeToGate::Disconnect {

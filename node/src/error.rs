@@ -31,4 +31,8 @@ pub enum NodeError {
     /// The player was evicted at this node's drain deadline and told to reconnect elsewhere.
     #[error("user {0} was evicted from this draining node")]
     Evicted(Uid),
+    /// A connection operation (bind the gate, disconnect) in a handler serving another node's call, which
+    /// has no client connection (the game's fault).
+    #[error("this handler serves a call from node {caller:?}, which has no client connection")]
+    NoConnection { caller: String },
 }

@@ -10,7 +10,7 @@ use futures_util::FutureExt as _;
 use parking_lot::Mutex;
 use switchyard_cluster::admin::Readiness;
 use switchyard_protocol::link::{ConnectionId, NodeState, Uid};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,6 +28,8 @@ pub(crate) struct NodeInner {
     /// Packets accepted and not yet handled: a drain waits for them.
     pub(crate) in_flight: AtomicUsize,
     pub(crate) next_link: AtomicU64,
+    /// Calls from other nodes this node may run at once.
+    pub(crate) call_slots: Arc<Semaphore>,
     pub(crate) readiness: Readiness,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,

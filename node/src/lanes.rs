@@ -93,7 +93,7 @@ async fn run_lane(inner: Arc<NodeInner>, mut rx: mpsc::Receiver<LaneItem>, queue
             LaneItem::Packet(packet, route) => {
                 let bytes = packet.payload.len();
                 let ctx = Context::new(inner.outbound.clone(), packet, responded.clone());
-                handle(&inner, ctx, &route).await;
+                let _ = handle(&inner, ctx, &route).await;
                 queued.fetch_sub(bytes, Ordering::AcqRel);
                 inner.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
@@ -108,7 +108,8 @@ async fn run_lane(inner: Arc<NodeInner>, mut rx: mpsc::Receiver<LaneItem>, queue
 }
 
 /// Runs one handler and answers a failure (an error or a panic) unless the handler answered already.
-async fn handle(inner: &NodeInner, ctx: Context, route: &Route) {
+/// Returns whether the handler succeeded.
+pub(crate) async fn handle(inner: &NodeInner, ctx: Context, route: &Route) -> bool {
     let started = Instant::now();
     let route_id = route.spec.route;
     // Kept until the outcome is recorded: the span ends when the last handle drops.
@@ -137,7 +138,7 @@ async fn handle(inner: &NodeInner, ctx: Context, route: &Route) {
         "outcome",
         failure.as_ref().map_or("ok", |error| error.reason().as_str()),
     );
-    let Some(error) = failure else { return };
+    let Some(error) = failure else { return true };
     span.record("otel.status_code", "ERROR");
     let reason = error.reason();
     inner
@@ -156,13 +157,14 @@ async fn handle(inner: &NodeInner, ctx: Context, route: &Route) {
         FailureReason::Panic => tracing::error!(route = route_id, "handler panicked"),
     }
     if reply_to.has_responded() {
-        return;
+        return false;
     }
     let answer = (inner.routes.error_reply)(&error, &ReplyEncoder::of(&reply_to));
     match answer {
         Ok(packet) => {
-            let _ = reply_to.respond_packet(packet).await;
+            let _ = reply_to.respond_error(packet).await;
         }
         Err(unencodable) => tracing::warn!(route = route_id, %unencodable, "error reply does not encode"),
     }
+    false
 }

@@ -31,6 +31,7 @@
 //! ([`Node::drain`]); a draining node keeps serving the players bound to it and takes no new ones.
 
 mod bindings;
+mod calls;
 pub mod codec;
 mod config;
 mod context;
@@ -47,8 +48,9 @@ mod outbound;
 mod router;
 pub mod runtime;
 
+pub use calls::{CallError, Callee};
 pub use codec::{Codec, CodecError};
-pub use config::{ConfigError, NodeConfig};
+pub use config::{ConfigError, MAX_CALL_TIMEOUT, NodeConfig};
 pub use context::Context;
 pub use error::NodeError;
 pub use handler::{FromContext, Handler, IntoReply, Payload, ReplyEncoder, State};

@@ -11,6 +11,7 @@ use switchyard_cluster::telemetry;
 use switchyard_protocol::link::{ConnectionId, GateToNode, NO_UID, NodeToGate, TraceParent, Uid};
 use switchyard_protocol::{DataFrame, Frame};
 
+use crate::calls::{self, IncomingCall};
 use crate::context::Incoming;
 use crate::inner::LaneItem;
 use crate::inner::NodeInner;
@@ -25,8 +26,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) async fn run_gate_link(inner: Arc<NodeInner>, link: NodeLink) {
     let NodeLink { tx, mut rx } = link;
     let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, rx.recv()).await;
-    let gate_id = match hello {
-        Ok(Some(GateToNode::Hello { gate_id })) => gate_id,
+    let (gate_id, features) = match hello {
+        Ok(Some(GateToNode::Hello { gate_id, features })) => (gate_id, features),
         other => {
             tracing::warn!(?other, "gate link without a hello; closed");
             return;
@@ -39,6 +40,7 @@ pub(crate) async fn run_gate_link(inner: Arc<NodeInner>, link: NodeLink) {
         node_id: inner.id().to_owned(),
         state: current,
         routes: inner.routes.specs(),
+        pool: Some(inner.outbound.pool().to_owned()),
     };
     if tx.send(hello).await.is_err() {
         return;
@@ -47,6 +49,7 @@ pub(crate) async fn run_gate_link(inner: Arc<NodeInner>, link: NodeLink) {
         Arc::from(gate_id.as_str()),
         inner.next_link.fetch_add(1, Ordering::Relaxed),
         tx.clone(),
+        features,
     ));
     let gates = &inner.outbound.shared.gates;
     gates.lock().insert(conn.id.clone(), conn.clone());
@@ -137,6 +140,7 @@ async fn on_gate_message(inner: &Arc<NodeInner>, conn: &Arc<GateConn>, message: 
                 payload: data.payload(),
                 peer,
                 span,
+                call: None,
             };
             lanes::dispatch(inner, packet, route);
         }
@@ -155,6 +159,28 @@ async fn on_gate_message(inner: &Arc<NodeInner>, conn: &Arc<GateConn>, message: 
             }
         }
         GateToNode::Ack { request, result } => conn.acknowledged(request, result),
+        GateToNode::Call {
+            call,
+            from,
+            route,
+            uid,
+            oneway,
+            body,
+            trace,
+        } => calls::serve(
+            inner,
+            conn,
+            IncomingCall {
+                call,
+                from,
+                route,
+                uid,
+                oneway,
+                body,
+                trace,
+            },
+        ),
+        GateToNode::CallReply { call, status, body } => conn.call_replied(call, status, body),
         GateToNode::Hello { .. } => tracing::warn!(gate = %conn.id, "gate sent a second hello; ignored"),
         GateToNode::Heartbeat => {}
     }

@@ -41,6 +41,38 @@ pub(crate) struct NodeDropLabels {
     pub(crate) reason: NodeDrop,
 }
 
+/// Which way a node-to-node call went.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub(crate) enum CallDirection {
+    /// This node called another.
+    Out,
+    /// Another node called this one.
+    In,
+}
+
+/// How a node-to-node call ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub(crate) enum CallOutcome {
+    Ok,
+    RemoteError,
+    NoNode,
+    UnknownRoute,
+    NotBound,
+    NodeGone,
+    Timeout,
+    Overloaded,
+    NoGate,
+    /// Encoding, decoding or the locator failed.
+    Error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CallLabels {
+    pub(crate) direction: CallDirection,
+    pub(crate) route: i32,
+    pub(crate) outcome: CallOutcome,
+}
+
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum PushKind {
     Unicast,
@@ -90,6 +122,12 @@ pub(crate) struct NodeMetrics {
     pub(crate) drain_duration: Histogram,
     pub(crate) pushes: Family<PushLabels, Counter>,
     pub(crate) gate_links: Gauge,
+    /// Node-to-node calls made and served, by direction, route and outcome.
+    pub(crate) calls: Family<CallLabels, Counter>,
+    /// Round-trip time of calls this node made, by route.
+    pub(crate) call_duration: Family<RouteLabels, Histogram>,
+    /// Calls this node made that wait for their reply.
+    pub(crate) calls_in_flight: Gauge,
     /// Unix time at which the running (or last) drain's deadline passes; 0 before any drain.
     pub(crate) drain_deadline_timestamp: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
@@ -108,6 +146,9 @@ impl NodeMetrics {
             drain_duration: Histogram::new(exponential_buckets(0.1, 2.0, 14)),
             pushes: Family::default(),
             gate_links: Gauge::default(),
+            calls: Family::default(),
+            call_duration: Family::new_with_constructor(latency_histogram),
+            calls_in_flight: Gauge::default(),
             drain_deadline_timestamp: Gauge::default(),
         };
         let node = registry.sub_registry_with_prefix("switchyard_node");
@@ -151,6 +192,21 @@ impl NodeMetrics {
         node.register("pushes", "Pushes sent to gates, by kind", metrics.pushes.clone());
         node.register("gate_links", "Live links to gates", metrics.gate_links.clone());
         node.register(
+            "calls",
+            "Node-to-node calls made (direction out) and served (in), by route and outcome",
+            metrics.calls.clone(),
+        );
+        node.register(
+            "call_duration_seconds",
+            "Round-trip time of node-to-node calls this node made, by route",
+            metrics.call_duration.clone(),
+        );
+        node.register(
+            "calls_in_flight",
+            "Node-to-node calls this node made that wait for their reply",
+            metrics.calls_in_flight.clone(),
+        );
+        node.register(
             "drain_deadline_timestamp_seconds",
             "Unix time at which the running (or last) drain's deadline passes; 0 before any drain",
             metrics.drain_deadline_timestamp.clone(),
@@ -188,6 +244,19 @@ snake_case_labels!(NodeDrop {
     Malformed => "malformed",
     Forbidden => "forbidden",
     LaneFull => "lane_full",
+});
+snake_case_labels!(CallDirection { Out => "out", In => "in" });
+snake_case_labels!(CallOutcome {
+    Ok => "ok",
+    RemoteError => "remote_error",
+    NoNode => "no_node",
+    UnknownRoute => "unknown_route",
+    NotBound => "not_bound",
+    NodeGone => "node_gone",
+    Timeout => "timeout",
+    Overloaded => "overloaded",
+    NoGate => "no_gate",
+    Error => "error",
 });
 snake_case_labels!(PushKind { Unicast => "unicast", Multicast => "multicast", Broadcast => "broadcast" });
 snake_case_labels!(DrainEnd { Empty => "empty", Deadline => "deadline" });

@@ -10,7 +10,7 @@ use switchyard_cluster::admin::Readiness;
 use switchyard_cluster::link::Acceptor;
 use switchyard_cluster::locator::{Locator, LocatorEvent, restore_all};
 use switchyard_protocol::link::{NodeState, Uid};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,6 +52,7 @@ impl Node {
         registry: &mut Registry,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let config_incoming_calls = config.max_incoming_calls;
         let readiness = Readiness::default();
         readiness.set(true);
         let metrics = NodeMetrics::register(registry);
@@ -69,6 +70,7 @@ impl Node {
                 lanes: Lanes::default(),
                 in_flight: AtomicUsize::new(0),
                 next_link: AtomicU64::new(1),
+                call_slots: Arc::new(Semaphore::new(config_incoming_calls)),
                 readiness,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -204,6 +206,12 @@ impl Node {
                                 .tasks
                                 .spawn(async move { hooks.run_hook("reconnect", &hook, event).await });
                         }
+                    }
+                    Ok(LocatorEvent::NodeBound { uid, pool, node_id })
+                        if pool == inner.outbound.pool() && node_id == inner.outbound.node_id() =>
+                    {
+                        // Bound here by another node (a match host chosen by a lobby, say).
+                        inner.outbound.adopt(uid).await;
                     }
                     Ok(LocatorEvent::NodeBound { uid, pool, node_id }) => {
                         let outbound = &inner.outbound;

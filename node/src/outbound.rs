@@ -5,14 +5,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde::Serialize;
 use switchyard_cluster::locator::Locator;
-use switchyard_protocol::link::{AckError, NodeToGate, RequestId, Target, TraceParent, Uid};
-use tokio::sync::{mpsc, oneshot};
+use switchyard_protocol::link::{
+    AckError, CallId, CallStatus, NodeToGate, RequestId, Target, TraceParent, Uid, feature,
+};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::bindings::Bindings;
 use crate::config::NodeConfig;
@@ -26,17 +28,35 @@ pub(crate) struct GateConn {
     /// Tells a link from an older one of the same gate.
     pub(crate) serial: u64,
     pub(crate) tx: mpsc::Sender<NodeToGate>,
+    /// The feature bits the gate announced ([`switchyard_protocol::link::feature`]).
+    pub(crate) features: u32,
     pending: Mutex<HashMap<RequestId, oneshot::Sender<Result<(), AckError>>>>,
+    /// Calls made through this gate that wait for their reply.
+    pub(crate) calls: Mutex<HashMap<CallId, oneshot::Sender<(CallStatus, Bytes)>>>,
 }
 
 impl GateConn {
-    pub(crate) fn new(id: Arc<str>, serial: u64, tx: mpsc::Sender<NodeToGate>) -> Self {
+    pub(crate) fn new(id: Arc<str>, serial: u64, tx: mpsc::Sender<NodeToGate>, features: u32) -> Self {
         GateConn {
             id,
             serial,
             tx,
+            features,
             pending: Mutex::default(),
+            calls: Mutex::default(),
         }
+    }
+
+    /// Hands a call's reply to the caller waiting for it (gone if it timed out).
+    pub(crate) fn call_replied(&self, call: CallId, status: CallStatus, body: Bytes) {
+        if let Some(waiter) = self.calls.lock().remove(&call) {
+            let _ = waiter.send((status, body));
+        }
+    }
+
+    /// Whether the gate relays calls and per-pool bindings.
+    pub(crate) fn relays_calls(&self) -> bool {
+        self.features & feature::CALLS != 0
     }
 
     /// Hands the gate's answer to the operation waiting for it.
@@ -46,9 +66,10 @@ impl GateConn {
         }
     }
 
-    /// The link closed: every waiting operation fails at once.
+    /// The link closed: every waiting operation and call fails at once.
     pub(crate) fn closed(&self) {
         self.pending.lock().clear();
+        self.calls.lock().clear();
     }
 
     pub(crate) async fn send(&self, message: NodeToGate) -> Result<(), NodeError> {
@@ -73,11 +94,16 @@ pub(crate) struct Shared {
     pub(crate) gates: Mutex<HashMap<Arc<str>, Arc<GateConn>>>,
     pub(crate) bindings: Bindings,
     pub(crate) metrics: NodeMetrics,
-    next_request: AtomicU64,
+    pub(crate) next_request: AtomicU64,
+    /// Calls this node may have waiting for replies.
+    pub(crate) call_slots: Arc<Semaphore>,
+    /// Spreads calls over the linked gates.
+    pub(crate) call_turn: AtomicUsize,
 }
 
 impl Outbound {
     pub(crate) fn new(config: NodeConfig, locator: Arc<dyn Locator>, metrics: NodeMetrics) -> Self {
+        let call_slots = Arc::new(Semaphore::new(config.max_calls_in_flight));
         Outbound {
             shared: Arc::new(Shared {
                 id: Arc::from(config.id.as_str()),
@@ -87,6 +113,8 @@ impl Outbound {
                 bindings: Bindings::default(),
                 metrics,
                 next_request: AtomicU64::new(1),
+                call_slots,
+                call_turn: AtomicUsize::new(0),
             }),
         }
     }
@@ -352,6 +380,7 @@ impl Outbound {
             .send(NodeToGate::UserNode {
                 uid,
                 node_id: Some(shared.id.to_string()),
+                pool: None,
             })
             .await;
         Ok(())
@@ -366,9 +395,116 @@ impl Outbound {
             .unbind_node(uid, &shared.config.pool, &shared.id)
             .await?
         {
-            let _ = gate.send(NodeToGate::UserNode { uid, node_id: None }).await;
+            let _ = gate
+                .send(NodeToGate::UserNode {
+                    uid,
+                    node_id: None,
+                    pool: None,
+                })
+                .await;
         }
         Ok(())
+    }
+
+    /// Binds `uid`'s stateful traffic in `pool` to the node `node_id` (a match host, say): in the locator,
+    /// and on the player's gate at once (before anything this node sends the player afterwards), so the
+    /// player's next packet for `pool` goes there without a locator read. The named node adopts the player
+    /// (counts them, keeps them through a drain) when it sees the binding.
+    ///
+    /// # Errors
+    /// The locator failed, or this node was named and evicted the player at its drain deadline.
+    pub async fn bind_in(&self, pool: &str, uid: Uid, node_id: &str) -> Result<(), NodeError> {
+        let shared = &self.shared;
+        let here = pool == shared.config.pool && node_id == &*shared.id;
+        if here && shared.bindings.is_evicted(uid) {
+            return Err(NodeError::Evicted(uid));
+        }
+        shared.locator.bind_node(uid, pool, node_id).await?;
+        let gate = self.gate_of(uid).await.ok();
+        if here {
+            let gate_id = gate
+                .as_ref()
+                .map_or_else(|| Arc::from(""), |gate| gate.id.clone());
+            self.bound_changed(shared.bindings.insert(uid, gate_id));
+        }
+        if let Some(gate) = gate.filter(|gate| gate.relays_calls()) {
+            let _ = gate
+                .send(NodeToGate::UserNode {
+                    uid,
+                    node_id: Some(node_id.to_owned()),
+                    pool: Some(pool.to_owned()),
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Releases `uid`'s binding in `pool` if it still names `node_id` (a newer binding is left alone), and
+    /// tells the player's gate at once. Returns whether a binding was released.
+    ///
+    /// # Errors
+    /// The locator failed.
+    pub async fn unbind_in(&self, pool: &str, uid: Uid, node_id: &str) -> Result<bool, NodeError> {
+        let shared = &self.shared;
+        if pool == shared.config.pool && node_id == &*shared.id {
+            self.bound_changed(shared.bindings.remove(uid));
+        }
+        if !shared.locator.unbind_node(uid, pool, node_id).await? {
+            return Ok(false);
+        }
+        if let Ok(gate) = self.gate_of(uid).await
+            && gate.relays_calls()
+        {
+            let _ = gate
+                .send(NodeToGate::UserNode {
+                    uid,
+                    node_id: None,
+                    pool: Some(pool.to_owned()),
+                })
+                .await;
+        }
+        Ok(true)
+    }
+
+    /// Binds `uid` in `pool` to this node unless it is bound to a node there already, atomically, and
+    /// returns the node it is bound to afterwards: a way for the nodes of a pool to elect one of them for a
+    /// job (the owner of a matchmaking queue, say) with a key no player uses (a negative uid).
+    ///
+    /// # Errors
+    /// The locator failed.
+    pub async fn claim_in(&self, pool: &str, uid: Uid) -> Result<String, NodeError> {
+        let shared = &self.shared;
+        if shared.locator.restore_node(uid, pool, &shared.id).await? {
+            return Ok(shared.id.to_string());
+        }
+        match shared.locator.locate_node(uid, pool).await? {
+            Some(owner) => Ok(owner),
+            // Released between the two calls: claim it again.
+            None => Box::pin(self.claim_in(pool, uid)).await,
+        }
+    }
+
+    /// The node `uid` is bound to in `pool`, per the locator.
+    ///
+    /// # Errors
+    /// The locator failed.
+    pub async fn locate_node_in(&self, pool: &str, uid: Uid) -> Result<Option<String>, NodeError> {
+        Ok(self.shared.locator.locate_node(uid, pool).await?)
+    }
+
+    /// Adopts `uid`, whom another node bound to this one (see [`Outbound::bind_in`]): counted here and kept
+    /// through a drain. A player this node evicted is not adopted again.
+    pub(crate) async fn adopt(&self, uid: Uid) {
+        let shared = &self.shared;
+        if shared.bindings.contains(uid) || shared.bindings.is_evicted(uid) {
+            return;
+        }
+        let gate = match shared.locator.locate_gate(uid).await {
+            Ok(Some(gate)) => Arc::from(gate),
+            _ => Arc::from(""),
+        };
+        self.bound_changed(shared.bindings.insert(uid, gate));
+        tracing::debug!(node = %shared.id, uid, "player bound here by another node; adopted");
     }
 
     /// Forgets `uid`, whom another node of this pool has bound: the locator's binding is that node's now.

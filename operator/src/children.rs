@@ -32,6 +32,10 @@ use crate::crd::{
     MAX_NAME_LENGTH, MIN_MAX_PACKET_BYTES,
 };
 use crate::locator;
+use crate::pools::{
+    GamePool, GamePoolSpec, MAX_CLUSTER_AND_POOL_LENGTH, MAX_POOL_NAME_LENGTH, MAX_POOLS, Pool,
+    SPEC_REPLICAS_ANNOTATION, game_pool_name, pools,
+};
 
 /// `app.kubernetes.io/name` of everything the operator creates.
 pub const APP_NAME: &str = "switchyard";
@@ -41,6 +45,10 @@ pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The pool of a node object. On the objects of every pool; on the pod template and in the selectors of the
+/// pools of `spec.pools` only (the single-pool form keeps the selectors it had before pools existed: they
+/// are immutable, and a new template label would roll every node on an operator upgrade).
+pub const LABEL_POOL: &str = "switchyard.dev/pool";
 /// Pod-template annotation holding a hash of the packet ConfigMap, so a packet change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "switchyard.dev/config-hash";
 /// Where gate pods see the client TLS Secret (`tls.crt`, `tls.key`).
@@ -109,10 +117,10 @@ pub enum SpecError {
     Invalid(String),
     /// A user-supplied environment variable that the operator sets itself.
     #[error("{field} sets {name}, which the operator sets itself (see docs/pod-contract.md); remove it")]
-    ReservedEnv { field: &'static str, name: String },
+    ReservedEnv { field: String, name: String },
     /// A user-supplied pod annotation that the operator or the nodes own.
     #[error("{field} sets the annotation {key}, which Switchyard owns; remove it")]
-    ReservedAnnotation { field: &'static str, key: String },
+    ReservedAnnotation { field: String, key: String },
 }
 
 impl SpecError {
@@ -142,13 +150,30 @@ pub struct Children {
     pub redis: Option<RedisChildren>,
     pub gate_service: Service,
     pub gate_headless_service: Service,
-    pub node_service: Service,
     pub gate_deployment: Deployment,
-    pub node_deployment: Deployment,
     pub gate_pdb: PodDisruptionBudget,
-    pub node_pdb: PodDisruptionBudget,
+    /// Every node pool, in spec order (`game` alone in the single-pool form).
+    pub pools: Vec<PoolChildren>,
     /// `NAME-node` and, with a managed Redis, `NAME-redis`, when `spec.networkPolicy.enabled`.
     pub network_policies: Vec<NetworkPolicy>,
+}
+
+/// The objects of one node pool.
+#[derive(Debug, Clone)]
+pub struct PoolChildren {
+    /// The pool's name.
+    pub name: String,
+    /// The single-pool form: objects named `NAME-node`, no pool label in selectors, no `GamePool`.
+    pub single: bool,
+    /// The headless Service whose EndpointSlices list the pool's nodes to gates.
+    pub service: Service,
+    /// Its replicas are the spec's; the reconciler replaces them with the `GamePool`'s once it exists.
+    pub deployment: Deployment,
+    pub pdb: PodDisruptionBudget,
+    /// The pool's scale target (`spec.pools` only), created with the spec's replicas.
+    pub game_pool: Option<GamePool>,
+    /// Label selector of the pool's pods, as a string.
+    pub selector: String,
 }
 
 /// The managed Redis.
@@ -185,11 +210,39 @@ pub fn selector_labels(cluster: &str, component: Component) -> BTreeMap<String, 
 
 /// `selector_labels` as a label-selector string, e.g. for `status.selector`.
 pub fn selector_string(cluster: &str, component: Component) -> String {
-    selector_labels(cluster, component)
+    label_string(&selector_labels(cluster, component))
+}
+
+fn label_string(labels: &BTreeMap<String, String>) -> String {
+    labels
         .iter()
         .map(|(key, value)| format!("{key}={value}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The labels that select the node pods of one pool (the single-pool form: every node pod).
+pub fn pool_selector_labels(cluster: &str, pool: &str, single: bool) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(cluster, Component::Node);
+    if !single {
+        labels.insert(LABEL_POOL.to_owned(), pool.to_owned());
+    }
+    labels
+}
+
+/// `pool_selector_labels` as a label-selector string.
+pub fn pool_selector_string(cluster: &str, pool: &str, single: bool) -> String {
+    label_string(&pool_selector_labels(cluster, pool, single))
+}
+
+/// The name of a pool's Deployment, Service and PodDisruptionBudget: `NAME-node` in the single-pool form,
+/// `NAME-node-POOL` otherwise.
+pub fn pool_object_name(cluster: &str, pool: &str, single: bool) -> String {
+    if single {
+        child_name(cluster, Component::Node.as_str())
+    } else {
+        format!("{cluster}-node-{pool}")
+    }
 }
 
 /// Checks the spec: every CEL rule of the CRD again, and what CEL cannot see.
@@ -233,9 +286,7 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
     if gate.replicas < 0 {
         return invalid("gate.replicas must be 0 or more".into());
     }
-    if spec.node.replicas < 0 {
-        return invalid("node.replicas must be 0 or more".into());
-    }
+    validate_pools(name, spec)?;
     if !gate.tcp.enabled && !gate.websocket.enabled {
         return invalid("at least one of gate.tcp and gate.websocket must be enabled".into());
     }
@@ -282,46 +333,101 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
     {
         return invalid("gate.service.externalTrafficPolicy needs type NodePort or LoadBalancer".into());
     }
-    for (field, seconds) in [
-        ("gate.drainDeadlineSeconds", gate.drain_deadline_seconds),
-        ("node.drainDeadlineSeconds", spec.node.drain_deadline_seconds),
-    ] {
-        if seconds <= 0 {
-            return invalid(format!("{field} must be greater than 0"));
-        }
-        if seconds > MAX_DRAIN_DEADLINE_SECONDS {
-            return invalid(format!(
-                "{field} must be at most {MAX_DRAIN_DEADLINE_SECONDS} (one day)"
-            ));
-        }
-    }
+    check_drain_deadline("gate.drainDeadlineSeconds", gate.drain_deadline_seconds)?;
     if !(0.0..=1.0).contains(&spec.tracing.sampling_ratio) {
         return invalid("tracing.samplingRatio must be between 0 and 1".into());
     }
-    // What CEL cannot see: names the operator owns.
-    for env in &spec.node.env {
-        if contract::is_reserved_node_env(&env.name) {
+    check_annotations("gate.podAnnotations", &gate.pod_annotations)
+}
+
+fn check_drain_deadline(field: &str, seconds: i32) -> Result<(), SpecError> {
+    if seconds <= 0 {
+        return Err(SpecError::Invalid(format!("{field} must be greater than 0")));
+    }
+    if seconds > MAX_DRAIN_DEADLINE_SECONDS {
+        return Err(SpecError::Invalid(format!(
+            "{field} must be at most {MAX_DRAIN_DEADLINE_SECONDS} (one day)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_annotations(field: &str, annotations: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    match annotations
+        .keys()
+        .find(|key| RESERVED_ANNOTATIONS.contains(&key.as_str()))
+    {
+        Some(key) => Err(SpecError::ReservedAnnotation {
+            field: field.to_owned(),
+            key: key.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `spec.node` or `spec.pools`: the CRD's rules again, and the names the operator owns in each pool.
+fn validate_pools(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
+    let invalid = |message: String| Err(SpecError::Invalid(message));
+    if spec.node.is_some() && !spec.pools.is_empty() {
+        return invalid(
+            "spec.node and spec.pools are exclusive: put the node pod template into a pool of spec.pools (spec.node is the single pool named game)"
+                .into(),
+        );
+    }
+    if spec.pools.len() > MAX_POOLS {
+        return invalid(format!("spec.pools may list at most {MAX_POOLS} pools"));
+    }
+    for (index, pool) in spec.pools.iter().enumerate() {
+        let pool_name = &pool.name;
+        if pool_name.is_empty() || pool_name.len() > MAX_POOL_NAME_LENGTH || !is_dns_label(pool_name) {
+            return invalid(format!(
+                "pools[].name {pool_name:?} must be a DNS label that starts with a letter (at most {MAX_POOL_NAME_LENGTH} characters)"
+            ));
+        }
+        if spec.pools[..index].iter().any(|other| other.name == *pool_name) {
+            return invalid("pools[].name must be unique".into());
+        }
+        if name.len() + pool_name.len() > MAX_CLUSTER_AND_POOL_LENGTH {
+            return invalid(format!(
+                "metadata.name and each pools[].name together must be at most {MAX_CLUSTER_AND_POOL_LENGTH} characters (pool {pool_name})"
+            ));
+        }
+    }
+    for pool in pools(spec) {
+        let field = |what: &str| {
+            if pool.single {
+                format!("node.{what}")
+            } else {
+                format!("pools[{}].{what}", pool.name)
+            }
+        };
+        if pool.node.replicas < 0 {
+            return invalid(format!("{} must be 0 or more", field("replicas")));
+        }
+        check_drain_deadline(&field("drainDeadlineSeconds"), pool.node.drain_deadline_seconds)?;
+        // What CEL cannot see: names the operator owns.
+        if let Some(env) = pool
+            .node
+            .env
+            .iter()
+            .find(|env| contract::is_reserved_node_env(&env.name))
+        {
             return Err(SpecError::ReservedEnv {
-                field: "node.env",
+                field: field("env"),
                 name: env.name.clone(),
             });
         }
-    }
-    for (field, annotations) in [
-        ("gate.podAnnotations", &gate.pod_annotations),
-        ("node.podAnnotations", &spec.node.pod_annotations),
-    ] {
-        if let Some(key) = annotations
-            .keys()
-            .find(|key| RESERVED_ANNOTATIONS.contains(&key.as_str()))
-        {
-            return Err(SpecError::ReservedAnnotation {
-                field,
-                key: key.clone(),
-            });
-        }
+        check_annotations(&field("podAnnotations"), &pool.node.pod_annotations)?;
     }
     Ok(())
+}
+
+fn is_dns_label(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Builds every child object of `cluster`, each with a controller owner reference to it (so deleting the
@@ -366,6 +472,10 @@ pub fn children(cluster: &GameCluster, defaults: &Defaults) -> Result<Children, 
     } else {
         Vec::new()
     };
+    let pools = pools(spec)
+        .iter()
+        .map(|pool| ctx.pool_children(pool, &config_hash))
+        .collect();
     Ok(Children {
         gate_service_account: ctx.service_account(Component::Gate),
         node_service_account: ctx.service_account(Component::Node),
@@ -382,11 +492,9 @@ pub fn children(cluster: &GameCluster, defaults: &Defaults) -> Result<Children, 
         redis,
         gate_service: ctx.gate_service(),
         gate_headless_service: ctx.headless_service(Component::Gate, &child_name(name, "gate-headless")),
-        node_service: ctx.headless_service(Component::Node, &child_name(name, "node")),
         gate_deployment: ctx.gate_deployment(&config_hash),
-        node_deployment: ctx.node_deployment(&config_hash),
         gate_pdb: ctx.pdb(Component::Gate),
-        node_pdb: ctx.pdb(Component::Node),
+        pools,
         network_policies,
     })
 }
@@ -767,6 +875,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// The node Services of every pool, comma-separated (the gates' registry watches them all).
+    fn node_services(&self) -> String {
+        pools(self.spec)
+            .iter()
+            .map(|pool| pool_object_name(self.name, &pool.name, pool.single))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn gate_deployment(&self, config_hash: &str) -> Deployment {
         let gate = &self.spec.gate;
         let image = gate
@@ -803,9 +920,19 @@ impl Ctx<'_> {
                 format!("{}s", gate.drain_deadline_seconds),
             ),
             env(env::REGISTRY, "kubernetes"),
-            env(env::NODE_SERVICE, child_name(self.name, "node")),
+            env(env::NODE_SERVICE, self.node_services()),
             env(env::LINK_PORT_NAME, "link"),
         ]);
+        if !self.spec.pools.is_empty() {
+            let routing = pools(self.spec)
+                .iter()
+                .map(|pool| (pool.name.to_string(), pool.routing.as_gate_str()))
+                .collect::<Vec<_>>();
+            vars.push(env(
+                env::POOL_ROUTING,
+                contract::format_pool_routing(routing.iter().map(|(pool, policy)| (pool.as_str(), *policy))),
+            ));
+        }
         let mut volumes = vec![empty_dir("tmp")];
         let mut mounts = vec![mount("tmp", "/tmp", false)];
         if let Some(tls) = &gate.tls {
@@ -871,8 +998,72 @@ impl Ctx<'_> {
         )
     }
 
-    fn node_deployment(&self, config_hash: &str) -> Deployment {
-        let node = &self.spec.node;
+    /// The objects of one pool: the generic node objects, renamed and labelled for the pool.
+    fn pool_children(&self, pool: &Pool<'_>, config_hash: &str) -> PoolChildren {
+        let name = pool_object_name(self.name, &pool.name, pool.single);
+        let mut meta_labels = labels(self.name, Component::Node);
+        meta_labels.insert(LABEL_POOL.to_owned(), pool.name.to_string());
+        let selector_labels = pool_selector_labels(self.name, &pool.name, pool.single);
+        let selector = LabelSelector {
+            match_labels: Some(selector_labels.clone()),
+            match_expressions: None,
+        };
+        let relabel = |meta: &mut ObjectMeta| {
+            meta.name = Some(name.clone());
+            meta.labels = Some(meta_labels.clone());
+        };
+
+        let mut service = self.headless_service(Component::Node, &name);
+        relabel(&mut service.metadata);
+        if let Some(spec) = service.spec.as_mut() {
+            spec.selector = Some(selector_labels.clone());
+        }
+
+        let mut deployment = self.node_deployment(pool, config_hash);
+        relabel(&mut deployment.metadata);
+        deployment.spec.selector = selector.clone();
+        if let Some(template) = deployment.spec.template.metadata.as_mut()
+            && !pool.single
+        {
+            template.labels = Some(meta_labels.clone());
+        }
+
+        let mut pdb = self.pdb(Component::Node);
+        relabel(&mut pdb.metadata);
+        if let Some(spec) = pdb.spec.as_mut() {
+            spec.selector = Some(selector);
+        }
+
+        let game_pool = (!pool.single).then(|| {
+            let mut meta = self.meta(game_pool_name(self.name, &pool.name), Component::Node);
+            meta.labels = Some(meta_labels.clone());
+            meta.annotations = Some(BTreeMap::from([(
+                SPEC_REPLICAS_ANNOTATION.to_owned(),
+                pool.node.replicas.to_string(),
+            )]));
+            GamePool {
+                metadata: meta,
+                spec: GamePoolSpec {
+                    cluster: self.name.to_owned(),
+                    pool: pool.name.to_string(),
+                    replicas: pool.node.replicas,
+                },
+                status: None,
+            }
+        });
+        PoolChildren {
+            name: pool.name.to_string(),
+            single: pool.single,
+            service,
+            deployment,
+            pdb,
+            game_pool,
+            selector: label_string(&selector_labels),
+        }
+    }
+
+    fn node_deployment(&self, pool: &Pool<'_>, config_hash: &str) -> Deployment {
+        let node = pool.node.as_ref();
         let image = node
             .image
             .clone()
@@ -882,7 +1073,7 @@ impl Ctx<'_> {
         vars.extend([
             env(env::LINK, format!("$({}):{LINK_PORT}", env::POD_IP)),
             env(env::DRAIN_DEADLINE, format!("{}s", node.drain_deadline_seconds)),
-            env(env::POOL, "game"),
+            env(env::POOL, pool.name.to_string()),
             env(env::REPORT_POD, "true"),
             env(env::DRAIN_FILE, format!("{PODINFO_DIR}/annotations")),
             env(env::CODEC, node.codec.as_str()),
@@ -1162,12 +1353,20 @@ impl Children {
         all.extend([
             Child::Service(self.gate_service.clone()),
             Child::Service(self.gate_headless_service.clone()),
-            Child::Service(self.node_service.clone()),
-            Child::Deployment(self.gate_deployment.clone()),
-            Child::Deployment(self.node_deployment.clone()),
-            Child::PodDisruptionBudget(self.gate_pdb.clone()),
-            Child::PodDisruptionBudget(self.node_pdb.clone()),
         ]);
+        all.extend(self.pools.iter().map(|pool| Child::Service(pool.service.clone())));
+        all.push(Child::Deployment(self.gate_deployment.clone()));
+        all.extend(
+            self.pools
+                .iter()
+                .map(|pool| Child::Deployment(pool.deployment.clone())),
+        );
+        all.push(Child::PodDisruptionBudget(self.gate_pdb.clone()));
+        all.extend(
+            self.pools
+                .iter()
+                .map(|pool| Child::PodDisruptionBudget(pool.pdb.clone())),
+        );
         all.extend(self.network_policies.iter().cloned().map(Child::NetworkPolicy));
         all
     }

@@ -103,7 +103,7 @@ fn every_child_is_labelled_and_owned() {
 #[test]
 fn node_deployment_surges_and_drains() {
     let children = build(GameClusterSpec::default());
-    let node = &children.node_deployment;
+    let node = &children.pools[0].deployment;
     assert_eq!(node.spec.replicas, Some(2));
     let rolling = node
         .spec
@@ -130,7 +130,7 @@ fn node_deployment_surges_and_drains() {
 #[test]
 fn node_environment_follows_the_pod_contract() {
     let children = build(GameClusterSpec::default());
-    let node = container(&children.node_deployment);
+    let node = container(&children.pools[0].deployment);
     assert_eq!(node.args.as_deref(), Some(&["node".to_owned()][..]));
     assert_eq!(env_field(node, "SWITCHYARD_ID").as_deref(), Some("metadata.name"));
     assert_eq!(
@@ -202,7 +202,7 @@ fn node_environment_follows_the_pod_contract() {
         .and_then(|p| p.http_get.as_ref())
         .expect("liveness");
     assert_eq!(liveness.path.as_deref(), Some("/healthz"));
-    let podinfo = pod(&children.node_deployment)
+    let podinfo = pod(&children.pools[0].deployment)
         .volumes
         .iter()
         .flatten()
@@ -288,7 +288,7 @@ fn gate_environment_follows_the_pod_contract() {
 #[test]
 fn services_and_rbac() {
     let children = build(GameClusterSpec::default());
-    let node = children.node_service.spec.as_ref().expect("spec");
+    let node = children.pools[0].service.spec.as_ref().expect("spec");
     assert_eq!(node.cluster_ip.as_deref(), Some("None"));
     let link = &node.ports.as_ref().expect("ports")[0];
     assert_eq!((link.name.as_deref(), link.port), (Some("link"), 7400));
@@ -328,7 +328,7 @@ fn services_and_rbac() {
 #[test]
 fn containers_are_locked_down() {
     let children = build(GameClusterSpec::default());
-    for deployment in [&children.gate_deployment, &children.node_deployment] {
+    for deployment in [&children.gate_deployment, &children.pools[0].deployment] {
         let security = container(deployment)
             .security_context
             .as_ref()
@@ -362,8 +362,8 @@ fn config_map_carries_packet_settings_and_rolls_pods() {
     assert_eq!(data["SWITCHYARD_SEQ_BYTES"], "2");
     assert_eq!(data["SWITCHYARD_MAX_PACKET_BYTES"], "65536");
     let hash = |children: &Children| {
-        children
-            .node_deployment
+        children.pools[0]
+            .deployment
             .spec
             .template
             .metadata
@@ -387,20 +387,20 @@ fn config_map_carries_packet_settings_and_rolls_pods() {
 fn images_and_commands() {
     let mut spec = GameClusterSpec::default();
     spec.image = Some("registry.example/switchyard:1".into());
-    spec.node.image = Some("registry.example/my-game:7".into());
-    spec.node.command = Some(vec!["/my-game".into()]);
+    spec.node_mut().image = Some("registry.example/my-game:7".into());
+    spec.node_mut().command = Some(vec!["/my-game".into()]);
     let children = build(spec);
     assert_eq!(
         container(&children.gate_deployment).image.as_deref(),
         Some("registry.example/switchyard:1")
     );
-    let node = container(&children.node_deployment);
+    let node = container(&children.pools[0].deployment);
     assert_eq!(node.image.as_deref(), Some("registry.example/my-game:7"));
     assert_eq!(node.command.as_deref(), Some(&["/my-game".to_owned()][..]));
     assert_eq!(node.args, None, "a custom command gets no demo `node` argument");
     let defaulted = build(GameClusterSpec::default());
     assert_eq!(
-        container(&defaulted.node_deployment).image,
+        container(&defaulted.pools[0].deployment).image,
         Some(Defaults::default().image)
     );
 }
@@ -434,10 +434,12 @@ fn network_policies_when_enabled() {
 #[test]
 fn metrics_annotations_and_user_annotations() {
     let mut spec = GameClusterSpec::default();
-    spec.node.pod_annotations.insert("team".into(), "blue".into());
+    spec.node_mut()
+        .pod_annotations
+        .insert("team".into(), "blue".into());
     let children = build(spec);
-    let annotations = children
-        .node_deployment
+    let annotations = children.pools[0]
+        .deployment
         .spec
         .template
         .metadata
@@ -450,7 +452,9 @@ fn metrics_annotations_and_user_annotations() {
     let mut quiet = GameClusterSpec::default();
     quiet.metrics.scrape_annotations = false;
     let annotations = build(quiet)
-        .node_deployment
+        .pools
+        .remove(0)
+        .deployment
         .spec
         .template
         .metadata
@@ -465,7 +469,7 @@ fn tracing_sets_otel_variables() {
     spec.tracing.otlp_endpoint = Some("http://collector:4317".into());
     spec.tracing.sampling_ratio = 0.5;
     let children = build(spec);
-    let node = container(&children.node_deployment);
+    let node = container(&children.pools[0].deployment);
     assert_eq!(
         env_value(node, "OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
         Some("http://collector:4317")
@@ -477,7 +481,10 @@ fn tracing_sets_otel_variables() {
     );
     let plain = build(GameClusterSpec::default());
     assert_eq!(
-        env_value(container(&plain.node_deployment), "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        env_value(
+            container(&plain.pools[0].deployment),
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
         None
     );
 }
@@ -503,12 +510,14 @@ fn specs_that_cannot_work_are_refused_with_a_reason() {
     assert!(message(invalid(|s| s.packet.seq_bytes = 3)).contains("packet.seqBytes"));
     assert!(message(invalid(|s| s.packet.route_bytes = 0)).contains("packet.routeBytes"));
     assert!(message(invalid(|s| s.packet.max_packet_bytes = 8)).contains("maxPacketBytes"));
-    assert!(message(invalid(|s| s.node.drain_deadline_seconds = 0)).contains("node.drainDeadlineSeconds"));
+    assert!(
+        message(invalid(|s| s.node_mut().drain_deadline_seconds = 0)).contains("node.drainDeadlineSeconds")
+    );
     assert!(message(invalid(|s| s.gate.replicas = -1)).contains("gate.replicas"));
     assert!(message(invalid(|s| s.gate.heartbeat.interval = "soon".into())).contains("heartbeat"));
     assert!(message(invalid(|s| s.gate.websocket.path = "ws".into())).contains("path"));
     let reserved = invalid(|s| {
-        s.node.env.push(EnvVar {
+        s.node_mut().env.push(EnvVar {
             name: "SWITCHYARD_LINK".into(),
             value: Some("0.0.0.0:1".into()),
             value_from: None,
@@ -517,7 +526,7 @@ fn specs_that_cannot_work_are_refused_with_a_reason() {
     assert_eq!(reserved.reason(), "ReservedEnv");
     assert!(message(reserved).contains("SWITCHYARD_LINK"));
     let drain = invalid(|s| {
-        s.node
+        s.node_mut()
             .pod_annotations
             .insert("switchyard.dev/drain".into(), "true".into());
     });
@@ -549,13 +558,13 @@ fn names_and_metadata_are_checked() {
 #[test]
 fn user_env_follows_the_operators() {
     let mut spec = GameClusterSpec::default();
-    spec.node.env.push(EnvVar {
+    spec.node_mut().env.push(EnvVar {
         name: "GAME_MODE".into(),
         value: Some("ranked".into()),
         value_from: None,
     });
     let children = build(spec);
-    let node = container(&children.node_deployment);
+    let node = container(&children.pools[0].deployment);
     let names: Vec<&str> = node.env.iter().flatten().map(|v| v.name.as_str()).collect();
     assert_eq!(names.last(), Some(&"GAME_MODE"));
 }
@@ -626,7 +635,7 @@ fn the_managed_redis_is_locked_by_a_generated_password() {
         .expect("the configuration comes from the Secret");
     assert_eq!(conf.secret_name.as_deref(), Some("arena-redis-auth"));
     assert_eq!(conf.default_mode, Some(0o440));
-    for deployment in [&built.gate_deployment, &built.node_deployment] {
+    for deployment in [&built.gate_deployment, &built.pools[0].deployment] {
         let process = container(deployment);
         assert_eq!(
             env_secret(process, "SWITCHYARD_LOCATOR_PASSWORD"),
@@ -655,7 +664,7 @@ fn an_external_redis_gets_its_credentials_and_ca_from_the_spec_references() {
     spec.locator.redis = Some(locked_external_redis());
     let built = build(spec);
     assert!(built.redis.is_none());
-    for deployment in [&built.gate_deployment, &built.node_deployment] {
+    for deployment in [&built.gate_deployment, &built.pools[0].deployment] {
         let process = container(deployment);
         assert_eq!(
             env_secret(process, "SWITCHYARD_LOCATOR_PASSWORD"),
@@ -848,15 +857,15 @@ fn pods_get_exactly_the_names_of_the_contract() {
     );
     assert_eq!(
         built
-            .pod_env_names(&built.node_deployment)
+            .pod_env_names(&built.pools[0].deployment)
             .into_iter()
             .collect::<Vec<_>>(),
         sorted(contract::node_env())
     );
-    // Every name the operator owns on nodes is refused in spec.node.env.
+    // Every name the operator owns on nodes is refused in spec.node_mut().env.
     for name in contract::node_env().filter(|name| name.starts_with("SWITCHYARD_")) {
         let mut spec = GameClusterSpec::default();
-        spec.node.env = vec![EnvVar {
+        spec.node_mut().env = vec![EnvVar {
             name: name.to_owned(),
             value: Some("x".into()),
             ..Default::default()

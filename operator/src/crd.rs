@@ -78,9 +78,14 @@ pub const MAX_DRAIN_DEADLINE_SECONDS: i32 = 86_400;
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 47 characters that starts with a letter (child objects append up to 16 characters, e.g. -gate-headless)")
+    validation = Rule::new("size(self.metadata.name) <= 47 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 47 characters that starts with a letter (child objects append up to 16 characters, e.g. -gate-headless)"),
+    validation = Rule::new("!has(self.spec.pools) || self.spec.pools.all(p, size(self.metadata.name) + size(p.name) <= 57)").message("metadata.name and each pools[].name together must be at most 57 characters (the pool's objects are named NAME-node-POOL, a 63-character DNS label)")
 )]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.node) || !has(self.pools) || size(self.pools) == 0",
+    "message": "spec.node and spec.pools are exclusive: put the node pod template into a pool of spec.pools (spec.node is the single pool named game)"
+}]))]
 pub struct GameClusterSpec {
     /// Image of gates and nodes unless `gate.image` / `node.image` say otherwise. Default: the operator's
     /// own image (its `--default-image`).
@@ -98,8 +103,24 @@ pub struct GameClusterSpec {
     pub locator: LocatorSpec,
     /// The gates: client listeners and their Service.
     pub gate: GateSpec,
-    /// The node pool: the game's own image. Scaled by the scale subresource (`kubectl scale gc/NAME`).
-    pub node: NodeSpec,
+    /// The single node pool `game`: the game's own image. Scaled by the scale subresource (`kubectl scale
+    /// gc/NAME`). Default: 2 replicas of the default image. Exclusive with `pools`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeSpec>,
+    /// Named node pools (e.g. `lobby`, `battle`), each with its own pod template, replicas and routing
+    /// policy, and each scaled by its `GamePool` `NAME-POOL` (`kubectl scale gamepool/NAME-POOL`). Exclusive
+    /// with `node`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["name"],
+        "x-kubernetes-validations" = [{
+            "rule": "self.all(p, self.exists_one(q, q.name == p.name))",
+            "message": "pools[].name must be unique"
+        }]
+    ))]
+    pub pools: Vec<crate::pools::PoolSpec>,
     /// Prometheus scraping of the admin port.
     pub metrics: MetricsSpec,
     /// OpenTelemetry trace export.
@@ -117,11 +138,19 @@ impl Default for GameClusterSpec {
             packet: PacketSpec::default(),
             locator: LocatorSpec::default(),
             gate: GateSpec::default(),
-            node: NodeSpec::default(),
+            node: None,
+            pools: Vec::new(),
             metrics: MetricsSpec::default(),
             tracing: TracingSpec::default(),
             network_policy: NetworkPolicySpec::default(),
         }
+    }
+}
+
+impl GameClusterSpec {
+    /// `spec.node`, made present (with its defaults) if absent: the single-pool form's pod template.
+    pub fn node_mut(&mut self) -> &mut NodeSpec {
+        self.node.get_or_insert_with(NodeSpec::default)
     }
 }
 
@@ -617,7 +646,7 @@ impl Codec {
 #[serde(rename_all = "camelCase", default)]
 pub struct NodeSpec {
     /// Node pods; the scale subresource writes this field.
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "node.replicas must be 0 or more"}]))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "replicas must be 0 or more"}]))]
     pub replicas: i32,
     /// The game's image; default `spec.image` (the demo game).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -638,8 +667,8 @@ pub struct NodeSpec {
     /// How long a draining node keeps its players before telling them to reconnect. The pod's grace
     /// period is this plus 15 s.
     #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "self > 0", "message": "node.drainDeadlineSeconds must be greater than 0"},
-        {"rule": "self <= 86400", "message": "node.drainDeadlineSeconds must be at most 86400 (one day)"}
+        {"rule": "self > 0", "message": "drainDeadlineSeconds of a node pool must be greater than 0"},
+        {"rule": "self <= 86400", "message": "drainDeadlineSeconds of a node pool must be at most 86400 (one day)"}
     ]))]
     pub drain_deadline_seconds: i32,
     /// Resources of the node container.
@@ -741,11 +770,15 @@ pub struct GameClusterStatus {
     pub conditions: Vec<Condition>,
     /// Gate pods.
     pub gate: GateStatus,
-    /// Node pods.
+    /// Node pods of every pool.
     pub node: NodeStatus,
+    /// Each pool: `game` alone in the single-pool form.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub pools: Vec<crate::pools::PoolStatus>,
     /// Players bound to nodes (the sum of the node pods' `switchyard.dev/bound-players`).
     pub bound_players: i64,
-    /// Label selector of the node pods (for the scale subresource and HPAs).
+    /// Label selector of the node pods of every pool (for the scale subresource and HPAs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
 }
@@ -768,7 +801,7 @@ pub struct GateStatus {
 pub struct NodeStatus {
     /// Node pods that exist and are not terminating (the scale subresource's `status.replicas`).
     pub replicas: i32,
-    /// `spec.node.replicas`.
+    /// Node pods wanted, every pool.
     pub desired: i32,
     /// Ready node pods.
     pub ready: i32,
@@ -785,14 +818,23 @@ pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::
     GameCluster::crd()
 }
 
-/// The CRD as the YAML committed in `crds/gamecluster.yaml` (what `switchyard crd` prints).
+/// The CustomResourceDefinition of [`crate::pools::GamePool`].
+pub fn pool_crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    crate::pools::GamePool::crd()
+}
+
+/// Both CRDs as the YAML committed in `crds/gamecluster.yaml` (what `switchyard crd` prints): the
+/// GameCluster's, then the GamePool's, as two documents of one file, so everything that applies the file
+/// installs both.
 ///
 /// # Errors
 /// The YAML serializer failed (a bug).
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
     let body = serde_saphyr::to_string(&crd())?;
+    let pool = serde_saphyr::to_string(&pool_crd())?;
     Ok(format!(
-        "# GameCluster CustomResourceDefinition, generated by `switchyard crd`: do not edit.\n\
-         # Regenerate with: cargo run -- crd > crds/gamecluster.yaml\n---\n{body}"
+        "# GameCluster and GamePool CustomResourceDefinitions, generated by `switchyard crd`: do not edit.\n\
+         # Regenerate with: cargo run -- crd > crds/gamecluster.yaml\n---\n{body}---\n{pool}"
     ))
 }

@@ -3,18 +3,25 @@
 //! managed one; the operator keeps it healthy through scaling and rolling updates.
 //!
 //! - [`crd`]: the resource's types and its generated CustomResourceDefinition ([`crd::crd_yaml`]).
+//! - [`pools`]: node pools (`spec.pools`, or `spec.node` as the pool `game`) and the `GamePool` resource
+//!   that scales one pool.
 //! - [`children`]: the pure translation of a spec into Kubernetes objects (`docs/pod-contract.md`).
 //! - [`status`]: the pure aggregation of Deployments and node pods into status, conditions and events.
-//! - [`rollout`]: which node pods a rollout drains (the old ones, once a new one is ready).
+//! - [`rollout`]: which node pods a rollout drains (the old ones, once a new one is ready), per pool.
+//! - [`conflicts`]: client routes served by two pools (the `RouteConflict` condition).
+//! - [`pool_sync`]: the reconciler's side of `GamePool`s.
 //! - [`reconcile`]: the kube-rs controller that applies both with server-side apply.
 //! - [`leader`]: leader election on a Lease, so two replicas are safe.
 //! - [`run`]: all of it, plus the admin HTTP server (`/healthz`, `/readyz`, `/metrics`).
 
 pub mod children;
+pub mod conflicts;
 pub mod crd;
 pub mod leader;
 pub mod locator;
 pub mod metrics;
+pub mod pool_sync;
+pub mod pools;
 pub mod rbac;
 pub mod reconcile;
 pub mod rollout;
@@ -32,6 +39,7 @@ pub use children::{Children, Defaults, SpecError, children};
 pub use crd::{GameCluster, GameClusterSpec, GameClusterStatus, crd_yaml};
 pub use leader::{LeaderElector, Leadership, LeaseSettings};
 pub use metrics::Metrics;
+pub use pools::{GamePool, GamePoolSpec, GamePoolStatus, PoolSpec};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "switchyard-operator";

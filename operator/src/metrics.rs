@@ -20,6 +20,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// `pool` of a per-pool metric: the pool's name (bounded by `spec.pools`, at most 16 per cluster; the same
+/// name in several clusters is one series).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
+
 /// Every metric of the operator. Cheap to clone (the metrics are shared handles).
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -29,6 +36,9 @@ pub struct Metrics {
     pub clusters: Gauge,
     pub rollouts_in_progress: Gauge,
     pub draining_pods: Gauge,
+    pub draining_pods_by_pool: Family<PoolLabels, Gauge>,
+    pub route_conflicts: Gauge,
+    pub unreadable_route_annotations: Gauge,
     pub leader: Gauge,
 }
 
@@ -41,6 +51,9 @@ impl Default for Metrics {
             clusters: Gauge::default(),
             rollouts_in_progress: Gauge::default(),
             draining_pods: Gauge::default(),
+            draining_pods_by_pool: Family::default(),
+            route_conflicts: Gauge::default(),
+            unreadable_route_annotations: Gauge::default(),
             leader: Gauge::default(),
         }
     }
@@ -80,6 +93,21 @@ impl Metrics {
             "draining_pods",
             "Node pods draining their players, over all GameClusters",
             metrics.draining_pods.clone(),
+        );
+        operator.register(
+            "pool_draining_pods",
+            "Node pods draining their players, by pool name, over all GameClusters",
+            metrics.draining_pods_by_pool.clone(),
+        );
+        operator.register(
+            "route_conflicts",
+            "Client routes served by two node pools of one GameCluster, over all GameClusters (see the RouteConflict condition)",
+            metrics.route_conflicts.clone(),
+        );
+        operator.register(
+            "unreadable_route_annotations",
+            "Node pods whose switchyard.dev/routes annotation cannot be read (left out of the route-conflict check)",
+            metrics.unreadable_route_annotations.clone(),
         );
         operator.register(
             "leader",

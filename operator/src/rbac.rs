@@ -29,6 +29,17 @@ pub fn operator_rules() -> Vec<PolicyRule> {
         ),
         // Owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement).
         rule(crate::crd::GROUP, &["gameclusters/finalizers"], &["update"]),
+        // One GamePool per pool of spec.pools: created and pruned by the operator, scaled by users and HPAs.
+        rule(
+            crate::crd::GROUP,
+            &["gamepools"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        rule(
+            crate::crd::GROUP,
+            &["gamepools/status"],
+            &["get", "update", "patch"],
+        ),
         rule("apps", &["deployments"], &MANAGE),
         // Which ReplicaSet is a node Deployment's current one (rollouts drain the pods of the others).
         rule("apps", &["replicasets"], &["list"]),

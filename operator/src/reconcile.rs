@@ -1,13 +1,14 @@
 //! The reconciler: a kube-rs [`Controller`] on `GameCluster` that owns every child object, watches the node
-//! pods (bound players, drains), applies [`crate::children`] with server-side apply, writes the status
-//! computed by [`crate::status`] to the status subresource, and records Kubernetes Events.
+//! pods (bound players, drains, routes), applies [`crate::children`] with server-side apply, keeps each
+//! pool's `GamePool` ([`crate::pool_sync`]), rolls each pool on its own, writes the status computed by
+//! [`crate::status`] to the status subresource, and records Kubernetes Events.
 //!
 //! A spec that cannot work (or a child the API server refuses) is not an error to retry: it becomes the
 //! `Degraded` condition and a Warning event, and the cluster is looked at again when its spec changes (or
 //! after [`INVALID_REQUEUE`]). API failures are errors: they are retried with a per-cluster exponential
 //! backoff, capped at [`MAX_BACKOFF`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -33,14 +34,16 @@ use switchyard_cluster::admin::Readiness;
 use tokio_util::sync::CancellationToken;
 
 use crate::children::{
-    Child, Children, Component, Defaults, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY,
-    child_name, children, selector_string,
+    Child, Children, Component, Defaults, LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_POOL,
+    MANAGED_BY, PoolChildren, child_name, children, selector_string,
 };
+use crate::conflicts::{pod_pool, route_conflicts};
 use crate::crd::{GameCluster, GameClusterStatus};
-use crate::metrics::{Metrics, ReasonLabels, ResultLabels};
-use crate::rollout;
-use crate::status::{Observed, Problem, aggregate, is_progressing, transitions};
+use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
+use crate::pools::{GamePool, GamePoolStatus};
+use crate::status::{Observed, ObservedPool, Problem, aggregate, is_progressing, transitions};
 use crate::{FIELD_MANAGER, OperatorConfig};
+use crate::{pool_sync, rollout};
 
 /// Requeue of a cluster whose spec cannot work (a spec change triggers a reconcile at once anyway).
 pub const INVALID_REQUEUE: Duration = Duration::from_secs(300);
@@ -101,6 +104,10 @@ struct State {
     statuses: HashMap<ObjectRef<GameCluster>, GameClusterStatus>,
     /// Consecutive failures per cluster, for the backoff.
     failures: HashMap<ObjectRef<GameCluster>, u32>,
+    /// Routes served by two pools, per cluster (the route-conflict gauge).
+    route_conflicts: HashMap<ObjectRef<GameCluster>, usize>,
+    /// Node pods whose routes annotation cannot be read, per cluster: each is logged once.
+    unreadable_routes: HashMap<ObjectRef<GameCluster>, BTreeSet<String>>,
 }
 
 impl Context {
@@ -119,12 +126,34 @@ impl Context {
         let mut state = self.state();
         state.statuses.retain(|key, _| live.contains(key));
         state.failures.retain(|key, _| live.contains(key));
+        state.route_conflicts.retain(|key, _| live.contains(key));
+        state.unreadable_routes.retain(|key, _| live.contains(key));
         let rollouts = state.statuses.values().filter(|s| is_progressing(s)).count();
         let draining: i64 = state
             .statuses
             .values()
             .map(|status| i64::from(status.node.draining))
             .sum();
+        // Draining pods by pool name, over every cluster (pool names, not cluster names: bounded).
+        let mut by_pool: HashMap<String, i64> = HashMap::new();
+        for pool in state.statuses.values().flat_map(|status| &status.pools) {
+            *by_pool.entry(pool.name.clone()).or_default() += i64::from(pool.draining);
+        }
+        self.metrics.draining_pods_by_pool.clear();
+        for (pool, draining) in by_pool {
+            self.metrics
+                .draining_pods_by_pool
+                .get_or_create(&PoolLabels { pool })
+                .set(draining);
+        }
+        let conflicts: usize = state.route_conflicts.values().sum();
+        self.metrics
+            .route_conflicts
+            .set(i64::try_from(conflicts).unwrap_or(i64::MAX));
+        let unreadable: usize = state.unreadable_routes.values().map(BTreeSet::len).sum();
+        self.metrics
+            .unreadable_route_annotations
+            .set(i64::try_from(unreadable).unwrap_or(i64::MAX));
         self.metrics
             .clusters
             .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
@@ -177,7 +206,8 @@ pub(crate) async fn run_controller(
     .owns(scoped::<Role>(&client, namespace), owned.clone())
     .owns(scoped::<RoleBinding>(&client, namespace), owned.clone())
     .owns(scoped::<PodDisruptionBudget>(&client, namespace), owned.clone())
-    .owns(scoped::<NetworkPolicy>(&client, namespace), owned)
+    .owns(scoped::<NetworkPolicy>(&client, namespace), owned.clone())
+    .owns(scoped::<GamePool>(&client, namespace), owned)
     .watches(scoped::<Pod>(&client, namespace), pods, |pod: Pod| {
         let instance = pod.labels().get(LABEL_INSTANCE).cloned();
         let namespace = pod.namespace();
@@ -315,6 +345,15 @@ async fn reconcile_cluster(
     let client = &context.client;
     let mut problem = None;
     let mut deployments = Applied::default();
+    // Every pool of the spec, with its GamePool once synced.
+    let mut pools: Vec<PoolState> = crate::pools::pools(&cluster.spec)
+        .iter()
+        .map(|pool| PoolState {
+            name: pool.name.to_string(),
+            selector: crate::children::pool_selector_string(&name, &pool.name, pool.single),
+            game_pool: None,
+        })
+        .collect();
     match children(cluster, &context.defaults) {
         Err(error) => {
             tracing::info!(cluster = %name, %namespace, %error, "spec cannot work");
@@ -323,28 +362,40 @@ async fn reconcile_cluster(
                 message: error.to_string(),
             });
         }
-        Ok(children) => match apply_all(client, &namespace, &children).await? {
-            Ok(applied) => {
-                deployments = applied;
-                prune(client, &namespace, cluster, &children).await?;
+        Ok(mut children) => {
+            for (pool, slot) in children.pools.iter_mut().zip(pools.iter_mut()) {
+                if let Some(stored) = follow_game_pool(client, &namespace, pool).await? {
+                    slot.game_pool = Some(stored);
+                }
             }
-            Err(rejected) => {
-                tracing::info!(cluster = %name, %namespace, problem = %rejected.message, "child refused");
-                problem = Some(rejected);
+            match apply_all(client, &namespace, &children).await? {
+                Ok(applied) => {
+                    deployments = applied;
+                    prune(client, &namespace, cluster, &children).await?;
+                }
+                Err(rejected) => {
+                    tracing::info!(cluster = %name, %namespace, problem = %rejected.message, "child refused");
+                    problem = Some(rejected);
+                }
             }
-        },
+        }
     }
     if problem.is_some() {
         // Report what exists anyway.
         let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-        for (slot, component) in [
-            (&mut deployments.gate, Component::Gate),
-            (&mut deployments.node, Component::Node),
-        ] {
-            *slot = api
-                .get_opt(&child_name(&name, component.as_str()))
+        deployments.gate = api
+            .get_opt(&child_name(&name, Component::Gate.as_str()))
+            .await
+            .map_err(ReconcileError::kube("reading a Deployment"))?;
+        for pool in crate::pools::pools(&cluster.spec) {
+            let object = crate::children::pool_object_name(&name, &pool.name, pool.single);
+            if let Some(deployment) = api
+                .get_opt(&object)
                 .await
-                .map_err(ReconcileError::kube("reading a Deployment"))?;
+                .map_err(ReconcileError::kube("reading a Deployment"))?
+            {
+                deployments.pools.insert(pool.name.to_string(), deployment);
+            }
         }
     }
 
@@ -355,22 +406,75 @@ async fn reconcile_cluster(
         .await
         .map_err(ReconcileError::kube("listing node pods"))?
         .items;
-    if problem.is_none()
-        && let Some(node) = deployments.node.as_ref()
-    {
-        roll_nodes(context, cluster, &namespace, node, &node_selector, &mut node_pods).await?;
+    if problem.is_none() {
+        // Each pool rolls on its own: only its pods, against its own Deployment's current template.
+        for PoolState {
+            name: pool, selector, ..
+        } in &pools
+        {
+            if let Some(deployment) = deployments.pools.get(pool) {
+                let mut own: Vec<Pod> = node_pods
+                    .iter()
+                    .filter(|pod| pod_pool(&pod.metadata) == pool)
+                    .cloned()
+                    .collect();
+                roll_nodes(context, cluster, &namespace, pool, deployment, selector, &mut own).await?;
+                for patched in own {
+                    if let Some(slot) = node_pods
+                        .iter_mut()
+                        .find(|pod| pod.metadata.name == patched.metadata.name)
+                    {
+                        *slot = patched;
+                    }
+                }
+            }
+        }
     }
     let node_pods: Vec<_> = node_pods.into_iter().map(|pod| pod.metadata).collect();
+    let check = route_conflicts(&node_pods);
+    note_routes(context, &key, &name, &namespace, &check);
+    let by_pool: Vec<Vec<_>> = pools
+        .iter()
+        .map(|pool| {
+            node_pods
+                .iter()
+                .filter(|pod| pod_pool(pod) == pool.name)
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let observed_pools: Vec<ObservedPool<'_>> = pools
+        .iter()
+        .zip(&by_pool)
+        .map(|(pool, pods)| ObservedPool {
+            name: &pool.name,
+            desired: pool.game_pool.as_ref().map(|stored| stored.spec.replicas),
+            deployment: deployments.pools.get(&pool.name),
+            pods,
+        })
+        .collect();
 
     let observed = Observed {
         gate: deployments.gate.as_ref(),
-        node: deployments.node.as_ref(),
+        pools: &observed_pools,
         redis: deployments.redis.as_ref(),
         wants_redis: cluster.spec.locator.redis.is_none(),
-        node_pods: &node_pods,
+        conflicts: &check.conflicts,
         problem: problem.as_ref(),
     };
     let status = aggregate(cluster, previous.as_ref(), &observed, Timestamp::now());
+    for (pool, pool_status) in pools.iter().zip(&status.pools) {
+        if let Some(stored) = &pool.game_pool {
+            pool_sync::write_status(
+                client,
+                &namespace,
+                stored,
+                GamePoolStatus::of(pool_status, pool.selector.clone()),
+            )
+            .await
+            .map_err(ReconcileError::kube("writing a GamePool status"))?;
+        }
+    }
     if previous.as_ref() != Some(&status) {
         let api: Api<GameCluster> = Api::namespaced(client.clone(), &namespace);
         let patch = serde_json::json!({
@@ -386,6 +490,9 @@ async fn reconcile_cluster(
         .await
         .map_err(ReconcileError::kube("writing the status"))?;
     }
+    // The gauges follow the status as soon as it is written, not after the events below.
+    context.state().statuses.insert(key.clone(), status.clone());
+    context.refresh_gauges();
     let reference = cluster.object_ref(&());
     for notice in transitions(previous.as_ref(), &status) {
         let event = Event {
@@ -405,7 +512,6 @@ async fn reconcile_cluster(
         }
     }
     let progressing = is_progressing(&status);
-    context.state().statuses.insert(key, status);
 
     let action = if problem.is_some() {
         Action::requeue(INVALID_REQUEUE)
@@ -417,13 +523,65 @@ async fn reconcile_cluster(
     Ok((action, problem.is_some()))
 }
 
+/// One pool of the spec during a reconcile.
+struct PoolState {
+    name: String,
+    /// Label selector of the pool's pods.
+    selector: String,
+    /// The pool's `GamePool` as stored (`spec.pools` only), whose replicas the Deployment got.
+    game_pool: Option<GamePool>,
+}
+
+/// Makes the pool's `GamePool` exist and follow the spec (see [`crate::pool_sync`]), and gives the pool's
+/// Deployment the replicas the `GamePool` holds (what `kubectl scale gamepool/...` or an HPA set). `None`
+/// for the single-pool form, which has no `GamePool`.
+async fn follow_game_pool(
+    client: &Client,
+    namespace: &str,
+    pool: &mut PoolChildren,
+) -> Result<Option<GamePool>, ReconcileError> {
+    let Some(desired) = &pool.game_pool else {
+        return Ok(None);
+    };
+    let stored = pool_sync::sync(client, namespace, desired)
+        .await
+        .map_err(ReconcileError::kube(format!(
+            "keeping GamePool {} (the GamePool CRD comes with crds/gamecluster.yaml: apply it when upgrading)",
+            desired.name_any()
+        )))?;
+    pool.deployment.spec.replicas = Some(stored.spec.replicas);
+    Ok(Some(stored))
+}
+
+/// Records the route conflicts of one cluster for the gauge, and logs each pod whose routes annotation
+/// cannot be read once.
+fn note_routes(
+    context: &Context,
+    key: &ObjectRef<GameCluster>,
+    name: &str,
+    namespace: &str,
+    check: &crate::conflicts::RouteCheck,
+) {
+    let mut state = context.state();
+    state.route_conflicts.insert(key.clone(), check.conflicts.len());
+    let known = state.unreadable_routes.entry(key.clone()).or_default();
+    let now: BTreeSet<String> = check.unreadable.iter().map(|bad| bad.pod.clone()).collect();
+    for bad in &check.unreadable {
+        if !known.contains(&bad.pod) {
+            tracing::warn!(cluster = %name, %namespace, pod = %bad.pod, error = %bad.error, "node pod's routes cannot be read; left out of the route-conflict check");
+        }
+    }
+    *known = now;
+}
+
 /// Drains the node pods of older templates once a pod of the current one is ready, and deletes the pods
-/// the operator drained that a rollback made current again (see [`crate::rollout`]). `pods` is updated
-/// with what changed, for the status.
+/// the operator drained that a rollback made current again (see [`crate::rollout`]). `pods` (the pool's
+/// own) is updated with what changed, for the status.
 async fn roll_nodes(
     context: &Context,
     cluster: &GameCluster,
     namespace: &str,
+    pool: &str,
     node: &Deployment,
     node_selector: &str,
     pods: &mut [Pod],
@@ -487,7 +645,7 @@ async fn roll_nodes(
         notes.push((
             "DrainingOldNodes",
             format!(
-                "draining {} node pod(s) of the previous template, which take no new players from now on: {}",
+                "pool {pool}: draining {} node pod(s) of the previous template, which take no new players from now on: {}",
                 drained.len(),
                 drained.join(", ")
             ),
@@ -497,7 +655,7 @@ async fn roll_nodes(
         notes.push((
             "DeletingDrainedNodes",
             format!(
-                "deleting {} drained node pod(s) whose template is current again (rollback): {}",
+                "pool {pool}: deleting {} drained node pod(s) whose template is current again (rollback): {}",
                 deleted.len(),
                 deleted.join(", ")
             ),
@@ -524,7 +682,8 @@ async fn roll_nodes(
 #[derive(Debug, Default)]
 struct Applied {
     gate: Option<Deployment>,
-    node: Option<Deployment>,
+    /// By pool name.
+    pools: HashMap<String, Deployment>,
     redis: Option<Deployment>,
 }
 
@@ -550,17 +709,18 @@ async fn apply_all(
             Child::PodDisruptionBudget(object) => apply(client, namespace, object).await.map(drop),
             Child::NetworkPolicy(object) => apply(client, namespace, object).await.map(drop),
             Child::Deployment(object) => apply(client, namespace, object).await.map(|deployment| {
-                let component = deployment
-                    .labels()
+                let labels = deployment.labels();
+                let component = labels
                     .get(LABEL_COMPONENT)
                     .map(String::as_str)
                     .unwrap_or_default();
-                let slot = match component {
-                    "gate" => &mut applied.gate,
-                    "node" => &mut applied.node,
-                    _ => &mut applied.redis,
-                };
-                *slot = Some(deployment);
+                match (component, labels.get(LABEL_POOL).cloned()) {
+                    ("gate", _) => applied.gate = Some(deployment),
+                    ("node", Some(pool)) => {
+                        applied.pools.insert(pool, deployment);
+                    }
+                    _ => applied.redis = Some(deployment),
+                }
             }),
         };
         match result {
@@ -627,7 +787,8 @@ async fn ensure_auth_secret(
 }
 
 /// Deletes optional children the spec no longer wants (the managed Redis once a Redis URL is given, the
-/// NetworkPolicies once disabled), if this cluster owns them.
+/// NetworkPolicies once disabled, the objects of pools removed from the spec, `NAME-node` once the spec
+/// moved to `spec.pools`), if this cluster owns them.
 async fn prune(
     client: &Client,
     namespace: &str,
@@ -652,6 +813,42 @@ async fn prune(
         delete_owned::<Service>(client, namespace, &redis, &uid).await?;
         // Its password Secret stays (the operator may not read Secrets, so not check that it owns one):
         // unused, and deleted with the GameCluster.
+    }
+    let selector = selector_string(&name, Component::Node);
+    let wanted: Vec<String> = children
+        .pools
+        .iter()
+        .filter_map(|pool| pool.deployment.metadata.name.clone())
+        .collect();
+    let wanted_pools: Vec<String> = children
+        .pools
+        .iter()
+        .filter_map(|pool| pool.game_pool.as_ref().map(ResourceExt::name_any))
+        .collect();
+    let failed = |kind: &str| ReconcileError::kube(format!("deleting the {kind}s of removed pools"));
+    let mut deleted = Vec::new();
+    deleted.extend(
+        pool_sync::prune_unwanted::<Deployment>(client, namespace, &selector, &uid, &wanted)
+            .await
+            .map_err(failed("Deployment"))?,
+    );
+    deleted.extend(
+        pool_sync::prune_unwanted::<Service>(client, namespace, &selector, &uid, &wanted)
+            .await
+            .map_err(failed("Service"))?,
+    );
+    deleted.extend(
+        pool_sync::prune_unwanted::<PodDisruptionBudget>(client, namespace, &selector, &uid, &wanted)
+            .await
+            .map_err(failed("PodDisruptionBudget"))?,
+    );
+    deleted.extend(
+        pool_sync::prune_unwanted::<GamePool>(client, namespace, &selector, &uid, &wanted_pools)
+            .await
+            .map_err(failed("GamePool"))?,
+    );
+    if !deleted.is_empty() {
+        tracing::info!(cluster = %name, %namespace, deleted = %deleted.join(", "), "deleted the objects of pools the spec no longer has");
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! Pure status aggregation: from what the API server shows (the Deployments and the node pods) to the
-//! `GameCluster` status, its `Ready` / `Progressing` / `Degraded` conditions, and the events worth telling
-//! an operator on call about. No I/O, so every rule here is unit-tested.
+//! Pure status aggregation: from what the API server shows (the Deployments and the node pods of every
+//! pool) to the `GameCluster` status, its per-pool counts, its `Ready` / `Progressing` / `Degraded` /
+//! `RouteConflict` conditions, and the events worth telling an operator on call about. No I/O, so every rule
+//! here is unit-tested.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
@@ -8,11 +9,15 @@ use k8s_openapi::jiff::Timestamp;
 use switchyard_cluster::kubernetes::{BOUND_PLAYERS_ANNOTATION, DRAIN_ANNOTATION};
 
 use crate::children::{Component, selector_string};
+use crate::conflicts::{RouteConflict, describe};
 use crate::crd::{GameCluster, GameClusterStatus, GateStatus, NodeStatus};
+use crate::pools::PoolStatus;
 
 pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_PROGRESSING: &str = "Progressing";
 pub const CONDITION_DEGRADED: &str = "Degraded";
+/// True while two pools serve one client route (see [`crate::conflicts`]).
+pub const CONDITION_ROUTE_CONFLICT: &str = "RouteConflict";
 
 /// Why the cluster cannot be what its spec asks, as found by the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,17 +28,29 @@ pub struct Problem {
     pub message: String,
 }
 
+/// One node pool as observed.
+#[derive(Debug, Clone, Copy)]
+pub struct ObservedPool<'a> {
+    pub name: &'a str,
+    /// Node pods wanted, when a `GamePool` holds them; `None`: the spec's (the single-pool form).
+    pub desired: Option<i32>,
+    pub deployment: Option<&'a Deployment>,
+    /// Metadata of the pool's node pods.
+    pub pods: &'a [ObjectMeta],
+}
+
 /// Everything the status is computed from.
 #[derive(Debug, Clone, Copy)]
 pub struct Observed<'a> {
     pub gate: Option<&'a Deployment>,
-    pub node: Option<&'a Deployment>,
+    /// Every pool of the spec, in spec order.
+    pub pools: &'a [ObservedPool<'a>],
     /// The managed Redis; `None` both when there is none and when it is not created yet.
     pub redis: Option<&'a Deployment>,
     /// Whether the spec asks for a managed Redis.
     pub wants_redis: bool,
-    /// Metadata of the node pods (labels `component=node` of this cluster).
-    pub node_pods: &'a [ObjectMeta],
+    /// Routes served by two pools or more ([`crate::conflicts::route_conflicts`]).
+    pub conflicts: &'a [RouteConflict],
     /// A spec that cannot work, or a child the API server refused.
     pub problem: Option<&'a Problem>,
 }
@@ -88,6 +105,19 @@ fn counts(deployment: Option<&Deployment>, desired: i32) -> Counts {
 }
 
 impl Counts {
+    /// The counts of every pool together (failures: the first one's).
+    fn sum(all: &[Counts]) -> Counts {
+        all.iter().fold(Counts::default(), |total, one| Counts {
+            desired: total.desired + one.desired,
+            replicas: total.replicas + one.replicas,
+            ready: total.ready + one.ready,
+            updated: total.updated + one.updated,
+            available: total.available + one.available,
+            stale: total.stale || one.stale,
+            failure: total.failure.or_else(|| one.failure.clone()),
+        })
+    }
+
     /// Pods of the current template are still missing, or old ones still exist.
     fn rolling(&self) -> bool {
         self.stale || self.updated < self.desired || self.replicas > self.updated
@@ -129,13 +159,39 @@ pub fn aggregate(
     let name = cluster.metadata.name.as_deref().unwrap_or_default();
     let spec = &cluster.spec;
     let gate = counts(observed.gate, spec.gate.replicas);
-    let node = counts(observed.node, spec.node.replicas);
-    let draining = observed.node_pods.iter().filter(|pod| is_draining(pod)).count();
-    let draining = i32::try_from(draining).unwrap_or(i32::MAX);
-    let players: i64 = observed.node_pods.iter().map(bound_players).sum();
+    let pool_counts: Vec<Counts> = observed
+        .pools
+        .iter()
+        .map(|pool| {
+            let desired = pool.desired.unwrap_or_else(|| {
+                crate::pools::pools(spec)
+                    .iter()
+                    .find(|spec_pool| spec_pool.name == pool.name)
+                    .map_or(0, |spec_pool| spec_pool.node.replicas)
+            });
+            counts(pool.deployment, desired)
+        })
+        .collect();
+    let pool_statuses: Vec<PoolStatus> = observed
+        .pools
+        .iter()
+        .zip(&pool_counts)
+        .map(|(pool, counts)| PoolStatus {
+            name: pool.name.to_owned(),
+            replicas: counts.replicas,
+            desired: counts.desired,
+            ready: counts.ready,
+            updated: counts.updated,
+            draining: count(pool.pods.iter().filter(|pod| is_draining(pod))),
+            bound_players: pool.pods.iter().map(bound_players).sum(),
+        })
+        .collect();
+    let node = Counts::sum(&pool_counts);
+    let draining: i32 = pool_statuses.iter().map(|pool| pool.draining).sum();
+    let players: i64 = pool_statuses.iter().map(|pool| pool.bound_players).sum();
     let generation = cluster.metadata.generation;
 
-    let mut conditions = Vec::with_capacity(3);
+    let mut conditions = Vec::with_capacity(4);
     let previous_conditions = previous.map(|status| status.conditions.as_slice()).unwrap_or(&[]);
     let mut condition = |type_: &str, status: bool, reason: &str, message: String| {
         conditions.push(new_condition(
@@ -150,8 +206,19 @@ pub fn aggregate(
     };
 
     // Degraded: a spec that cannot work, a refused child, or a Deployment that cannot make progress.
-    let deployment_failure = [("gate", &gate), ("node", &node)]
-        .into_iter()
+    let pool_names: Vec<String> = observed
+        .pools
+        .iter()
+        .map(|pool| {
+            if observed.pools.len() == 1 {
+                "node".to_owned()
+            } else {
+                format!("node pool {}", pool.name)
+            }
+        })
+        .collect();
+    let deployment_failure = std::iter::once(("gate", &gate))
+        .chain(pool_names.iter().map(String::as_str).zip(&pool_counts))
         .find_map(|(what, counts)| {
             counts
                 .failure
@@ -195,6 +262,23 @@ pub fn aggregate(
         condition(CONDITION_PROGRESSING, true, "WaitingForPods", counts_text.clone());
     } else {
         condition(CONDITION_PROGRESSING, false, "Stable", counts_text.clone());
+    }
+
+    // RouteConflict: two pools serve one client route; gates cannot route it.
+    if observed.conflicts.is_empty() {
+        condition(
+            CONDITION_ROUTE_CONFLICT,
+            false,
+            "NoConflict",
+            "no client route is served by two pools".to_owned(),
+        );
+    } else {
+        condition(
+            CONDITION_ROUTE_CONFLICT,
+            true,
+            "RouteServedByTwoPools",
+            describe(observed.conflicts),
+        );
     }
 
     // Ready: every desired gate and node (and the managed Redis) is ready, and nothing is wrong.
@@ -245,9 +329,14 @@ pub fn aggregate(
             draining,
             bound_players: players,
         },
+        pools: pool_statuses,
         bound_players: players,
         selector: Some(selector_string(name, Component::Node)),
     }
+}
+
+fn count<T>(items: impl Iterator<Item = T>) -> i32 {
+    i32::try_from(items.count()).unwrap_or(i32::MAX)
 }
 
 fn new_condition(
@@ -311,7 +400,8 @@ pub fn is_progressing(status: &GameClusterStatus) -> bool {
 pub struct Notice {
     /// `Warning` rather than `Normal`.
     pub warning: bool,
-    /// CamelCase reason: `InvalidSpec`, `Recovered`, `RolloutStarted`, `RolloutFinished`, `Scaled`.
+    /// CamelCase reason: `InvalidSpec`, `Recovered`, `RolloutStarted`, `RolloutFinished`, `Scaled`,
+    /// `RouteConflict`, `RouteConflictResolved`.
     pub reason: &'static str,
     pub message: String,
 }
@@ -369,8 +459,45 @@ pub fn transitions(previous: Option<&GameClusterStatus>, next: &GameClusterStatu
         _ => {}
     }
 
+    let conflict_before = is_true(previous, CONDITION_ROUTE_CONFLICT);
+    match condition(next, CONDITION_ROUTE_CONFLICT) {
+        Some(now) if now.status == "True" => {
+            let same = previous
+                .and_then(|status| condition(status, CONDITION_ROUTE_CONFLICT))
+                .is_some_and(|before| before.status == "True" && before.message == now.message);
+            if !same {
+                notices.push(Notice {
+                    warning: true,
+                    reason: "RouteConflict",
+                    message: now.message.clone(),
+                });
+            }
+        }
+        Some(_) if conflict_before => notices.push(Notice {
+            warning: false,
+            reason: "RouteConflictResolved",
+            message: "no client route is served by two pools any more".to_owned(),
+        }),
+        _ => {}
+    }
+
     if let Some(previous) = previous.filter(|status| status.observed_generation.is_some()) {
-        if previous.node.desired != next.node.desired {
+        let several = next.pools.len() > 1;
+        for pool in next.pools.iter().filter(|_| several) {
+            if let Some(before) = previous.pools.iter().find(|before| before.name == pool.name)
+                && before.desired != pool.desired
+            {
+                notices.push(Notice {
+                    warning: false,
+                    reason: "Scaled",
+                    message: format!(
+                        "node pool {} scaled from {} to {}",
+                        pool.name, before.desired, pool.desired
+                    ),
+                });
+            }
+        }
+        if !several && previous.node.desired != next.node.desired {
             notices.push(Notice {
                 warning: false,
                 reason: "Scaled",

@@ -13,7 +13,7 @@ use crate::crd::GameClusterSpec;
 fn cluster(generation: i64, gates: i32, nodes: i32) -> GameCluster {
     let mut spec = GameClusterSpec::default();
     spec.gate.replicas = gates;
-    spec.node.replicas = nodes;
+    spec.node_mut().replicas = nodes;
     let mut cluster = GameCluster::new("arena", spec);
     cluster.metadata.namespace = Some("games".into());
     cluster.metadata.generation = Some(generation);
@@ -66,12 +66,23 @@ fn observe<'a>(
 ) -> Observed<'a> {
     Observed {
         gate: Some(gate),
-        node: Some(node),
+        pools: single(Some(node), pods),
         redis: Some(redis),
         wants_redis: true,
-        node_pods: pods,
+        conflicts: &[],
         problem: None,
     }
+}
+
+/// The single pool `game` (its desired replicas from the spec).
+fn single<'a>(node: Option<&'a Deployment>, pods: &'a [ObjectMeta]) -> &'a [ObservedPool<'a>] {
+    // Leaked: a few bytes per test, so the tests can build an `Observed` in one expression.
+    Box::leak(Box::new([ObservedPool {
+        name: "game",
+        desired: None,
+        deployment: node,
+        pods,
+    }]))
 }
 
 #[test]
@@ -207,10 +218,10 @@ fn unobserved_deployment_generation_is_progressing() {
 fn missing_children_and_not_ready_pods() {
     let observed = Observed {
         gate: None,
-        node: None,
+        pools: single(None, &[]),
         redis: None,
         wants_redis: true,
-        node_pods: &[],
+        conflicts: &[],
         problem: None,
     };
     let status = aggregate(&cluster(1, 2, 2), None, &observed, time(1));
@@ -241,10 +252,10 @@ fn invalid_spec_is_degraded_not_progressing() {
     };
     let observed = Observed {
         gate: None,
-        node: None,
+        pools: single(None, &[]),
         redis: None,
         wants_redis: true,
-        node_pods: &[],
+        conflicts: &[],
         problem: Some(&problem),
     };
     let status = aggregate(&cluster(3, 2, 2), None, &observed, time(1));

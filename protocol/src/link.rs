@@ -161,11 +161,74 @@ impl AckError {
     }
 }
 
+/// Matches a node-to-node call with its reply, unique per link direction.
+pub type CallId = u64;
+
+/// Bits of a gate's `features` ([`GateToNode::Hello`]): what the gate can do beyond version 1's base.
+pub mod feature {
+    /// The gate relays node-to-node calls ([`super::NodeToGate::Call`]) and applies per-pool node
+    /// bindings ([`super::NodeToGate::UserNode`] with a pool).
+    pub const CALLS: u32 = 0x01;
+    /// Every feature this code has.
+    pub const ALL: u32 = CALLS;
+}
+
+/// Where a node-to-node call goes, as the calling node names it to a gate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CallTarget {
+    /// Any node of the pool that serves the route, by the gate's routing policy (never a draining node).
+    Pool(String),
+    /// The node with this id, whatever its state (as long as it serves bound players).
+    Node(String),
+}
+
+/// How a node-to-node call ended, as the gate or the called node reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallStatus {
+    /// The handler answered; the body is its reply payload.
+    Ok,
+    /// The handler failed; the body is the error reply payload the node's error shape gives.
+    RemoteError,
+    /// No linked node of the named pool serves the route (or no node has the named id).
+    NoNode,
+    /// The called node went away before it answered.
+    NodeGone,
+    /// The called node does not serve the route.
+    UnknownRoute,
+    /// Too much in flight: the gate's call table or the called node's call slots are full.
+    Overloaded,
+}
+
+impl CallStatus {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            CallStatus::Ok => 0,
+            CallStatus::RemoteError => 1,
+            CallStatus::NoNode => 2,
+            CallStatus::NodeGone => 3,
+            CallStatus::UnknownRoute => 4,
+            CallStatus::Overloaded => 5,
+        }
+    }
+
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            0 => CallStatus::Ok,
+            1 => CallStatus::RemoteError,
+            2 => CallStatus::NoNode,
+            3 => CallStatus::NodeGone,
+            4 => CallStatus::UnknownRoute,
+            5 => CallStatus::Overloaded,
+            _ => return None,
+        })
+    }
+}
+
 /// Everything a gate sends to a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateToNode {
-    /// First message on a link.
-    Hello { gate_id: String },
+    /// First message on a link; `features` are the [`feature`] bits the gate supports.
+    Hello { gate_id: String, features: u32 },
     /// A client's data packet, after the size field, as received.
     Packet {
         cid: ConnectionId,
@@ -186,6 +249,25 @@ pub enum GateToNode {
     },
     /// Liveness of an idle link.
     Heartbeat,
+    /// A node-to-node call for this node, relayed by the gate: run `route`'s handler on `body` (a payload in
+    /// the cluster's codec) on behalf of `uid` (or [`NO_UID`]), and answer with a `CallReply` of the same
+    /// id unless `oneway`.
+    Call {
+        call: CallId,
+        /// The calling node's id.
+        from: String,
+        route: i32,
+        uid: Uid,
+        oneway: bool,
+        body: Bytes,
+        trace: Option<TraceParent>,
+    },
+    /// The outcome of a call this node made.
+    CallReply {
+        call: CallId,
+        status: CallStatus,
+        body: Bytes,
+    },
 }
 
 /// Everything a node sends to a gate.
@@ -196,6 +278,8 @@ pub enum NodeToGate {
         node_id: String,
         state: NodeState,
         routes: Vec<RouteSpec>,
+        /// The node's pool; `None` (an older node) means the default pool.
+        pool: Option<String>,
     },
     /// The node's state changed.
     State(NodeState),
@@ -215,10 +299,31 @@ pub enum NodeToGate {
     },
     /// Drop the binding of `uid` to its connection, keeping the connection (acknowledged).
     UnbindUser { request: RequestId, uid: Uid },
-    /// `uid`'s stateful traffic goes to `node_id` from now on, or to no node (`None`).
-    UserNode { uid: Uid, node_id: Option<String> },
+    /// `uid`'s stateful traffic for `pool` (`None`: the sending node's pool) goes to `node_id` from now
+    /// on, or to no node of that pool (`None`).
+    UserNode {
+        uid: Uid,
+        node_id: Option<String>,
+        pool: Option<String>,
+    },
     /// Close the target sessions, after writing the packets already queued for them.
     Disconnect { target: Target },
     /// Liveness of an idle link.
     Heartbeat,
+    /// Call `route` on another node (through this gate, which must have announced [`feature::CALLS`]).
+    Call {
+        call: CallId,
+        target: CallTarget,
+        route: i32,
+        uid: Uid,
+        oneway: bool,
+        body: Bytes,
+        trace: Option<TraceParent>,
+    },
+    /// The answer to a [`GateToNode::Call`] this node handled.
+    CallReply {
+        call: CallId,
+        status: CallStatus,
+        body: Bytes,
+    },
 }

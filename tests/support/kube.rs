@@ -406,7 +406,7 @@ impl ControlPlane {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// Installs what every operator test needs, once: the committed CRD (`crds/gamecluster.yaml`, applied
+    /// Installs what every operator test needs, once: the committed CRDs (`crds/gamecluster.yaml`, applied
     /// with the real kubectl and waited for until Established) and the operator's ClusterRole, bound to the
     /// user `switchyard-operator`.
     pub fn install(&self) {
@@ -418,6 +418,7 @@ impl ControlPlane {
                 "--for=condition=Established",
                 "--timeout=60s",
                 "crd/gameclusters.switchyard.dev",
+                "crd/gamepools.switchyard.dev",
             ]);
             let role = serde_json::to_string(&switchyard_operator::rbac::cluster_role("switchyard-operator"))
                 .expect("ClusterRole JSON");

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 pub mod certs;
+pub mod cluster;
 pub mod game;
 pub mod image;
 pub mod procs;
@@ -406,6 +407,28 @@ impl Conn {
         }
     }
 
+    /// Waits for one data packet of each (route, seq), in any order, skipping others; returns their payloads
+    /// in the order asked.
+    pub async fn expect_each(&mut self, wanted: &[(i64, i64)]) -> Vec<serde_json::Value> {
+        let mut found: Vec<Option<serde_json::Value>> = vec![None; wanted.len()];
+        while found.iter().any(Option::is_none) {
+            match self.recv().await {
+                Some(packet @ Packet::Data { route, seq, .. }) => {
+                    if let Some(at) = wanted
+                        .iter()
+                        .zip(&found)
+                        .position(|(&(r, s), seen)| seen.is_none() && r == route && s == seq)
+                    {
+                        found[at] = Some(packet.json());
+                    }
+                }
+                Some(_) => {}
+                None => panic!("connection closed while waiting for {wanted:?}"),
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
     /// Asserts that nothing arrives for `within` and the connection stays open.
     pub async fn expect_silence(&mut self, within: Duration) {
         match self.recv_within(within).await {
@@ -425,5 +448,17 @@ impl Conn {
                 Err(()) => panic!("connection still open after {within:?}"),
             }
         }
+    }
+}
+
+/// Waits until `check` holds, polling it; panics after `within`.
+pub async fn eventually_true(within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -25,6 +25,14 @@ pub enum ConfigError {
         /// The rejected value.
         value: String,
     },
+    /// A list names the same value twice.
+    #[error("kubernetes config: {field} {value:?} is listed twice")]
+    Duplicate {
+        /// The field, e.g. `service`.
+        field: &'static str,
+        /// The repeated value.
+        value: String,
+    },
     /// A duration that must be positive is zero.
     #[error("kubernetes config: {field} must be greater than zero")]
     ZeroDuration {
@@ -62,13 +70,15 @@ fn check_positive(field: &'static str, value: Duration) -> Result<(), ConfigErro
     }
 }
 
-/// Which Service's EndpointSlices a [`KubernetesRegistry`](super::KubernetesRegistry) watches.
+/// Which Services' EndpointSlices a [`KubernetesRegistry`](super::KubernetesRegistry) watches: one per node
+/// pool of the cluster, so a gate links to the nodes of every pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryConfig {
-    /// The namespace of the Service (and of its EndpointSlices).
+    /// The namespace of the Services (and of their EndpointSlices).
     pub namespace: String,
-    /// The Service name: slices are selected by the label `kubernetes.io/service-name=<service>`.
-    pub service: String,
+    /// The Service names, at least one: slices are selected by the label `kubernetes.io/service-name` with
+    /// one watch (`kubernetes.io/service-name in (a,b)`).
+    pub services: Vec<String>,
     /// The name of the Service port that links connect to, e.g. `link`. A slice that has no port of this
     /// name but exactly one port uses that port; a slice with neither is skipped.
     pub port_name: String,
@@ -80,10 +90,36 @@ impl RegistryConfig {
 
     /// A config for `service` in `namespace` with the default port name ([`Self::DEFAULT_PORT_NAME`]).
     pub fn new(namespace: impl Into<String>, service: impl Into<String>) -> Self {
+        Self::for_services(namespace, [service.into()])
+    }
+
+    /// A config for several Services in `namespace` (the node Services of every pool).
+    pub fn for_services(
+        namespace: impl Into<String>,
+        services: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         RegistryConfig {
             namespace: namespace.into(),
-            service: service.into(),
+            services: services.into_iter().map(Into::into).collect(),
             port_name: Self::DEFAULT_PORT_NAME.to_owned(),
+        }
+    }
+
+    /// The Services of a comma-separated list, as `SWITCHYARD_NODE_SERVICE` holds them (`a,b`; blanks
+    /// around names and empty items are ignored).
+    pub fn parse_services(list: &str) -> Vec<String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The label selector of the slices of every Service.
+    pub fn label_selector(&self) -> String {
+        match self.services.as_slice() {
+            [one] => format!("{}={one}", super::SERVICE_NAME_LABEL),
+            many => format!("{} in ({})", super::SERVICE_NAME_LABEL, many.join(",")),
         }
     }
 
@@ -100,7 +136,18 @@ impl RegistryConfig {
     /// [`ConfigError`] naming the first bad field. An empty port name is allowed: it matches an unnamed port.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_name("namespace", &self.namespace)?;
-        check_name("service", &self.service)?;
+        if self.services.is_empty() {
+            return Err(ConfigError::Empty { field: "service" });
+        }
+        for (index, service) in self.services.iter().enumerate() {
+            check_name("service", service)?;
+            if self.services[..index].contains(service) {
+                return Err(ConfigError::Duplicate {
+                    field: "service",
+                    value: service.clone(),
+                });
+            }
+        }
         let port_ok = self.port_name.len() <= 15
             && self
                 .port_name
@@ -151,6 +198,9 @@ pub struct ReporterConfig {
     pub pod: PodRef,
     /// At most one patch per interval; the newest value is always written eventually.
     pub interval: Duration,
+    /// The routes the node serves to clients, written as [`ROUTES_ANNOTATION`](super::ROUTES_ANNOTATION)
+    /// with every patch (the operator finds route conflicts between pools from them).
+    pub routes: Vec<i32>,
 }
 
 impl ReporterConfig {
@@ -162,7 +212,15 @@ impl ReporterConfig {
         ReporterConfig {
             pod,
             interval: Self::DEFAULT_INTERVAL,
+            routes: Vec::new(),
         }
+    }
+
+    /// Sets the routes the node serves to clients (any order; duplicates are written once).
+    #[must_use]
+    pub fn with_routes(mut self, routes: impl IntoIterator<Item = i32>) -> Self {
+        self.routes = routes.into_iter().collect();
+        self
     }
 
     /// Sets the throttle interval.
@@ -280,6 +338,35 @@ mod tests {
                 field: "namespace",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn several_services_are_one_set_based_selector() {
+        let one = RegistryConfig::new("games", "arena-node");
+        assert_eq!(one.label_selector(), "kubernetes.io/service-name=arena-node");
+        let services = RegistryConfig::parse_services(" arena-node-lobby, arena-node-battle ,,");
+        assert_eq!(services, ["arena-node-lobby", "arena-node-battle"]);
+        let two = RegistryConfig::for_services("games", services);
+        assert_eq!(two.validate(), Ok(()));
+        assert_eq!(
+            two.label_selector(),
+            "kubernetes.io/service-name in (arena-node-lobby,arena-node-battle)"
+        );
+        assert_eq!(
+            RegistryConfig::for_services("games", Vec::<String>::new()).validate(),
+            Err(ConfigError::Empty { field: "service" })
+        );
+        assert_eq!(
+            RegistryConfig::for_services("games", ["a", "b", "a"]).validate(),
+            Err(ConfigError::Duplicate {
+                field: "service",
+                value: "a".into()
+            })
+        );
+        assert!(matches!(
+            RegistryConfig::for_services("games", ["a", "B"]).validate(),
+            Err(ConfigError::InvalidName { field: "service", .. })
         ));
     }
 

@@ -1,11 +1,11 @@
 //! Running inside Kubernetes: who exists, what this pod reports, and when it is asked to drain.
 //!
-//! - [`KubernetesRegistry`]: a [`Registry`](crate::registry::Registry) fed by the EndpointSlices of one
-//!   Service, watched with a kube-rs reflector; the translation from slices to [`NodeEndpoint`]s is the
-//!   pure function [`node_endpoints`].
+//! - [`KubernetesRegistry`]: a [`Registry`](crate::registry::Registry) fed by the EndpointSlices of the node
+//!   Services of every pool (one watch, a set-based selector), watched with a kube-rs reflector; the
+//!   translation from slices to [`NodeEndpoint`]s is the pure function [`node_endpoints`].
 //! - [`PodReporter`]: keeps this pod's annotations [`BOUND_PLAYERS_ANNOTATION`] and
 //!   [`POD_DELETION_COST_ANNOTATION`] equal to the bound-player count (changed values only, throttled), so
-//!   scale-down removes the emptiest node.
+//!   scale-down removes the emptiest node, and [`ROUTES_ANNOTATION`] equal to the routes the node serves.
 //! - [`DrainSignal`]: tells when this pod gets the annotation [`DRAIN_ANNOTATION`]` = "true"`, read from a
 //!   downward API volume file or from a watch on the pod itself.
 //!
@@ -37,13 +37,17 @@ pub use annotations_file::{AnnotationsFileError, parse_annotations_file};
 pub use config::{ConfigError, DrainConfig, DrainSource, PodRef, RegistryConfig, ReporterConfig};
 pub use drain::DrainSignal;
 pub use registry::KubernetesRegistry;
-pub use reporter::PodReporter;
+pub use reporter::{MAX_REPORTED_ROUTES, PodReporter, RoutesError, format_routes, parse_routes};
 pub use translate::{SERVICE_NAME_LABEL, node_endpoints};
 
 /// The annotation that asks a node to drain (maintenance): value `"true"`.
 pub const DRAIN_ANNOTATION: &str = "switchyard.dev/drain";
 /// The annotation that carries a node's bound-player count, in decimal.
 pub const BOUND_PLAYERS_ANNOTATION: &str = "switchyard.dev/bound-players";
+/// The annotation that carries the routes a node serves to clients (internal routes excluded): sorted,
+/// distinct decimal numbers separated by commas, e.g. `1,2,11` ([`format_routes`], [`parse_routes`]). The
+/// operator reads it from every node pod to find two pools claiming one route.
+pub const ROUTES_ANNOTATION: &str = "switchyard.dev/routes";
 /// Kubernetes' own annotation: a ReplicaSet scaling down deletes the pods with the lowest cost first.
 pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
 /// The field manager recorded for every write Switchyard makes.

@@ -1,4 +1,5 @@
-//! [`KubernetesRegistry`]: the node set from a Service's EndpointSlices, kept current by a kube-rs reflector.
+//! [`KubernetesRegistry`]: the node set from the EndpointSlices of the node Services (one per pool), kept
+//! current by a kube-rs reflector.
 
 use std::sync::Arc;
 
@@ -11,14 +12,14 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::config::RegistryConfig;
-use super::translate::{SERVICE_NAME_LABEL, node_endpoints};
+use super::translate::node_endpoints;
 use super::{ErrorLatch, KubernetesError};
 use crate::registry::{NodeEndpoint, Registry};
 
-/// A [`Registry`] fed by the EndpointSlices of one Service.
+/// A [`Registry`] fed by the EndpointSlices of the node Services of every pool.
 ///
-/// One tokio task watches the slices labelled `kubernetes.io/service-name=<service>` in the configured
-/// namespace (list + watch, with kube's default backoff on errors), keeps them in a reflector store, and
+/// One tokio task watches the slices labelled `kubernetes.io/service-name` with one of the configured
+/// Services ([`RegistryConfig::label_selector`]) in the configured namespace (list + watch, with kube's default backoff on errors), keeps them in a reflector store, and
 /// publishes [`node_endpoints`] of the whole store whenever it changes. The set starts empty and is first
 /// published complete after the initial list ([`KubernetesRegistry::wait_synced`]); while the API server is
 /// unreachable the last known set stays published. The task stops when the token given to
@@ -89,10 +90,11 @@ async fn run(
     tx: watch::Sender<Vec<NodeEndpoint>>,
     stop: CancellationToken,
 ) {
-    let selector = format!("{SERVICE_NAME_LABEL}={}", config.service);
+    let selector = config.label_selector();
     let mut latch = ErrorLatch::new(format!(
-        "watching EndpointSlices of Service {}/{}",
-        config.namespace, config.service
+        "watching EndpointSlices of Service(s) {}/{}",
+        config.namespace,
+        config.services.join(",")
     ));
     let events = watcher(api, watcher::Config::default().labels(&selector))
         // Managed fields are large and never read: keep them out of the store.
@@ -123,7 +125,7 @@ async fn run(
     }
     tracing::debug!(
         namespace = config.namespace,
-        service = config.service,
+        services = config.services.join(","),
         "registry watch stopped"
     );
 }

@@ -1,7 +1,10 @@
-//! [`PodReporter`]: the bound-player count on the node's own pod, as two annotations.
+//! [`PodReporter`]: the bound-player count on the node's own pod, as two annotations, and the node's routes
+//! as a third.
 //!
 //! `switchyard.dev/bound-players` is for people and the operator's status; `controller.kubernetes.io/
-//! pod-deletion-cost` makes a ReplicaSet that scales down delete the pods with the fewest players first.
+//! pod-deletion-cost` makes a ReplicaSet that scales down delete the pods with the fewest players first;
+//! `switchyard.dev/routes` ([`ROUTES_ANNOTATION`]) lets the operator see two pools claiming one route. The
+//! routes never change while the node runs: every patch carries them, so a pod that lost them gets them back.
 //! Writes are JSON merge patches of `metadata.annotations` (field manager `switchyard`), made only when the
 //! value differs from the last one written, at most one per interval, and always ending on the newest value.
 //! The decisions are the pure [`Throttle`], tested without a server.
@@ -18,10 +21,57 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::config::ReporterConfig;
 use super::{
     BOUND_PLAYERS_ANNOTATION, ErrorLatch, FIELD_MANAGER, KubernetesError, POD_DELETION_COST_ANNOTATION,
+    ROUTES_ANNOTATION,
 };
 
 /// The longest wait between two attempts while patches keep failing.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// Most routes written into [`ROUTES_ANNOTATION`] (about 48 KiB at most; a pod's annotations may hold 256
+/// KiB in all). A node with more writes the lowest ones and logs that the rest are left out.
+pub const MAX_REPORTED_ROUTES: usize = 4096;
+
+/// [`ROUTES_ANNOTATION`]'s value: sorted, distinct, comma-separated; at most [`MAX_REPORTED_ROUTES`].
+pub fn format_routes(routes: &[i32]) -> String {
+    let mut sorted = routes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.truncate(MAX_REPORTED_ROUTES);
+    sorted.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A [`ROUTES_ANNOTATION`] value that is not a list of route numbers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutesError {
+    #[error("{ROUTES_ANNOTATION} {0:?} is not a comma-separated list of route numbers")]
+    Syntax(String),
+    #[error("{ROUTES_ANNOTATION} lists more than {MAX_REPORTED_ROUTES} routes")]
+    TooMany,
+}
+
+/// Reads a [`ROUTES_ANNOTATION`] value: sorted and distinct; an empty value is no route.
+///
+/// # Errors
+/// [`RoutesError`] for anything but comma-separated decimal `i32`s (blanks around them allowed), or more
+/// than [`MAX_REPORTED_ROUTES`] of them.
+pub fn parse_routes(text: &str) -> Result<Vec<i32>, RoutesError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut routes = Vec::new();
+    for item in text.split(',') {
+        if routes.len() == MAX_REPORTED_ROUTES {
+            return Err(RoutesError::TooMany);
+        }
+        let route = item
+            .trim()
+            .parse::<i32>()
+            .map_err(|_| RoutesError::Syntax(text.chars().take(64).collect()))?;
+        routes.push(route);
+    }
+    routes.sort_unstable();
+    routes.dedup();
+    Ok(routes)
+}
 
 /// Keeps this pod's bound-player annotations equal to a count fed on a [`watch`] channel.
 ///
@@ -65,8 +115,9 @@ impl PodReporter {
     }
 }
 
-/// The merge patch that sets both annotations to `bound`.
-pub(crate) fn annotations_patch(bound: usize) -> serde_json::Value {
+/// The merge patch that sets both count annotations to `bound` and the routes annotation to `routes` (a
+/// [`format_routes`] value).
+pub(crate) fn annotations_patch(bound: usize, routes: &str) -> serde_json::Value {
     // pod-deletion-cost is an int32; a count beyond it (never in practice) saturates.
     let cost = i32::try_from(bound).unwrap_or(i32::MAX);
     serde_json::json!({
@@ -74,6 +125,7 @@ pub(crate) fn annotations_patch(bound: usize) -> serde_json::Value {
             "annotations": {
                 BOUND_PLAYERS_ANNOTATION: bound.to_string(),
                 POD_DELETION_COST_ANNOTATION: cost.to_string(),
+                ROUTES_ANNOTATION: routes,
             }
         }
     })
@@ -97,6 +149,14 @@ async fn run(
     };
     let mut throttle = Throttle::new(config.interval);
     let mut source_open = true;
+    let routes = format_routes(&config.routes);
+    if config.routes.len() > MAX_REPORTED_ROUTES {
+        tracing::warn!(
+            pod,
+            routes = config.routes.len(),
+            "the node serves more than {MAX_REPORTED_ROUTES} routes; {ROUTES_ANNOTATION} lists the lowest only"
+        );
+    }
     loop {
         let latest = *bound.borrow_and_update();
         match throttle.next(latest, Instant::now()) {
@@ -117,7 +177,7 @@ async fn run(
             }
             Step::Write(value) => {
                 let started = Instant::now();
-                let patch = annotations_patch(value);
+                let patch = annotations_patch(value, &routes);
                 let patch = Patch::Merge(&patch);
                 let result = tokio::select! {
                     () = stop.cancelled() => break,
@@ -213,6 +273,30 @@ mod tests {
 
     fn t0() -> Instant {
         Instant::now()
+    }
+
+    #[test]
+    fn routes_are_written_sorted_and_distinct_and_read_back() {
+        assert_eq!(format_routes(&[11, 2, 1, 2]), "1,2,11");
+        assert_eq!(format_routes(&[]), "");
+        assert_eq!(format_routes(&[-5, 0]), "-5,0");
+        assert_eq!(parse_routes("1,2,11"), Ok(vec![1, 2, 11]));
+        assert_eq!(parse_routes(" 11 , 1,1"), Ok(vec![1, 11]));
+        assert_eq!(parse_routes(""), Ok(vec![]));
+        for bad in ["1,,2", "one", "1;2", "99999999999"] {
+            assert!(
+                matches!(parse_routes(bad), Err(RoutesError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
+        let many: Vec<i32> = (0..5000).collect();
+        let written = format_routes(&many);
+        assert_eq!(
+            parse_routes(&written).map(|routes| routes.len()),
+            Ok(MAX_REPORTED_ROUTES)
+        );
+        let too_many = many.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+        assert_eq!(parse_routes(&too_many), Err(RoutesError::TooMany));
     }
 
     #[test]
@@ -329,15 +413,16 @@ mod tests {
     }
 
     #[test]
-    fn patch_sets_both_annotations_as_strings() {
+    fn patch_sets_every_annotation_as_strings() {
         assert_eq!(
-            annotations_patch(42),
+            annotations_patch(42, "1,2,11"),
             serde_json::json!({"metadata": {"annotations": {
                 "switchyard.dev/bound-players": "42",
                 "controller.kubernetes.io/pod-deletion-cost": "42",
+                "switchyard.dev/routes": "1,2,11",
             }}})
         );
-        let huge = annotations_patch(usize::MAX);
+        let huge = annotations_patch(usize::MAX, "");
         assert_eq!(
             huge["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
             i32::MAX.to_string()

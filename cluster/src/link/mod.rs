@@ -161,12 +161,18 @@ mod tests {
         let mut gate = hub.connect("node-a").await.unwrap();
         let mut node = acceptor.accept().await.unwrap();
         gate.tx
-            .send(GateToNode::Hello { gate_id: "g".into() })
+            .send(GateToNode::Hello {
+                gate_id: "g".into(),
+                features: 0,
+            })
             .await
             .unwrap();
         assert_eq!(
             node.rx.recv().await,
-            Some(GateToNode::Hello { gate_id: "g".into() })
+            Some(GateToNode::Hello {
+                gate_id: "g".into(),
+                features: 0,
+            })
         );
         node.tx
             .send(NodeToGate::State(NodeState::Draining))

@@ -1,6 +1,7 @@
 //! Kubernetes settings of gate and node processes: where a gate's node list comes from (the EndpointSlices
-//! of the node Service), how a node learns it must drain (its pod's `switchyard.dev/drain` annotation), and
-//! how it reports its bound players on its pod. The operator sets them through the pod contract.
+//! of the node Services of every pool), how a node learns it must drain (its pod's `switchyard.dev/drain`
+//! annotation), and how it reports its bound players and routes on its pod. The operator sets them through
+//! the pod contract.
 //!
 //! The flags exist in every build, so that a build without the `kubernetes` feature refuses them with a
 //! clear error instead of ignoring what the operator asked.
@@ -23,7 +24,8 @@ pub struct KubernetesArgs {
     /// Name of this pod (downward API `metadata.name`).
     #[arg(long, env = "SWITCHYARD_POD_NAME")]
     pub pod_name: Option<String>,
-    /// Headless Service of the node pool whose EndpointSlices list the nodes (gates).
+    /// Headless Service(s) of the node pools whose EndpointSlices list the nodes (gates): one name, or a
+    /// comma-separated list, one per pool (`NAME-node-lobby,NAME-node-battle`).
     #[arg(long, env = "SWITCHYARD_NODE_SERVICE")]
     pub node_service: Option<String>,
     /// Name of the node Service port that carries gate links.
@@ -44,7 +46,8 @@ impl KubernetesArgs {
         self.report_pod || self.drain_file.is_some()
     }
 
-    /// The node registry of a gate: the EndpointSlices of the node Service, watched until `shutdown`.
+    /// The node registry of a gate: the EndpointSlices of the node Services (every pool), watched until
+    /// `shutdown`.
     ///
     /// # Errors
     /// A missing namespace or Service, no reachable API, or a build without the `kubernetes` feature.
@@ -67,7 +70,8 @@ impl KubernetesArgs {
                 env: env::NODE_SERVICE,
                 flag: "node-service",
             })?;
-            let config = RegistryConfig::new(namespace, service).with_port_name(self.link_port_name.clone());
+            let config = RegistryConfig::for_services(namespace, RegistryConfig::parse_services(&service))
+                .with_port_name(self.link_port_name.clone());
             Ok(Arc::new(KubernetesRegistry::start(
                 client().await?,
                 config,
@@ -81,8 +85,8 @@ impl KubernetesArgs {
         }
     }
 
-    /// Starts what a node does in Kubernetes: the pod reporter (with `--report-pod`, fed by `bound`) and the
-    /// drain signal (the annotations file, else a watch on the pod). Returns a token cancelled when the pod
+    /// Starts what a node does in Kubernetes: the pod reporter (with `--report-pod`, fed by `bound`, also
+    /// writing `routes`, the routes the node serves to clients) and the drain signal (the annotations file, else a watch on the pod). Returns a token cancelled when the pod
     /// is annotated for draining; outside Kubernetes (neither flag) it is never cancelled. Everything stops
     /// with `shutdown`.
     ///
@@ -91,6 +95,7 @@ impl KubernetesArgs {
     pub async fn start_node(
         &self,
         bound: watch::Receiver<usize>,
+        routes: Vec<i32>,
         shutdown: &CancellationToken,
     ) -> Result<CancellationToken, ProcessError> {
         let requested = CancellationToken::new();
@@ -115,7 +120,7 @@ impl KubernetesArgs {
                 }
             };
             let reporter = if self.report_pod {
-                let config = ReporterConfig::new(self.pod()?);
+                let config = ReporterConfig::new(self.pod()?).with_routes(routes);
                 Some(PodReporter::start(client().await?, config, bound, shutdown)?)
             } else {
                 None
@@ -134,7 +139,7 @@ impl KubernetesArgs {
         }
         #[cfg(not(feature = "kubernetes"))]
         {
-            let _ = (bound, shutdown);
+            let _ = (bound, routes, shutdown);
             Err(ProcessError::KubernetesNotBuilt(
                 "--report-pod / --drain-file (SWITCHYARD_REPORT_POD / SWITCHYARD_DRAIN_FILE)",
             ))

@@ -44,7 +44,8 @@ pub struct NodeArgs {
     /// Address gates connect to.
     #[arg(long, env = "SWITCHYARD_LINK", default_value = "127.0.0.1:7400")]
     pub link: SocketAddr,
-    /// Node pool (locator bindings are per pool).
+    /// Node pool: announced to gates, which route each route to the pool that serves it; locator bindings
+    /// are per pool.
     #[arg(long, env = "SWITCHYARD_POOL", default_value = "game")]
     pub pool: String,
     /// How long a draining node waits for its players before telling them to reconnect.

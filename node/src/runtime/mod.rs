@@ -186,6 +186,14 @@ async fn serve<S>(
         ..NodeConfig::new(id.clone())
     };
     let locator = args.locator.build(registry, shutdown).await?;
+    // The routes clients can reach, for the pod's routes annotation (the operator's route-conflict check).
+    let client_routes: Vec<i32> = router
+        .routes
+        .specs()
+        .iter()
+        .filter(|spec| !spec.internal)
+        .map(|spec| spec.route)
+        .collect();
     let node = Node::new(config, router, locator, registry)?;
     let acceptor = TcpAcceptor::bind(args.link, link_config(&packet)).await?;
     tracing::info!(node = %id, link = %acceptor.local_addr(), codec = %args.codec, "accepting gate links");
@@ -196,7 +204,7 @@ async fn serve<S>(
         .map_err(RuntimeError::Admin)?;
     let drain_requested = args
         .kubernetes
-        .start_node(node.watch_bound_players(), shutdown)
+        .start_node(node.watch_bound_players(), client_routes, shutdown)
         .await?;
     tracing::info!(node = %id, admin = %admin.address(), "node running");
 

@@ -46,6 +46,8 @@
 //! | `0x03` | `Disconnected` | `cid u64`, `uid i64` |
 //! | `0x04` | `Ack` | `request u64`, `result` |
 //! | `0x05` | `Heartbeat` | none |
+//! | `0x06` | `Call` | `call u64`, `from id` (the calling node), `route i32`, `uid i64`, `flags u8` (bit 0 one-way; bits 1–7 are 0), `body bytes` (a payload in the cluster's codec); extension `0x01` |
+//! | `0x07` | `CallReply` | `call u64`, `status`, `body bytes` |
 //!
 //! ## Node → gate
 //!
@@ -59,6 +61,22 @@
 //! | `0x86` | `UserNode` | `uid i64`, `node_id opt id` |
 //! | `0x87` | `Disconnect` | `target` |
 //! | `0x88` | `Heartbeat` | none |
+//! | `0x89` | `Call` | `call u64`, `call target`, `route i32`, `uid i64`, `flags u8` (bit 0 one-way; bits 1–7 are 0), `body bytes`; extension `0x01` |
+//! | `0x8a` | `CallReply` | `call u64`, `status`, `body bytes` |
+//!
+//! ## Node-to-node calls
+//!
+//! A node calls a route of another node through any gate that announced the `calls` feature: it sends
+//! `Call` with an id of its own, the gate picks the node (`call target` kind 0: any node of the named pool
+//! that serves the route, by the gate's routing policy, never a draining one; kind 1: the node with that id)
+//! and relays the call under an id of its own; the called node answers with `CallReply`, which the gate
+//! relays back under the caller's id. The gate answers itself when it cannot deliver (`status` 2, 3 or 5).
+//! A one-way call gets no reply at all. Internal routes are reachable this way and never from a client.
+//!
+//! | field | bytes |
+//! |---|---|
+//! | `call target` | `kind u8`, then an `id`: 0 pool name, 1 node id |
+//! | `status` | `u8`: 0 ok, 1 the handler failed (the body is its error reply), 2 no node, 3 node gone, 4 unknown route, 5 overloaded |
 //!
 //! # Versions
 //!
@@ -79,12 +97,18 @@
 //!
 //! A receiver skips every extension it does not know, so new optional fields can be added without a
 //! version bump; an extension cut short by the end of the frame is an error. An absent extension costs
-//! no byte. Version 1 defines two:
+//! no byte. Version 1 defines these:
 //!
 //! | tag | in | value |
 //! |---|---|---|
 //! | `0x01` | gate → node `Packet`, node → gate `Deliver` | W3C `traceparent`: its 55-byte header value, `00-<32 hex>-<16 hex>-<2 hex>` (lower-case hex) |
 //! | `0x02` | gate → node `Packet` | the client's address: `family u8` (4 or 6), the IP address (4 or 16 bytes), `port u16` |
+//! | `0x03` | node → gate `Hello`, `UserNode` | a pool name, UTF-8, 1 to 255 bytes: the node's pool (absent: the default pool, `game`), or the pool a `UserNode` binds in (absent: the sender's pool) |
+//! | `0x04` | gate → node `Hello` | `features u32`: bit 0 the gate relays calls and per-pool `UserNode`s; absent: 0 |
+//!
+//! Gates and nodes of this release always send `0x03` and `0x04`; a node sends `Call` and a `UserNode` for
+//! another pool only to gates that announced the `calls` feature, so a gate of an older release in the
+//! same cluster (during a rolling update) is never sent a message it cannot read.
 //!
 //! `traceparent` ([`TraceParent`]) is the context of the sender's span: a gate sends it on the
 //! packets it traces (and only on those: an untraced packet carries no extension), a node on the
@@ -101,7 +125,7 @@
 //!
 //! ```text
 //! gate → node Heartbeat            00 00 00 01  05
-//! gate → node Hello "g1"           00 00 00 06  01  00 01  02 67 31
+//! gate → node Hello "g1" (calls)   00 00 00 0d  01  00 01  02 67 31  04 00 04 00 00 00 01
 //! gate → node Packet cid 7 uid -1  00 00 00 1a  02  00 00 00 00 00 00 00 07  ff ff ff ff ff ff ff ff
 //!   body 00 00 01 00 01                         00 00 00 05  00 00 01 00 01
 //!   traced: length 00 00 00 54, the same fields, then  01  00 37  30 30 2d ... (55 bytes: "00-<trace id>-<span id>-01")
@@ -118,7 +142,10 @@ use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{AckError, GateToNode, NodeState, NodeToGate, RouteSpec, Target, TraceParent};
+use super::{
+    AckError, CallId, CallStatus, CallTarget, GateToNode, NodeState, NodeToGate, RouteSpec, Target,
+    TraceParent,
+};
 use crate::packet::{DEFAULT_MAX_PACKET_BYTES, PacketConfig, SIZE_FIELD_BYTES};
 
 /// The link protocol version this code speaks, carried in both Hellos.
@@ -141,6 +168,10 @@ pub mod ext {
     /// The client's address as the gate saw it (after any PROXY protocol header), on a gate → node
     /// `Packet`: `family u8` (4 or 6), the address (4 or 16 bytes), `port u16`.
     pub const PEER_ADDR: u8 = 0x02;
+    /// A pool name on a node → gate `Hello` or `UserNode`.
+    pub const POOL: u8 = 0x03;
+    /// The feature bits of a gate → node `Hello`.
+    pub const FEATURES: u8 = 0x04;
 }
 
 mod ty {
@@ -149,6 +180,8 @@ mod ty {
     pub(super) const G_DISCONNECTED: u8 = 0x03;
     pub(super) const G_ACK: u8 = 0x04;
     pub(super) const G_HEARTBEAT: u8 = 0x05;
+    pub(super) const G_CALL: u8 = 0x06;
+    pub(super) const G_CALL_REPLY: u8 = 0x07;
 
     pub(super) const N_HELLO: u8 = 0x81;
     pub(super) const N_STATE: u8 = 0x82;
@@ -158,6 +191,8 @@ mod ty {
     pub(super) const N_USER_NODE: u8 = 0x86;
     pub(super) const N_DISCONNECT: u8 = 0x87;
     pub(super) const N_HEARTBEAT: u8 = 0x88;
+    pub(super) const N_CALL: u8 = 0x89;
+    pub(super) const N_CALL_REPLY: u8 = 0x8a;
 
     /// Node → gate types have the high bit set.
     pub(super) const NODE_TO_GATE_BIT: u8 = 0x80;
@@ -168,6 +203,15 @@ mod target_kind {
     pub(super) const USER: u8 = 1;
     pub(super) const USERS: u8 = 2;
     pub(super) const BROADCAST: u8 = 3;
+}
+
+mod call_target {
+    pub(super) const POOL: u8 = 0;
+    pub(super) const NODE: u8 = 1;
+}
+
+mod call_flag {
+    pub(super) const ONEWAY: u8 = 0x01;
 }
 
 mod route_flag {
@@ -233,6 +277,12 @@ pub enum LinkDecodeError {
     UnknownAckResult(u8),
     #[error("peer sent target kind {0}, which is not one of 0 connection, 1 user, 2 users, 3 broadcast")]
     UnknownTargetKind(u8),
+    #[error("peer sent call target kind {0}, which is not one of 0 pool, 1 node")]
+    UnknownCallTarget(u8),
+    #[error("peer sent call status {0}, which is not one of 0 ok to 5 overloaded")]
+    UnknownCallStatus(u8),
+    #[error("peer sent call flags 0x{0:02x}; only bit 0 (one-way) is defined")]
+    UnknownCallFlags(u8),
     #[error("peer sent a {message} link frame whose {field} presence byte is {value}, not 0 or 1")]
     InvalidPresence {
         message: &'static str,
@@ -349,14 +399,14 @@ fn parse_gate_to_node(frame: Bytes) -> Result<GateToNode, LinkDecodeError> {
         ty::G_HELLO => {
             r.message = "gate-to-node Hello";
             r.version()?;
-            GateToNode::Hello {
-                gate_id: r.id("gate id")?,
-            }
+            let gate_id = r.id("gate id")?;
+            let features = r.extensions()?.features.unwrap_or(0);
+            return Ok(GateToNode::Hello { gate_id, features });
         }
         ty::G_PACKET => {
             r.message = "gate-to-node Packet";
             let (cid, uid, body) = (r.u64("connection id")?, r.i64("uid")?, r.bytes("packet body")?);
-            let Extensions { trace, peer } = r.extensions()?;
+            let Extensions { trace, peer, .. } = r.extensions()?;
             return Ok(GateToNode::Packet {
                 cid,
                 uid,
@@ -384,6 +434,32 @@ fn parse_gate_to_node(frame: Bytes) -> Result<GateToNode, LinkDecodeError> {
         ty::G_HEARTBEAT => {
             r.message = "gate-to-node Heartbeat";
             GateToNode::Heartbeat
+        }
+        ty::G_CALL => {
+            r.message = "gate-to-node Call";
+            let (call, from, route, uid) = (
+                r.u64("call id")?,
+                r.id("caller node id")?,
+                r.i32("route")?,
+                r.i64("uid")?,
+            );
+            let oneway = r.call_flags()?;
+            let body = r.bytes("call body")?;
+            let trace = r.extensions()?.trace;
+            return Ok(GateToNode::Call {
+                call,
+                from,
+                route,
+                uid,
+                oneway,
+                body,
+                trace,
+            });
+        }
+        ty::G_CALL_REPLY => {
+            r.message = "gate-to-node CallReply";
+            let (call, status, body) = r.call_reply()?;
+            GateToNode::CallReply { call, status, body }
         }
         other if other & ty::NODE_TO_GATE_BIT != 0 => {
             return Err(LinkDecodeError::WrongDirection {
@@ -427,11 +503,13 @@ fn parse_node_to_gate(frame: Bytes) -> Result<NodeToGate, LinkDecodeError> {
                     internal: flags & route_flag::INTERNAL != 0,
                 });
             }
-            NodeToGate::Hello {
+            let pool = r.extensions()?.pool;
+            return Ok(NodeToGate::Hello {
                 node_id,
                 state,
                 routes,
-            }
+                pool,
+            });
         }
         ty::N_STATE => {
             r.message = "node-to-gate State";
@@ -475,7 +553,8 @@ fn parse_node_to_gate(frame: Bytes) -> Result<NodeToGate, LinkDecodeError> {
                     });
                 }
             };
-            NodeToGate::UserNode { uid, node_id }
+            let pool = r.extensions()?.pool;
+            return Ok(NodeToGate::UserNode { uid, node_id, pool });
         }
         ty::N_DISCONNECT => {
             r.message = "node-to-gate Disconnect";
@@ -484,6 +563,33 @@ fn parse_node_to_gate(frame: Bytes) -> Result<NodeToGate, LinkDecodeError> {
         ty::N_HEARTBEAT => {
             r.message = "node-to-gate Heartbeat";
             NodeToGate::Heartbeat
+        }
+        ty::N_CALL => {
+            r.message = "node-to-gate Call";
+            let call = r.u64("call id")?;
+            let target = match r.u8("call target")? {
+                call_target::POOL => CallTarget::Pool(r.id("call target pool")?),
+                call_target::NODE => CallTarget::Node(r.id("call target node id")?),
+                other => return Err(LinkDecodeError::UnknownCallTarget(other)),
+            };
+            let (route, uid) = (r.i32("route")?, r.i64("uid")?);
+            let oneway = r.call_flags()?;
+            let body = r.bytes("call body")?;
+            let trace = r.extensions()?.trace;
+            return Ok(NodeToGate::Call {
+                call,
+                target,
+                route,
+                uid,
+                oneway,
+                body,
+                trace,
+            });
+        }
+        ty::N_CALL_REPLY => {
+            r.message = "node-to-gate CallReply";
+            let (call, status, body) = r.call_reply()?;
+            NodeToGate::CallReply { call, status, body }
         }
         other if other & ty::NODE_TO_GATE_BIT == 0 => {
             return Err(LinkDecodeError::WrongDirection {
@@ -632,6 +738,23 @@ impl Reader {
         })
     }
 
+    /// A call's `flags`: whether it is one-way.
+    fn call_flags(&mut self) -> Result<bool, LinkDecodeError> {
+        let flags = self.u8("call flags")?;
+        if flags & !call_flag::ONEWAY != 0 {
+            return Err(LinkDecodeError::UnknownCallFlags(flags));
+        }
+        Ok(flags & call_flag::ONEWAY != 0)
+    }
+
+    /// The fields of a `CallReply`, either way.
+    fn call_reply(&mut self) -> Result<(CallId, CallStatus, Bytes), LinkDecodeError> {
+        let call = self.u64("call id")?;
+        let status = self.u8("call status")?;
+        let status = CallStatus::from_u8(status).ok_or(LinkDecodeError::UnknownCallStatus(status))?;
+        Ok((call, status, self.bytes("call reply body")?))
+    }
+
     /// Reads the extension section: returns the first valid value of each known extension, skips
     /// everything else (unknown tags, invalid values). Messages that carry none drop the result.
     fn extensions(mut self) -> Result<Extensions, LinkDecodeError> {
@@ -647,6 +770,24 @@ impl Reader {
                 ext::PEER_ADDR if found.peer.is_none() => {
                     found.peer = parse_peer(&self.frame[value]);
                 }
+                ext::POOL if found.pool.is_none() => {
+                    // A pool name that is empty or not UTF-8 is the sender's bug: refused, as an id would be.
+                    let name = std::str::from_utf8(&self.frame[value])
+                        .ok()
+                        .filter(|name| !name.is_empty());
+                    found.pool = Some(
+                        name.ok_or(LinkDecodeError::NotUtf8 {
+                            message: self.message,
+                            field: "pool name",
+                        })?
+                        .to_owned(),
+                    );
+                }
+                ext::FEATURES if found.features.is_none() => {
+                    found.features = <[u8; 4]>::try_from(&self.frame[value])
+                        .ok()
+                        .map(u32::from_be_bytes);
+                }
                 _ => {}
             }
         }
@@ -659,6 +800,8 @@ impl Reader {
 struct Extensions {
     trace: Option<TraceParent>,
     peer: Option<SocketAddr>,
+    pool: Option<String>,
+    features: Option<u32>,
 }
 
 /// A `PEER_ADDR` value; anything malformed is ignored as if absent, like an invalid `traceparent`.
@@ -715,9 +858,13 @@ fn put_peer(dst: &mut BytesMut, peer: Option<SocketAddr>) {
 /// A gate id over 255 bytes or a body or frame too large for its length field; `dst` is then unchanged.
 pub fn encode_gate_to_node(msg: &GateToNode, dst: &mut BytesMut) -> Result<usize, LinkEncodeError> {
     match msg {
-        GateToNode::Hello { gate_id } => frame(dst, ty::G_HELLO, 3 + gate_id.len(), |dst| {
+        GateToNode::Hello { gate_id, features } => frame(dst, ty::G_HELLO, 10 + gate_id.len(), |dst| {
             dst.put_u16(LINK_VERSION);
-            put_id(dst, "gate id", gate_id)
+            put_id(dst, "gate id", gate_id)?;
+            dst.put_u8(ext::FEATURES);
+            dst.put_u16(4);
+            dst.put_u32(*features);
+            Ok(())
         }),
         GateToNode::Packet {
             cid,
@@ -752,6 +899,30 @@ pub fn encode_gate_to_node(msg: &GateToNode, dst: &mut BytesMut) -> Result<usize
             Ok(())
         }),
         GateToNode::Heartbeat => frame(dst, ty::G_HEARTBEAT, 0, |_| Ok(())),
+        GateToNode::Call {
+            call,
+            from,
+            route,
+            uid,
+            oneway,
+            body,
+            trace,
+        } => {
+            let hint = 26 + from.len() + body.len() + trace_len(*trace);
+            frame(dst, ty::G_CALL, hint, |dst| {
+                dst.put_u64(*call);
+                put_id(dst, "caller node id", from)?;
+                dst.put_i32(*route);
+                dst.put_i64(*uid);
+                dst.put_u8(if *oneway { call_flag::ONEWAY } else { 0 });
+                put_bytes(dst, "call body", body)?;
+                put_trace(dst, *trace);
+                Ok(())
+            })
+        }
+        GateToNode::CallReply { call, status, body } => {
+            put_call_reply(dst, ty::G_CALL_REPLY, *call, *status, body)
+        }
     }
 }
 
@@ -769,27 +940,33 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
             node_id,
             state,
             routes,
-        } => frame(dst, ty::N_HELLO, 8 + node_id.len() + 5 * routes.len(), |dst| {
-            dst.put_u16(LINK_VERSION);
-            put_id(dst, "node id", node_id)?;
-            dst.put_u8(state.to_u8());
-            put_count(dst, "route list", routes.len())?;
-            for spec in routes {
-                dst.put_i32(spec.route);
-                let mut flags = 0;
-                if spec.stateful {
-                    flags |= route_flag::STATEFUL;
+            pool,
+        } => frame(
+            dst,
+            ty::N_HELLO,
+            8 + node_id.len() + 5 * routes.len() + pool_len(pool.as_deref()),
+            |dst| {
+                dst.put_u16(LINK_VERSION);
+                put_id(dst, "node id", node_id)?;
+                dst.put_u8(state.to_u8());
+                put_count(dst, "route list", routes.len())?;
+                for spec in routes {
+                    dst.put_i32(spec.route);
+                    let mut flags = 0;
+                    if spec.stateful {
+                        flags |= route_flag::STATEFUL;
+                    }
+                    if spec.authorized {
+                        flags |= route_flag::AUTHORIZED;
+                    }
+                    if spec.internal {
+                        flags |= route_flag::INTERNAL;
+                    }
+                    dst.put_u8(flags);
                 }
-                if spec.authorized {
-                    flags |= route_flag::AUTHORIZED;
-                }
-                if spec.internal {
-                    flags |= route_flag::INTERNAL;
-                }
-                dst.put_u8(flags);
-            }
-            Ok(())
-        }),
+                put_pool(dst, pool.as_deref())
+            },
+        ),
         NodeToGate::State(state) => frame(dst, ty::N_STATE, 1, |dst| {
             dst.put_u8(state.to_u8());
             Ok(())
@@ -818,8 +995,8 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
             dst.put_i64(*uid);
             Ok(())
         }),
-        NodeToGate::UserNode { uid, node_id } => {
-            let hint = 10 + node_id.as_ref().map_or(0, String::len);
+        NodeToGate::UserNode { uid, node_id, pool } => {
+            let hint = 10 + node_id.as_ref().map_or(0, String::len) + pool_len(pool.as_deref());
             frame(dst, ty::N_USER_NODE, hint, |dst| {
                 dst.put_i64(*uid);
                 match node_id {
@@ -829,13 +1006,42 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
                         put_id(dst, "node id", node_id)?;
                     }
                 }
-                Ok(())
+                put_pool(dst, pool.as_deref())
             })
         }
         NodeToGate::Disconnect { target } => frame(dst, ty::N_DISCONNECT, target_len(target), |dst| {
             put_target(dst, target)
         }),
         NodeToGate::Heartbeat => frame(dst, ty::N_HEARTBEAT, 0, |_| Ok(())),
+        NodeToGate::Call {
+            call,
+            target,
+            route,
+            uid,
+            oneway,
+            body,
+            trace,
+        } => {
+            let (kind, name) = match target {
+                CallTarget::Pool(pool) => (call_target::POOL, pool),
+                CallTarget::Node(node) => (call_target::NODE, node),
+            };
+            let hint = 27 + name.len() + body.len() + trace_len(*trace);
+            frame(dst, ty::N_CALL, hint, |dst| {
+                dst.put_u64(*call);
+                dst.put_u8(kind);
+                put_id(dst, "call target", name)?;
+                dst.put_i32(*route);
+                dst.put_i64(*uid);
+                dst.put_u8(if *oneway { call_flag::ONEWAY } else { 0 });
+                put_bytes(dst, "call body", body)?;
+                put_trace(dst, *trace);
+                Ok(())
+            })
+        }
+        NodeToGate::CallReply { call, status, body } => {
+            put_call_reply(dst, ty::N_CALL_REPLY, *call, *status, body)
+        }
     }
 }
 
@@ -884,6 +1090,40 @@ fn put_count(dst: &mut BytesMut, field: &'static str, len: usize) -> Result<(), 
 fn put_bytes(dst: &mut BytesMut, field: &'static str, bytes: &[u8]) -> Result<(), LinkEncodeError> {
     put_count(dst, field, bytes.len())?;
     dst.put_slice(bytes);
+    Ok(())
+}
+
+fn put_call_reply(
+    dst: &mut BytesMut,
+    type_byte: u8,
+    call: CallId,
+    status: CallStatus,
+    body: &[u8],
+) -> Result<usize, LinkEncodeError> {
+    frame(dst, type_byte, 13 + body.len(), |dst| {
+        dst.put_u64(call);
+        dst.put_u8(status.to_u8());
+        put_bytes(dst, "call reply body", body)
+    })
+}
+
+/// Bytes of the `POOL` extension: none when absent.
+fn pool_len(pool: Option<&str>) -> usize {
+    pool.map_or(0, |pool| 3 + pool.len())
+}
+
+/// Writes the `POOL` extension (a name of 1 to 255 bytes, like an id).
+fn put_pool(dst: &mut BytesMut, pool: Option<&str>) -> Result<(), LinkEncodeError> {
+    let Some(pool) = pool else { return Ok(()) };
+    if pool.is_empty() || pool.len() > MAX_ID_BYTES {
+        return Err(LinkEncodeError::IdTooLong {
+            field: "pool name",
+            len: pool.len(),
+        });
+    }
+    dst.put_u8(ext::POOL);
+    dst.put_u16(pool.len() as u16);
+    dst.put_slice(pool.as_bytes());
     Ok(())
 }
 

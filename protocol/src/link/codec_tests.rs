@@ -1,6 +1,7 @@
 //! Byte-exact and error-path tests of the link codec ([`super`]).
 
 use super::*;
+use crate::link::feature;
 
 fn hex(bytes: &[u8]) -> String {
     bytes
@@ -36,8 +37,11 @@ fn decode_gate(bytes: &[u8]) -> Result<Option<GateToNode>, LinkDecodeError> {
 fn documented_examples() {
     assert_eq!(hex(&gate_bytes(&GateToNode::Heartbeat)), "00 00 00 01 05");
     assert_eq!(
-        hex(&gate_bytes(&GateToNode::Hello { gate_id: "g1".into() })),
-        "00 00 00 06 01 00 01 02 67 31"
+        hex(&gate_bytes(&GateToNode::Hello {
+            gate_id: "g1".into(),
+            features: feature::CALLS,
+        })),
+        "00 00 00 0d 01 00 01 02 67 31 04 00 04 00 00 00 01"
     );
     let packet = GateToNode::Packet {
         cid: 7,
@@ -83,13 +87,33 @@ fn node_hello_exact_bytes() {
                 internal: true,
             },
         ],
+        pool: None,
     };
     let bytes = node_bytes(&hello);
     assert_eq!(
         hex(&bytes),
         "00 00 00 14 81 00 01 01 6e 01 00 00 00 02 00 00 00 01 00 ff ff ff fe 07"
     );
-    assert_eq!(decode_node(&bytes), Ok(Some(hello)));
+    assert_eq!(decode_node(&bytes), Ok(Some(hello.clone())));
+    // With its pool: extension 0x03 after the routes.
+    let NodeToGate::Hello {
+        node_id,
+        state,
+        routes,
+        ..
+    } = hello
+    else {
+        unreachable!()
+    };
+    let pooled = NodeToGate::Hello {
+        node_id,
+        state,
+        routes,
+        pool: Some("lobby".into()),
+    };
+    let bytes = node_bytes(&pooled);
+    assert_eq!(hex(&bytes[24..]), "03 00 05 6c 6f 62 62 79");
+    assert_eq!(decode_node(&bytes), Ok(Some(pooled)));
 }
 
 #[test]
@@ -107,6 +131,7 @@ fn deliver_and_user_node_exact_bytes() {
     let user_node = NodeToGate::UserNode {
         uid: 3,
         node_id: Some("ab".into()),
+        pool: None,
     };
     assert_eq!(
         hex(&node_bytes(&user_node)),
@@ -413,7 +438,8 @@ fn encode_errors_leave_dst_unchanged() {
     assert_eq!(
         encode_gate_to_node(
             &GateToNode::Hello {
-                gate_id: long.clone()
+                gate_id: long.clone(),
+                features: 0,
             },
             &mut dst
         ),
@@ -426,7 +452,8 @@ fn encode_errors_leave_dst_unchanged() {
         encode_node_to_gate(
             &NodeToGate::UserNode {
                 uid: 1,
-                node_id: Some(long)
+                node_id: Some(long),
+                pool: None,
             },
             &mut dst
         ),
@@ -437,7 +464,10 @@ fn encode_errors_leave_dst_unchanged() {
     );
     assert_eq!(&dst[..], b"keep");
     let max_id = "y".repeat(MAX_ID_BYTES);
-    let hello = GateToNode::Hello { gate_id: max_id };
+    let hello = GateToNode::Hello {
+        gate_id: max_id,
+        features: 0,
+    };
     encode_gate_to_node(&hello, &mut dst).unwrap();
     assert_eq!(decode_gate(&dst[4..]), Ok(Some(hello)));
 }
@@ -451,4 +481,82 @@ fn frame_limit_follows_packet_settings() {
     );
     let huge = PacketConfig::new(crate::ByteOrder::Big, 2, 2, u32::MAX).unwrap();
     assert_eq!(max_frame_bytes_for(&huge), u32::MAX);
+}
+
+#[test]
+fn call_messages_exact_bytes_and_round_trip() {
+    let call = NodeToGate::Call {
+        call: 5,
+        target: CallTarget::Pool("b".into()),
+        route: 101,
+        uid: 7,
+        oneway: false,
+        body: Bytes::from_static(b"{}"),
+        trace: None,
+    };
+    assert_eq!(
+        hex(&node_bytes(&call)),
+        "00 00 00 1f 89 00 00 00 00 00 00 00 05 00 01 62 00 00 00 65 00 00 00 00 00 00 00 07 00 \
+         00 00 00 02 7b 7d"
+    );
+    assert_eq!(decode_node(&node_bytes(&call)), Ok(Some(call)));
+    let relayed = GateToNode::Call {
+        call: 9,
+        from: "n1".into(),
+        route: 101,
+        uid: 0,
+        oneway: true,
+        body: Bytes::from_static(b"x"),
+        trace: None,
+    };
+    assert_eq!(
+        hex(&gate_bytes(&relayed)),
+        "00 00 00 1e 06 00 00 00 00 00 00 00 09 02 6e 31 00 00 00 65 00 00 00 00 00 00 00 00 01 \
+         00 00 00 01 78"
+    );
+    assert_eq!(decode_gate(&gate_bytes(&relayed)), Ok(Some(relayed)));
+    let reply = NodeToGate::CallReply {
+        call: 5,
+        status: CallStatus::RemoteError,
+        body: Bytes::new(),
+    };
+    assert_eq!(
+        hex(&node_bytes(&reply)),
+        "00 00 00 0e 8a 00 00 00 00 00 00 00 05 01 00 00 00 00"
+    );
+    assert_eq!(decode_node(&node_bytes(&reply)), Ok(Some(reply)));
+}
+
+#[test]
+fn unknown_call_fields_are_refused() {
+    let mut bytes = node_bytes(&NodeToGate::CallReply {
+        call: 1,
+        status: CallStatus::Ok,
+        body: Bytes::new(),
+    });
+    bytes[13] = 9;
+    assert_eq!(decode_node(&bytes), Err(LinkDecodeError::UnknownCallStatus(9)));
+    let mut bytes = node_bytes(&NodeToGate::Call {
+        call: 1,
+        target: CallTarget::Node("n".into()),
+        route: 1,
+        uid: 0,
+        oneway: false,
+        body: Bytes::new(),
+        trace: None,
+    });
+    bytes[13] = 7;
+    assert_eq!(decode_node(&bytes), Err(LinkDecodeError::UnknownCallTarget(7)));
+    bytes[13] = 1;
+    let flags = bytes.len() - 5;
+    bytes[flags] = 0x02;
+    assert_eq!(decode_node(&bytes), Err(LinkDecodeError::UnknownCallFlags(0x02)));
+    // A gate that announces no features (an older gate) reads as features 0.
+    assert_eq!(
+        decode_gate(&[0, 0, 0, 6, 1, 0, 1, 2, b'g', b'1']),
+        Ok(Some(GateToNode::Hello {
+            gate_id: "g1".into(),
+            features: 0
+        }))
+    );
 }

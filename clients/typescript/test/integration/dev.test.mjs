@@ -42,7 +42,8 @@ for (const setting of SETTINGS) {
       const login = await client.request(2, { uid, name: "ada" });
       assert.equal(login.code, 0, transport);
       assert.equal(login.uid, uid);
-      assert.deepEqual(await client.request(3), { code: 0, uid, node: login.node }, transport);
+      assert.equal(login.node, "dev-lobby", "login is the lobby pool's");
+      assert.deepEqual(await client.request(3), { code: 0, uid, node: "dev-battle" }, transport);
       assert.deepEqual(await client.request(7), { code: 0 }, transport);
       client.close();
       await assert.rejects(client.request(1, { message: "after close" }), ClientClosedError);
@@ -135,8 +136,8 @@ for (const transport of ["tcp", "ws"]) {
     assert.notEqual(target, firstTarget);
     assert.equal(logins.length, 2, "logged in again");
     assert.equal(logins[1].code, 0);
-    // The stateful route works through the new gate: the login bound the player there.
-    assert.deepEqual(await client.request(3), { code: 0, uid: 77, node: logins[1].node });
+    // The stateful route works through the new gate: its battle node takes the player.
+    assert.deepEqual(await client.request(3), { code: 0, uid: 77, node: "dev-battle" });
     const { code } = await gateA.exited;
     assert.equal(code, 0, "gate A drained and exited by itself");
     assert.equal(client.stats.reconnects, 1);
