@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::certs::Certs;
+use support::cluster::wait_for;
 use support::{Conn, Dev, Wire, metric_sum};
 use tokio::io::AsyncWriteExt;
 
@@ -107,14 +108,21 @@ async fn a_replaced_certificate_is_served_to_new_connections() {
         "a client trusting only the old certificate is refused now"
     );
     drop(before);
-    let metrics = dev.metrics().await;
-    assert!(
-        metric_sum(
-            &metrics,
-            "switchyard_gate_connections_refused_total",
-            &["reason=\"handshake\""]
-        ) >= 1.0
-    );
+    // The gate counts the refused handshake when the client's alert reaches it, after the client's side
+    // of the handshake has already failed: wait for it rather than read the counter once.
+    wait_for(
+        Duration::from_secs(5),
+        "the refused handshake is counted",
+        || async {
+            let metrics = dev.metrics().await;
+            metric_sum(
+                &metrics,
+                "switchyard_gate_connections_refused_total",
+                &["reason=\"handshake\""],
+            ) >= 1.0
+        },
+    )
+    .await;
 }
 
 /// A PROXY protocol v2 header, TCP over IPv4, written out from the specification (not from the gate's code).
