@@ -9,26 +9,43 @@
 //! Liveness: a side that has written nothing for [`TcpLinkConfig::heartbeat_interval`] sends a heartbeat;
 //! a side that has read nothing for [`TcpLinkConfig::dead_after`] closes the link. Heartbeats are consumed
 //! here and never reach the gate or node.
+//!
+//! With [`TcpLinkConfig::tls`] set, every link is mutual TLS ([`super::tls`]): the acceptor hands a link to
+//! the node only after a handshake in which the gate presented a certificate of the cluster's CA, within
+//! [`TcpLinkConfig::handshake_timeout`]; anything else is closed before a single frame is read or written,
+//! counted in [`AcceptorMetrics`] by [`Refusal`] and logged at most once a minute per reason. Plaintext or
+//! TLS, a node keeps at most [`TcpLinkConfig::max_links`] link connections open; one more is closed at once.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use switchyard_protocol::link::codec::{
     LinkDecodeError, LinkDecoder, LinkEncodeError, encode_gate_to_node, encode_node_to_gate,
 };
 use switchyard_protocol::link::{GateToNode, NodeToGate};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::tls::{LinkTls, Refusal};
 use super::{Acceptor, Connector, GateLink, LinkError, NodeLink};
+
+/// The default of [`TcpLinkConfig::max_links`].
+pub const DEFAULT_MAX_LINKS: usize = 256;
 
 /// Settings of TCP links; gates and nodes of one cluster should agree on them.
 #[derive(Debug, Clone)]
@@ -45,6 +62,12 @@ pub struct TcpLinkConfig {
     pub dead_after: Duration,
     /// How long opening a link may take.
     pub connect_timeout: Duration,
+    /// Mutual TLS with the cluster's certificates; `None`: plaintext links.
+    pub tls: Option<LinkTls>,
+    /// How long a link's TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Link connections an acceptor keeps open at most (handshaking or linked); more are closed at once.
+    pub max_links: usize,
 }
 
 impl Default for TcpLinkConfig {
@@ -56,6 +79,9 @@ impl Default for TcpLinkConfig {
             heartbeat_interval: Duration::from_secs(2),
             dead_after: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(3),
+            tls: None,
+            handshake_timeout: Duration::from_secs(5),
+            max_links: DEFAULT_MAX_LINKS,
         }
     }
 }
@@ -141,9 +167,37 @@ impl Connector for TcpConnector {
             .await
             .map_err(|_| io_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(io_error)?;
+        let _ = stream.set_nodelay(true);
         let (out_tx, out_rx) = mpsc::channel(self.config.capacity);
         let (in_tx, in_rx) = mpsc::channel(self.config.capacity);
-        spawn_bridge::<GateSide>(stream, address.to_owned(), out_rx, in_tx, &self.config);
+        let peer = address.to_owned();
+        match &self.config.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                spawn_bridge::<GateSide, _, _>(read, write, peer, out_rx, in_tx, &self.config, None);
+            }
+            Some(tls) => {
+                let handshake_error = |reason: String| LinkError::Handshake {
+                    address: address.to_owned(),
+                    reason,
+                };
+                let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+                let stream = tokio::time::timeout(
+                    self.config.handshake_timeout,
+                    connector.connect(LinkTls::server_name(), stream),
+                )
+                .await
+                .map_err(|_| {
+                    handshake_error(format!(
+                        "no TLS handshake within {:?}",
+                        self.config.handshake_timeout
+                    ))
+                })?
+                .map_err(|error| handshake_error(format!("TLS: {error}")))?;
+                let (read, write) = tokio::io::split(stream);
+                spawn_bridge::<GateSide, _, _>(read, write, peer, out_rx, in_tx, &self.config, None);
+            }
+        }
         Ok(GateLink {
             tx: out_tx,
             rx: in_rx,
@@ -157,6 +211,117 @@ pub struct TcpAcceptor {
     rx: mpsc::Receiver<NodeLink>,
     local_addr: SocketAddr,
     stop: CancellationToken,
+    metrics: AcceptorMetrics,
+}
+
+/// What an acceptor counts: refused link connections by reason, and the link connections open.
+#[derive(Debug, Clone, Default)]
+pub struct AcceptorMetrics {
+    pub refused: Family<RefusedLabels, Counter>,
+    pub open: Gauge,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub reason: &'static str,
+}
+
+impl AcceptorMetrics {
+    /// Registers `link_refused` and `link_connections` in `registry` (a node registers them under
+    /// `switchyard_node`). Every reason is created at zero, so dashboards see the series before a refusal.
+    pub fn register(&self, registry: &mut Registry) {
+        for refusal in Refusal::ALL {
+            let _ = self.refused.get_or_create(&RefusedLabels {
+                reason: refusal.as_str(),
+            });
+        }
+        registry.register(
+            "link_refused",
+            "Link connections refused before any frame: no or foreign certificate, not TLS, handshake \
+             timeout or failure, over the link cap",
+            self.refused.clone(),
+        );
+        registry.register(
+            "link_connections",
+            "Link connections open (handshaking or linked)",
+            self.open.clone(),
+        );
+    }
+}
+
+/// Logs each refusal reason at most once a minute, with the count since the last line: a stranger knocking
+/// in a loop does not flood the log.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Mutex<HashMap<Refusal, (Instant, u64)>>,
+}
+
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl RefusalLog {
+    fn refused(&self, refusal: Refusal, peer: &SocketAddr, detail: &dyn fmt::Display) {
+        let now = Instant::now();
+        let suppressed = {
+            let mut last = self.last.lock();
+            match last.get_mut(&refusal) {
+                Some((at, suppressed)) if now.duration_since(*at) < REFUSAL_LOG_EVERY => {
+                    *suppressed += 1;
+                    return;
+                }
+                Some((at, suppressed)) => {
+                    *at = now;
+                    std::mem::take(suppressed)
+                }
+                None => {
+                    last.insert(refusal, (now, 0));
+                    0
+                }
+            }
+        };
+        tracing::warn!(
+            reason = refusal.as_str(),
+            %peer,
+            %detail,
+            not_logged_since = suppressed,
+            "link connection refused before any frame (logged at most once a minute per reason)"
+        );
+    }
+}
+
+/// What every accepted connection of one acceptor shares.
+#[derive(Debug)]
+struct AcceptShared {
+    links: mpsc::Sender<NodeLink>,
+    config: TcpLinkConfig,
+    slots: Arc<Semaphore>,
+    metrics: AcceptorMetrics,
+    log: RefusalLog,
+    stop: CancellationToken,
+}
+
+impl AcceptShared {
+    fn refuse(&self, refusal: Refusal, peer: &SocketAddr, detail: &dyn fmt::Display) {
+        self.metrics
+            .refused
+            .get_or_create(&RefusedLabels {
+                reason: refusal.as_str(),
+            })
+            .inc();
+        self.log.refused(refusal, peer, detail);
+    }
+}
+
+/// A link connection's place under [`TcpLinkConfig::max_links`], released when the link ends.
+#[derive(Debug)]
+struct LinkSlot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Drop for LinkSlot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl TcpAcceptor {
@@ -175,12 +340,31 @@ impl TcpAcceptor {
         })?;
         let (tx, rx) = mpsc::channel(16);
         let stop = CancellationToken::new();
-        tokio::spawn(accept_links(listener, tx, config, stop.clone()));
-        Ok(TcpAcceptor { rx, local_addr, stop })
+        let metrics = AcceptorMetrics::default();
+        let shared = Arc::new(AcceptShared {
+            links: tx,
+            slots: Arc::new(Semaphore::new(config.max_links.max(1))),
+            config,
+            metrics: metrics.clone(),
+            log: RefusalLog::default(),
+            stop: stop.clone(),
+        });
+        tokio::spawn(accept_links(listener, shared));
+        Ok(TcpAcceptor {
+            rx,
+            local_addr,
+            stop,
+            metrics,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The acceptor's counters, to register where the process exposes its metrics.
+    pub fn metrics(&self) -> &AcceptorMetrics {
+        &self.metrics
     }
 }
 
@@ -197,32 +381,30 @@ impl Acceptor for TcpAcceptor {
     }
 }
 
-async fn accept_links(
-    listener: TcpListener,
-    links: mpsc::Sender<NodeLink>,
-    config: TcpLinkConfig,
-    stop: CancellationToken,
-) {
+async fn accept_links(listener: TcpListener, shared: Arc<AcceptShared>) {
     loop {
         let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = shared.stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let (out_tx, out_rx) = mpsc::channel(config.capacity);
-                let (in_tx, in_rx) = mpsc::channel(config.capacity);
-                spawn_bridge::<NodeSide>(stream, peer.to_string(), out_rx, in_tx, &config);
-                if links
-                    .send(NodeLink {
-                        tx: out_tx,
-                        rx: in_rx,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+                // Over the cap: closed at once, before any byte is read (no handshake work for a flood).
+                let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() else {
+                    shared.refuse(
+                        Refusal::MaxLinks,
+                        &peer,
+                        &format_args!("{} link connections open", shared.config.max_links),
+                    );
+                    drop(stream);
+                    continue;
+                };
+                shared.metrics.open.inc();
+                let slot = LinkSlot {
+                    _permit: permit,
+                    open: shared.metrics.open.clone(),
+                };
+                tokio::spawn(open_link(Arc::clone(&shared), stream, peer, slot));
             }
             Err(error) => {
                 tracing::warn!(%error, "accepting a gate link failed");
@@ -232,28 +414,84 @@ async fn accept_links(
     }
 }
 
-fn spawn_bridge<S: Side>(
-    stream: TcpStream,
+/// Turns one accepted connection into a [`NodeLink`]: at once in plaintext, after a mutual TLS handshake
+/// within the deadline otherwise (a refused peer is closed without a frame).
+async fn open_link(shared: Arc<AcceptShared>, stream: TcpStream, peer: SocketAddr, slot: LinkSlot) {
+    let _ = stream.set_nodelay(true);
+    let config = &shared.config;
+    let (out_tx, out_rx) = mpsc::channel(config.capacity);
+    let (in_tx, in_rx) = mpsc::channel(config.capacity);
+    match &config.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            spawn_bridge::<NodeSide, _, _>(read, write, peer.to_string(), out_rx, in_tx, config, Some(slot));
+        }
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+            let handshake = tokio::select! {
+                _ = shared.stop.cancelled() => return,
+                handshake = tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)) => handshake,
+            };
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    shared.refuse(Refusal::of_handshake_error(&error), &peer, &error);
+                    return;
+                }
+                Err(_) => {
+                    shared.refuse(
+                        Refusal::HandshakeTimeout,
+                        &peer,
+                        &format_args!("no TLS handshake within {:?}", config.handshake_timeout),
+                    );
+                    return;
+                }
+            };
+            let (read, write) = tokio::io::split(stream);
+            spawn_bridge::<NodeSide, _, _>(read, write, peer.to_string(), out_rx, in_tx, config, Some(slot));
+        }
+    }
+    let _ = shared
+        .links
+        .send(NodeLink {
+            tx: out_tx,
+            rx: in_rx,
+        })
+        .await;
+}
+
+/// Bridges one connection (its two halves: a TCP stream's, or a TLS stream's) to a link's channel ends.
+/// `slot`, the connection's place under the acceptor's cap, is held until the link ends.
+fn spawn_bridge<S, R, W>(
+    read: R,
+    write: W,
     peer: String,
     outgoing: mpsc::Receiver<S::Out>,
     incoming: mpsc::Sender<S::In>,
     config: &TcpLinkConfig,
-) {
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    slot: Option<LinkSlot>,
+) where
+    S: Side,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let done = CancellationToken::new();
-    tokio::spawn(write_frames::<S>(
+    tokio::spawn(write_frames::<S, W>(
         write,
         outgoing,
         config.clone(),
         done.clone(),
         peer.clone(),
     ));
-    tokio::spawn(read_frames::<S>(read, incoming, config.clone(), done, peer));
+    let config = config.clone();
+    tokio::spawn(async move {
+        read_frames::<S, R>(read, incoming, config, done, peer).await;
+        drop(slot);
+    });
 }
 
-async fn write_frames<S: Side>(
-    mut write: OwnedWriteHalf,
+async fn write_frames<S: Side, W: AsyncWrite + Unpin>(
+    mut write: W,
     mut outgoing: mpsc::Receiver<S::Out>,
     config: TcpLinkConfig,
     done: CancellationToken,
@@ -282,7 +520,8 @@ async fn write_frames<S: Side>(
         }
         let written = tokio::select! {
             _ = done.cancelled() => break,
-            written = write.write_all(&buf) => written,
+            // A TLS stream holds records until flushed; for TCP the flush is free.
+            written = async { write.write_all(&buf).await?; write.flush().await } => written,
         };
         if let Err(error) = written {
             tracing::debug!(side = S::NAME, %peer, %error, "link write failed");
@@ -306,8 +545,8 @@ fn encode_or_drop<S: Side>(message: &S::Out, buf: &mut BytesMut, peer: &str) {
     }
 }
 
-async fn read_frames<S: Side>(
-    mut read: OwnedReadHalf,
+async fn read_frames<S: Side, R: AsyncRead + Unpin>(
+    mut read: R,
     incoming: mpsc::Sender<S::In>,
     config: TcpLinkConfig,
     done: CancellationToken,
