@@ -3,7 +3,8 @@
 //! hello, TLS without a certificate, with another cluster's certificate, with a node's certificate posing
 //! as a gate) gets no frame back and is counted by reason; a gate of the cluster links and serves clients;
 //! replaced files are used by new links while established links stay up; half the flags stop the process;
-//! link connections per node are bounded.
+//! link connections per node are bounded; and even a gate of the cluster cannot reach an internal route, or
+//! an authorized one without a uid: the node checks route flags itself.
 
 mod support;
 
@@ -15,7 +16,7 @@ use support::certs::{LinkLeaf, LinkPki, LinkRole};
 use support::cluster::{admin_metrics, strings, wait_for};
 use support::procs::{Proc, TempDir, free_port};
 use support::{Conn, Wire, metric_sum, switchyard_binary};
-use switchyard_protocol::link::{GateToNode, encode_gate_to_node, feature};
+use switchyard_protocol::link::{GateToNode, LinkDecoder, NodeToGate, Target, encode_gate_to_node, feature};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -86,25 +87,35 @@ async fn wait_listening(address: &str) {
     .await;
 }
 
-/// A gate's hello and a packet claiming uid 4242, as the link protocol frames them.
-fn forged_frames() -> Vec<u8> {
+/// A client packet as a gate forwards it: its body, after the 4-byte size field.
+fn packet(cid: u64, uid: i64, route: i64) -> GateToNode {
+    GateToNode::Packet {
+        cid,
+        uid,
+        body: bytes::Bytes::from(Wire::DEFAULT.data(route, 1, b"{}")[4..].to_vec()),
+        trace: None,
+        peer: None,
+    }
+}
+
+fn hello() -> GateToNode {
+    GateToNode::Hello {
+        gate_id: "intruder".into(),
+        features: feature::ALL,
+    }
+}
+
+fn frames(messages: impl IntoIterator<Item = GateToNode>) -> Vec<u8> {
     let mut frames = BytesMut::new();
-    for message in [
-        GateToNode::Hello {
-            gate_id: "intruder".into(),
-            features: feature::ALL,
-        },
-        GateToNode::Packet {
-            cid: 1,
-            uid: 4242,
-            body: bytes::Bytes::from(Wire::DEFAULT.data(3, 1, b"{}")),
-            trace: None,
-            peer: None,
-        },
-    ] {
+    for message in messages {
         encode_gate_to_node(&message, &mut frames).expect("encodable");
     }
     frames.to_vec()
+}
+
+/// A gate's hello and a packet claiming uid 4242 on demo route 3, as the link protocol frames them.
+fn forged_frames() -> Vec<u8> {
+    frames([hello(), packet(1, 4242, 3)])
 }
 
 /// Everything the peer sends until it closes (or 3 s pass).
@@ -345,4 +356,61 @@ async fn link_connections_per_node_are_bounded() {
         refused(&node, "max_links").await == 1.0
     })
     .await;
+}
+
+#[tokio::test]
+async fn even_a_gate_of_the_cluster_cannot_reach_internal_or_unauthorized_routes() {
+    let dir = TempDir::new("link-route-flags");
+    let pki = LinkPki::new("flags");
+    let node_leaf = pki.leaf(LinkRole::Node, "node");
+    let gate_leaf = pki.leaf(LinkRole::Gate, "gate");
+    let node = start_node(&dir, "node-f", &pki.flags(&node_leaf));
+    wait_listening(&node.link).await;
+    let tcp = TcpStream::connect(&node.link).await.expect("connect");
+    let mut link = pki
+        .client(Some(&gate_leaf))
+        .connect(LinkPki::server_name(), tcp)
+        .await
+        .expect("handshake");
+    // Internal route 111 (node-to-node only) even with a uid, authorized routes 11 and 3 without one; then
+    // an echo (route 1, stateless) on cid 9, answered only once the three before it were handled.
+    let messages = [
+        hello(),
+        packet(1, 4242, 111),
+        packet(2, 0, 11),
+        packet(3, 0, 3),
+        packet(9, 0, 1),
+    ];
+    link.write_all(&frames(messages)).await.expect("written");
+    link.flush().await.expect("flushed");
+    let mut decoder = LinkDecoder::new(switchyard_protocol::link::DEFAULT_MAX_FRAME_BYTES);
+    let mut buf = BytesMut::new();
+    let mut delivered = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !delivered.contains(&9) {
+        while let Some(message) = decoder.decode_node_to_gate(&mut buf).expect("valid frames") {
+            if let NodeToGate::Deliver {
+                target: Target::Connection(cid),
+                ..
+            } = message
+            {
+                delivered.push(cid);
+            }
+        }
+        let read = tokio::time::timeout_at(deadline, link.read_buf(&mut buf))
+            .await
+            .expect("the echo answered within 5 s")
+            .expect("link open");
+        assert!(read > 0, "the node closed the link");
+    }
+    assert_eq!(delivered, vec![9], "only the echo was answered");
+    let metrics = admin_metrics(&node.admin).await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "switchyard_node_packets_dropped_total",
+            &["reason=\"forbidden\""]
+        ),
+        3.0
+    );
 }
