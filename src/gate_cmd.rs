@@ -56,7 +56,9 @@ pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> an
     let (tcp_addr, ws_addr) = command.gate.listen_addresses()?;
     let id = command.process.id("gate");
     let config = command.gate.config(id.clone(), packet)?;
-    let link_tls = command.link_tls.load()?;
+    let link_tls = command
+        .link_tls
+        .load(switchyard_cluster::link::tls::LinkRole::Gate)?;
     let admin_addr = command.process.http_or(SocketAddr::from(([127, 0, 0, 1], 3555)));
 
     let mut registry = Registry::default();

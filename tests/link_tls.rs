@@ -2,7 +2,8 @@
 //! `--link-tls-*` files minted here with rcgen: a stranger on a node's link port (plaintext with a forged
 //! hello, TLS without a certificate, with another cluster's certificate, with a node's certificate posing
 //! as a gate) gets no frame back and is counted by reason; a gate of the cluster links and serves clients;
-//! replaced files are used by new links while established links stay up; half the flags stop the process;
+//! replaced files are used by new links while established links stay up; half the flags, or a certificate
+//! of another CA or for the other role, stop the process;
 //! link connections per node are bounded; and even a gate of the cluster cannot reach an internal route, or
 //! an authorized one without a uid: the node checks route flags itself.
 
@@ -319,6 +320,47 @@ fn half_the_link_tls_flags_stop_the_process_with_a_message() {
         assert!(
             text.contains("--link-tls-ca (SWITCHYARD_LINK_TLS_CA)") && text.contains("missing"),
             "{kind}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_certificate_for_the_other_role_or_another_ca_stops_the_process() {
+    let pki = LinkPki::new("roles");
+    let other = LinkPki::new("roles-other");
+    let gate_leaf = pki.leaf(LinkRole::Gate, "gate");
+    let foreign_node = other.leaf(LinkRole::Node, "node");
+    // A node given a gate's certificate; a node given a node certificate of another CA.
+    for (flags, wanted) in [
+        (pki.flags(&gate_leaf), "not a valid node certificate"),
+        (
+            [
+                strings(&["--link-tls-ca", &pki.ca.display().to_string()]),
+                other.flags(&foreign_node)[2..].to_vec(),
+            ]
+            .concat(),
+            "not a valid node certificate",
+        ),
+    ] {
+        let output = std::process::Command::new(switchyard_binary())
+            .args([
+                "node",
+                "--link",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--locator",
+                "memory",
+            ])
+            .args(&flags)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("switchyard runs");
+        let text =
+            String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !output.status.success() && text.contains(wanted),
+            "{flags:?}: {text}"
         );
     }
 }

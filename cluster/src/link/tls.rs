@@ -5,7 +5,9 @@
 //! peer with no certificate, or one of another cluster, completes no handshake and never sees a link frame.
 //!
 //! The three PEM files (CA bundle, certificate chain, private key) are read and checked at start-up, so a
-//! bad one stops the process with a message naming it. They are then watched: when any of them changes (a
+//! bad one stops the process with a message naming it; the certificate must be one the CA issued for this
+//! process's role ([`LinkRole`]), valid now, so a gate given a node's certificate (or one of another CA)
+//! stops at once instead of failing every handshake. They are then watched: when any of them changes (a
 //! renewed certificate, a Kubernetes Secret updated in its volume) the configs are rebuilt and new links use
 //! them; established links keep their session. A replacement that does not load (half written, mismatched)
 //! is logged once and the previous configs stay in use. The `ring` provider is used explicitly, as the
@@ -16,9 +18,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::RwLock;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -40,6 +44,24 @@ pub struct LinkTlsFiles {
     pub key: PathBuf,
 }
 
+/// Which end of links a process is, and so what its certificate must be good for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkRole {
+    /// Opens links: a client certificate (`clientAuth`).
+    Gate,
+    /// Accepts links: a server certificate (`serverAuth`) for [`LINK_SERVER_NAME`].
+    Node,
+}
+
+impl LinkRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            LinkRole::Gate => "gate",
+            LinkRole::Node => "node",
+        }
+    }
+}
+
 /// The link TLS of a process: the current server config (nodes) and client config (gates), rebuilt when the
 /// files change. Cheap to clone; every clone sees the reloads.
 #[derive(Debug, Clone)]
@@ -50,6 +72,7 @@ pub struct LinkTls {
 #[derive(Debug)]
 struct Reloading {
     files: LinkTlsFiles,
+    role: LinkRole,
     provider: Arc<CryptoProvider>,
     current: RwLock<Configs>,
     /// The files' stamp when last looked at (loaded, or failed and logged).
@@ -67,17 +90,22 @@ struct Configs {
 type Stamp = [Option<(SystemTime, u64)>; 3];
 
 impl LinkTls {
-    /// Loads the files; inside a Tokio runtime they are checked for a replacement every `reload_interval`
-    /// (zero: never) for as long as a clone of the returned value lives.
+    /// Loads the files of a process of `role`; inside a Tokio runtime they are checked for a replacement
+    /// every `reload_interval` (zero: never) for as long as a clone of the returned value lives.
     ///
     /// # Errors
     /// A message naming the file at fault.
-    pub fn load(files: LinkTlsFiles, reload_interval: Duration) -> Result<LinkTls, LinkTlsError> {
+    pub fn load(
+        files: LinkTlsFiles,
+        role: LinkRole,
+        reload_interval: Duration,
+    ) -> Result<LinkTls, LinkTlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let seen = stamp(&files);
-        let current = build(&files, &provider)?;
+        let current = build(&files, role, &provider)?;
         let inner = Arc::new(Reloading {
             files,
+            role,
             provider,
             current: RwLock::new(current),
             seen: RwLock::new(seen),
@@ -127,7 +155,7 @@ impl Reloading {
             return;
         }
         *self.seen.write() = now;
-        match build(&self.files, &self.provider) {
+        match build(&self.files, self.role, &self.provider) {
             Ok(configs) => {
                 *self.current.write() = configs;
                 tracing::info!(cert = %self.files.cert.display(), "link TLS certificate reloaded; new links use it");
@@ -161,7 +189,11 @@ fn stamp(files: &LinkTlsFiles) -> Stamp {
     [of(&files.ca), of(&files.cert), of(&files.key)]
 }
 
-fn build(files: &LinkTlsFiles, provider: &Arc<CryptoProvider>) -> Result<Configs, LinkTlsError> {
+fn build(
+    files: &LinkTlsFiles,
+    role: LinkRole,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Configs, LinkTlsError> {
     let name = |path: &Path| path.display().to_string();
     let roots = read_certs("CA", &files.ca)?;
     let mut store = RootCertStore::empty();
@@ -191,6 +223,33 @@ fn build(files: &LinkTlsFiles, provider: &Arc<CryptoProvider>) -> Result<Configs
             file: name(&files.ca),
             error: error.to_string(),
         })?;
+    // The certificate must be one the CA issued for this role and valid now: what the peer will check.
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err(LinkTlsError::NoCertificate {
+            what: "certificate",
+            file: name(&files.cert),
+        });
+    };
+    let now = UnixTime::now();
+    let issued = match role {
+        LinkRole::Gate => verifier.verify_client_cert(leaf, intermediates, now).map(|_| ()),
+        LinkRole::Node => {
+            WebPkiServerVerifier::builder_with_provider(Arc::clone(&store), Arc::clone(provider))
+                .build()
+                .map_err(|error| rustls::Error::General(error.to_string()))
+                .and_then(|verifier| {
+                    verifier
+                        .verify_server_cert(leaf, intermediates, &LinkTls::server_name(), &[], now)
+                        .map(|_| ())
+                })
+        }
+    };
+    issued.map_err(|error| LinkTlsError::NotIssued {
+        cert: name(&files.cert),
+        ca: name(&files.ca),
+        role: role.as_str(),
+        error: error.to_string(),
+    })?;
     let server = ServerConfig::builder_with_provider(Arc::clone(provider))
         .with_safe_default_protocol_versions()
         .map_err(|error| LinkTlsError::Rustls(error.to_string()))?
@@ -278,6 +337,15 @@ pub enum LinkTlsError {
         cert: String,
         error: String,
     },
+    #[error(
+        "link TLS certificate {cert} is not a valid {role} certificate of the CA {ca}: {error} (a gate needs clientAuth, a node serverAuth and the name switchyard-link; both unexpired)"
+    )]
+    NotIssued {
+        cert: String,
+        ca: String,
+        role: &'static str,
+        error: String,
+    },
     #[error("link TLS: {0}")]
     Rustls(String),
 }
@@ -351,63 +419,98 @@ mod tests {
         dir
     }
 
-    /// A self-signed certificate used as its own CA: enough for loading, not for a handshake (the tests of
-    /// real handshakes live in `tcp.rs` and `tests/link_tls.rs`).
-    fn write_self_signed(dir: &Path, prefix: &str) -> LinkTlsFiles {
-        let generated = rcgen::generate_simple_self_signed(vec![LINK_SERVER_NAME.to_owned()]).unwrap();
-        let files = LinkTlsFiles {
-            ca: dir.join(format!("{prefix}-ca.pem")),
-            cert: dir.join(format!("{prefix}-cert.pem")),
-            key: dir.join(format!("{prefix}-key.pem")),
-        };
-        std::fs::write(&files.ca, generated.cert.pem()).unwrap();
-        std::fs::write(&files.cert, generated.cert.pem()).unwrap();
-        std::fs::write(&files.key, generated.signing_key.serialize_pem()).unwrap();
-        files
+    /// A CA and its leaves, as the operator mints them (the handshake tests are in `tests/link_tls.rs`).
+    struct Ca(rcgen::CertifiedIssuer<'static, rcgen::KeyPair>);
+
+    impl Ca {
+        fn new() -> Ca {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+            Ca(rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap())
+        }
+
+        /// Writes the CA and a new leaf for `role` as `PREFIX-{ca,cert,key}.pem`.
+        fn write(&self, dir: &Path, prefix: &str, role: LinkRole) -> LinkTlsFiles {
+            let mut params = rcgen::CertificateParams::new(vec![LINK_SERVER_NAME.to_owned()]).unwrap();
+            params.extended_key_usages = vec![match role {
+                LinkRole::Gate => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+                LinkRole::Node => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            }];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.0).unwrap();
+            let files = LinkTlsFiles {
+                ca: dir.join(format!("{prefix}-ca.pem")),
+                cert: dir.join(format!("{prefix}-cert.pem")),
+                key: dir.join(format!("{prefix}-key.pem")),
+            };
+            std::fs::write(&files.ca, self.0.pem()).unwrap();
+            std::fs::write(&files.cert, cert.pem()).unwrap();
+            std::fs::write(&files.key, key.serialize_pem()).unwrap();
+            files
+        }
     }
 
     #[test]
     fn every_failure_names_the_file_at_fault() {
         let dir = scratch("bad");
-        let good = write_self_signed(&dir, "good");
-        let other = write_self_signed(&dir, "other");
+        let ca = Ca::new();
+        let good = ca.write(&dir, "good", LinkRole::Node);
+        let other = Ca::new().write(&dir, "other", LinkRole::Node);
         let garbage = dir.join("garbage.pem");
         std::fs::write(&garbage, "not PEM at all\n").unwrap();
         let missing = dir.join("missing.pem");
-        assert!(LinkTls::load(good.clone(), Duration::ZERO).is_ok());
+        assert!(LinkTls::load(good.clone(), LinkRole::Node, Duration::ZERO).is_ok());
 
-        let with = |edit: &dyn Fn(&mut LinkTlsFiles)| {
+        let with = |role: LinkRole, edit: &dyn Fn(&mut LinkTlsFiles)| {
             let mut files = good.clone();
             edit(&mut files);
-            LinkTls::load(files, Duration::ZERO).unwrap_err().to_string()
+            LinkTls::load(files, role, Duration::ZERO)
+                .unwrap_err()
+                .to_string()
         };
-        let error = with(&|files| files.ca = missing.clone());
+        let node = LinkRole::Node;
+        let error = with(node, &|files| files.ca = missing.clone());
         assert!(error.contains("CA") && error.contains("missing.pem"), "{error}");
-        let error = with(&|files| files.ca = garbage.clone());
+        let error = with(node, &|files| files.ca = garbage.clone());
         assert!(error.contains("CA") && error.contains("garbage.pem"), "{error}");
-        let error = with(&|files| files.cert = garbage.clone());
+        let error = with(node, &|files| files.cert = garbage.clone());
         assert!(
             error.contains("certificate") && error.contains("garbage.pem"),
             "{error}"
         );
-        let error = with(&|files| files.key = good.cert.clone());
+        let error = with(node, &|files| files.key = good.cert.clone());
         assert!(
             error.contains("key") && error.contains("good-cert.pem"),
             "{error}"
         );
-        let error = with(&|files| files.key = other.key.clone());
+        let error = with(node, &|files| files.key = other.key.clone());
         assert!(
             error.contains("other-key.pem") && error.contains("good-cert.pem") && error.contains("belong"),
             "{error}"
         );
+        // Another CA's certificate, and a node's certificate given to a gate: refused at load.
+        let error = with(node, &|files| {
+            files.cert = other.cert.clone();
+            files.key = other.key.clone();
+        });
+        assert!(
+            error.contains("not a valid node certificate") && error.contains("good-ca.pem"),
+            "{error}"
+        );
+        let error = with(LinkRole::Gate, &|_| {});
+        assert!(error.contains("not a valid gate certificate"), "{error}");
+        let gate = ca.write(&dir, "gate", LinkRole::Gate);
+        assert!(LinkTls::load(gate, LinkRole::Gate, Duration::ZERO).is_ok());
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn a_replaced_set_is_used_and_a_broken_one_is_not() {
         let dir = scratch("reload");
-        let files = write_self_signed(&dir, "live");
-        let tls = LinkTls::load(files.clone(), Duration::ZERO).unwrap();
+        let ca = Ca::new();
+        let files = ca.write(&dir, "live", LinkRole::Node);
+        let tls = LinkTls::load(files.clone(), LinkRole::Node, Duration::ZERO).unwrap();
         let first = tls.server_config();
         tls.reload_if_changed();
         assert!(
@@ -415,21 +518,21 @@ mod tests {
             "unchanged files are not reloaded"
         );
 
-        let next = write_self_signed(&dir, "next");
-        for (from, to) in [
-            (&next.ca, &files.ca),
-            (&next.cert, &files.cert),
-            (&next.key, &files.key),
-        ] {
+        let next = ca.write(&dir, "next", LinkRole::Node);
+        for (from, to) in [(&next.cert, &files.cert), (&next.key, &files.key)] {
             std::fs::copy(from, to).unwrap();
         }
         tls.reload_if_changed();
         let second = tls.server_config();
         assert!(!Arc::ptr_eq(&first, &second), "the new files are used");
 
-        // A certificate without its key (half-way through a rotation) is refused; the last set stays.
-        let other = write_self_signed(&dir, "other");
+        // A certificate without its key (half-way through a rotation) is refused; the last set stays. So is
+        // a pair of another CA.
+        let other = Ca::new().write(&dir, "other", LinkRole::Node);
         std::fs::copy(&other.cert, &files.cert).unwrap();
+        tls.reload_if_changed();
+        assert!(Arc::ptr_eq(&second, &tls.server_config()));
+        std::fs::copy(&other.key, &files.key).unwrap();
         tls.reload_if_changed();
         assert!(Arc::ptr_eq(&second, &tls.server_config()));
         let _ = std::fs::remove_dir_all(dir);

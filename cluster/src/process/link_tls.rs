@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::ProcessError;
-use crate::link::tls::{LinkTls, LinkTlsFiles};
+use crate::link::tls::{LinkRole, LinkTls, LinkTlsFiles};
 
 /// Mutual TLS on gate ↔ node links.
 #[derive(Debug, Clone, Args)]
@@ -37,13 +37,13 @@ const FLAGS: [(&str, &str); 3] = [
 ];
 
 impl LinkTlsArgs {
-    /// The link TLS, `None` for plaintext links. The files are read and checked here (inside a Tokio
-    /// runtime, their reload starts too).
+    /// The link TLS of a process of `role`, `None` for plaintext links. The files are read and checked here
+    /// (inside a Tokio runtime, their reload starts too).
     ///
     /// # Errors
     /// [`ProcessError::LinkTlsPartial`] when some of the three are given and not all;
     /// [`ProcessError::LinkTls`] naming a file that cannot be used.
-    pub fn load(&self) -> Result<Option<LinkTls>, ProcessError> {
+    pub fn load(&self, role: LinkRole) -> Result<Option<LinkTls>, ProcessError> {
         let given = [&self.link_tls_ca, &self.link_tls_cert, &self.link_tls_key];
         match given {
             [None, None, None] => Ok(None),
@@ -53,7 +53,7 @@ impl LinkTlsArgs {
                     cert: cert.clone(),
                     key: key.clone(),
                 };
-                Ok(Some(LinkTls::load(files, self.link_tls_reload_interval)?))
+                Ok(Some(LinkTls::load(files, role, self.link_tls_reload_interval)?))
             }
             _ => {
                 let name = |(flag, env): &(&str, &str)| format!("{flag} ({env})");
@@ -93,10 +93,10 @@ mod tests {
     #[test]
     fn none_is_plaintext_and_some_but_not_all_is_refused() {
         let none = Command::try_parse_from(["x"]).unwrap();
-        assert!(none.tls.load().unwrap().is_none());
+        assert!(none.tls.load(LinkRole::Node).unwrap().is_none());
         let partial =
             Command::try_parse_from(["x", "--link-tls-cert", "/c.pem", "--link-tls-key", "/k.pem"]).unwrap();
-        let error = partial.tls.load().unwrap_err().to_string();
+        let error = partial.tls.load(LinkRole::Gate).unwrap_err().to_string();
         assert!(
             error.contains("--link-tls-ca (SWITCHYARD_LINK_TLS_CA)")
                 && error.contains("--link-tls-cert")
@@ -113,7 +113,7 @@ mod tests {
             "/k.pem",
         ])
         .unwrap();
-        let error = missing_file.tls.load().unwrap_err().to_string();
+        let error = missing_file.tls.load(LinkRole::Node).unwrap_err().to_string();
         assert!(error.contains("/nonexistent/ca.pem"), "{error}");
     }
 }

@@ -179,7 +179,9 @@ async fn serve<S>(
 ) -> Result<(), RuntimeError> {
     let packet = args.packet.config()?;
     // Before the locator's start-up wait: a bad link TLS file stops the node at once.
-    let tls = args.link_tls.load()?;
+    let tls = args
+        .link_tls
+        .load(switchyard_cluster::link::tls::LinkRole::Node)?;
     let config = NodeConfig {
         packet,
         codec: args.codec,
