@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use prometheus_client::registry::Registry;
 use switchyard_cluster::admin::AdminServer;
-use switchyard_cluster::link::tcp::TcpConnector;
+use switchyard_cluster::link::tcp::{TcpConnector, TcpLinkConfig};
 use switchyard_cluster::process::{
-    KubernetesArgs, LocatorArgs, PacketArgs, ProcessArgs, TelemetryArgs, link_config,
+    KubernetesArgs, LinkTlsArgs, LocatorArgs, PacketArgs, ProcessArgs, TelemetryArgs, link_config,
 };
 use switchyard_cluster::registry::{Registry as NodeRegistry, StaticRegistry};
 use switchyard_gate::Gate;
@@ -46,6 +46,8 @@ pub(crate) struct GateCommand {
     #[command(flatten)]
     pub(crate) kubernetes: KubernetesArgs,
     #[command(flatten)]
+    pub(crate) link_tls: LinkTlsArgs,
+    #[command(flatten)]
     pub(crate) telemetry: TelemetryArgs,
 }
 
@@ -54,12 +56,19 @@ pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> an
     let (tcp_addr, ws_addr) = command.gate.listen_addresses()?;
     let id = command.process.id("gate");
     let config = command.gate.config(id.clone(), packet)?;
+    let link_tls = command
+        .link_tls
+        .load(switchyard_cluster::link::tls::LinkRole::Gate)?;
     let admin_addr = command.process.http_or(SocketAddr::from(([127, 0, 0, 1], 3555)));
 
     let mut registry = Registry::default();
     let locator = command.locator.build(&mut registry, &shutdown).await?;
     let gate = Gate::new(config, locator, &mut registry).map_err(anyhow::Error::msg)?;
-    let connector = Arc::new(TcpConnector::new(link_config(&packet)));
+    tracing::info!(gate = %id, link_tls = link_tls.is_some(), "node links are {}", if link_tls.is_some() { "mutual TLS" } else { "plaintext" });
+    let connector = Arc::new(TcpConnector::new(TcpLinkConfig {
+        tls: link_tls,
+        ..link_config(&packet)
+    }));
     // Held until the end: the registry feeds the gate's link manager.
     let nodes: Arc<dyn NodeRegistry> = match command.registry {
         RegistryKind::Static => {

@@ -28,9 +28,10 @@ enum Command {
     /// Gate + demo node in one process with in-memory defaults: a whole cluster on a laptop.
     Dev(dev::DevArgs),
     /// A gate: client listeners, sessions, routing to nodes over TCP links.
-    Gate(gate_cmd::GateCommand),
+    // Boxed: the gate's and node's settings are far larger than the other commands'.
+    Gate(Box<gate_cmd::GateCommand>),
     /// The demo game node as its own process (the node runtime of `switchyard_node::run`).
-    Node(node_cmd::NodeCommand),
+    Node(Box<node_cmd::NodeCommand>),
     /// The GameCluster operator: reconciles GameClusters into gates, nodes, Services, RBAC and Redis.
     Operator(operator_cmd::OperatorCommand),
     /// Print the GameCluster CustomResourceDefinition (YAML), as committed in crds/gamecluster.yaml.
@@ -99,8 +100,8 @@ impl Command {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Dev(args) => dev::run(args, shutdown_on_signal()).await,
-        Command::Gate(command) => gate_cmd::run(command, shutdown_on_signal()).await,
-        Command::Node(args) => node_cmd::run(args).await,
+        Command::Gate(command) => gate_cmd::run(*command, shutdown_on_signal()).await,
+        Command::Node(args) => node_cmd::run(*args).await,
         Command::Operator(command) => operator_cmd::run(command, shutdown_on_signal()).await,
         Command::Crd => operator_cmd::crd(),
         Command::Bench(args) => {

@@ -37,6 +37,15 @@ pub mod env {
     pub const LOCATOR_CA: &str = "SWITCHYARD_LOCATOR_CA";
     /// Log filter, e.g. `info` or `switchyard_gate=debug`.
     pub const LOG: &str = "SWITCHYARD_LOG";
+    /// Path of the PEM bundle of the cluster's link CA (with [`LINK_TLS_CERT`] and [`LINK_TLS_KEY`]: mutual
+    /// TLS on gate ↔ node links; none of the three: plaintext links).
+    pub const LINK_TLS_CA: &str = "SWITCHYARD_LINK_TLS_CA";
+    /// Path of this process's PEM link certificate chain, issued by the link CA.
+    pub const LINK_TLS_CERT: &str = "SWITCHYARD_LINK_TLS_CERT";
+    /// Path of the PEM private key of [`LINK_TLS_CERT`].
+    pub const LINK_TLS_KEY: &str = "SWITCHYARD_LINK_TLS_KEY";
+    /// A duration ([`super::parse_duration`]): how often the link TLS files are checked for a replacement.
+    pub const LINK_TLS_RELOAD_INTERVAL: &str = "SWITCHYARD_LINK_TLS_RELOAD_INTERVAL";
 
     // Packet settings (ConfigMap `NAME-config`, `envFrom`): client, gate and node agree on them.
     pub const BYTE_ORDER: &str = "SWITCHYARD_BYTE_ORDER";
@@ -94,6 +103,8 @@ pub mod env {
     pub const DRAIN_FILE: &str = "SWITCHYARD_DRAIN_FILE";
     /// Payload codec of the game's handlers: `json`, `msgpack` or `protobuf`.
     pub const CODEC: &str = "SWITCHYARD_CODEC";
+    /// Link connections (from gates, or anyone reaching the link port) a node keeps open at most.
+    pub const MAX_LINKS: &str = "SWITCHYARD_MAX_LINKS";
 
     // OpenTelemetry, the standard names (only when the GameCluster sets `spec.tracing.otlpEndpoint`).
     pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -169,6 +180,20 @@ pub const NODE_ONLY: [&str; 6] = [
     env::CODEC,
 ];
 
+/// Read by gates and nodes alike, and not (yet) written by the operator: the link TLS files (given outside
+/// Kubernetes with `--link-tls-*`), how often they are checked, and the node's link connection cap.
+pub const NOT_WRITTEN: [&str; 5] = [
+    env::LINK_TLS_CA,
+    env::LINK_TLS_CERT,
+    env::LINK_TLS_KEY,
+    env::LINK_TLS_RELOAD_INTERVAL,
+    env::MAX_LINKS,
+];
+
+/// The DNS name on every node's link certificate, which gates check (nodes are reached by pod IP, so the
+/// name is the cluster's fixed one, not an address; the CA makes it the cluster's).
+pub const LINK_TLS_SERVER_NAME: &str = "switchyard-link";
+
 /// The pool of a cluster without `spec.pools` (the single-pool form, `spec.node`).
 pub const DEFAULT_POOL: &str = "game";
 
@@ -226,7 +251,8 @@ pub const REFERENCE_ONLY: [&str; 1] = [env::POD_IP];
 const GATE_SETTINGS_RESERVED_ON_NODES: [&str; 3] = [env::REGISTRY, env::NODE_SERVICE, env::POOL_ROUTING];
 
 /// Every name of the contract that the operator writes, in the order of the tables of
-/// `docs/pod-contract.md` (common, locator credentials, packet, tracing, gate, node).
+/// `docs/pod-contract.md` (common, locator credentials, packet, tracing, gate, node), then the names the
+/// processes read that the operator does not write ([`NOT_WRITTEN`]).
 pub fn all() -> impl Iterator<Item = &'static str> {
     COMMON
         .into_iter()
@@ -235,6 +261,7 @@ pub fn all() -> impl Iterator<Item = &'static str> {
         .chain(TRACING)
         .chain(GATE_ONLY)
         .chain(NODE_ONLY)
+        .chain(NOT_WRITTEN)
 }
 
 /// The names the operator writes into gate pods.

@@ -2,7 +2,8 @@
 //!
 //! Gates and nodes only ever see a [`GateLink`] or a [`NodeLink`]: a bounded sender and a receiver of
 //! [`switchyard_protocol::link`] messages. A transport's job is to produce those ends: the in-process
-//! transport here hands the channels over directly; the TCP transport bridges them to a socket. Because the
+//! transport here hands the channels over directly; the TCP transport bridges them to a socket, in plaintext
+//! or mutual TLS ([`tls`]). Because the
 //! gate and node code is the same for both, `switchyard dev` exercises the exact logic of a real cluster.
 //!
 //! Bounded channels are the backpressure: a node that cannot keep up makes the gate's readers wait instead of
@@ -18,6 +19,7 @@ use switchyard_protocol::link::{GateToNode, NodeToGate};
 use tokio::sync::mpsc;
 
 pub mod tcp;
+pub mod tls;
 
 /// Messages a link holds in each direction before the sender waits.
 pub const DEFAULT_LINK_CAPACITY: usize = 4096;

@@ -9,10 +9,15 @@
 //! Liveness: a side that has written nothing for [`TcpLinkConfig::heartbeat_interval`] sends a heartbeat;
 //! a side that has read nothing for [`TcpLinkConfig::dead_after`] closes the link. Heartbeats are consumed
 //! here and never reach the gate or node.
+//!
+//! With [`TcpLinkConfig::tls`] set, every link is mutual TLS ([`super::tls`]): the acceptor hands a link to
+//! the node only after a handshake in which the gate presented a certificate of the cluster's CA, within
+//! [`TcpLinkConfig::handshake_timeout`]; anything else is closed before a single frame is read or written,
+//! counted in [`AcceptorMetrics`] by [`Refusal`] and logged at most once a minute per reason. Plaintext or
+//! TLS, a node keeps at most [`TcpLinkConfig::max_links`] link connections open; one more is closed at once.
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,14 +26,22 @@ use switchyard_protocol::link::codec::{
     LinkDecodeError, LinkDecoder, LinkEncodeError, encode_gate_to_node, encode_node_to_gate,
 };
 use switchyard_protocol::link::{GateToNode, NodeToGate};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Acceptor, Connector, GateLink, LinkError, NodeLink};
+use super::tls::LinkTls;
+use super::{Connector, GateLink, LinkError};
+
+mod accept;
+
+use accept::LinkSlot;
+pub use accept::{AcceptorMetrics, RefusedLabels, TcpAcceptor};
+
+/// The default of [`TcpLinkConfig::max_links`].
+pub const DEFAULT_MAX_LINKS: usize = 256;
 
 /// Settings of TCP links; gates and nodes of one cluster should agree on them.
 #[derive(Debug, Clone)]
@@ -45,6 +58,12 @@ pub struct TcpLinkConfig {
     pub dead_after: Duration,
     /// How long opening a link may take.
     pub connect_timeout: Duration,
+    /// Mutual TLS with the cluster's certificates; `None`: plaintext links.
+    pub tls: Option<LinkTls>,
+    /// How long a link's TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Link connections an acceptor keeps open at most (handshaking or linked); more are closed at once.
+    pub max_links: usize,
 }
 
 impl Default for TcpLinkConfig {
@@ -56,6 +75,9 @@ impl Default for TcpLinkConfig {
             heartbeat_interval: Duration::from_secs(2),
             dead_after: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(3),
+            tls: None,
+            handshake_timeout: Duration::from_secs(5),
+            max_links: DEFAULT_MAX_LINKS,
         }
     }
 }
@@ -141,9 +163,37 @@ impl Connector for TcpConnector {
             .await
             .map_err(|_| io_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(io_error)?;
+        let _ = stream.set_nodelay(true);
         let (out_tx, out_rx) = mpsc::channel(self.config.capacity);
         let (in_tx, in_rx) = mpsc::channel(self.config.capacity);
-        spawn_bridge::<GateSide>(stream, address.to_owned(), out_rx, in_tx, &self.config);
+        let peer = address.to_owned();
+        match &self.config.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                spawn_bridge::<GateSide, _, _>(read, write, peer, out_rx, in_tx, &self.config, None);
+            }
+            Some(tls) => {
+                let handshake_error = |reason: String| LinkError::Handshake {
+                    address: address.to_owned(),
+                    reason,
+                };
+                let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+                let stream = tokio::time::timeout(
+                    self.config.handshake_timeout,
+                    connector.connect(LinkTls::server_name(), stream),
+                )
+                .await
+                .map_err(|_| {
+                    handshake_error(format!(
+                        "no TLS handshake within {:?}",
+                        self.config.handshake_timeout
+                    ))
+                })?
+                .map_err(|error| handshake_error(format!("TLS: {error}")))?;
+                let (read, write) = tokio::io::split(stream);
+                spawn_bridge::<GateSide, _, _>(read, write, peer, out_rx, in_tx, &self.config, None);
+            }
+        }
         Ok(GateLink {
             tx: out_tx,
             rx: in_rx,
@@ -151,109 +201,38 @@ impl Connector for TcpConnector {
     }
 }
 
-/// Accepts TCP links from gates on a node's link port.
-#[derive(Debug)]
-pub struct TcpAcceptor {
-    rx: mpsc::Receiver<NodeLink>,
-    local_addr: SocketAddr,
-    stop: CancellationToken,
-}
-
-impl TcpAcceptor {
-    /// Listens on `address` and accepts links in the background until dropped.
-    ///
-    /// # Errors
-    /// The address cannot be bound.
-    pub async fn bind(address: SocketAddr, config: TcpLinkConfig) -> Result<Self, LinkError> {
-        let listener = TcpListener::bind(address).await.map_err(|source| LinkError::Io {
-            address: address.to_string(),
-            source,
-        })?;
-        let local_addr = listener.local_addr().map_err(|source| LinkError::Io {
-            address: address.to_string(),
-            source,
-        })?;
-        let (tx, rx) = mpsc::channel(16);
-        let stop = CancellationToken::new();
-        tokio::spawn(accept_links(listener, tx, config, stop.clone()));
-        Ok(TcpAcceptor { rx, local_addr, stop })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-}
-
-impl Drop for TcpAcceptor {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-#[async_trait]
-impl Acceptor for TcpAcceptor {
-    async fn accept(&mut self) -> Option<NodeLink> {
-        self.rx.recv().await
-    }
-}
-
-async fn accept_links(
-    listener: TcpListener,
-    links: mpsc::Sender<NodeLink>,
-    config: TcpLinkConfig,
-    stop: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let (out_tx, out_rx) = mpsc::channel(config.capacity);
-                let (in_tx, in_rx) = mpsc::channel(config.capacity);
-                spawn_bridge::<NodeSide>(stream, peer.to_string(), out_rx, in_tx, &config);
-                if links
-                    .send(NodeLink {
-                        tx: out_tx,
-                        rx: in_rx,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accepting a gate link failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-fn spawn_bridge<S: Side>(
-    stream: TcpStream,
+/// Bridges one connection (its two halves: a TCP stream's, or a TLS stream's) to a link's channel ends.
+/// `slot`, the connection's place under the acceptor's cap, is held until the link ends.
+fn spawn_bridge<S, R, W>(
+    read: R,
+    write: W,
     peer: String,
     outgoing: mpsc::Receiver<S::Out>,
     incoming: mpsc::Sender<S::In>,
     config: &TcpLinkConfig,
-) {
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    slot: Option<LinkSlot>,
+) where
+    S: Side,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let done = CancellationToken::new();
-    tokio::spawn(write_frames::<S>(
+    tokio::spawn(write_frames::<S, W>(
         write,
         outgoing,
         config.clone(),
         done.clone(),
         peer.clone(),
     ));
-    tokio::spawn(read_frames::<S>(read, incoming, config.clone(), done, peer));
+    let config = config.clone();
+    tokio::spawn(async move {
+        read_frames::<S, R>(read, incoming, config, done, peer).await;
+        drop(slot);
+    });
 }
 
-async fn write_frames<S: Side>(
-    mut write: OwnedWriteHalf,
+async fn write_frames<S: Side, W: AsyncWrite + Unpin>(
+    mut write: W,
     mut outgoing: mpsc::Receiver<S::Out>,
     config: TcpLinkConfig,
     done: CancellationToken,
@@ -282,7 +261,8 @@ async fn write_frames<S: Side>(
         }
         let written = tokio::select! {
             _ = done.cancelled() => break,
-            written = write.write_all(&buf) => written,
+            // A TLS stream holds records until flushed; for TCP the flush is free.
+            written = async { write.write_all(&buf).await?; write.flush().await } => written,
         };
         if let Err(error) = written {
             tracing::debug!(side = S::NAME, %peer, %error, "link write failed");
@@ -306,8 +286,8 @@ fn encode_or_drop<S: Side>(message: &S::Out, buf: &mut BytesMut, peer: &str) {
     }
 }
 
-async fn read_frames<S: Side>(
-    mut read: OwnedReadHalf,
+async fn read_frames<S: Side, R: AsyncRead + Unpin>(
+    mut read: R,
     incoming: mpsc::Sender<S::In>,
     config: TcpLinkConfig,
     done: CancellationToken,
@@ -363,8 +343,10 @@ async fn read_frames<S: Side>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::Acceptor;
     use bytes::Bytes;
     use switchyard_protocol::link::{NodeState, Target, TraceParent};
+    use tokio::net::TcpListener;
 
     fn fast() -> TcpLinkConfig {
         TcpLinkConfig {

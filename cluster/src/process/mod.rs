@@ -6,12 +6,14 @@
 //! - [`LocatorArgs`]: the locator, memory or Redis, with the start-up wait for a Redis still starting;
 //! - [`KubernetesArgs`]: the node registry on EndpointSlices (gates), the drain signal and the pod
 //!   reporter (nodes);
+//! - [`LinkTlsArgs`]: mutual TLS on gate ↔ node links, or plaintext;
 //! - [`TelemetryArgs`]: the log filter and OpenTelemetry from the standard `OTEL_*` variables, and the
 //!   global `tracing` subscriber they install.
 //!
 //! The node runtime (`switchyard_node::runtime`) and `switchyard gate` are built on these.
 
 mod kubernetes;
+mod link_tls;
 mod locator;
 mod telemetry;
 
@@ -21,6 +23,7 @@ use clap::Args;
 use switchyard_protocol::{ByteOrder, PacketConfig};
 
 pub use kubernetes::KubernetesArgs;
+pub use link_tls::LinkTlsArgs;
 pub use locator::{LocatorArgs, STARTUP_WAIT};
 pub use telemetry::{Telemetry, TelemetryArgs};
 
@@ -76,6 +79,14 @@ pub enum ProcessError {
     /// The trace settings are refused.
     #[error(transparent)]
     Trace(#[from] crate::telemetry::TelemetryError),
+    /// Some of the link TLS files are given, not all: links would be neither plaintext nor mutual TLS.
+    #[error(
+        "link TLS needs all three of --link-tls-ca, --link-tls-cert and --link-tls-key (or none, for plaintext links): {given} given, {missing} missing"
+    )]
+    LinkTlsPartial { given: String, missing: String },
+    /// A link TLS file cannot be used.
+    #[error("{0} (--link-tls-ca, --link-tls-cert, --link-tls-key)")]
+    LinkTls(#[from] crate::link::tls::LinkTlsError),
     /// The OTLP exporter settings are refused (endpoint, protocol), or this build cannot export.
     #[error("OTLP trace export: {0}")]
     Otlp(String),

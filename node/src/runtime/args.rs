@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchyard_cluster::process::{
-    KubernetesArgs, LocatorArgs, PacketArgs, ProcessArgs, TelemetryArgs, parse_duration,
+    KubernetesArgs, LinkTlsArgs, LocatorArgs, PacketArgs, ProcessArgs, TelemetryArgs, parse_duration,
 };
 
 use crate::Codec;
@@ -44,6 +44,11 @@ pub struct NodeArgs {
     /// Address gates connect to.
     #[arg(long, env = "SWITCHYARD_LINK", default_value = "127.0.0.1:7400")]
     pub link: SocketAddr,
+    #[command(flatten)]
+    pub link_tls: LinkTlsArgs,
+    /// Link connections kept open at most (handshaking or linked); one more is closed at once and counted.
+    #[arg(long, env = "SWITCHYARD_MAX_LINKS", default_value_t = switchyard_cluster::link::tcp::DEFAULT_MAX_LINKS)]
+    pub max_links: usize,
     /// Node pool: announced to gates, which route each route to the pool that serves it; locator bindings
     /// are per pool.
     #[arg(long, env = "SWITCHYARD_POOL", default_value = "game")]
@@ -120,6 +125,8 @@ mod tests {
         assert_eq!(args.drain_deadline, Duration::from_secs(90));
         assert_eq!(args.link, "127.0.0.1:7400".parse().unwrap());
         assert_eq!(args.locator.locator, "memory");
+        assert_eq!(args.max_links, 256);
+        assert!(args.link_tls.link_tls_ca.is_none(), "plaintext links by default");
         let error = NodeArgs::try_parse_from(["game", "--drain-deadline", "soon"]).unwrap_err();
         assert!(error.to_string().contains("not a duration"), "{error}");
         NodeArgs::command().debug_assert();

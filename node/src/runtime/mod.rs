@@ -30,7 +30,7 @@ mod error;
 use clap::{CommandFactory as _, FromArgMatches as _};
 use prometheus_client::registry::Registry;
 use switchyard_cluster::admin::AdminServer;
-use switchyard_cluster::link::tcp::TcpAcceptor;
+use switchyard_cluster::link::tcp::{TcpAcceptor, TcpLinkConfig};
 use switchyard_cluster::process::{link_config, shutdown_on_signal};
 use tokio_util::sync::CancellationToken;
 
@@ -178,6 +178,10 @@ async fn serve<S>(
     shutdown: &CancellationToken,
 ) -> Result<(), RuntimeError> {
     let packet = args.packet.config()?;
+    // Before the locator's start-up wait: a bad link TLS file stops the node at once.
+    let tls = args
+        .link_tls
+        .load(switchyard_cluster::link::tls::LinkRole::Node)?;
     let config = NodeConfig {
         packet,
         codec: args.codec,
@@ -190,8 +194,23 @@ async fn serve<S>(
     // Internal ones too: gates give each route, internal or not, to one pool, and route calls by it.
     let routes: Vec<i32> = router.routes.specs().iter().map(|spec| spec.route).collect();
     let node = Node::new(config, router, locator, registry)?;
-    let acceptor = TcpAcceptor::bind(args.link, link_config(&packet)).await?;
-    tracing::info!(node = %id, link = %acceptor.local_addr(), codec = %args.codec, "accepting gate links");
+    let link = TcpLinkConfig {
+        tls: tls.clone(),
+        max_links: args.max_links,
+        ..link_config(&packet)
+    };
+    let acceptor = TcpAcceptor::bind(args.link, link).await?;
+    acceptor
+        .metrics()
+        .register(registry.sub_registry_with_prefix("switchyard_node"));
+    tracing::info!(
+        node = %id,
+        link = %acceptor.local_addr(),
+        link_tls = tls.is_some(),
+        max_links = args.max_links,
+        codec = %args.codec,
+        "accepting gate links"
+    );
     node.serve(acceptor);
     let admin_address = args.process.http_or(NodeArgs::DEFAULT_HTTP);
     let admin = AdminServer::start(admin_address, std::mem::take(registry), vec![node.readiness()])
