@@ -389,7 +389,8 @@ def chart(g, meta, path):
         ax.set_ylabel("requests per second")
         ax.set_title(f"{TRANSPORT_NAMES[transport]}: median TPS, 95 % interval ({base}-letter message)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     title = "Switchyard, due and the floor: gate + node + load generator on one machine"
     if meta["mode"] != "full":
         title += "  —  SMOKE RUN, NOT A MEASUREMENT"

@@ -46,7 +46,7 @@ DEFAULTS = {
     "open_secs": (20.0, 2.0), "open_reps": (5, 1),
     "eff_secs": (20.0, 2.0), "eff_reps": (3, 1),
     "idle_conns": (19_000, 2_000), "idle_reps": (3, 1),
-    "scale_conns": (100_000, 4_000), "scale_gates": (None, 2), "scale_rate": (20_000.0, 2_000.0),
+    "scale_conns": (100_000, 4_000), "scale_gates": (None, 2), "scale_rate": (10_000.0, 2_000.0),
     "scale_secs": (30.0, 4.0),
 }
 PHASES = ("tune", "matrix", "open", "efficiency", "idle", "scale")
