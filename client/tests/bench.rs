@@ -44,7 +44,7 @@ fn flags_and_defaults() {
         (50, 1, 1024)
     );
     assert_eq!((args.route, args.route_bytes, args.seq_bytes), (1, 2, 2));
-    assert_eq!((args.requests, args.duration), (None, None));
+    assert_eq!((args.requests, args.duration, args.rate), (None, None, None));
     assert_eq!(args.packet_config().unwrap(), PacketConfig::default());
     assert!(Cli::try_parse_from(["bench", "--requests", "5", "--duration", "1"]).is_err());
     let ws = Cli::try_parse_from(["bench", "--transport", "ws", "--addr", "h:1", "--ws-path", "game"])
@@ -131,6 +131,65 @@ async fn little_endian_route4_seq0_fifo() {
             (500, 0, 0),
             "{kind:?}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_sends_on_schedule_whatever_the_answers_do() {
+    for kind in [Kind::Tcp, Kind::Ws] {
+        let server = TestServer::start(kind, PacketConfig::default()).await;
+        // 400 requests/s over 4 connections for 1 s: about 400 counted requests, not as many as the
+        // server could answer (a closed loop with this pipeline would send tens of thousands).
+        let flags = [
+            "--connections",
+            "4",
+            "--pipeline",
+            "16",
+            "--rate",
+            "400",
+            "--duration",
+            "1",
+        ];
+        let report = bench::run(args(&server, &flags)).await.unwrap();
+        println!("{report}");
+        assert_eq!(report.offered_rate, Some(400.0));
+        assert!(
+            (380..=420).contains(&report.requests_ok),
+            "{} requests at 400/s for 1 s",
+            report.requests_ok
+        );
+        assert_eq!((report.errors, report.timeouts), (0, 0));
+        assert!(report.tps > 300.0 && report.tps < 500.0, "{}", report.tps);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+        assert_eq!(json["offered_rate"], 400.0);
+    }
+
+    // A server that never answers: the schedule keeps going until the pipeline is full, then the
+    // requests wait; all of them time out and nothing is counted as answered.
+    let server = TestServer::start(Kind::Tcp, PacketConfig::default()).await;
+    let flags = [
+        "--connections",
+        "1",
+        "--pipeline",
+        "3",
+        "--rate",
+        "100",
+        "--requests",
+        "3",
+        "--route",
+        "3",
+        "--timeout-ms",
+        "200",
+    ];
+    let report = bench::run(args(&server, &flags)).await.unwrap();
+    assert_eq!((report.requests_ok, report.timeouts), (0, 3));
+
+    for bad in ["0", "-5", "nan"] {
+        let rate = format!("--rate={bad}");
+        let err = bench::run(args(&server, &[&rate, "--requests", "1"]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("--rate"), "{err}");
     }
 }
 

@@ -19,13 +19,12 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/dobyte/due/network/tcp/v2"
-	"github.com/dobyte/due/network/ws/v2"
 	"github.com/dobyte/due/v2/cluster"
 	"github.com/dobyte/due/v2/cluster/client"
 	"github.com/dobyte/due/v2/encoding"
 	"github.com/dobyte/due/v2/network"
 
+	"switchyard.bench/due/internal/duever"
 	"switchyard.bench/due/internal/packetcfg"
 )
 
@@ -235,16 +234,14 @@ func main() {
 	switch *transport {
 	case "tcp":
 		target = *addr
-		netClient = tcp.NewClient(tcp.WithClientAddr(target), tcp.WithClientHeartbeatInterval(0),
-			tcp.WithClientTimeout(time.Duration(*timeoutMs)*time.Millisecond))
+		netClient = duever.TCPClient(target, time.Duration(*timeoutMs)*time.Millisecond)
 	case "ws":
 		path := *wsPath
 		if !strings.HasPrefix(path, "/") {
 			path = "/" + path
 		}
 		target = "ws://" + *addr + path
-		netClient = ws.NewClient(ws.WithClientUrl(target), ws.WithClientHeartbeatInterval(0),
-			ws.WithClientHandshakeTimeout(time.Duration(*timeoutMs)*time.Millisecond))
+		netClient = duever.WSClient(target, time.Duration(*timeoutMs)*time.Millisecond)
 	default:
 		packetcfg.Fail("client: -transport must be tcp or ws")
 	}

@@ -1,23 +1,23 @@
-// Command gate is a due v2.4.2 gate for the Switchyard benchmark harness: one network server (TCP or
+// Command gate is a due gate (v2.4.2, or v2.5.8 with the due258 build tag) for the Switchyard benchmark harness: one network server (TCP or
 // WebSocket) with heartbeats off, etcd as registry, Redis as locator, due's packet settings from flags.
 //
 // due's gate component takes one network server, so the harness starts one gate process per transport.
+// SIGUSR1 forces a garbage collection and returns freed memory to the OS (the idle-memory test reads RSS
+// as-is and after it).
 package main
 
 import (
 	"flag"
-	"net/http"
 	"os"
 	"time"
 
 	"github.com/dobyte/due/locate/redis/v2"
-	"github.com/dobyte/due/network/tcp/v2"
-	"github.com/dobyte/due/network/ws/v2"
 	"github.com/dobyte/due/registry/etcd/v2"
 	"github.com/dobyte/due/v2"
 	"github.com/dobyte/due/v2/cluster/gate"
 	"github.com/dobyte/due/v2/network"
 
+	"switchyard.bench/due/internal/duever"
 	"switchyard.bench/due/internal/packetcfg"
 )
 
@@ -37,26 +37,17 @@ func main() {
 	_ = fs.Parse(os.Args[1:])
 	common.Apply()
 
+	settings := duever.Servers{Addr: *addr, WSPath: *wsPath, MaxConns: *maxConns, HandshakeTimeout: 10 * time.Second}
 	var server network.Server
 	switch *transport {
 	case "tcp":
-		server = tcp.NewServer(
-			tcp.WithServerListenAddr(*addr),
-			tcp.WithServerMaxConnNum(*maxConns),
-			tcp.WithServerHeartbeatInterval(0),
-		)
+		server = duever.TCPServer(settings)
 	case "ws":
-		server = ws.NewServer(
-			ws.WithServerListenAddr(*addr),
-			ws.WithServerPath(*wsPath),
-			ws.WithServerMaxConnNum(*maxConns),
-			ws.WithServerHeartbeatInterval(0),
-			ws.WithServerCheckOrigin(func(*http.Request) bool { return true }),
-			ws.WithServerHandshakeTimeout(10*time.Second),
-		)
+		server = duever.WSServer(settings)
 	default:
 		packetcfg.Fail("gate: -transport must be tcp or ws, not %q", *transport)
 	}
+	packetcfg.FreeOSMemoryOnSignal()
 
 	opts := []gate.Option{
 		gate.WithAddr(*link),

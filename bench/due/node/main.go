@@ -1,6 +1,6 @@
-// Command node is a due v2.4.2 node for the Switchyard benchmark harness: route 1 is a stateless JSON
-// echo, {"message": s} -> {"code":0,"message": s}, the handler of due's own benchmark and of
-// Switchyard's demo node. etcd as registry, Redis as locator, JSON codec.
+// Command node is a due node (v2.4.2, or v2.5.8 with the due258 build tag) for the Switchyard benchmark
+// harness: route 1 is a stateless JSON echo, {"message": s} -> {"code":0,"message": s}, the handler of
+// due's own benchmark and of Switchyard's demo node. etcd as registry, Redis as locator, JSON codec.
 package main
 
 import (
@@ -52,6 +52,7 @@ func main() {
 	id := fs.String("id", "", "instance id (default: random)")
 	_ = fs.Parse(os.Args[1:])
 	common.Apply()
+	packetcfg.FreeOSMemoryOnSignal()
 
 	opts := []node.Option{
 		node.WithAddr(*link),

@@ -15,13 +15,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dobyte/due/network/tcp/v2"
-	"github.com/dobyte/due/network/ws/v2"
 	"github.com/dobyte/due/v2/cluster"
 	"github.com/dobyte/due/v2/cluster/client"
 	"github.com/dobyte/due/v2/encoding"
 	"github.com/dobyte/due/v2/network"
 
+	"switchyard.bench/due/internal/duever"
 	"switchyard.bench/due/internal/packetcfg"
 )
 
@@ -104,13 +103,13 @@ func main() {
 	var netClient network.Client
 	switch *transport {
 	case "tcp":
-		netClient = tcp.NewClient(tcp.WithClientAddr(*addr), tcp.WithClientHeartbeatInterval(0))
+		netClient = duever.TCPClient(*addr, 0)
 	case "ws":
 		path := *wsPath
 		if !strings.HasPrefix(path, "/") {
 			path = "/" + path
 		}
-		netClient = ws.NewClient(ws.WithClientUrl("ws://"+*addr+path), ws.WithClientHeartbeatInterval(0))
+		netClient = duever.WSClient("ws://"+*addr+path, 0)
 	default:
 		packetcfg.Fail("scenario: -transport must be tcp or ws")
 	}

@@ -1,6 +1,6 @@
-//! One connection of the load generator: a raw pipelined loop that keeps `pipeline` requests in flight,
-//! with no task, channel or allocation per request. It writes every replacement request for the
-//! responses of one read in a single write.
+//! One connection of the load generator: a raw pipelined loop that keeps `pipeline` requests in flight
+//! (closed loop) or sends on the plan's schedule (open loop), with no task, channel or allocation per
+//! request. It writes every request due after one read (replacements, or scheduled ones) in a single write.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -36,6 +36,12 @@ pub(super) struct Plan {
     pub(super) deadline: Option<Instant>,
     /// Request mode: counted requests still to send.
     pub(super) budget: Option<AtomicU64>,
+    /// When the run (warm-up included) started: the origin of the open-loop schedule.
+    pub(super) start: Instant,
+    /// Open loop: time between two scheduled requests of one connection. `None`: closed loop.
+    pub(super) interval: Option<Duration>,
+    /// Connections of the run (open loop: connection `i` is offset by `i` schedule slots of the run).
+    pub(super) connections: usize,
 }
 
 impl Plan {
@@ -113,15 +119,26 @@ enum Failure {
     Broken(ClientError),
 }
 
-/// Runs one connection until the plan has no more work, reopening it after a timeout or a failure
-/// (its requests in flight are counted as timeouts or errors). A connection that cannot be reopened
-/// stops.
-pub(super) async fn drive(plan: &Plan, read: ReadHalf, write: WriteHalf, mut stats: ConnStats) -> ConnStats {
+/// Runs one connection (the `index`-th of the run) until the plan has no more work, reopening it after a
+/// timeout or a failure (its requests in flight are counted as timeouts or errors). A connection that
+/// cannot be reopened stops.
+pub(super) async fn drive(
+    plan: &Plan,
+    index: usize,
+    read: ReadHalf,
+    write: WriteHalf,
+    mut stats: ConnStats,
+) -> ConnStats {
+    let schedule = plan.interval.map(|interval| Schedule {
+        next: plan.start + interval.mul_f64(index as f64 / plan.connections.max(1) as f64),
+        interval,
+    });
     let mut state = Loop {
         plan,
         inflight: VecDeque::with_capacity(plan.pipeline),
         next_seq: 1,
         stats: &mut stats,
+        schedule,
     };
     let mut halves = (read, write);
     loop {
@@ -163,11 +180,21 @@ pub(super) async fn drive(plan: &Plan, read: ReadHalf, write: WriteHalf, mut sta
     stats
 }
 
+/// The open-loop schedule of one connection.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    /// When the next request is due.
+    next: Instant,
+    interval: Duration,
+}
+
 struct Loop<'a> {
     plan: &'a Plan,
     inflight: VecDeque<InFlight>,
     next_seq: i32,
     stats: &'a mut ConnStats,
+    /// Open loop only.
+    schedule: Option<Schedule>,
 }
 
 impl fmt::Debug for Loop<'_> {
@@ -182,6 +209,9 @@ impl Loop<'_> {
     /// Fills the pipeline, then answers each response with a new request until there is no more work
     /// and nothing in flight.
     async fn session(&mut self, read: &mut ReadHalf, write: &mut WriteHalf) -> Result<(), Failure> {
+        if self.schedule.is_some() {
+            return self.open_session(read, write).await;
+        }
         let now = Instant::now();
         while self.inflight.len() < self.plan.pipeline && self.send_one(write, now)? {}
         write.flush().await.map_err(Failure::Broken)?;
@@ -204,7 +234,63 @@ impl Loop<'_> {
         }
     }
 
-    /// Encodes one request into the write buffer if the plan allows one. Returns whether it did.
+    /// Open loop: sends every request whose scheduled time has come (while there is room in flight) and
+    /// reads answers in between, until the plan has no more work and nothing is in flight.
+    async fn open_session(&mut self, read: &mut ReadHalf, write: &mut WriteHalf) -> Result<(), Failure> {
+        loop {
+            let now = Instant::now();
+            self.send_due(write, now)?;
+            write.flush().await.map_err(Failure::Broken)?;
+            let next_send = self
+                .schedule
+                .map(|schedule| schedule.next)
+                .filter(|&next| self.plan.has_work(next) && self.inflight.len() < self.plan.pipeline);
+            let expires = self
+                .inflight
+                .front()
+                .map(|oldest| oldest.start + self.plan.timeout);
+            let wake = match (next_send, expires) {
+                (None, None) => return Ok(()),
+                (Some(at), None) | (None, Some(at)) => at,
+                (Some(send), Some(expiry)) => send.min(expiry),
+            };
+            let frame = tokio::select! {
+                biased;
+                read = read.next(), if !self.inflight.is_empty() => read.map_err(Failure::Broken)?,
+                () = tokio::time::sleep_until(wake) => {
+                    if expires.is_some_and(|at| at <= Instant::now()) {
+                        return Err(Failure::Timeout);
+                    }
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            self.answer(frame, write, now)?;
+            while let Some(frame) = read.next_buffered().map_err(Failure::Broken)? {
+                self.answer(frame, write, now)?;
+            }
+        }
+    }
+
+    /// Open loop: encodes the requests scheduled at or before `now`, as long as there is room in flight.
+    fn send_due(&mut self, write: &mut WriteHalf, now: Instant) -> Result<(), Failure> {
+        while let Some(schedule) = self.schedule
+            && schedule.next <= now
+            && self.inflight.len() < self.plan.pipeline
+        {
+            if !self.send_one(write, schedule.next)? {
+                break;
+            }
+            self.schedule = Some(Schedule {
+                next: schedule.next + schedule.interval,
+                ..schedule
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes one request into the write buffer if the plan allows one at `now` (open loop: its
+    /// scheduled time, from which its latency counts). Returns whether it did.
     fn send_one(&mut self, write: &mut WriteHalf, now: Instant) -> Result<bool, Failure> {
         let Some(counted) = self.plan.claim(now) else {
             return Ok(false);
@@ -274,7 +360,7 @@ impl Loop<'_> {
                 self.stats.errors += 1;
             }
         }
-        if self.inflight.len() < self.plan.pipeline {
+        if self.schedule.is_none() && self.inflight.len() < self.plan.pipeline {
             self.send_one(write, now)?;
         }
         Ok(())

@@ -1,5 +1,12 @@
 //! The load generator behind `switchyard bench`: many connections, each keeping a fixed number of echo
-//! requests in flight, with latency recorded per request in HDR histograms merged at the end.
+//! requests in flight (closed loop), or, with `--rate`, each sending on a fixed schedule whatever the
+//! answers do (open loop), with latency recorded per request in HDR histograms merged at the end.
+//!
+//! Open loop: connection `i` of `n` sends its `k`-th request at `start + (i + k·n) / rate`, and a
+//! request's latency runs from that scheduled time, not from when it actually left. A server that falls
+//! behind therefore shows its queueing in the latency instead of slowing the load down (no coordinated
+//! omission). `--pipeline` still bounds the requests in flight per connection; a request that has to wait
+//! for room is sent late, and its wait counts.
 //!
 //! The request is due's benchmark request: `{"message":"<N letters>"}` on an echo route that answers
 //! `{"code":0,"message":<the same letters>}`. An answer with another code or message counts as an error.
@@ -103,6 +110,11 @@ pub struct BenchArgs {
     /// Seconds of load before measuring starts (requests then are not counted).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub warmup_secs: f64,
+    /// Open loop: offered requests per second in total, sent on a fixed schedule spread over the
+    /// connections; latency counts from each request's scheduled time. Without it the run is closed
+    /// loop (each answer releases the next request).
+    #[arg(long, value_name = "PER_SEC")]
+    pub rate: Option<f64>,
     /// Print the report as JSON (for the caller of `run` to honour).
     #[arg(long)]
     pub json: bool,
@@ -209,6 +221,15 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     if duration.is_some_and(|d| d.is_zero()) {
         return Err(BenchError::Args("--duration must be more than 0".into()));
     }
+    let interval = match args.rate {
+        None => None,
+        Some(rate) if rate.is_finite() && rate > 0.0 => Some(secs("--rate", args.connections as f64 / rate)?),
+        Some(rate) => {
+            return Err(BenchError::Args(format!(
+                "--rate must be a positive number of requests per second, not {rate}"
+            )));
+        }
+    };
     let (payload, message) = echo_request(args.payload_bytes);
     let request_bytes = config
         .data_packet(args.route, config.max_seq().min(1), &payload)?
@@ -242,12 +263,15 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         measure_start: start + warmup,
         deadline: duration.map(|d| start + warmup + d),
         budget: args.requests.map(AtomicU64::new),
+        start,
+        interval,
+        connections: args.connections,
     });
     let mut tasks = JoinSet::new();
-    for (read, write) in connections {
+    for (index, (read, write)) in connections.into_iter().enumerate() {
         let plan = Arc::clone(&plan);
         let stats = conn::ConnStats::new(new_histogram()?);
-        tasks.spawn(async move { conn::drive(&plan, read, write, stats).await });
+        tasks.spawn(async move { conn::drive(&plan, index, read, write, stats).await });
     }
 
     let mut report = BenchReport {
@@ -255,6 +279,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
         target: target.target().to_owned(),
         connections: args.connections,
         pipeline: args.pipeline,
+        offered_rate: args.rate,
         payload_bytes: args.payload_bytes,
         request_bytes,
         requests_ok: 0,

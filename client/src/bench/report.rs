@@ -54,8 +54,11 @@ pub struct BenchReport {
     pub target: String,
     /// Connections opened.
     pub connections: usize,
-    /// Requests kept in flight per connection.
+    /// Requests kept in flight per connection (open loop: the most allowed in flight).
     pub pipeline: usize,
+    /// Open loop: the offered requests per second, latency counted from each scheduled send time.
+    /// `None`: closed loop, latency counted from the actual send.
+    pub offered_rate: Option<f64>,
     /// Length of the echoed message string.
     pub payload_bytes: usize,
     /// Bytes of one request on the wire (size field included).
@@ -103,6 +106,12 @@ impl fmt::Display for BenchReport {
             "connections  {} x pipeline {}",
             self.connections, self.pipeline
         )?;
+        if let Some(rate) = self.offered_rate {
+            writeln!(
+                f,
+                "open loop    {rate:.1} requests/s offered, latency from the scheduled send time"
+            )?;
+        }
         writeln!(
             f,
             "payload      {}-letter message ({} B per request on the wire)",

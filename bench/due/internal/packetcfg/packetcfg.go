@@ -9,6 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
 
 	"github.com/dobyte/due/v2/mode"
 	"github.com/dobyte/due/v2/packet"
@@ -48,4 +51,18 @@ func (f *Flags) Apply() {
 func Fail(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, format+"\n", a...)
 	os.Exit(2)
+}
+
+// FreeOSMemoryOnSignal makes SIGUSR1 force a garbage collection and return freed memory to the OS
+// (debug.FreeOSMemory), printing "freed" to standard error when done. The idle-memory test reads the
+// gate's RSS as-is and after this, since Go keeps freed heap until its scavenger returns it.
+func FreeOSMemoryOnSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	go func() {
+		for range sig {
+			debug.FreeOSMemory()
+			fmt.Fprintln(os.Stderr, "freed")
+		}
+	}()
 }
