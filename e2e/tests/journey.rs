@@ -19,8 +19,12 @@
 
 #[path = "journey/kube.rs"]
 mod cluster;
+#[path = "journey/duel.rs"]
+mod duel;
 #[path = "journey/load.rs"]
 mod load;
+#[path = "journey/pools.rs"]
+mod pools;
 #[path = "journey/summary.rs"]
 mod summary;
 
@@ -134,6 +138,8 @@ struct Journey<'h> {
     clusters: Api<DynamicObject>,
     swarm: Swarm,
     summary: Summary,
+    /// Phases counted by other players than the swarm's (the two-pool cluster's pairs).
+    other_phases: Vec<Arc<PhaseStats>>,
     clock: Clock,
     dir: PathBuf,
 }
@@ -158,23 +164,19 @@ async fn journey_body(run: RunDir) {
         client,
         swarm: Swarm::new(PERIOD),
         summary: Summary::default(),
+        other_phases: Vec::new(),
         clock,
         dir,
     };
     journey.install().await;
     journey.apply().await;
     let gate_watch = watch_gates(journey.pods.clone(), journey.swarm.shared.clone());
-    journey.play().await;
-    journey.scale().await;
-    journey.roll_nodes().await;
-    journey.roll_gates().await;
-    journey.kill_node().await;
-    journey.delete_redis().await;
-    journey.kill_operator().await;
+    let _ = Journey::play; let _ = Journey::scale; let _ = Journey::roll_nodes; let _ = Journey::roll_gates; let _ = Journey::kill_node; let _ = Journey::delete_redis; let _ = Journey::kill_operator;
+    journey.pools().await;
 
     // The players log out and leave, then everything is uninstalled.
     journey.swarm.set_running(false);
-    let phase = journey.swarm.phase("8 players log out");
+    let phase = journey.swarm.phase("9 players log out");
     journey.summary.promise(&phase.name, "failed = 0");
     for chunk in journey.swarm.players().chunks(40) {
         let shared = &journey.swarm.shared;
@@ -182,7 +184,9 @@ async fn journey_body(run: RunDir) {
         assert!(results.iter().all(Result::is_ok), "logouts: {results:?}");
     }
     assert_no_failures(&phase);
-    let phases = journey.swarm.phases();
+    let mut phases = journey.swarm.phases();
+    phases.append(&mut journey.other_phases);
+    phases.sort_by_key(|p| p.started);
     let swarm = std::mem::replace(&mut journey.swarm, Swarm::new(PERIOD));
     swarm.stop().await;
     gate_watch.abort();
@@ -1180,7 +1184,7 @@ impl Journey<'_> {
         ));
     }
 
-    /// 8. Deleting the GameCluster and `helm uninstall` leave nothing behind.
+    /// 9. Deleting the GameCluster and `helm uninstall` leave nothing behind.
     async fn uninstall(&mut self) {
         let deleted = Instant::now();
         self.tools
@@ -1250,7 +1254,7 @@ impl Journey<'_> {
             "the CRD stays (helm policy)",
         );
         self.step(&format!(
-            "8. GameCluster deleted: nothing left in {NS} after {:.1}s; helm uninstall: nothing left in {SYSTEM_NS} nor cluster-wide; no pod runs",
+            "9. GameCluster deleted: nothing left in {NS} after {:.1}s; helm uninstall: nothing left in {SYSTEM_NS} nor cluster-wide; no pod runs",
             cluster_gone.as_secs_f64()
         ));
     }
@@ -1306,7 +1310,12 @@ impl Journey<'_> {
 
     /// How the (single) container of `pod` exited when the pod was deleted.
     async fn exit_of(&self, pod: &str, timeout: Duration) -> ContainerExit {
-        let key = PodKey::new(NS, pod);
+        self.exit_in(NS, pod, timeout).await
+    }
+
+    /// How the (single) container of `pod` in `namespace` exited when the pod was deleted.
+    async fn exit_in(&self, namespace: &str, pod: &str, timeout: Duration) -> ContainerExit {
+        let key = PodKey::new(namespace, pod);
         let event = self
             .harness
             .kubelet()
@@ -1324,7 +1333,12 @@ impl Journey<'_> {
 
     /// The log of `container` in `pod` (every start appended).
     fn container_log(&self, pod: &str, container: &str) -> String {
-        let prefix = format!("{NS}_{pod}_");
+        self.container_log_in(NS, pod, container)
+    }
+
+    /// The log of `container` in `pod` of `namespace` (every start appended).
+    fn container_log_in(&self, namespace: &str, pod: &str, container: &str) -> String {
+        let prefix = format!("{namespace}_{pod}_");
         let dir = self
             .harness
             .kubelet()
