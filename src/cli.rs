@@ -34,6 +34,13 @@ pub(crate) struct GateArgs {
     /// Open client connections at most.
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub(crate) max_connections: usize,
+    /// Every client connection starts with a PROXY protocol v2 header from an L4 load balancer, naming the
+    /// client's address (for --max-connections-per-ip and the nodes); one without is refused.
+    #[arg(long, env = "SWITCHYARD_PROXY_PROTOCOL")]
+    pub(crate) proxy_protocol: bool,
+    /// Open client connections from one source IP address at most (0: no cap).
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub(crate) max_connections_per_ip: usize,
     /// Packets queued per client at most; a client that lets the queue fill is disconnected.
     #[arg(long, env = "SWITCHYARD_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub(crate) outbound_queue: usize,
@@ -59,6 +66,10 @@ pub(crate) struct GateArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "SWITCHYARD_TLS_KEY")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// How often --tls-cert and --tls-key are checked for a replacement (0: never); new handshakes use a
+    /// replaced pair, live connections keep theirs.
+    #[arg(long, env = "SWITCHYARD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) tls_reload_interval: Duration,
     /// Close a connection not logged in (bound to a uid) this long after it opened (0 disables).
     #[arg(long, env = "SWITCHYARD_AUTHORIZE_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     pub(crate) authorize_timeout: Duration,
@@ -80,6 +91,8 @@ impl GateArgs {
             heartbeat_mode: self.heartbeat_mode,
             heartbeat_time: self.heartbeat_time,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            proxy_protocol: self.proxy_protocol,
             outbound_queue: self.outbound_queue,
             outbound_queue_bytes: self.outbound_queue_bytes,
             routing: self.routing,
@@ -92,9 +105,10 @@ impl GateArgs {
             node_link_grace: self.node_link_grace,
             tls: match (&self.tls_cert, &self.tls_key) {
                 (None, None) => None,
-                (Some(cert), Some(key)) => {
-                    Some(switchyard_gate::load_server_config(cert, key).map_err(anyhow::Error::msg)?)
-                }
+                (Some(cert), Some(key)) => Some(
+                    switchyard_gate::load_server_config_with_reload(cert, key, self.tls_reload_interval)
+                        .map_err(anyhow::Error::msg)?,
+                ),
                 (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key"),
                 (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
             },

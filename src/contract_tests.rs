@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use clap::CommandFactory as _;
 use switchyard_cluster::contract;
+use switchyard_operator::crd::{CaBundleRef, GateTlsSpec, RedisLocatorSpec, SecretKeyRef};
 use switchyard_operator::{Children, Defaults, GameCluster, GameClusterSpec};
 
 use crate::Cli;
@@ -23,10 +24,31 @@ fn read_by(subcommand: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// A cluster with every optional part of the contract switched on (tracing).
+/// A cluster with every optional part of the contract switched on (tracing, an external Redis with
+/// credentials and a CA).
 fn rendered() -> Children {
     let mut spec = GameClusterSpec::default();
     spec.tracing.otlp_endpoint = Some("http://collector:4317".into());
+    spec.locator.redis = Some(RedisLocatorSpec {
+        url: "rediss://redis:6380".into(),
+        password_secret_ref: Some(SecretKeyRef {
+            name: "redis".into(),
+            key: "password".into(),
+        }),
+        username_secret_ref: Some(SecretKeyRef {
+            name: "redis".into(),
+            key: "user".into(),
+        }),
+        ca: Some(CaBundleRef {
+            secret_name: Some("redis-ca".into()),
+            config_map_name: None,
+            key: "ca.crt".into(),
+        }),
+        ..Default::default()
+    });
+    spec.gate.tls = Some(GateTlsSpec {
+        secret_name: "arena-tls".into(),
+    });
     let mut cluster = GameCluster::new("arena", spec);
     cluster.metadata.namespace = Some("games".into());
     cluster.metadata.uid = Some("uid-1".into());

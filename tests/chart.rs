@@ -1152,7 +1152,8 @@ subjects: [{kind: ServiceAccount, name: rbac-check-node, namespace: games}]
         "the operator cannot create the gate/node RBAC: {}",
         String::from_utf8_lossy(&applied.stderr)
     );
-    // ... and nothing beyond it.
+    // ... and nothing beyond it (the operator may create Secrets, for the managed Redis's password, but not
+    // read them).
     let escalation = r#"
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role

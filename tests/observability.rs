@@ -613,8 +613,13 @@ fn every_alert_has_a_runbook_and_labels_the_dashboards_use() {
     }
 }
 
-/// Series that exist only after their first event (a handler that failed): not in a fresh process's output.
-const CREATED_ON_FIRST_EVENT: [&str; 1] = ["switchyard_node_handler_failures_total"];
+/// Series that exist only after their first event (a handler that failed, a node-to-node call, labelled by
+/// its route and outcome): not in a fresh process's output. The running-cluster test sees them.
+const CREATED_ON_FIRST_EVENT: [&str; 3] = [
+    "switchyard_node_handler_failures_total",
+    "switchyard_node_calls_total",
+    "switchyard_node_call_duration_seconds",
+];
 
 /// Every gate and node metric the dashboards and alerts use is exported by the binary (checked on
 /// `switchyard dev`, which runs both, after one login and one echo; locator metrics need Redis and are

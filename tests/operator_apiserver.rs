@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -196,7 +196,7 @@ async fn crd_is_established_with_short_name_and_columns() {
 #[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
 async fn invalid_specs_are_refused_with_the_cel_message() {
     let (plane, client, namespace) = setup("cel").await;
-    let cases: [(&str, &str, &str); 14] = [
+    let cases: [(&str, &str, &str); 23] = [
         (
             "same-ports",
             "gate: {tcp: {port: 4000}, websocket: {port: 4000}}",
@@ -263,6 +263,51 @@ async fn invalid_specs_are_refused_with_the_cel_message() {
             "bad-redis",
             "locator: {redis: {url: 'http://redis:6379'}}",
             "locator.redis.url must start with redis://",
+        ),
+        (
+            "inline-password",
+            "locator: {redis: {url: 'redis://:hunter2@redis:6379'}}",
+            "locator.redis.url must not carry a password",
+        ),
+        (
+            "bad-prefix",
+            "locator: {redis: {url: 'redis://redis:6379', keyPrefix: '{hot}'}}",
+            "locator.redis.keyPrefix must be 1 to 64 characters",
+        ),
+        (
+            "long-prefix",
+            "locator: {redis: {url: 'redis://redis:6379', keyPrefix: 'ppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp'}}",
+            "spec.locator.redis.keyPrefix: Too long",
+        ),
+        (
+            "ca-without-tls",
+            "locator: {redis: {url: 'redis://redis:6379', ca: {configMapName: redis-ca}}}",
+            "locator.redis.ca needs a rediss:// URL",
+        ),
+        (
+            "ca-twice",
+            "locator: {redis: {url: 'rediss://redis:6380', ca: {configMapName: a, secretName: b}}}",
+            "a CA bundle names exactly one of secretName and configMapName",
+        ),
+        (
+            "burst-alone",
+            "gate: {rateLimit: {burst: 10}}",
+            "gate.rateLimit.burst needs gate.rateLimit.perSecond",
+        ),
+        (
+            "bad-login-deadline",
+            "gate: {loginDeadline: later}",
+            "gate.loginDeadline must be a duration",
+        ),
+        (
+            "negative-per-ip",
+            "gate: {maxConnectionsPerIp: -1}",
+            "gate.maxConnectionsPerIp must be 0 or more",
+        ),
+        (
+            "policy-on-cluster-ip",
+            "gate: {service: {externalTrafficPolicy: Local}}",
+            "gate.service.externalTrafficPolicy needs type NodePort or LoadBalancer",
         ),
     ];
     for (name, spec, message) in cases {
@@ -678,6 +723,16 @@ async fn operator_creates_children_status_and_events() {
     for name in ["arena-node", "arena-redis"] {
         owned_by::<NetworkPolicy>(&client, &ns, name, &uid).await;
     }
+    // The managed Redis's password: generated once into an immutable Secret the GameCluster owns.
+    owned_by::<Secret>(&client, &ns, "arena-redis-auth", &uid).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let auth = secrets.get("arena-redis-auth").await.expect("the Redis Secret");
+    assert_eq!(auth.immutable, Some(true));
+    let data = auth.data.clone().expect("Secret data");
+    let password = String::from_utf8(data["password"].0.clone()).expect("UTF-8 password");
+    assert_eq!(password.len(), 48, "a 48-character password");
+    let conf = String::from_utf8(data["redis.conf"].0.clone()).expect("UTF-8 redis.conf");
+    assert!(conf.contains(&format!("requirepass {password}")), "{conf}");
 
     // The controller-manager accepted the templates: node pods exist, with the contract's environment.
     let node_selector = "app.kubernetes.io/instance=arena,app.kubernetes.io/component=node";
@@ -702,6 +757,17 @@ async fn operator_creates_children_status_and_events() {
     assert_eq!(
         env["SWITCHYARD_LOCATOR"],
         format!("redis://arena-redis.{ns}.svc:6379")
+    );
+    let password_ref = pod_spec.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == "SWITCHYARD_LOCATOR_PASSWORD")
+        .and_then(|var| var.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|selector| (selector.name.clone(), selector.key.clone()));
+    assert_eq!(
+        password_ref,
+        Some(("arena-redis-auth".to_owned(), "password".to_owned()))
     );
 
     // Status before any pod is ready: written, generation observed, not ready, progressing.
@@ -753,6 +819,13 @@ async fn operator_creates_children_status_and_events() {
             .await
             .expect("annotate");
     }
+    // Reconciles since (readiness, rollout) left the password alone.
+    let again = secrets.get("arena-redis-auth").await.expect("the Redis Secret");
+    assert_eq!(
+        again.metadata.uid, auth.metadata.uid,
+        "the Secret was not replaced"
+    );
+    assert_eq!(again.data, auth.data, "the password was not regenerated");
     eventually("bound players summed in the status", WAIT, || async {
         let (_, status) = status(&client, &ns, "arena").await;
         (status.bound_players == 7 && status.node.bound_players == 7).then_some(())

@@ -27,8 +27,14 @@ pub mod env {
     pub const HTTP: &str = "SWITCHYARD_HTTP";
     /// `memory` or a Redis URL (see [`super::REDIS_URL_SCHEMES`]).
     pub const LOCATOR: &str = "SWITCHYARD_LOCATOR";
-    /// Key prefix in Redis.
+    /// Key prefix in Redis ([`super::LOCATOR_PREFIX_REGEX`]).
     pub const LOCATOR_PREFIX: &str = "SWITCHYARD_LOCATOR_PREFIX";
+    /// Redis ACL user (from a Secret); unset means the `default` user.
+    pub const LOCATOR_USERNAME: &str = "SWITCHYARD_LOCATOR_USERNAME";
+    /// Redis password (`secretKeyRef`): the managed Redis's generated one, or the spec's Secret.
+    pub const LOCATOR_PASSWORD: &str = "SWITCHYARD_LOCATOR_PASSWORD";
+    /// Path of a PEM CA bundle trusted for `rediss://` (mounted from the spec's Secret or ConfigMap).
+    pub const LOCATOR_CA: &str = "SWITCHYARD_LOCATOR_CA";
     /// Log filter, e.g. `info` or `switchyard_gate=debug`.
     pub const LOG: &str = "SWITCHYARD_LOG";
 
@@ -46,6 +52,22 @@ pub mod env {
     pub const HEARTBEAT_INTERVAL: &str = "SWITCHYARD_HEARTBEAT_INTERVAL";
     pub const HEARTBEAT_MODE: &str = "SWITCHYARD_HEARTBEAT_MODE";
     pub const MAX_CONNECTIONS: &str = "SWITCHYARD_MAX_CONNECTIONS";
+    /// Connections from one source address at most; 0: no cap.
+    pub const MAX_CONNECTIONS_PER_IP: &str = "SWITCHYARD_MAX_CONNECTIONS_PER_IP";
+    /// Packets per second per connection; 0: no limit.
+    pub const RATE_LIMIT: &str = "SWITCHYARD_RATE_LIMIT";
+    /// Packets at once before the rate limit applies; 0: one second's worth.
+    pub const RATE_BURST: &str = "SWITCHYARD_RATE_BURST";
+    /// A duration ([`super::parse_duration`]): close a connection not logged in by then; 0: never.
+    pub const AUTHORIZE_TIMEOUT: &str = "SWITCHYARD_AUTHORIZE_TIMEOUT";
+    /// `true`: heartbeats carry the server time.
+    pub const HEARTBEAT_TIME: &str = "SWITCHYARD_HEARTBEAT_TIME";
+    /// `true`: client connections start with a PROXY protocol v2 header (behind an L4 load balancer).
+    pub const PROXY_PROTOCOL: &str = "SWITCHYARD_PROXY_PROTOCOL";
+    /// PEM certificate chain of the client listeners (with [`TLS_KEY`]); only with client TLS.
+    pub const TLS_CERT: &str = "SWITCHYARD_TLS_CERT";
+    /// PEM private key of [`TLS_CERT`].
+    pub const TLS_KEY: &str = "SWITCHYARD_TLS_KEY";
     /// A duration ([`super::parse_duration`]).
     pub const GATE_DRAIN_DEADLINE: &str = "SWITCHYARD_GATE_DRAIN_DEADLINE";
     /// `static` or `kubernetes`.
@@ -94,6 +116,10 @@ pub const COMMON: [&str; 8] = [
     env::LOG,
 ];
 
+/// The Redis credentials and CA, in gate and node pods alike: the password always with the managed Redis,
+/// each of them with an external Redis when the spec names its Secret (or ConfigMap, for the CA).
+pub const LOCATOR_AUTH: [&str; 3] = [env::LOCATOR_USERNAME, env::LOCATOR_PASSWORD, env::LOCATOR_CA];
+
 /// The packet settings, from the cluster's ConfigMap into gate and node pods.
 pub const PACKET: [&str; 4] = [
     env::BYTE_ORDER,
@@ -110,14 +136,22 @@ pub const TRACING: [&str; 4] = [
     env::OTEL_TRACES_SAMPLER_ARG,
 ];
 
-/// Written into gate pods only.
-pub const GATE_ONLY: [&str; 11] = [
+/// Written into gate pods only (the TLS files only with client TLS).
+pub const GATE_ONLY: [&str; 19] = [
     env::TCP,
     env::WS,
     env::WS_PATH,
     env::HEARTBEAT_INTERVAL,
     env::HEARTBEAT_MODE,
+    env::HEARTBEAT_TIME,
     env::MAX_CONNECTIONS,
+    env::MAX_CONNECTIONS_PER_IP,
+    env::RATE_LIMIT,
+    env::RATE_BURST,
+    env::AUTHORIZE_TIMEOUT,
+    env::PROXY_PROTOCOL,
+    env::TLS_CERT,
+    env::TLS_KEY,
     env::GATE_DRAIN_DEADLINE,
     env::REGISTRY,
     env::NODE_SERVICE,
@@ -192,10 +226,11 @@ pub const REFERENCE_ONLY: [&str; 1] = [env::POD_IP];
 const GATE_SETTINGS_RESERVED_ON_NODES: [&str; 3] = [env::REGISTRY, env::NODE_SERVICE, env::POOL_ROUTING];
 
 /// Every name of the contract that the operator writes, in the order of the tables of
-/// `docs/pod-contract.md` (common, packet, tracing, gate, node).
+/// `docs/pod-contract.md` (common, locator credentials, packet, tracing, gate, node).
 pub fn all() -> impl Iterator<Item = &'static str> {
     COMMON
         .into_iter()
+        .chain(LOCATOR_AUTH)
         .chain(PACKET)
         .chain(TRACING)
         .chain(GATE_ONLY)
@@ -204,12 +239,22 @@ pub fn all() -> impl Iterator<Item = &'static str> {
 
 /// The names the operator writes into gate pods.
 pub fn gate_env() -> impl Iterator<Item = &'static str> {
-    COMMON.into_iter().chain(PACKET).chain(TRACING).chain(GATE_ONLY)
+    COMMON
+        .into_iter()
+        .chain(LOCATOR_AUTH)
+        .chain(PACKET)
+        .chain(TRACING)
+        .chain(GATE_ONLY)
 }
 
 /// The names the operator writes into node pods.
 pub fn node_env() -> impl Iterator<Item = &'static str> {
-    COMMON.into_iter().chain(PACKET).chain(TRACING).chain(NODE_ONLY)
+    COMMON
+        .into_iter()
+        .chain(LOCATOR_AUTH)
+        .chain(PACKET)
+        .chain(TRACING)
+        .chain(NODE_ONLY)
 }
 
 /// Whether a game may not set `name` in `spec.node.env`: the operator owns it.
@@ -293,6 +338,60 @@ pub fn is_redis_url(url: &str) -> bool {
     REDIS_URL_SCHEMES.iter().any(|scheme| url.starts_with(scheme))
 }
 
+/// A URL whose userinfo carries a password (`scheme://user:secret@host`, `scheme://:secret@host`), as a
+/// regular expression. A GameCluster must name a Secret instead: a spec is readable by everyone who may
+/// read GameClusters, and it is copied into every pod's environment.
+pub const URL_PASSWORD_REGEX: &str = r"^[a-z+]+://[^/?#@]*:[^/?#@]*@";
+/// [`URL_PASSWORD_REGEX`] refused, as a CEL rule of the CRD.
+pub const URL_NO_PASSWORD_CEL_RULE: &str = r"!self.matches('^[a-z+]+://[^/?#@]*:[^/?#@]*@')";
+
+/// Whether `url` carries a password in its userinfo ([`URL_PASSWORD_REGEX`]).
+pub fn url_has_password(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_lowercase() || b == b'+') {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority
+        .split_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Key prefixes
+
+/// The longest key prefix, in bytes.
+pub const MAX_LOCATOR_PREFIX_BYTES: usize = 64;
+/// The key prefix grammar: 1 to 64 ASCII letters, digits and `:`, `_`, `.`, `-`. No braces (a `{...}` hash
+/// tag would put every key in one Redis Cluster slot), no whitespace, nothing that needs quoting.
+pub const LOCATOR_PREFIX_REGEX: &str = r"^[A-Za-z0-9:_.-]{1,64}$";
+/// [`LOCATOR_PREFIX_REGEX`] as a CEL rule of the CRD.
+pub const LOCATOR_PREFIX_CEL_RULE: &str = r"self.matches('^[A-Za-z0-9:_.-]{1,64}$')";
+
+/// A key prefix outside [`LOCATOR_PREFIX_REGEX`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Redis key prefix {0:?} must be 1 to 64 characters of A-Z, a-z, 0-9 and : _ . -")]
+pub struct PrefixError(pub String);
+
+/// Checks a key prefix against [`LOCATOR_PREFIX_REGEX`]; usable as a clap value parser.
+///
+/// # Errors
+/// [`PrefixError`] naming the prefix.
+pub fn parse_locator_prefix(prefix: &str) -> Result<String, PrefixError> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'-');
+    if prefix.is_empty() || prefix.len() > MAX_LOCATOR_PREFIX_BYTES || !prefix.bytes().all(allowed) {
+        return Err(PrefixError(prefix.to_owned()));
+    }
+    Ok(prefix.to_owned())
+}
+
+/// Whether `prefix` follows [`LOCATOR_PREFIX_REGEX`].
+pub fn is_locator_prefix(prefix: &str) -> bool {
+    parse_locator_prefix(prefix).is_ok()
+}
+
 /// "redis://, rediss:// or redis+cluster://", for messages.
 pub fn redis_url_schemes_text() -> String {
     match REDIS_URL_SCHEMES.split_last() {
@@ -353,8 +452,60 @@ mod tests {
             redis_url_schemes_text(),
             "redis://, rediss:// or redis+cluster://"
         );
+        assert_eq!(
+            URL_NO_PASSWORD_CEL_RULE,
+            format!("!self.matches('{URL_PASSWORD_REGEX}')")
+        );
+        assert_eq!(
+            LOCATOR_PREFIX_CEL_RULE,
+            format!("self.matches('{LOCATOR_PREFIX_REGEX}')")
+        );
+        assert!(LOCATOR_PREFIX_REGEX.contains(&format!("{{1,{MAX_LOCATOR_PREFIX_BYTES}}}")));
         assert!(is_redis_url("redis+cluster://a:1,b:2"));
         assert!(!is_redis_url("http://redis:6379"));
+    }
+
+    #[test]
+    fn passwords_in_urls_are_found() {
+        for with in [
+            "redis://user:secret@redis:6379",
+            "redis://:secret@redis:6379",
+            "rediss://u:p@h:1/0",
+            "redis+cluster://u:p@a:1,b:2",
+        ] {
+            assert!(url_has_password(with), "{with}");
+        }
+        for without in [
+            "redis://redis:6379",
+            "redis://user@redis:6379",
+            "redis+cluster://a:1,b:2",
+            "rediss://h:1/0?x=a:b@c",
+            "memory",
+        ] {
+            assert!(!url_has_password(without), "{without}");
+        }
+    }
+
+    #[test]
+    fn prefixes_follow_the_grammar() {
+        for good in [
+            "switchyard",
+            "switchyard:arena",
+            "a",
+            "A-b_c.d:9",
+            &"x".repeat(64),
+        ] {
+            assert!(is_locator_prefix(good), "{good}");
+        }
+        for bad in ["", "has space", "{tag}", "a\nb", "é", "a*b", &"x".repeat(65)] {
+            assert!(!is_locator_prefix(bad), "{bad:?}");
+        }
+        assert_eq!(
+            parse_locator_prefix("a b").map_err(|error| error.to_string()),
+            Err(
+                "Redis key prefix \"a b\" must be 1 to 64 characters of A-Z, a-z, 0-9 and : _ . -".to_owned()
+            )
+        );
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub enum LocatorError {
     Unavailable(String),
     #[error("locator store answered something unexpected: {0}")]
     Protocol(String),
+    /// The store refused this client: wrong credentials, or a TLS certificate that is not trusted. Waiting
+    /// does not help; the settings must change.
+    #[error("locator store refused this client: {0}")]
+    Refused(String),
 }
 
 /// uid → gate and uid → node bindings.

@@ -1,4 +1,5 @@
-//! Accepting clients: the accept loop with its connection cap, the TLS handshake and the WebSocket upgrade,
+//! Accepting clients: the accept loop with its connection caps (the gate's, and per source address), the
+//! PROXY protocol header when behind a load balancer, the TLS handshake and the WebSocket upgrade,
 //! each kind of connection in a task of its own size.
 
 use std::net::SocketAddr;
@@ -13,14 +14,26 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::metrics::{RefuseReason, Transport};
+use crate::per_ip::PerIpPermit;
+use crate::proxy_protocol;
 use crate::shared::Gate;
 use crate::transport::{StreamSink, StreamSource, TcpSource, ws_halves};
 
+/// How long a load balancer may take to send a connection's PROXY header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a WebSocket upgrade may take.
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer of a WebSocket connection (tungstenite keeps it for the connection's life, zero-filled, so
 /// it is resident memory): 4 KiB holds a few pipelined 1 KiB packets per read and grows for larger messages.
 const WS_READ_BUFFER: usize = 4 * 1024;
+
+/// What a connection holds while it lives: one of the gate's slots and, with a per-address cap, one of its
+/// address's. Both are given back when it is dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _global: OwnedSemaphorePermit,
+    per_ip: Option<PerIpPermit>,
+}
 
 impl Gate {
     pub(crate) async fn accept_loop(self, listener: TcpListener, transport: Transport) {
@@ -39,35 +52,102 @@ impl Gate {
                     continue;
                 }
             };
-            let Ok(permit) = inner.connection_slots.clone().try_acquire_owned() else {
+            // Behind PROXY protocol the peer is the load balancer: the client's address is counted once its
+            // header is read.
+            let proxied = inner.config.proxy_protocol;
+            let per_ip = if proxied {
+                None
+            } else {
+                let Ok(per_ip) = inner.per_ip.acquire(peer.ip()) else {
+                    inner.metrics.refused(transport, RefuseReason::PerIp);
+                    tracing::debug!(%peer, ?transport, "refused: the address is at its connection cap");
+                    drop(stream);
+                    continue;
+                };
+                per_ip
+            };
+            let Ok(global) = inner.connection_slots.clone().try_acquire_owned() else {
                 inner.metrics.refused(transport, RefuseReason::MaxConnections);
                 drop(stream);
                 continue;
+            };
+            let permit = Slot {
+                _global: global,
+                per_ip,
             };
             let _ = stream.set_nodelay(true);
             let gate = self.clone();
             // Each kind of connection is its own task so that a task is only as large as its own future:
             // one future for all would reserve the TLS and WebSocket handshake states (over 11 KiB) in every
             // plain TCP connection.
-            match (inner.config.tls.is_some(), transport) {
-                (false, Transport::Tcp) => inner.tasks.spawn(gate.serve_plain_tcp(stream, permit)),
-                (false, Transport::Ws) => inner.tasks.spawn(gate.accept_ws(stream, peer, permit)),
-                (true, _) => inner
+            match (proxied, inner.config.tls.is_some(), transport) {
+                (true, _, _) => inner
+                    .tasks
+                    .spawn(Box::pin(gate.serve_proxied(stream, peer, transport, permit))),
+                (false, false, Transport::Tcp) => {
+                    inner.tasks.spawn(gate.serve_plain_tcp(stream, peer, permit))
+                }
+                (false, false, Transport::Ws) => inner.tasks.spawn(gate.accept_ws(stream, peer, permit)),
+                (false, true, _) => inner
                     .tasks
                     .spawn(Box::pin(gate.serve_tls(stream, peer, transport, permit))),
             };
         }
     }
 
+    /// Reads the PROXY protocol header of a connection from the load balancer, counts the client's
+    /// address against its cap, then serves the connection as any other.
+    pub(crate) async fn serve_proxied(
+        self,
+        mut stream: TcpStream,
+        balancer: SocketAddr,
+        transport: Transport,
+        mut permit: Slot,
+    ) {
+        let inner = &self.inner;
+        let header = tokio::time::timeout(
+            PROXY_HEADER_TIMEOUT,
+            proxy_protocol::read_header(&mut stream, balancer),
+        );
+        let outcome = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            outcome = header => outcome,
+        };
+        let peer = match outcome {
+            Ok(Ok(peer)) => peer,
+            Ok(Err(error)) => {
+                tracing::debug!(%balancer, %error, ?transport, "PROXY header refused");
+                inner.metrics.refused(transport, RefuseReason::Handshake);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%balancer, ?transport, "no PROXY header in time");
+                inner.metrics.refused(transport, RefuseReason::Handshake);
+                return;
+            }
+        };
+        match inner.per_ip.acquire(peer.ip()) {
+            Ok(per_ip) => permit.per_ip = per_ip,
+            Err(()) => {
+                inner.metrics.refused(transport, RefuseReason::PerIp);
+                tracing::debug!(%peer, ?transport, "refused: the address is at its connection cap");
+                return;
+            }
+        }
+        match (inner.config.tls.is_some(), transport) {
+            (false, Transport::Tcp) => self.serve_plain_tcp(stream, peer, permit).await,
+            (false, Transport::Ws) => self.accept_ws(stream, peer, permit).await,
+            (true, _) => self.serve_tls(stream, peer, transport, permit).await,
+        }
+    }
+
     /// Runs the session of a plain TCP client.
-    pub(crate) async fn serve_plain_tcp(self, mut stream: TcpStream, permit: OwnedSemaphorePermit) {
+    pub(crate) async fn serve_plain_tcp(self, mut stream: TcpStream, peer: SocketAddr, permit: Slot) {
         // Borrowed halves: reader and writer run in this one task, so the socket needs no shared handle.
-        // Asked here rather than carried from accept: the spawned future stays smaller.
-        let peer = stream.peer_addr().ok();
         let (read, write) = stream.split();
         let mut source = TcpSource::new(read, &self.inner.config.packet);
         let mut sink = StreamSink::new(write);
-        self.run_session(Transport::Tcp, peer, &mut source, &mut sink)
+        self.run_session(Transport::Tcp, Some(peer), &mut source, &mut sink)
             .await;
         drop(permit);
     }
@@ -79,7 +159,7 @@ impl Gate {
         stream: TcpStream,
         peer: SocketAddr,
         transport: Transport,
-        permit: OwnedSemaphorePermit,
+        permit: Slot,
     ) {
         let Some(acceptor) = self.inner.config.tls.clone().map(TlsAcceptor::from) else {
             return;
@@ -124,7 +204,7 @@ impl Gate {
         None
     }
 
-    pub(crate) async fn accept_ws<S>(self, stream: S, peer: SocketAddr, permit: OwnedSemaphorePermit)
+    pub(crate) async fn accept_ws<S>(self, stream: S, peer: SocketAddr, permit: Slot)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {

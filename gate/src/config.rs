@@ -122,6 +122,9 @@ pub struct GateConfig {
     pub heartbeat_time: bool,
     /// Open client connections at most; one more is closed at once and counted.
     pub max_connections: usize,
+    /// Open client connections from one source address at most (0: no cap); one more is closed at accept
+    /// and counted as refused with reason `per_ip`.
+    pub max_connections_per_ip: usize,
     /// Packets queued for one client at most; a client that lets it fill up is disconnected.
     pub outbound_queue: usize,
     /// Bytes queued for one client at most (whole packets); a client that lets it fill up is disconnected,
@@ -147,6 +150,9 @@ pub struct GateConfig {
     pub authorize_timeout: Duration,
     /// Packets over this rate are dropped, and a connection that keeps exceeding it is closed.
     pub rate_limit: Option<RateLimit>,
+    /// Every client connection starts with a PROXY protocol v2 header (from an L4 load balancer) naming
+    /// the client's address; one without is refused.
+    pub proxy_protocol: bool,
 }
 
 impl GateConfig {
@@ -159,6 +165,7 @@ impl GateConfig {
             heartbeat_mode: HeartbeatMode::Resp,
             heartbeat_time: false,
             max_connections: 100_000,
+            max_connections_per_ip: 0,
             outbound_queue: 1024,
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             write_batch_bytes: 64 * 1024,
@@ -171,6 +178,7 @@ impl GateConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             authorize_timeout: Duration::ZERO,
             rate_limit: None,
+            proxy_protocol: false,
         }
     }
 

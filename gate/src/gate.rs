@@ -46,6 +46,7 @@ impl Gate {
             .set(i64::try_from(config.max_connections).unwrap_or(i64::MAX));
         let inner = Arc::new(GateInner {
             connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+            per_ip: crate::per_ip::PerIpLimit::new(config.max_connections_per_ip),
             config,
             sessions: SessionTable::default(),
             nodes: NodeTable::new(metrics.nodes.clone(), metrics.route_conflicts.clone()),

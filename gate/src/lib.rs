@@ -16,6 +16,8 @@ mod gate;
 mod links;
 pub mod metrics;
 mod nodes;
+mod per_ip;
+mod proxy_protocol;
 mod rate;
 mod session;
 mod shared;
@@ -28,4 +30,6 @@ pub use config::{
 };
 pub use metrics::GateMetrics;
 pub use shared::Gate;
-pub use tls::{TlsConfigError, load_server_config};
+pub use tls::{
+    DEFAULT_TLS_RELOAD_INTERVAL, TlsConfigError, load_server_config, load_server_config_with_reload,
+};

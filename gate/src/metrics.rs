@@ -79,6 +79,8 @@ pub(crate) struct DropLabels {
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RefuseReason {
     MaxConnections,
+    /// The source address holds `max_connections_per_ip` connections already.
+    PerIp,
     Draining,
     Handshake,
 }
@@ -311,6 +313,7 @@ impl GateMetrics {
             }
             for reason in [
                 RefuseReason::MaxConnections,
+                RefuseReason::PerIp,
                 RefuseReason::Draining,
                 RefuseReason::Handshake,
             ] {
@@ -409,4 +412,4 @@ snake_case_labels!(CallOutcome {
     Overloaded => "overloaded",
     ReplyDropped => "reply_dropped",
 });
-snake_case_labels!(RefuseReason { MaxConnections => "max_connections", Draining => "draining", Handshake => "handshake" });
+snake_case_labels!(RefuseReason { MaxConnections => "max_connections", PerIp => "per_ip", Draining => "draining", Handshake => "handshake" });

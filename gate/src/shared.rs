@@ -36,6 +36,8 @@ pub(crate) struct GateInner {
     pub(crate) next_cid: AtomicU64,
     pub(crate) routing_turn: AtomicUsize,
     pub(crate) connection_slots: Arc<Semaphore>,
+    /// Live connections per source address (`max_connections_per_ip`).
+    pub(crate) per_ip: Arc<crate::per_ip::PerIpLimit>,
     pub(crate) readiness: Readiness,
     /// Cancelled when the gate stops accepting clients (drain or shutdown).
     pub(crate) accepting: CancellationToken,

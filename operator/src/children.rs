@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, DownwardAPIVolumeFile,
     DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -30,6 +31,7 @@ use crate::crd::{
     ADMIN_PORT, GameCluster, GameClusterSpec, LINK_PORT, MAX_DRAIN_DEADLINE_SECONDS, MAX_MAX_PACKET_BYTES,
     MAX_NAME_LENGTH, MIN_MAX_PACKET_BYTES,
 };
+use crate::locator;
 use crate::pools::{
     GamePool, GamePoolSpec, MAX_CLUSTER_AND_POOL_LENGTH, MAX_POOL_NAME_LENGTH, MAX_POOLS, Pool,
     SPEC_REPLICAS_ANNOTATION, game_pool_name, pools,
@@ -49,6 +51,8 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_POOL: &str = "switchyard.dev/pool";
 /// Pod-template annotation holding a hash of the packet ConfigMap, so a packet change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "switchyard.dev/config-hash";
+/// Where gate pods see the client TLS Secret (`tls.crt`, `tls.key`).
+pub const GATE_TLS_DIR: &str = "/etc/switchyard/gate-tls";
 /// Where node pods see their own annotations (downward API volume).
 pub const PODINFO_DIR: &str = "/etc/podinfo";
 /// Redis port of the managed Redis.
@@ -175,6 +179,9 @@ pub struct PoolChildren {
 /// The managed Redis.
 #[derive(Debug, Clone)]
 pub struct RedisChildren {
+    /// Name, labels and owner of its password Secret (`NAME-redis-auth`), which the reconciler creates
+    /// once with [`crate::locator::auth_secret`] (its content is random, so it is not rendered here).
+    pub auth_secret: ObjectMeta,
     pub deployment: Deployment,
     pub service: Service,
 }
@@ -274,14 +281,7 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
             "packet.maxPacketBytes must be at most {MAX_MAX_PACKET_BYTES} (64 MiB)"
         ));
     }
-    if let Some(redis) = &spec.locator.redis
-        && !contract::is_redis_url(&redis.url)
-    {
-        return invalid(format!(
-            "locator.redis.url must start with {}",
-            contract::redis_url_schemes_text()
-        ));
-    }
+    crate::locator::validate(&spec.locator).map_err(SpecError::Invalid)?;
     let gate = &spec.gate;
     if gate.replicas < 0 {
         return invalid("gate.replicas must be 0 or more".into());
@@ -312,6 +312,26 @@ pub fn validate(name: &str, spec: &GameClusterSpec) -> Result<(), SpecError> {
     }
     if gate.max_connections <= 0 {
         return invalid("gate.maxConnections must be greater than 0".into());
+    }
+    if gate.max_connections_per_ip < 0 {
+        return invalid("gate.maxConnectionsPerIp must be 0 or more".into());
+    }
+    if gate.rate_limit.per_second < 0 || gate.rate_limit.burst < 0 {
+        return invalid("gate.rateLimit.perSecond and gate.rateLimit.burst must be 0 or more".into());
+    }
+    if gate.rate_limit.burst > 0 && gate.rate_limit.per_second == 0 {
+        return invalid("gate.rateLimit.burst needs gate.rateLimit.perSecond".into());
+    }
+    if !contract::is_duration(&gate.login_deadline) {
+        return invalid("gate.loginDeadline must be a duration like 10s, 500ms, 2m or 0".into());
+    }
+    if gate.tls.as_ref().is_some_and(|tls| tls.secret_name.is_empty()) {
+        return invalid("gate.tls.secretName must not be empty".into());
+    }
+    if gate.service.external_traffic_policy.is_some()
+        && gate.service.type_ == crate::crd::ServiceType::ClusterIP
+    {
+        return invalid("gate.service.externalTrafficPolicy needs type NodePort or LoadBalancer".into());
     }
     check_drain_deadline("gate.drainDeadlineSeconds", gate.drain_deadline_seconds)?;
     if !(0.0..=1.0).contains(&spec.tracing.sampling_ratio) {
@@ -703,26 +723,6 @@ impl Ctx<'_> {
         }
     }
 
-    fn locator_url(&self) -> String {
-        match &self.spec.locator.redis {
-            Some(redis) => redis.url.clone(),
-            None => format!(
-                "redis://{}.{}.svc:{REDIS_PORT}",
-                child_name(self.name, "redis"),
-                self.namespace
-            ),
-        }
-    }
-
-    fn locator_prefix(&self) -> String {
-        self.spec
-            .locator
-            .redis
-            .as_ref()
-            .and_then(|redis| redis.key_prefix.clone())
-            .unwrap_or_else(|| format!("switchyard:{}", self.name))
-    }
-
     /// The variables of the pod contract common to gates and nodes (the pod IP first, so later values can
     /// reference it).
     fn common_env(&self, service: &str) -> Vec<EnvVar> {
@@ -732,10 +732,17 @@ impl Ctx<'_> {
             field_env(env::POD_NAME, "metadata.name"),
             field_env(env::NAMESPACE, "metadata.namespace"),
             env(env::HTTP, format!("$({}):{ADMIN_PORT}", env::POD_IP)),
-            env(env::LOCATOR, self.locator_url()),
-            env(env::LOCATOR_PREFIX, self.locator_prefix()),
+            env(
+                env::LOCATOR,
+                locator::url(self.name, self.namespace, &self.spec.locator),
+            ),
+            env(
+                env::LOCATOR_PREFIX,
+                locator::prefix(self.name, &self.spec.locator),
+            ),
             env(env::LOG, self.spec.log.clone()),
         ];
+        vars.extend(locator::auth_env(self.name, &self.spec.locator));
         if let Some(endpoint) = &self.spec.tracing.otlp_endpoint {
             vars.extend([
                 env(env::OTEL_EXPORTER_OTLP_ENDPOINT, endpoint.clone()),
@@ -818,6 +825,9 @@ impl Ctx<'_> {
             metadata: meta,
             spec: Some(ServiceSpec {
                 type_: Some(service.type_.as_str().to_owned()),
+                external_traffic_policy: service
+                    .external_traffic_policy
+                    .map(|policy| policy.as_str().to_owned()),
                 selector: Some(selector_labels(self.name, Component::Gate)),
                 ports: Some(self.gate_ports()),
                 ..Default::default()
@@ -831,8 +841,19 @@ impl Ctx<'_> {
         component: Component,
         replicas: i32,
         pod_annotations: BTreeMap<String, String>,
-        pod: PodSpec,
+        mut pod: PodSpec,
     ) -> Deployment {
+        if component != Component::Redis
+            && let Some((volume, mount)) = locator::ca_volume(&self.spec.locator)
+        {
+            pod.volumes.get_or_insert_with(Vec::new).push(volume);
+            for container in &mut pod.containers {
+                container
+                    .volume_mounts
+                    .get_or_insert_with(Vec::new)
+                    .push(mount.clone());
+            }
+        }
         Deployment {
             metadata: self.meta(self.component_name(component), component),
             spec: DeploymentSpec {
@@ -884,7 +905,16 @@ impl Ctx<'_> {
             env(env::WS_PATH, gate.websocket.path.clone()),
             env(env::HEARTBEAT_INTERVAL, gate.heartbeat.interval.clone()),
             env(env::HEARTBEAT_MODE, gate.heartbeat.mode.as_str()),
+            env(env::HEARTBEAT_TIME, gate.heartbeat.server_time.to_string()),
             env(env::MAX_CONNECTIONS, gate.max_connections.to_string()),
+            env(
+                env::MAX_CONNECTIONS_PER_IP,
+                gate.max_connections_per_ip.to_string(),
+            ),
+            env(env::RATE_LIMIT, gate.rate_limit.per_second.to_string()),
+            env(env::RATE_BURST, gate.rate_limit.burst.to_string()),
+            env(env::AUTHORIZE_TIMEOUT, gate.login_deadline.clone()),
+            env(env::PROXY_PROTOCOL, gate.proxy_protocol.to_string()),
             env(
                 env::GATE_DRAIN_DEADLINE,
                 format!("{}s", gate.drain_deadline_seconds),
@@ -901,6 +931,27 @@ impl Ctx<'_> {
             env::POOL_ROUTING,
             contract::format_pool_routing(routing.iter().map(|(pool, policy)| (pool.as_str(), *policy))),
         ));
+        let mut volumes = vec![empty_dir("tmp")];
+        let mut mounts = vec![mount("tmp", "/tmp", false)];
+        if let Some(tls) = &gate.tls {
+            // The whole Secret, not subPath: the kubelet then updates the files when it is renewed, and
+            // the gate reloads them.
+            volumes.push(Volume {
+                name: "tls".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(tls.secret_name.clone()),
+                    optional: Some(false),
+                    default_mode: Some(0o440),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            mounts.push(mount("tls", GATE_TLS_DIR, true));
+            vars.extend([
+                env(env::TLS_CERT, format!("{GATE_TLS_DIR}/tls.crt")),
+                env(env::TLS_KEY, format!("{GATE_TLS_DIR}/tls.key")),
+            ]);
+        }
         let mut ports = Vec::new();
         if gate.tcp.enabled {
             ports.push(port("tcp", gate.tcp.port));
@@ -921,7 +972,7 @@ impl Ctx<'_> {
             liveness_probe: Some(http_probe("/healthz", 10, 3)),
             resources: gate.resources.clone(),
             security_context: Some(container_security_context(RUN_AS_USER)),
-            volume_mounts: Some(vec![mount("tmp", "/tmp", false)]),
+            volume_mounts: Some(mounts),
             ..Default::default()
         };
         let pod = PodSpec {
@@ -933,7 +984,7 @@ impl Ctx<'_> {
             tolerations: non_empty_vec(&gate.tolerations),
             affinity: gate.affinity.clone(),
             containers: vec![container],
-            volumes: Some(vec![empty_dir("tmp")]),
+            volumes: Some(volumes),
             enable_service_links: Some(false),
             ..Default::default()
         };
@@ -1100,24 +1151,12 @@ impl Ctx<'_> {
     fn redis(&self) -> RedisChildren {
         let managed = &self.spec.locator.managed_redis;
         let name = child_name(self.name, "redis");
+        let (conf_volume, conf_mount) = locator::managed_redis_conf_volume(self.name);
         let container = Container {
             name: "redis".to_owned(),
             image: Some(managed.image.clone()),
             image_pull_policy: Some(self.spec.image_pull_policy.as_str().to_owned()),
-            args: Some(
-                [
-                    "--port",
-                    "6379",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ),
+            args: Some(locator::managed_redis_args()),
             ports: Some(vec![port("redis", REDIS_PORT)]),
             readiness_probe: Some(Probe {
                 tcp_socket: Some(TCPSocketAction {
@@ -1138,7 +1177,7 @@ impl Ctx<'_> {
             }),
             resources: managed.resources.clone(),
             security_context: Some(container_security_context(REDIS_USER)),
-            volume_mounts: Some(vec![mount("data", "/data", false)]),
+            volume_mounts: Some(vec![mount("data", "/data", false), conf_mount]),
             ..Default::default()
         };
         let mut deployment = self.deployment(
@@ -1149,7 +1188,7 @@ impl Ctx<'_> {
                 automount_service_account_token: Some(false),
                 security_context: Some(pod_security_context(REDIS_USER)),
                 containers: vec![container],
-                volumes: Some(vec![empty_dir("data")]),
+                volumes: Some(vec![empty_dir("data"), conf_volume]),
                 enable_service_links: Some(false),
                 ..Default::default()
             },
@@ -1168,7 +1207,11 @@ impl Ctx<'_> {
             }),
             ..Default::default()
         };
-        RedisChildren { deployment, service }
+        RedisChildren {
+            auth_secret: self.meta(locator::auth_secret_name(self.name), Component::Redis),
+            deployment,
+            service,
+        }
     }
 
     fn node_network_policy(&self) -> NetworkPolicy {

@@ -3,7 +3,10 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use super::*;
-use crate::crd::{GameClusterSpec, RedisLocatorSpec};
+use crate::crd::{
+    CaBundleRef, GameClusterSpec, GateTlsSpec, RateLimitSpec, RedisLocatorSpec, SecretKeyRef, ServiceType,
+    TrafficPolicy,
+};
 use k8s_openapi::api::core::v1::Container;
 
 fn cluster(spec: GameClusterSpec) -> GameCluster {
@@ -222,6 +225,7 @@ fn gate_environment_follows_the_pod_contract() {
     spec.locator.redis = Some(RedisLocatorSpec {
         url: "redis://shared:6379".into(),
         key_prefix: Some("games:arena".into()),
+        ..Default::default()
     });
     let children = build(spec);
     let gate = container(&children.gate_deployment);
@@ -571,10 +575,278 @@ fn sorted(names: impl Iterator<Item = &'static str>) -> Vec<String> {
     names
 }
 
+/// An external Redis with every credential and a CA: every optional `SWITCHYARD_LOCATOR_*` name.
+fn locked_external_redis() -> RedisLocatorSpec {
+    RedisLocatorSpec {
+        url: "rediss://redis.shared:6380".into(),
+        key_prefix: Some("games:arena".into()),
+        password_secret_ref: Some(SecretKeyRef {
+            name: "redis-creds".into(),
+            key: "password".into(),
+        }),
+        username_secret_ref: Some(SecretKeyRef {
+            name: "redis-creds".into(),
+            key: "user".into(),
+        }),
+        ca: Some(CaBundleRef {
+            secret_name: None,
+            config_map_name: Some("redis-ca".into()),
+            key: "ca.pem".into(),
+        }),
+    }
+}
+
+fn env_secret(container: &Container, name: &str) -> Option<(String, String)> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|var| var.name == name)
+        .and_then(|var| var.value_from.as_ref())
+        .and_then(|source| source.secret_key_ref.as_ref())
+        .map(|selector| (selector.name.clone(), selector.key.clone()))
+}
+
+#[test]
+fn the_managed_redis_is_locked_by_a_generated_password() {
+    let built = build(GameClusterSpec::default());
+    let redis = built.redis.as_ref().expect("a managed Redis");
+    assert_eq!(redis.auth_secret.name.as_deref(), Some("arena-redis-auth"));
+    assert_eq!(
+        redis
+            .auth_secret
+            .owner_references
+            .as_ref()
+            .map(|owners| owners[0].uid.as_str()),
+        Some("uid-1"),
+        "the GameCluster owns the Secret"
+    );
+    let server = container(&redis.deployment);
+    let args = server.args.clone().unwrap_or_default();
+    assert_eq!(args[0], "/etc/switchyard-redis/redis.conf", "{args:?}");
+    let protected = args.windows(2).any(|pair| pair == ["--protected-mode", "yes"]);
+    assert!(protected, "{args:?}");
+    let conf = pod(&redis.deployment)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|volume| volume.name == "config")
+        .and_then(|volume| volume.secret.as_ref())
+        .expect("the configuration comes from the Secret");
+    assert_eq!(conf.secret_name.as_deref(), Some("arena-redis-auth"));
+    assert_eq!(conf.default_mode, Some(0o440));
+    for deployment in [&built.gate_deployment, &built.pools[0].deployment] {
+        let process = container(deployment);
+        assert_eq!(
+            env_secret(process, "SWITCHYARD_LOCATOR_PASSWORD"),
+            Some(("arena-redis-auth".to_owned(), "password".to_owned()))
+        );
+        assert_eq!(env_secret(process, "SWITCHYARD_LOCATOR_USERNAME"), None);
+        assert_eq!(env_value(process, "SWITCHYARD_LOCATOR_CA"), None);
+    }
+
+    let password = crate::locator::generate_password();
+    assert_eq!(password.len(), 48);
+    assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert_ne!(password, crate::locator::generate_password());
+    let secret = crate::locator::auth_secret(redis.auth_secret.clone(), &password);
+    let data = secret.data.expect("data");
+    assert_eq!(data["password"].0, password.as_bytes());
+    let conf = String::from_utf8(data["redis.conf"].0.clone()).expect("UTF-8");
+    assert!(conf.contains(&format!("requirepass {password}\n")), "{conf}");
+    assert!(conf.contains("protected-mode yes"), "{conf}");
+    assert_eq!(secret.immutable, Some(true));
+}
+
+#[test]
+fn an_external_redis_gets_its_credentials_and_ca_from_the_spec_references() {
+    let mut spec = GameClusterSpec::default();
+    spec.locator.redis = Some(locked_external_redis());
+    let built = build(spec);
+    assert!(built.redis.is_none());
+    for deployment in [&built.gate_deployment, &built.pools[0].deployment] {
+        let process = container(deployment);
+        assert_eq!(
+            env_secret(process, "SWITCHYARD_LOCATOR_PASSWORD"),
+            Some(("redis-creds".to_owned(), "password".to_owned()))
+        );
+        assert_eq!(
+            env_secret(process, "SWITCHYARD_LOCATOR_USERNAME"),
+            Some(("redis-creds".to_owned(), "user".to_owned()))
+        );
+        assert_eq!(
+            env_value(process, "SWITCHYARD_LOCATOR_CA").as_deref(),
+            Some("/etc/switchyard/locator-ca/ca.crt")
+        );
+        let mounted = process
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|mount| mount.name == "locator-ca" && mount.mount_path == "/etc/switchyard/locator-ca");
+        assert!(mounted, "{:?}", process.volume_mounts);
+        let volume = pod(deployment)
+            .volumes
+            .iter()
+            .flatten()
+            .find(|volume| volume.name == "locator-ca")
+            .and_then(|volume| volume.config_map.as_ref())
+            .expect("the CA volume");
+        assert_eq!(volume.name, "redis-ca");
+        let item = &volume.items.as_ref().expect("items")[0];
+        assert_eq!((item.key.as_str(), item.path.as_str()), ("ca.pem", "ca.crt"));
+    }
+}
+
+#[test]
+fn locator_specs_the_binary_cannot_use_are_refused() {
+    let refused = |redis: RedisLocatorSpec| {
+        let mut spec = GameClusterSpec::default();
+        spec.locator.redis = Some(redis);
+        match children(&cluster(spec), &Defaults::default()) {
+            Err(SpecError::Invalid(message)) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    let with_url = |url: &str| RedisLocatorSpec {
+        url: url.into(),
+        ..Default::default()
+    };
+    assert!(refused(with_url("redis://:hunter2@redis:6379")).contains("must not carry a password"));
+    assert!(refused(with_url("redis://u:hunter2@redis:6379")).contains("passwordSecretRef"));
+    assert!(refused(with_url("http://redis:6379")).contains("must start with"));
+    for prefix in ["has space", "{tag}", &"p".repeat(65), ""] {
+        let message = refused(RedisLocatorSpec {
+            key_prefix: Some(prefix.to_owned()),
+            ..with_url("redis://redis:6379")
+        });
+        assert!(message.contains("keyPrefix"), "{prefix:?}: {message}");
+    }
+    let mut no_tls = locked_external_redis();
+    no_tls.url = "redis://redis:6379".into();
+    assert!(refused(no_tls).contains("needs a rediss:// URL"));
+    let mut both = locked_external_redis();
+    if let Some(ca) = both.ca.as_mut() {
+        ca.secret_name = Some("also".into());
+    }
+    assert!(refused(both).contains("exactly one"));
+}
+
+#[test]
+fn the_gate_exposure_comes_from_the_spec() {
+    let mut spec = GameClusterSpec::default();
+    spec.gate.max_connections_per_ip = 20;
+    spec.gate.rate_limit = RateLimitSpec {
+        per_second: 50,
+        burst: 100,
+    };
+    spec.gate.login_deadline = "15s".into();
+    spec.gate.heartbeat.server_time = true;
+    spec.gate.proxy_protocol = true;
+    spec.gate.tls = Some(GateTlsSpec {
+        secret_name: "arena-tls".into(),
+    });
+    spec.gate.service.type_ = ServiceType::LoadBalancer;
+    spec.gate.service.external_traffic_policy = Some(TrafficPolicy::Local);
+    spec.gate.service.annotations = BTreeMap::from([("lb.example/internal".to_owned(), "true".to_owned())]);
+    let built = build(spec);
+    let gate = container(&built.gate_deployment);
+    for (name, value) in [
+        ("SWITCHYARD_MAX_CONNECTIONS_PER_IP", "20"),
+        ("SWITCHYARD_RATE_LIMIT", "50"),
+        ("SWITCHYARD_RATE_BURST", "100"),
+        ("SWITCHYARD_AUTHORIZE_TIMEOUT", "15s"),
+        ("SWITCHYARD_HEARTBEAT_TIME", "true"),
+        ("SWITCHYARD_PROXY_PROTOCOL", "true"),
+        ("SWITCHYARD_TLS_CERT", "/etc/switchyard/gate-tls/tls.crt"),
+        ("SWITCHYARD_TLS_KEY", "/etc/switchyard/gate-tls/tls.key"),
+    ] {
+        assert_eq!(env_value(gate, name).as_deref(), Some(value), "{name}");
+    }
+    let tls = pod(&built.gate_deployment)
+        .volumes
+        .iter()
+        .flatten()
+        .find(|volume| volume.name == "tls")
+        .and_then(|volume| volume.secret.as_ref())
+        .expect("the TLS Secret volume");
+    assert_eq!(tls.secret_name.as_deref(), Some("arena-tls"));
+    let mount = gate
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|mount| mount.name == "tls")
+        .expect("the TLS mount");
+    assert_eq!(mount.mount_path, "/etc/switchyard/gate-tls");
+    assert_eq!(
+        mount.sub_path, None,
+        "a subPath mount would never see a renewed Secret"
+    );
+    let service = built.gate_service.spec.as_ref().expect("service spec");
+    assert_eq!(service.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(service.external_traffic_policy.as_deref(), Some("Local"));
+    assert_eq!(
+        built
+            .gate_service
+            .metadata
+            .annotations
+            .as_ref()
+            .map(|a| a["lb.example/internal"].as_str()),
+        Some("true")
+    );
+
+    // Defaults: everything off, no TLS files.
+    let defaults = build(GameClusterSpec::default());
+    let gate = container(&defaults.gate_deployment);
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_MAX_CONNECTIONS_PER_IP").as_deref(),
+        Some("0")
+    );
+    assert_eq!(env_value(gate, "SWITCHYARD_RATE_LIMIT").as_deref(), Some("0"));
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_AUTHORIZE_TIMEOUT").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_HEARTBEAT_TIME").as_deref(),
+        Some("false")
+    );
+    assert_eq!(
+        env_value(gate, "SWITCHYARD_PROXY_PROTOCOL").as_deref(),
+        Some("false")
+    );
+    assert_eq!(env_value(gate, "SWITCHYARD_TLS_CERT"), None);
+    let service = defaults.gate_service.spec.as_ref().expect("service spec");
+    assert_eq!(service.external_traffic_policy, None);
+}
+
+#[test]
+fn gate_exposure_the_binary_cannot_use_is_refused() {
+    let refused = |edit: &dyn Fn(&mut GameClusterSpec)| {
+        let mut spec = GameClusterSpec::default();
+        edit(&mut spec);
+        match children(&cluster(spec), &Defaults::default()) {
+            Err(SpecError::Invalid(message)) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    };
+    assert!(refused(&|spec| spec.gate.rate_limit.burst = 5).contains("needs gate.rateLimit.perSecond"));
+    assert!(refused(&|spec| spec.gate.rate_limit.per_second = -1).contains("0 or more"));
+    assert!(refused(&|spec| spec.gate.max_connections_per_ip = -1).contains("maxConnectionsPerIp"));
+    assert!(refused(&|spec| spec.gate.login_deadline = "soon".into()).contains("loginDeadline"));
+    assert!(
+        refused(&|spec| spec.gate.service.external_traffic_policy = Some(TrafficPolicy::Local))
+            .contains("externalTrafficPolicy needs type NodePort or LoadBalancer")
+    );
+}
+
 #[test]
 fn pods_get_exactly_the_names_of_the_contract() {
     let mut spec = GameClusterSpec::default();
     spec.tracing.otlp_endpoint = Some("http://collector:4317".into());
+    spec.locator.redis = Some(locked_external_redis());
+    spec.gate.tls = Some(GateTlsSpec {
+        secret_name: "arena-tls".into(),
+    });
     let built = build(spec);
     assert_eq!(
         built

@@ -232,25 +232,91 @@ pub struct LocatorSpec {
     /// An existing Redis. When absent the operator runs one (`managedRedis`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisLocatorSpec>,
-    /// The Redis the operator runs when `redis` is absent (one pod, no persistence).
+    /// The Redis the operator runs when `redis` is absent (one pod, no persistence, protected mode, and a
+    /// password the operator generates once into the Secret `NAME-redis-auth`).
     pub managed_redis: ManagedRedisSpec,
 }
 
-/// An existing Redis (or Redis Cluster).
+/// An existing Redis (or Redis Cluster). Credentials come from Secrets, never from the spec: a URL with a
+/// password in it is refused.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.ca) || self.url.startsWith('rediss://')",
+    "message": "locator.redis.ca needs a rediss:// URL"
+}]))]
 pub struct RedisLocatorSpec {
-    /// `redis://host:6379`, `rediss://...`, or `redis+cluster://h1:p1,h2:p2`.
+    /// `redis://host:6379`, `rediss://host:6380` (TLS), or `redis+cluster://h1:p1,h2:p2`; no password
+    /// (use `passwordSecretRef`).
     #[schemars(length(min = 1, max = 2048))]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": contract::REDIS_URL_CEL_RULE,
-        "message": "locator.redis.url must start with redis://, rediss:// or redis+cluster://"
-    }]))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": contract::REDIS_URL_CEL_RULE,
+            "message": "locator.redis.url must start with redis://, rediss:// or redis+cluster://"
+        },
+        {
+            "rule": contract::URL_NO_PASSWORD_CEL_RULE,
+            "message": "locator.redis.url must not carry a password: name a Secret in locator.redis.passwordSecretRef"
+        }
+    ]))]
     pub url: String,
-    /// Key prefix, one per cluster sharing a Redis. Default `switchyard:NAME`.
+    /// Key prefix, one per cluster sharing a Redis: 1 to 64 of `A-Z a-z 0-9 : _ . -`. Default
+    /// `switchyard:NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": contract::LOCATOR_PREFIX_CEL_RULE,
+        "message": "locator.redis.keyPrefix must be 1 to 64 characters of A-Z, a-z, 0-9 and : _ . -"
+    }]))]
     pub key_prefix: Option<String>,
+    /// The Redis password (`requirepass`, or the ACL user's), from a Secret of the cluster's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+    /// The Redis ACL user, from a Secret of the cluster's namespace. Default: Redis's `default` user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_secret_ref: Option<SecretKeyRef>,
+    /// PEM CA bundle to trust for `rediss://` instead of the system's roots (a private CA), mounted into
+    /// gates and nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaBundleRef>,
+}
+
+/// One key of a Secret in the cluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Where a CA bundle lives: one key of a Secret or of a ConfigMap in the cluster's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.secretName) != has(self.configMapName)",
+    "message": "a CA bundle names exactly one of secretName and configMapName"
+}]))]
+pub struct CaBundleRef {
+    /// Secret holding the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// ConfigMap holding the bundle (a CA certificate is not secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map_name: Option<String>,
+    /// Key of the bundle. Default `ca.crt`.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_owned()
 }
 
 /// The Redis the operator runs.
@@ -322,6 +388,56 @@ pub struct GateSpec {
     /// Extra annotations of gate pods.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
+    /// Open client connections from one source IP address per gate at most; 0: no cap. Behind a load
+    /// balancer that does not keep client addresses (`externalTrafficPolicy: Cluster`, SNAT), every player
+    /// shares a few addresses: leave it 0 there.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "gate.maxConnectionsPerIp must be 0 or more"}]))]
+    pub max_connections_per_ip: i32,
+    /// Packets per second one connection may send; more are dropped and a connection that keeps exceeding
+    /// it is closed.
+    pub rate_limit: RateLimitSpec,
+    /// How long a connection may stay without logging in (binding a uid) before the gate closes it:
+    /// a duration like `30s`; `0` (the default) lets it stay.
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": contract::DURATION_CEL_RULE,
+        "message": "gate.loginDeadline must be a duration like 10s, 500ms, 2m or 0"
+    }]))]
+    pub login_deadline: String,
+    /// Every client connection starts with a PROXY protocol v2 header naming the client's address: turn it
+    /// on only behind an L4 load balancer that sends one (connections without it are refused). The address
+    /// then counts for `maxConnectionsPerIp` and is what nodes see.
+    pub proxy_protocol: bool,
+    /// Client TLS: the TCP listener speaks TLS and the WebSocket one WSS, with the certificate of a
+    /// `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`), reloaded by the gates when the Secret changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<GateTlsSpec>,
+}
+
+/// The per-connection packet-rate limit of gates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.burst == 0 || self.perSecond > 0",
+    "message": "gate.rateLimit.burst needs gate.rateLimit.perSecond"
+}]))]
+pub struct RateLimitSpec {
+    /// Packets per second on average; 0 (the default) turns the limit off.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "gate.rateLimit.perSecond must be 0 or more"}]))]
+    pub per_second: i32,
+    /// Packets at once before the rate applies; 0: one second's worth.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 0", "message": "gate.rateLimit.burst must be 0 or more"}]))]
+    pub burst: i32,
+}
+
+/// The certificate of the gates' client listeners.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateTlsSpec {
+    /// A `kubernetes.io/tls` Secret of the cluster's namespace (keys `tls.crt`, `tls.key`), e.g. one
+    /// cert-manager renews.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 impl Default for GateSpec {
@@ -340,6 +456,11 @@ impl Default for GateSpec {
             tolerations: Vec::new(),
             affinity: None,
             pod_annotations: BTreeMap::new(),
+            max_connections_per_ip: 0,
+            rate_limit: RateLimitSpec::default(),
+            login_deadline: "0".to_owned(),
+            proxy_protocol: false,
+            tls: None,
         }
     }
 }
@@ -416,6 +537,10 @@ impl ServiceType {
 /// The client-facing gate Service.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'",
+    "message": "gate.service.externalTrafficPolicy needs type NodePort or LoadBalancer"
+}]))]
 pub struct GateServiceSpec {
     /// `ClusterIP`, `NodePort` or `LoadBalancer`.
     #[serde(rename = "type")]
@@ -423,6 +548,28 @@ pub struct GateServiceSpec {
     /// Annotations of the Service (load-balancer settings, for example).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// `Local` keeps the client's source address (needed by `gate.maxConnectionsPerIp` behind a load
+    /// balancer) and sends traffic only to nodes with a gate; `Cluster` spreads it. Only with `NodePort`
+    /// or `LoadBalancer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+}
+
+/// `externalTrafficPolicy` of the gate Service.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TrafficPolicy {
+    Cluster,
+    Local,
+}
+
+impl TrafficPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficPolicy::Cluster => "Cluster",
+            TrafficPolicy::Local => "Local",
+        }
+    }
 }
 
 /// How gates treat client heartbeats.
@@ -459,6 +606,8 @@ pub struct HeartbeatSpec {
     pub interval: String,
     /// `resp` or `tick`.
     pub mode: HeartbeatMode,
+    /// Attach the server time (ns since the Unix epoch) to the heartbeats the gate sends.
+    pub server_time: bool,
 }
 
 impl Default for HeartbeatSpec {
@@ -466,6 +615,7 @@ impl Default for HeartbeatSpec {
         HeartbeatSpec {
             interval: "10s".to_owned(),
             mode: HeartbeatMode::Resp,
+            server_time: false,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod children;
 pub mod conflicts;
 pub mod crd;
 pub mod leader;
+pub mod locator;
 pub mod metrics;
 pub mod pool_sync;
 pub mod pools;

@@ -44,6 +44,8 @@ pub fn operator_rules() -> Vec<PolicyRule> {
         // Which ReplicaSet is a node Deployment's current one (rollouts drain the pods of the others).
         rule("apps", &["replicasets"], &["list"]),
         rule("", &["services", "configmaps", "serviceaccounts"], &MANAGE),
+        // The managed Redis's password Secret, made once. Create only: the operator reads no Secret.
+        rule("", &["secrets"], &["create"]),
         rule("rbac.authorization.k8s.io", &["roles", "rolebindings"], &MANAGE),
         rule("policy", &["poddisruptionbudgets"], &MANAGE),
         rule("networking.k8s.io", &["networkpolicies"], &MANAGE),

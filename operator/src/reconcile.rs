@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -694,6 +695,10 @@ async fn apply_all(
     children: &Children,
 ) -> Result<Result<Applied, Problem>, ReconcileError> {
     let mut applied = Applied::default();
+    // The managed Redis's password first: Redis and every gate and node read it at start.
+    if let Some(redis) = &children.redis {
+        ensure_auth_secret(client, namespace, &redis.auth_secret).await?;
+    }
     for child in children.all() {
         let result = match &child {
             Child::ServiceAccount(object) => apply(client, namespace, object).await.map(drop),
@@ -755,6 +760,32 @@ where
     .await
 }
 
+/// Creates the managed Redis's password Secret unless it exists. Never an update: the password is made once
+/// (the Secret is immutable) and lives as long as the GameCluster, which owns it. The operator may only
+/// create Secrets, not read them: "exists" is the API server's `409 AlreadyExists`. To rotate the password,
+/// delete the Secret and restart Redis, gates and nodes (docs/security.md).
+async fn ensure_auth_secret(
+    client: &Client,
+    namespace: &str,
+    meta: &ObjectMeta,
+) -> Result<(), ReconcileError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let name = meta.name.clone().unwrap_or_default();
+    let secret = crate::locator::auth_secret(meta.clone(), &crate::locator::generate_password());
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            tracing::info!(secret = %name, %namespace, "generated the managed Redis's password");
+            Ok(())
+        }
+        // Made by an earlier reconcile: keep it.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(source) => Err(ReconcileError::Kube {
+            action: format!("creating Secret/{name}"),
+            source,
+        }),
+    }
+}
+
 /// Deletes optional children the spec no longer wants (the managed Redis once a Redis URL is given, the
 /// NetworkPolicies once disabled, the objects of pools removed from the spec, `NAME-node` once the spec
 /// moved to `spec.pools`), if this cluster owns them.
@@ -780,6 +811,8 @@ async fn prune(
     if children.redis.is_none() {
         delete_owned::<Deployment>(client, namespace, &redis, &uid).await?;
         delete_owned::<Service>(client, namespace, &redis, &uid).await?;
+        // Its password Secret stays (the operator may not read Secrets, so not check that it owns one):
+        // unused, and deleted with the GameCluster.
     }
     let selector = selector_string(&name, Component::Node);
     let wanted: Vec<String> = children

@@ -290,6 +290,23 @@ impl Conn {
         }
     }
 
+    /// [`Conn::tcp`] from a chosen loopback source address (127.0.0.2 and so on: Linux routes all of
+    /// 127.0.0.0/8 to the loopback interface), to play several client hosts.
+    pub async fn tcp_from(source: std::net::Ipv4Addr, address: &str, wire: Wire) -> Conn {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .expect("bind the source address");
+        let target = address.parse().expect("a socket address");
+        let stream = socket.connect(target).await.expect("gate accepts TCP");
+        stream.set_nodelay(true).expect("nodelay");
+        Conn::Tcp {
+            stream,
+            wire,
+            buf: Vec::new(),
+        }
+    }
+
     pub async fn ws(url: &str, wire: Wire) -> Conn {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await

@@ -55,10 +55,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, program: &str, args: &[String], dir: &std::path::Path) -> Proc {
+        Self::spawn_env(name, program, args, &[], dir)
+    }
+
+    /// [`Proc::spawn`] with extra environment variables (secrets go there, as in a pod, not in flags).
+    pub fn spawn_env(
+        name: &str,
+        program: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        dir: &std::path::Path,
+    ) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .env("SWITCHYARD_LOG", "info,switchyard_gate=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(file.try_clone().expect("log file")))
@@ -121,11 +133,23 @@ impl Drop for Proc {
     }
 }
 
+/// How a test's redis-server is locked: a password (`--requirepass`), TLS only (`--port 0 --tls-port`) with
+/// a certificate and key in PEM files.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    pub password: Option<String>,
+    /// (certificate, key) PEM files, e.g. of [`super::certs::Certs`].
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// More configuration, as redis-server arguments (e.g. `--user NAME on >PASSWORD ~KEYS &CHANNELS +@all`).
+    pub extra: Vec<String>,
+}
+
 /// A real redis-server on a free port.
 pub struct Redis {
     pub port: u16,
     pub proc: Proc,
     dir: PathBuf,
+    options: RedisOptions,
 }
 
 impl Redis {
@@ -134,24 +158,44 @@ impl Redis {
     }
 
     pub fn start_on(port: u16, dir: &std::path::Path) -> Redis {
+        Self::start_with(port, dir, RedisOptions::default())
+    }
+
+    pub fn start_with(port: u16, dir: &std::path::Path, options: RedisOptions) -> Redis {
         let found = Command::new("redis-server").arg("--version").output();
         assert!(
             found.is_ok_and(|o| o.status.success()),
             "redis-server is not installed: run scripts/redis.sh (scripts/test.sh does)"
         );
-        let args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        match &options.tls {
+            None => args.extend(["--port".to_owned(), port.to_string()]),
+            Some((cert, key)) => {
+                let cert = cert.display().to_string();
+                args.extend([
+                    "--port".to_owned(),
+                    "0".to_owned(),
+                    "--tls-port".to_owned(),
+                    port.to_string(),
+                    "--tls-cert-file".to_owned(),
+                    cert.clone(),
+                    "--tls-key-file".to_owned(),
+                    key.display().to_string(),
+                    // Required by redis-server even when clients present no certificate.
+                    "--tls-ca-cert-file".to_owned(),
+                    cert,
+                    "--tls-auth-clients".to_owned(),
+                    "no".to_owned(),
+                ]);
+            }
+        }
+        if let Some(password) = &options.password {
+            args.extend(["--requirepass".to_owned(), password.clone()]);
+        }
+        args.extend(options.extra.iter().cloned());
         let proc = Proc::spawn(&format!("redis-{port}"), "redis-server", &args, dir);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -162,11 +206,19 @@ impl Redis {
             port,
             proc,
             dir: dir.to_owned(),
+            options,
         }
     }
 
+    /// `redis://127.0.0.1:PORT`, or `rediss://` with TLS; never with the password (it goes in
+    /// `SWITCHYARD_LOCATOR_PASSWORD`).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL) and starts a new, empty one on the same port after `down_for`.
@@ -174,8 +226,21 @@ impl Redis {
         self.proc.signal("KILL");
         self.proc.wait_exit(Duration::from_secs(5));
         std::thread::sleep(down_for);
-        let replacement = Redis::start_on(self.port, &self.dir);
+        let replacement = Redis::start_with(self.port, &self.dir, self.options.clone());
         let Redis { proc, .. } = replacement;
         self.proc = proc;
+    }
+}
+
+/// Polls `check` every 25 ms until it holds; panics naming `what` after `within`.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

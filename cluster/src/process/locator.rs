@@ -1,6 +1,7 @@
-//! `--locator`: where player bindings live, memory (one process) or Redis, and the start-up wait for a
-//! Redis that is not reachable yet.
+//! `--locator`: where player bindings live, memory (one process) or Redis, the Redis credentials and CA,
+//! and the start-up wait for a Redis that is not reachable yet.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +23,23 @@ pub const STARTUP_WAIT: Duration = Duration::from_secs(20);
 /// Where player bindings live.
 #[derive(Debug, Clone, Args)]
 pub struct LocatorArgs {
-    /// `memory` (one process only) or a Redis URL: `redis://host:6379`, or `redis+cluster://h1:p1,h2:p2`.
+    /// `memory` (one process only) or a Redis URL: `redis://host:6379`, `rediss://host:6380` (TLS), or
+    /// `redis+cluster://h1:p1,h2:p2`.
     #[arg(long, env = "SWITCHYARD_LOCATOR", default_value = "memory")]
     pub locator: String,
-    /// Key prefix in Redis (one prefix per cluster sharing a Redis).
-    #[arg(long, env = "SWITCHYARD_LOCATOR_PREFIX", default_value = "switchyard")]
+    /// Key prefix in Redis (one prefix per cluster sharing a Redis): 1 to 64 of A-Z a-z 0-9 : _ . -
+    #[arg(long, env = "SWITCHYARD_LOCATOR_PREFIX", default_value = "switchyard", value_parser = contract::parse_locator_prefix)]
     pub locator_prefix: String,
+    /// Redis ACL user (default: the URL's, else Redis's `default` user).
+    #[arg(long, env = "SWITCHYARD_LOCATOR_USERNAME")]
+    pub locator_username: Option<String>,
+    /// Redis password (replaces the URL's). Prefer the environment variable: a flag shows in the process
+    /// list.
+    #[arg(long, env = "SWITCHYARD_LOCATOR_PASSWORD", hide_env_values = true)]
+    pub locator_password: Option<String>,
+    /// PEM CA bundle trusted for rediss:// instead of the system's roots (a private CA).
+    #[arg(long, env = "SWITCHYARD_LOCATOR_CA")]
+    pub locator_ca: Option<PathBuf>,
 }
 
 impl LocatorArgs {
@@ -50,7 +62,7 @@ impl LocatorArgs {
         }
         #[cfg(feature = "redis")]
         {
-            redis::connect(&self.locator, &self.locator_prefix, registry, shutdown).await
+            redis::connect(self, registry, shutdown).await
         }
         #[cfg(not(feature = "redis"))]
         {
@@ -93,13 +105,23 @@ mod redis {
     const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
     pub(super) async fn connect(
-        url: &str,
-        prefix: &str,
+        args: &super::LocatorArgs,
         registry: &mut Registry,
         shutdown: &CancellationToken,
     ) -> Result<Arc<dyn Locator>, ProcessError> {
-        let mut config = RedisLocatorConfig::new(url);
-        config.prefix = prefix.to_owned();
+        let mut config = RedisLocatorConfig::new(&args.locator);
+        config.prefix = args.locator_prefix.clone();
+        // An empty value is "not set": a Secret key may be present and empty.
+        let non_empty = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
+        config.username = non_empty(&args.locator_username);
+        config.password = non_empty(&args.locator_password);
+        if let Some(path) = &args.locator_ca {
+            let pem = std::fs::read(path).map_err(|source| ProcessError::LocatorCa {
+                path: path.clone(),
+                source,
+            })?;
+            config.ca_pem = Some(pem);
+        }
         let shown = config.redacted_url();
         let refused = |reason: String| ProcessError::Redis {
             url: shown.clone(),
@@ -125,6 +147,7 @@ mod redis {
                     }
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
+                // Refused (credentials, TLS trust) or a wrong kind of server: waiting does not help.
                 Err(error) => return Err(refused(error.to_string())),
             }
         }
@@ -141,6 +164,9 @@ mod tests {
         LocatorArgs {
             locator: locator.to_owned(),
             locator_prefix: "switchyard".to_owned(),
+            locator_username: None,
+            locator_password: None,
+            locator_ca: None,
         }
     }
 
@@ -160,5 +186,38 @@ mod tests {
                 .to_string()
                 .contains("redis://, rediss:// or redis+cluster://")
         );
+    }
+
+    #[test]
+    fn prefixes_are_checked_when_parsed() {
+        use clap::Parser;
+
+        #[derive(Debug, Parser)]
+        struct Command {
+            #[command(flatten)]
+            locator: LocatorArgs,
+        }
+        let parsed = Command::try_parse_from(["t", "--locator-prefix", "game:eu-1"]).map(|c| c.locator);
+        assert_eq!(
+            parsed.map(|args| args.locator_prefix).ok().as_deref(),
+            Some("game:eu-1")
+        );
+        let refused = Command::try_parse_from(["t", "--locator-prefix", "{hot}"]).map(|c| c.locator);
+        let message = refused.err().map(|error| error.to_string()).unwrap_or_default();
+        assert!(message.contains("must be 1 to 64 characters"), "{message}");
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn an_unreadable_ca_is_named() {
+        let mut args = args("rediss://127.0.0.1:1");
+        args.locator_ca = Some("/nonexistent/ca.pem".into());
+        let error = args
+            .build(&mut Registry::default(), &CancellationToken::new())
+            .await
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
     }
 }

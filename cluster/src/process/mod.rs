@@ -39,7 +39,15 @@ pub enum ProcessError {
         "--locator {0} needs Redis support: enable the `redis` feature of switchyard-node or switchyard-cluster"
     )]
     RedisNotBuilt(String),
-    /// The Redis locator cannot work (bad URL, Redis away past the start-up wait, ...).
+    /// The CA bundle of `--locator-ca` cannot be read.
+    #[error("cannot read the Redis CA bundle {path} (--locator-ca, SWITCHYARD_LOCATOR_CA): {source}")]
+    LocatorCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Redis locator cannot work (bad URL, wrong password, untrusted certificate, Redis away past the
+    /// start-up wait, ...).
     #[error("cannot use the Redis locator at {url}: {reason}")]
     Redis { url: String, reason: String },
     /// Shutdown came while the process waited for Redis.

@@ -49,10 +49,12 @@ pub(crate) fn classify(image: &str, switchyard: &[String], redis: &[String]) -> 
 /// - Switchyard: the image's entrypoint is `switchyard`, so without `command` the program is the binary with
 ///   `args`; a `command` must start with the binary (`switchyard` or a path ending in `/switchyard`), and the
 ///   rest of it comes before `args`.
-/// - Redis: `redis-server --bind <pod IP> --port <port> --save "" --appendonly no --protected-mode no
-///   --dir <pod dir>`, the port being the container port named `redis`, else the first container port, else
-///   6379. The container's own command and args are not used (Debian's redis-server is not the image's
-///   entrypoint script).
+/// - Redis: `redis-server [<config file>] --bind <pod IP> --port <port> --save "" --appendonly no
+///   --protected-mode <yes|no> --dir <pod dir>`, the port being the container port named `redis`, else the
+///   first container port, else 6379. Of the container's own args only two are kept (Debian's redis-server
+///   is not the image's entrypoint script): a first argument ending in `.conf` (a configuration file, e.g.
+///   the operator's `requirepass` from a Secret volume, its path already rewritten), and the value of
+///   `--protected-mode` (default `no`).
 pub(crate) fn command_line(
     kind: ImageKind,
     container: &Container,
@@ -86,23 +88,30 @@ pub(crate) fn command_line(
                 .find(|p| p.name.as_deref() == Some("redis"))
                 .or_else(|| ports.first())
                 .map_or(6379, |p| p.container_port);
-            let args = [
-                "--bind",
-                pod_ip,
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-                "--dir",
-                &pod_dir.display().to_string(),
-            ]
-            .map(str::to_owned)
-            .to_vec();
-            Ok((programs.redis_server.to_path_buf(), args))
+            let config_file = args.first().filter(|first| first.ends_with(".conf")).cloned();
+            let protected_mode = args
+                .windows(2)
+                .find(|pair| pair[0] == "--protected-mode")
+                .map_or_else(|| "no".to_owned(), |pair| pair[1].clone());
+            let mut command: Vec<String> = config_file.into_iter().collect();
+            command.extend(
+                [
+                    "--bind",
+                    pod_ip,
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    &protected_mode,
+                    "--dir",
+                    &pod_dir.display().to_string(),
+                ]
+                .map(str::to_owned),
+            );
+            Ok((programs.redis_server.to_path_buf(), command))
         }
     }
 }
@@ -212,5 +221,32 @@ mod tests {
                 "/pod"
             ])
         );
+
+        // The operator's managed Redis: its configuration file (the password) and protected mode are kept.
+        let (_, args) = command_line(
+            ImageKind::Redis,
+            &c,
+            None,
+            names(&[
+                "/pod/volumes/config/redis.conf",
+                "--port",
+                "6379",
+                "--protected-mode",
+                "yes",
+            ]),
+            &Programs {
+                switchyard: Path::new("/t/switchyard"),
+                redis_server: Path::new("/usr/bin/redis-server"),
+            },
+            "10.244.1.9",
+            Path::new("/pod"),
+        )
+        .unwrap();
+        assert_eq!(args[0], "/pod/volumes/config/redis.conf");
+        assert!(
+            args.windows(2).any(|pair| pair == ["--protected-mode", "yes"]),
+            "{args:?}"
+        );
+        assert!(args.windows(2).any(|pair| pair == ["--port", "6380"]), "{args:?}");
     }
 }
