@@ -13,6 +13,16 @@
 //!    leave the game, then `--replicas=2`: the two nodes with the fewest players go (pod-deletion-cost),
 //!    each drains first (unready, still serving its players), its players log out and back in elsewhere,
 //!    and it exits by itself before its deadline. Zero failed requests.
+//! 5. The node image rolls while players play: old pods drain (no login lands on them), the players of one
+//!    log out and in again elsewhere, the other keeps its players until its drain deadline.
+//! 6. The gate image rolls: every client is told to reconnect elsewhere and keeps its node.
+//! 7. Faults: kill -9 of a node process, the Redis pod deleted, the operator leader SIGKILLed mid-rollout.
+//! 8. The two-pool example (`examples/pools.yaml`: `lobby` and `battle`) in a second namespace: pairs of
+//!    players log in through the lobby, are matched onto battle nodes and play (moves and their pushes);
+//!    `kubectl scale gamepool/my-game-battle` adds a battle node, then the battle image rolls under load.
+//!    Zero failed requests or missing pushes; the lobby's pods and Deployment are untouched; the first
+//!    cluster's players meanwhile see nothing (see `journey/pools.rs`).
+//! 9. Players log out; deleting the GameClusters and `helm uninstall` leave nothing behind.
 //!
 //! The summary (timings, and requests sent / failed per phase) is printed at the end and written to
 //! `summary.txt` in the run directory.
@@ -171,7 +181,13 @@ async fn journey_body(run: RunDir) {
     journey.install().await;
     journey.apply().await;
     let gate_watch = watch_gates(journey.pods.clone(), journey.swarm.shared.clone());
-    let _ = Journey::play; let _ = Journey::scale; let _ = Journey::roll_nodes; let _ = Journey::roll_gates; let _ = Journey::kill_node; let _ = Journey::delete_redis; let _ = Journey::kill_operator;
+    journey.play().await;
+    journey.scale().await;
+    journey.roll_nodes().await;
+    journey.roll_gates().await;
+    journey.kill_node().await;
+    journey.delete_redis().await;
+    journey.kill_operator().await;
     journey.pools().await;
 
     // The players log out and leave, then everything is uninstalled.

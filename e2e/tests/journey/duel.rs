@@ -120,11 +120,19 @@ pub(crate) struct Duels {
 }
 
 impl Duels {
-    /// Starts `pairs` pairs (uids from `first_uid`) on `gates` (pod IPs). Each match lasts `moves` moves,
-    /// one every `pace`.
-    pub(crate) fn start(gates: &[String], pairs: usize, first_uid: i64, moves: i64, pace: Duration) -> Duels {
+    /// Starts `pairs` pairs (uids from `first_uid`) on `gates` (pod IPs), counting in phase `phase` first.
+    /// Each match lasts `moves` moves, one every `pace`.
+    pub(crate) fn start(
+        gates: &[String],
+        phase: &str,
+        pairs: usize,
+        first_uid: i64,
+        moves: i64,
+        pace: Duration,
+    ) -> Duels {
         let shared = Shared::new(pace);
         shared.set_gates(gates);
+        shared.begin_phase(phase);
         let matches: Arc<Mutex<Vec<MatchRecord>>> = Arc::default();
         let tasks = (0..pairs)
             .map(|pair| {

@@ -156,13 +156,17 @@ impl Journey<'_> {
 
         // Pairs log in through the lobby, are matched on battle nodes and play.
         let gate_ips: Vec<String> = gates.iter().map(pod_ip).collect();
-        let duels = Duels::start(&gate_ips, PAIRS, 5000, MOVES, PACE);
+        let phase_name = "8 pools: pairs log in, first matches";
+        self.summary
+            .promise(phase_name, "failed = 0 (replies and pushes)");
+        let duels = Duels::start(&gate_ips, phase_name, PAIRS, 5000, MOVES, PACE);
         wait_for(
             "every pair to be matched once",
             Duration::from_secs(30),
             || async { (duels.pairs_matched() == PAIRS).then_some(()) },
         )
         .await;
+        assert_no_failures(&duels.shared.phase());
         let battle_names: BTreeSet<String> = battle.iter().map(name).collect();
         let phase = duels.shared.begin_phase("8 pools: matches");
         self.summary
@@ -328,6 +332,15 @@ impl Journey<'_> {
         assert_eq!(self.lobby(&pods).await, lobby_before, "the lobby is untouched");
         assert_no_failures(&phase);
         let pushes = PhaseStats::get(&phase.pushes);
+        assert!(
+            pushes > 0 && PhaseStats::get(&phase.logins) > 0,
+            "moves were pushed and lobby logins went on during the rollout: {}",
+            phase.line()
+        );
+        assert!(
+            running_before.keys().any(|n| old_names.contains(n)),
+            "matches ran on the old battle pods when the rollout began: {running_before:?}"
+        );
         self.summary.time(
             "battle image rollout under load -> Ready",
             rollout,
@@ -363,6 +376,15 @@ impl Journey<'_> {
             },
         )
         .await;
+        let left = wait_for(
+            &format!("nothing left in {POOLS_NS}"),
+            Duration::from_secs(60),
+            || async {
+                let left = self.leftovers(POOLS_NS).await;
+                left.is_empty().then_some(left)
+            },
+        )
+        .await;
         assert_no_failures(&game_phase);
         assert_eq!(
             PhaseStats::get(&game_phase.moved),
@@ -371,7 +393,7 @@ impl Journey<'_> {
             game_phase.samples()
         );
         self.step(&format!(
-            "   two-pool cluster deleted; {} meanwhile: {}",
+            "   two-pool cluster deleted, {left:?} left in {POOLS_NS}; {} meanwhile: {}",
             crate::GC,
             game_phase.line()
         ));
