@@ -214,17 +214,21 @@ impl Journey<'_> {
         )
         .await;
         let landed = scaled.elapsed();
-        let status = self
-            .settled_pools(&clusters, "the GameCluster Ready with 3 battle nodes")
-            .await
-            .data["status"]["pools"]
-            .clone();
-        let battle_status = status
-            .as_array()
-            .and_then(|pools| pools.iter().find(|p| p["name"] == "battle"))
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(battle_status["ready"], 3, "status.pools: {status}");
+        // The GamePool's scale does not change the GameCluster's generation: wait for its status to count 3.
+        let battle_status = wait_for(
+            "status.pools to count 3 ready battle nodes",
+            Duration::from_secs(60),
+            || async {
+                let cluster = clusters.get(crate::GC).await.ok()?;
+                let battle = cluster.data["status"]["pools"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["name"] == "battle")?
+                    .clone();
+                (cluster::cluster_settled(&cluster) && battle["ready"] == 3).then_some(battle)
+            },
+        )
+        .await;
         assert_eq!(self.lobby(&pods).await, lobby_before, "the lobby is untouched");
         assert_no_failures(&phase);
         self.summary.time(
@@ -233,7 +237,7 @@ impl Journey<'_> {
             new_pod.clone(),
         );
         self.step(&format!(
-            "   kubectl scale gamepool/{}-battle --replicas=3: {new_pod} Ready, {first_there} new match(es) there after {:.1}s; lobby unchanged; {}",
+            "   kubectl scale gamepool/{}-battle --replicas=3: {new_pod} Ready, {first_there} new match(es) there after {:.1}s; status.pools battle {battle_status}; lobby unchanged; {}",
             crate::GC,
             landed.as_secs_f64(),
             phase.line()
@@ -324,7 +328,9 @@ impl Journey<'_> {
                 );
             }
         }
-        let after_drain = duels.started_since(first_drain);
+        // Matches queued once every old pod drained (the drains are seen up to 100 ms apart).
+        let last_drain = drains.values().max().copied().expect("a drain");
+        let after_drain = duels.started_since(last_drain);
         assert!(
             !after_drain.is_empty() && after_drain.keys().all(|n| new_names.contains(n)),
             "new matches land on the new battle pods: {after_drain:?}"
