@@ -13,14 +13,28 @@
 //!    leave the game, then `--replicas=2`: the two nodes with the fewest players go (pod-deletion-cost),
 //!    each drains first (unready, still serving its players), its players log out and back in elsewhere,
 //!    and it exits by itself before its deadline. Zero failed requests.
+//! 5. The node image rolls while players play: old pods drain (no login lands on them), the players of one
+//!    log out and in again elsewhere, the other keeps its players until its drain deadline.
+//! 6. The gate image rolls: every client is told to reconnect elsewhere and keeps its node.
+//! 7. Faults: kill -9 of a node process, the Redis pod deleted, the operator leader SIGKILLed mid-rollout.
+//! 8. The two-pool example (`examples/pools.yaml`: `lobby` and `battle`) in a second namespace: pairs of
+//!    players log in through the lobby, are matched onto battle nodes and play (moves and their pushes);
+//!    `kubectl scale gamepool/my-game-battle` adds a battle node, then the battle image rolls under load.
+//!    Zero failed requests or missing pushes; the lobby's pods and Deployment are untouched; the first
+//!    cluster's players meanwhile see nothing (see `journey/pools.rs`).
+//! 9. Players log out; deleting the GameClusters and `helm uninstall` leave nothing behind.
 //!
 //! The summary (timings, and requests sent / failed per phase) is printed at the end and written to
 //! `summary.txt` in the run directory.
 
 #[path = "journey/kube.rs"]
 mod cluster;
+#[path = "journey/duel.rs"]
+mod duel;
 #[path = "journey/load.rs"]
 mod load;
+#[path = "journey/pools.rs"]
+mod pools;
 #[path = "journey/summary.rs"]
 mod summary;
 
@@ -134,6 +148,8 @@ struct Journey<'h> {
     clusters: Api<DynamicObject>,
     swarm: Swarm,
     summary: Summary,
+    /// Phases counted by other players than the swarm's (the two-pool cluster's pairs).
+    other_phases: Vec<Arc<PhaseStats>>,
     clock: Clock,
     dir: PathBuf,
 }
@@ -158,6 +174,7 @@ async fn journey_body(run: RunDir) {
         client,
         swarm: Swarm::new(PERIOD),
         summary: Summary::default(),
+        other_phases: Vec::new(),
         clock,
         dir,
     };
@@ -171,10 +188,11 @@ async fn journey_body(run: RunDir) {
     journey.kill_node().await;
     journey.delete_redis().await;
     journey.kill_operator().await;
+    journey.pools().await;
 
     // The players log out and leave, then everything is uninstalled.
     journey.swarm.set_running(false);
-    let phase = journey.swarm.phase("8 players log out");
+    let phase = journey.swarm.phase("9 players log out");
     journey.summary.promise(&phase.name, "failed = 0");
     for chunk in journey.swarm.players().chunks(40) {
         let shared = &journey.swarm.shared;
@@ -182,7 +200,9 @@ async fn journey_body(run: RunDir) {
         assert!(results.iter().all(Result::is_ok), "logouts: {results:?}");
     }
     assert_no_failures(&phase);
-    let phases = journey.swarm.phases();
+    let mut phases = journey.swarm.phases();
+    phases.append(&mut journey.other_phases);
+    phases.sort_by_key(|p| p.started);
     let swarm = std::mem::replace(&mut journey.swarm, Swarm::new(PERIOD));
     swarm.stop().await;
     gate_watch.abort();
@@ -1180,7 +1200,7 @@ impl Journey<'_> {
         ));
     }
 
-    /// 8. Deleting the GameCluster and `helm uninstall` leave nothing behind.
+    /// 9. Deleting the GameCluster and `helm uninstall` leave nothing behind.
     async fn uninstall(&mut self) {
         let deleted = Instant::now();
         self.tools
@@ -1250,7 +1270,7 @@ impl Journey<'_> {
             "the CRD stays (helm policy)",
         );
         self.step(&format!(
-            "8. GameCluster deleted: nothing left in {NS} after {:.1}s; helm uninstall: nothing left in {SYSTEM_NS} nor cluster-wide; no pod runs",
+            "9. GameCluster deleted: nothing left in {NS} after {:.1}s; helm uninstall: nothing left in {SYSTEM_NS} nor cluster-wide; no pod runs",
             cluster_gone.as_secs_f64()
         ));
     }
@@ -1306,7 +1326,12 @@ impl Journey<'_> {
 
     /// How the (single) container of `pod` exited when the pod was deleted.
     async fn exit_of(&self, pod: &str, timeout: Duration) -> ContainerExit {
-        let key = PodKey::new(NS, pod);
+        self.exit_in(NS, pod, timeout).await
+    }
+
+    /// How the (single) container of `pod` in `namespace` exited when the pod was deleted.
+    async fn exit_in(&self, namespace: &str, pod: &str, timeout: Duration) -> ContainerExit {
+        let key = PodKey::new(namespace, pod);
         let event = self
             .harness
             .kubelet()
@@ -1324,7 +1349,12 @@ impl Journey<'_> {
 
     /// The log of `container` in `pod` (every start appended).
     fn container_log(&self, pod: &str, container: &str) -> String {
-        let prefix = format!("{NS}_{pod}_");
+        self.container_log_in(NS, pod, container)
+    }
+
+    /// The log of `container` in `pod` of `namespace` (every start appended).
+    fn container_log_in(&self, namespace: &str, pod: &str, container: &str) -> String {
+        let prefix = format!("{namespace}_{pod}_");
         let dir = self
             .harness
             .kubelet()

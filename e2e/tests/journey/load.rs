@@ -24,12 +24,12 @@ use tokio::task::JoinHandle;
 /// Client TCP port of the gates (the CRD's default `gate.tcp.port`).
 pub(crate) const GATE_TCP_PORT: u16 = 3553;
 const ECHO: i32 = 1;
-const LOGIN: i32 = 2;
+pub(crate) const LOGIN: i32 = 2;
 const WHOAMI: i32 = 3;
 const JOIN: i32 = 4;
 const SAY: i32 = 5;
 const ROOM_MESSAGE: i32 = 6;
-const LOGOUT: i32 = 7;
+pub(crate) const LOGOUT: i32 = 7;
 const KICKED: i32 = 8;
 
 /// Counters of one phase of the journey.
@@ -87,6 +87,18 @@ impl PhaseStats {
         )
     }
 
+    /// Counts a failure of `route` (a request, or a push that never came) and keeps a sample.
+    pub(crate) fn fail(&self, route: i32, why: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self
+            .failed_routes
+            .lock()
+            .expect("failed routes")
+            .entry(route)
+            .or_default() += 1;
+        self.sample(why);
+    }
+
     pub(crate) fn failed_routes(&self) -> BTreeMap<i32, u64> {
         self.failed_routes.lock().expect("failed routes").clone()
     }
@@ -124,8 +136,48 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Shared state for players who make one request every `period` while the load runs; counting in an
+    /// unnamed setup phase until the first [`Shared::begin_phase`].
+    pub(crate) fn new(period: Duration) -> Arc<Shared> {
+        let first = Arc::new(PhaseStats::new("setup"));
+        Arc::new(Shared {
+            gates: RwLock::new(Vec::new()),
+            cursor: AtomicUsize::new(0),
+            phase: RwLock::new(first.clone()),
+            phases: Mutex::new(vec![first]),
+            running: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            period,
+        })
+    }
+
     pub(crate) fn phase(&self) -> Arc<PhaseStats> {
         self.phase.read().expect("phase").clone()
+    }
+
+    /// Ends the current phase and starts counting `name`.
+    pub(crate) fn begin_phase(&self, name: &str) -> Arc<PhaseStats> {
+        let next = Arc::new(PhaseStats::new(name));
+        let previous = std::mem::replace(&mut *self.phase.write().expect("phase"), next.clone());
+        *previous.ended.lock().expect("ended") = Some(Instant::now());
+        self.phases.lock().expect("phases").push(next.clone());
+        next
+    }
+
+    /// Every phase so far (the first is the unnamed setup).
+    pub(crate) fn phases(&self) -> Vec<Arc<PhaseStats>> {
+        self.phases.lock().expect("phases").clone()
+    }
+
+    /// Ends the load: players stop at their next step, and the current phase ends.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.running.store(false, Ordering::Relaxed);
+        *self.phase().ended.lock().expect("ended") = Some(Instant::now());
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     /// The gates new connections go to (`ip`; the client port is added).
@@ -134,7 +186,7 @@ impl Shared {
         *self.gates.write().expect("gates") = gates;
     }
 
-    fn next_gate(&self) -> Option<String> {
+    pub(crate) fn next_gate(&self) -> Option<String> {
         let gates = self.gates.read().expect("gates");
         if gates.is_empty() {
             return None;
@@ -188,7 +240,7 @@ pub(crate) enum Outcome {
     Interrupted(String),
 }
 
-fn options() -> ClientOptions {
+pub(crate) fn options() -> ClientOptions {
     ClientOptions {
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(3),
@@ -239,43 +291,10 @@ impl Player {
 
     /// One request on the open session, counted in the current phase.
     async fn request_on(&self, shared: &Shared, session: &Session, route: i32, payload: &Value) -> Outcome {
-        let stats = shared.phase();
-        stats.requests.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::to_vec(payload).expect("json");
-        let result = session.client.request(route, body).await;
-        let outcome = match result {
-            Ok(reply) => match serde_json::from_slice::<Value>(&reply) {
-                Ok(value) if value["code"] == 0 => Outcome::Ok(value),
-                Ok(value) => Outcome::Failed(format!("route {route}: error answer {value}")),
-                Err(error) => Outcome::Failed(format!("route {route}: unreadable answer: {error}")),
-            },
-            Err(error) if session.client.reconnect_requested() => {
-                Outcome::Interrupted(format!("route {route}: {error} (after reconnect-elsewhere)"))
-            }
-            Err(error) => Outcome::Failed(format!("route {route}: {error}")),
-        };
-        match &outcome {
-            Outcome::Ok(_) => {}
-            Outcome::Failed(why) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                *stats
-                    .failed_routes
-                    .lock()
-                    .expect("failed routes")
-                    .entry(route)
-                    .or_default() += 1;
-                stats.sample(format!(
-                    "uid {} via {} (node {}): {why}",
-                    self.uid,
-                    session.gate,
-                    self.node()
-                ));
-            }
-            Outcome::Interrupted(_) => {
-                stats.interrupted.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        outcome
+        counted_request(shared, &session.client, route, payload, || {
+            format!("uid {} via {} (node {})", self.uid, session.gate, self.node())
+        })
+        .await
     }
 
     /// Logs in on the session (and joins the player's own room). Returns the node.
@@ -306,10 +325,7 @@ impl Player {
 
     /// Opens a connection to the next ready gate, starting its push reader.
     async fn open(&self, shared: &Arc<Shared>) -> Result<Session, String> {
-        let gate = shared.next_gate().ok_or_else(|| "no gate is ready".to_owned())?;
-        let client = Client::connect_tcp(gate.as_str(), PacketConfig::default(), options())
-            .await
-            .map_err(|error| format!("connect {gate}: {error}"))?;
+        let (client, gate) = connect(shared).await?;
         let mut pushes = client.pushes().ok_or_else(|| "pushes taken".to_owned())?;
         let reader = {
             let shared = shared.clone();
@@ -564,17 +580,8 @@ pub(crate) struct Swarm {
 impl Swarm {
     /// An empty swarm whose players will make one request every `period` while the load runs.
     pub(crate) fn new(period: Duration) -> Swarm {
-        let first = Arc::new(PhaseStats::new("setup"));
         Swarm {
-            shared: Arc::new(Shared {
-                gates: RwLock::new(Vec::new()),
-                cursor: AtomicUsize::new(0),
-                phase: RwLock::new(first.clone()),
-                phases: Mutex::new(vec![first]),
-                running: AtomicBool::new(false),
-                stop: AtomicBool::new(false),
-                period,
-            }),
+            shared: Shared::new(period),
             players: Vec::new(),
             tasks: Vec::new(),
             next_uid: 1000,
@@ -587,16 +594,12 @@ impl Swarm {
 
     /// Ends the current phase and starts counting `name`.
     pub(crate) fn phase(&self, name: &str) -> Arc<PhaseStats> {
-        let next = Arc::new(PhaseStats::new(name));
-        let previous = std::mem::replace(&mut *self.shared.phase.write().expect("phase"), next.clone());
-        *previous.ended.lock().expect("ended") = Some(Instant::now());
-        self.shared.phases.lock().expect("phases").push(next.clone());
-        next
+        self.shared.begin_phase(name)
     }
 
     /// Every phase so far (the first is the unnamed setup).
     pub(crate) fn phases(&self) -> Vec<Arc<PhaseStats>> {
-        self.shared.phases.lock().expect("phases").clone()
+        self.shared.phases()
     }
 
     pub(crate) fn players(&self) -> &[Arc<Player>] {
@@ -663,8 +666,7 @@ impl Swarm {
 
     /// Stops the load and closes every connection.
     pub(crate) async fn stop(self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        self.set_running(false);
+        self.shared.stop();
         for task in &self.tasks {
             task.abort();
         }
@@ -673,8 +675,50 @@ impl Swarm {
                 session.client.close().await;
             }
         }
-        *self.shared.phase().ended.lock().expect("ended") = Some(Instant::now());
     }
+}
+
+/// Connects to the next ready gate. Returns the client and the gate (`ip:port`).
+pub(crate) async fn connect(shared: &Shared) -> Result<(Client, String), String> {
+    let gate = shared.next_gate().ok_or_else(|| "no gate is ready".to_owned())?;
+    let client = Client::connect_tcp(gate.as_str(), PacketConfig::default(), options())
+        .await
+        .map_err(|error| format!("connect {gate}: {error}"))?;
+    Ok((client, gate))
+}
+
+/// One request on `client`, counted in `shared`'s current phase: ok (`"code":0`), failed (an error answer, a
+/// timeout, a lost connection), or interrupted (lost after the server asked the client to reconnect
+/// elsewhere). `who` names the player in a failure's sample.
+pub(crate) async fn counted_request(
+    shared: &Shared,
+    client: &Client,
+    route: i32,
+    payload: &Value,
+    who: impl FnOnce() -> String,
+) -> Outcome {
+    let stats = shared.phase();
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::to_vec(payload).expect("json");
+    let outcome = match client.request(route, body).await {
+        Ok(reply) => match serde_json::from_slice::<Value>(&reply) {
+            Ok(value) if value["code"] == 0 => Outcome::Ok(value),
+            Ok(value) => Outcome::Failed(format!("route {route}: error answer {value}")),
+            Err(error) => Outcome::Failed(format!("route {route}: unreadable answer: {error}")),
+        },
+        Err(error) if client.reconnect_requested() => {
+            Outcome::Interrupted(format!("route {route}: {error} (after reconnect-elsewhere)"))
+        }
+        Err(error) => Outcome::Failed(format!("route {route}: {error}")),
+    };
+    match &outcome {
+        Outcome::Ok(_) => {}
+        Outcome::Failed(why) => stats.fail(route, format!("{}: {why}", who())),
+        Outcome::Interrupted(_) => {
+            stats.interrupted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    outcome
 }
 
 /// Waits until `f` holds, polling every 50 ms, for at most `timeout`.
