@@ -1130,10 +1130,7 @@ subjects: [{kind: ServiceAccount, name: rbac-check-gate, namespace: games}]
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: rbac-check-node, namespace: games}
-rules:
-  - apiGroups: [""]
-    resources: ["pods"]
-    verbs: ["get", "watch", "patch"]
+rules: []
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding

@@ -1273,3 +1273,161 @@ async fn two_operators_one_leader_and_takeover() {
     eprintln!("takeover after release: {takeover:?}; after a crash: {expiry:?}");
     c.stop().await;
 }
+
+/// Least privilege: nodes may not write pods, so the operator reads each node pod's `/load` (real admin
+/// servers here, one per pod on its own loopback address, with the node's load router) and writes the
+/// bound-players, pod-deletion-cost and routes annotations; `kubectl scale` down then removes the emptiest
+/// node (the ReplicaSet controller orders by pod-deletion-cost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn node_loads_become_pod_annotations_and_scale_down_removes_the_emptiest() {
+    use switchyard_cluster::admin::AdminServer;
+    use switchyard_cluster::kubernetes::{
+        BOUND_PLAYERS_ANNOTATION, POD_DELETION_COST_ANNOTATION, ROUTES_ANNOTATION,
+    };
+
+    let (plane, client, ns) = setup("loads").await;
+    let operator = Operator::start(plane, &ns, "op-1").await;
+    let spec = GameClusterSpec {
+        node: Some(NodeSpec {
+            replicas: 3,
+            ..NodeSpec::default()
+        }),
+        ..GameClusterSpec::default()
+    };
+    create_cluster(&client, &ns, "load", spec).await;
+    let node_selector = "app.kubernetes.io/instance=load,app.kubernetes.io/component=node";
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let live = |pods: Vec<Pod>| -> Vec<String> {
+        pods.into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .map(|pod| pod.name_any())
+            .collect()
+    };
+    let names = eventually("three node pods", WAIT, || async {
+        let list = pods
+            .list(&ListParams::default().labels(node_selector))
+            .await
+            .ok()?;
+        let names = live(list.items);
+        (names.len() == 3).then_some(names)
+    })
+    .await;
+
+    // The nodes' ServiceAccount may not patch pods (nor read them): a compromised node cannot modify others.
+    for verb in ["patch", "update", "get"] {
+        let output = plane.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            "pods",
+            "-n",
+            &ns,
+            &format!("--as=system:serviceaccount:{ns}:load-node"),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "no",
+            "the node ServiceAccount may {verb} pods"
+        );
+    }
+
+    // One admin server per pod, as a node runs it (the load router on the admin port 9090), on the pod's
+    // "IP": a loopback address of its own.
+    let counts = [7usize, 0, 3];
+    let mut servers = Vec::new();
+    let mut senders = Vec::new();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    for (index, (name, count)) in names.iter().zip(counts).enumerate() {
+        let ip = format!("127.33.0.{}", 10 + index);
+        let (sender, bound) = tokio::sync::watch::channel(count);
+        let server = AdminServer::start_with(
+            format!("{ip}:9090").parse().expect("address"),
+            prometheus_client::registry::Registry::default(),
+            vec![],
+            switchyard_cluster::load::router(bound, &[2, 1]),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("a load server on {ip}:9090: {error}"));
+        let patch = serde_json::json!({"status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            ],
+        }});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("pod status");
+        servers.push(server);
+        senders.push(sender);
+    }
+    let annotations_are = |wanted: [usize; 3]| {
+        let pods = pods.clone();
+        let names = names.clone();
+        async move {
+            for (name, count) in names.iter().zip(wanted) {
+                let pod = pods.get(name).await.ok()?;
+                let annotations = pod.annotations();
+                let count = count.to_string();
+                if annotations.get(BOUND_PLAYERS_ANNOTATION) != Some(&count)
+                    || annotations.get(POD_DELETION_COST_ANNOTATION) != Some(&count)
+                    || annotations.get(ROUTES_ANNOTATION).map(String::as_str) != Some("1,2")
+                {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    };
+    eventually("the operator writes each node's load on its pod", WAIT, || {
+        annotations_are(counts)
+    })
+    .await;
+    senders[0].send_replace(8);
+    eventually("a changed count follows", WAIT, || annotations_are([8, 0, 3])).await;
+    eventually("the status sums the counts", WAIT, || async {
+        let (_, status) = status(&client, &ns, "load").await;
+        (status.node.bound_players == 11).then_some(())
+    })
+    .await;
+    let text = operator.metrics().await;
+    assert!(
+        metric(
+            &text,
+            "switchyard_operator_node_load_reads_total",
+            "reason=\"ok\""
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{text}"
+    );
+
+    // Scale down by one: the ReplicaSet deletes the pod with the lowest pod-deletion-cost, the empty one.
+    plane.kubectl_ok(&["-n", &ns, "scale", "gamecluster/load", "--replicas=2"]);
+    let left = eventually("two node pods left", WAIT, || async {
+        let list = pods
+            .list(&ListParams::default().labels(node_selector))
+            .await
+            .ok()?;
+        let names = live(list.items);
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    assert_eq!(
+        left.iter().collect::<std::collections::BTreeSet<_>>(),
+        [&names[0], &names[2]].into_iter().collect(),
+        "scale-down removed {:?} rather than the empty {}",
+        names
+            .iter()
+            .filter(|name| !left.contains(name))
+            .collect::<Vec<_>>(),
+        names[1]
+    );
+    for server in servers {
+        server.stop().await;
+    }
+    operator.stop().await;
+}

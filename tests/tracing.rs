@@ -143,10 +143,16 @@ async fn a_call_made_by_a_traced_handler_joins_its_trace() {
         request(&client, demo::LOGIN, json!({"uid": uid, "name": "p"})).await;
         // The second queue request completes a pair: its handler calls the battle pool (this node's own
         // pool here) to create the match.
-        assert_eq!(request(&client, demo::QUEUE, json!({"mode": "duel"})).await["code"], 0);
+        assert_eq!(
+            request(&client, demo::QUEUE, json!({"mode": "duel"})).await["code"],
+            0
+        );
         clients.push(client);
     }
-    let spans = spans_until(&exporter, |spans| named(spans, "node.call", Some(demo::CREATE_MATCH)).len() == 1).await;
+    let spans = spans_until(&exporter, |spans| {
+        named(spans, "node.call", Some(demo::CREATE_MATCH)).len() == 1
+    })
+    .await;
     let [call] = named(&spans, "node.call", Some(demo::CREATE_MATCH))[..] else {
         panic!("one node.call span for the match")
     };

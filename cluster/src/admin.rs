@@ -131,10 +131,29 @@ impl AdminServer {
         metrics: Registry,
         readiness: Vec<Readiness>,
     ) -> std::io::Result<AdminServer> {
+        Self::start_with(address, metrics, readiness, Router::new()).await
+    }
+
+    /// [`AdminServer::start`] with `extra` routes (a node adds its load report, [`crate::load`]).
+    ///
+    /// # Errors
+    /// The address cannot be bound (the error names it).
+    pub async fn start_with(
+        address: SocketAddr,
+        metrics: Registry,
+        readiness: Vec<Readiness>,
+        extra: Router,
+    ) -> std::io::Result<AdminServer> {
         let listener = bind(address).await?;
         let address = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, Arc::new(metrics), readiness, stop.clone()));
+        let task = tokio::spawn(serve_with(
+            listener,
+            Arc::new(metrics),
+            readiness,
+            extra,
+            stop.clone(),
+        ));
         Ok(AdminServer { address, stop, task })
     }
 

@@ -6,6 +6,8 @@
 //!   `locate_gate` cache;
 //! - [`registry`]: which nodes exist and which of them take new players;
 //! - [`admin`]: the admin HTTP server every component runs (`/healthz`, `/readyz`, `/metrics`);
+//! - [`load`]: a node's load report on its admin server (`/load`: bound players, routes), which the
+//!   operator turns into the node pod's annotations;
 //! - [`kubernetes`]: the registry on EndpointSlices, the pod reporter (bound players, deletion cost) and the
 //!   drain signal (pod annotation) for running inside Kubernetes;
 //! - [`telemetry`]: OpenTelemetry traces (sampling, the tracer provider and its `tracing` layer, the trace
@@ -25,6 +27,7 @@ pub mod contract;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod link;
+pub mod load;
 pub mod locator;
 pub mod metrics;
 pub mod process;

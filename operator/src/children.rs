@@ -485,7 +485,12 @@ pub fn children(cluster: &GameCluster, defaults: &Defaults) -> Result<Children, 
             "endpointslices",
             &["get", "list", "watch"],
         ),
-        node_role: ctx.role(Component::Node, "", "pods", &["get", "watch", "patch"]),
+        // Nodes need no API right: the drain signal is the downward API file, and their load is read by the
+        // operator (`load`). The Role stays, without rules, so that an upgrade empties the earlier one.
+        node_role: Role {
+            rules: Some(Vec::new()),
+            ..ctx.role(Component::Node, "", "pods", &[])
+        },
         gate_role_binding: ctx.role_binding(Component::Gate),
         node_role_binding: ctx.role_binding(Component::Node),
         config_map,
@@ -1072,7 +1077,6 @@ impl Ctx<'_> {
             env(env::LINK, format!("$({}):{LINK_PORT}", env::POD_IP)),
             env(env::DRAIN_DEADLINE, format!("{}s", node.drain_deadline_seconds)),
             env(env::POOL, pool.name.to_string()),
-            env(env::REPORT_POD, "true"),
             env(env::DRAIN_FILE, format!("{PODINFO_DIR}/annotations")),
             env(env::CODEC, node.codec.as_str()),
         ]);
@@ -1117,7 +1121,8 @@ impl Ctx<'_> {
         };
         let pod = PodSpec {
             service_account_name: Some(self.component_name(Component::Node)),
-            automount_service_account_token: Some(true),
+            // No API right (see the node Role): no token either, so a compromised node has none to use.
+            automount_service_account_token: Some(false),
             termination_grace_period_seconds: Some(i64::from(node.drain_deadline_seconds) + 15),
             security_context: Some(pod_security_context(RUN_AS_USER)),
             node_selector: non_empty(&node.node_selector),

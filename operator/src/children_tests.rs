@@ -167,7 +167,8 @@ fn node_environment_follows_the_pod_contract() {
         Some("60s")
     );
     assert_eq!(env_value(node, "SWITCHYARD_POOL").as_deref(), Some("game"));
-    assert_eq!(env_value(node, "SWITCHYARD_REPORT_POD").as_deref(), Some("true"));
+    // The operator writes the node pod's annotations itself (from /load): nodes may not write pods.
+    assert_eq!(env_value(node, "SWITCHYARD_REPORT_POD"), None);
     assert_eq!(
         env_value(node, "SWITCHYARD_DRAIN_FILE").as_deref(),
         Some("/etc/podinfo/annotations")
@@ -314,9 +315,16 @@ fn services_and_rbac() {
         Some(&["endpointslices".to_owned()][..])
     );
     assert_eq!(gate_rule.verbs, ["get", "list", "watch"]);
-    let node_rule = &children.node_role.rules.as_ref().expect("rules")[0];
-    assert_eq!(node_rule.resources.as_deref(), Some(&["pods".to_owned()][..]));
-    assert_eq!(node_rule.verbs, ["get", "watch", "patch"]);
+    // Nodes have no API right (a compromised node cannot modify other pods) and no token mounted.
+    assert_eq!(children.node_role.rules.as_deref(), Some(&[][..]));
+    let node_pod = children.pools[0]
+        .deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .expect("node pod spec");
+    assert_eq!(node_pod.automount_service_account_token, Some(false));
     let subject = &children.node_role_binding.subjects.as_ref().expect("subjects")[0];
     assert_eq!(
         (subject.kind.as_str(), subject.name.as_str()),

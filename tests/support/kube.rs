@@ -807,6 +807,8 @@ impl Operator {
                         &format!("{}ms", lease.retry_period.as_millis()),
                         "--shutdown-grace",
                         "10s",
+                        "--load-interval",
+                        "500ms",
                     ])
                     .env("KUBECONFIG", &plane.operator_kubeconfig)
                     .env("SWITCHYARD_LOG", "info,switchyard_operator=debug")
@@ -838,6 +840,10 @@ impl Operator {
                     }),
                     instance: identity.to_owned(),
                     shutdown_grace: Duration::from_secs(10),
+                    load: switchyard_operator::load::LoadSettings {
+                        interval: Duration::from_millis(500),
+                        timeout: Duration::from_secs(2),
+                    },
                 };
                 let shutdown = CancellationToken::new();
                 let task = tokio::spawn(switchyard_operator::run(client, config, shutdown.clone()));
