@@ -96,6 +96,7 @@ impl OperatorCommand {
             namespace: self.watch_namespace.clone(),
             defaults: Defaults {
                 image: self.default_image.clone(),
+                operator_namespace: self.namespace.clone(),
             },
             concurrency: self.concurrency,
             admin: Some(self.http),

@@ -665,8 +665,15 @@ async fn two_pools_scale_on_their_own_and_route_conflicts_show() {
 async fn operator_creates_children_status_and_events() {
     let (plane, client, ns) = setup("children").await;
     let operator = Operator::start(plane, &ns, "op-1").await;
+    // NetworkPolicies are on by default; admin ports only from the monitoring namespace (and, for nodes,
+    // the operator).
     let mut spec = GameClusterSpec::default();
-    spec.network_policy.enabled = true;
+    spec.network_policy.admin_from = vec![
+        serde_json::from_value(serde_json::json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+        }))
+        .expect("peer"),
+    ];
     let cluster = create_cluster(&client, &ns, "arena", spec).await;
     let uid = cluster.uid().expect("uid");
     let selector = instance("arena");
@@ -678,7 +685,7 @@ async fn operator_creates_children_status_and_events() {
     .await;
     assert_eq!(deployments, ["arena-gate", "arena-node", "arena-redis"]);
     eventually("every child exists", WAIT, || async {
-        (names::<NetworkPolicy>(&client, &ns, &selector).await.len() == 2
+        (names::<NetworkPolicy>(&client, &ns, &selector).await.len() == 3
             && names::<PodDisruptionBudget>(&client, &ns, &selector).await.len() == 2)
             .then_some(())
     })
@@ -705,7 +712,52 @@ async fn operator_creates_children_status_and_events() {
     );
     assert_eq!(
         names::<NetworkPolicy>(&client, &ns, &selector).await,
-        ["arena-node", "arena-redis"]
+        ["arena-gate", "arena-node", "arena-redis"]
+    );
+    // What the API server stored: client ports open, link port from this cluster's gates, Redis from its
+    // gates and nodes, admin ports from the monitoring namespace (and the operator's pods, for nodes).
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let ingress = |policy: NetworkPolicy| {
+        serde_json::to_value(policy.spec.expect("spec").ingress.expect("ingress")).expect("JSON")
+    };
+    let monitoring = serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}});
+    let admin = |extra: Option<serde_json::Value>| {
+        let mut from = vec![monitoring.clone()];
+        from.extend(extra);
+        serde_json::json!({"from": from, "ports": [{"port": 9090, "protocol": "TCP"}]})
+    };
+    let pods_of = |component: &str| {
+        serde_json::json!({"podSelector": {"matchLabels": {
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/instance": "arena",
+            "app.kubernetes.io/name": "switchyard",
+        }}})
+    };
+    assert_eq!(
+        ingress(policies.get("arena-gate").await.expect("gate policy")),
+        serde_json::json!([
+            {"ports": [{"port": 3553, "protocol": "TCP"}, {"port": 3554, "protocol": "TCP"}]},
+            admin(None),
+        ])
+    );
+    assert_eq!(
+        ingress(policies.get("arena-node").await.expect("node policy")),
+        serde_json::json!([
+            {"from": [pods_of("gate")], "ports": [{"port": 7400, "protocol": "TCP"}]},
+            admin(Some(serde_json::json!({
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {
+                    "app.kubernetes.io/component": "operator",
+                    "app.kubernetes.io/name": "switchyard",
+                }},
+            }))),
+        ])
+    );
+    assert_eq!(
+        ingress(policies.get("arena-redis").await.expect("redis policy")),
+        serde_json::json!([
+            {"from": [pods_of("gate"), pods_of("node")], "ports": [{"port": 6379, "protocol": "TCP"}]},
+        ])
     );
     for name in ["arena-gate", "arena-node", "arena-redis"] {
         owned_by::<Deployment>(&client, &ns, name, &uid).await;
@@ -720,7 +772,7 @@ async fn operator_creates_children_status_and_events() {
         owned_by::<RoleBinding>(&client, &ns, name, &uid).await;
         owned_by::<PodDisruptionBudget>(&client, &ns, name, &uid).await;
     }
-    for name in ["arena-node", "arena-redis"] {
+    for name in ["arena-gate", "arena-node", "arena-redis"] {
         owned_by::<NetworkPolicy>(&client, &ns, name, &uid).await;
     }
     // The managed Redis's password: generated once into an immutable Secret the GameCluster owns.

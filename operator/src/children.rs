@@ -57,6 +57,8 @@ pub const GATE_TLS_DIR: &str = "/etc/switchyard/gate-tls";
 pub const PODINFO_DIR: &str = "/etc/podinfo";
 /// Redis port of the managed Redis.
 pub const REDIS_PORT: i32 = 6379;
+/// `app.kubernetes.io/component` of the operator's own pods (the chart's).
+pub const OPERATOR_COMPONENT: &str = "operator";
 /// User and group of gate and node containers (the distroless `nonroot` user).
 pub const RUN_AS_USER: i64 = 65532;
 /// The `redis` user of the official Redis images.
@@ -96,12 +98,17 @@ pub struct Defaults {
     /// Image of gates and nodes when the spec names none (the operator's own image: one binary runs the
     /// operator, gates and the demo node).
     pub image: String,
+    /// The operator's own namespace, when known: with `spec.networkPolicy.adminFrom` set, the nodes' admin
+    /// port is also opened to the operator's pods there (it reads their `/load`); unknown, to pods with the
+    /// operator's labels in any namespace.
+    pub operator_namespace: Option<String>,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
         Defaults {
             image: format!("switchyard:{}", env!("CARGO_PKG_VERSION")),
+            operator_namespace: None,
         }
     }
 }
@@ -464,7 +471,7 @@ pub fn children(cluster: &GameCluster, defaults: &Defaults) -> Result<Children, 
     let config_hash = fnv1a_hex(&serde_json::to_string(&config_map.data).unwrap_or_default());
     let redis = spec.locator.redis.is_none().then(|| ctx.redis());
     let network_policies = if spec.network_policy.enabled {
-        let mut policies = vec![ctx.node_network_policy()];
+        let mut policies = vec![ctx.gate_network_policy(), ctx.node_network_policy()];
         if redis.is_some() {
             policies.push(ctx.redis_network_policy());
         }
@@ -1219,53 +1226,103 @@ impl Ctx<'_> {
         }
     }
 
-    fn node_network_policy(&self) -> NetworkPolicy {
+    /// The admin-port rule: from `spec.networkPolicy.adminFrom` (plus `extra`), or from anywhere when it is
+    /// empty.
+    fn admin_rule(&self, extra: Option<NetworkPolicyPeer>) -> NetworkPolicyIngressRule {
+        let peers = &self.spec.network_policy.admin_from;
+        let from = (!peers.is_empty()).then(|| peers.iter().cloned().chain(extra).collect());
+        NetworkPolicyIngressRule {
+            from,
+            ports: Some(vec![tcp_policy_port(ADMIN_PORT)]),
+        }
+    }
+
+    /// The operator's pods, which read every node's `/load` on its admin port.
+    fn operator_peer(&self) -> NetworkPolicyPeer {
+        let namespace = match &self.defaults.operator_namespace {
+            Some(namespace) => {
+                BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), namespace.clone())])
+            }
+            None => BTreeMap::new(),
+        };
+        NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: non_empty(&namespace),
+                match_expressions: None,
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (LABEL_NAME.to_owned(), APP_NAME.to_owned()),
+                    (LABEL_COMPONENT.to_owned(), OPERATOR_COMPONENT.to_owned()),
+                ])),
+                match_expressions: None,
+            }),
+            ip_block: None,
+        }
+    }
+
+    fn policy(
+        &self,
+        component: Component,
+        name: String,
+        ingress: Vec<NetworkPolicyIngressRule>,
+    ) -> NetworkPolicy {
         NetworkPolicy {
-            metadata: self.meta(self.component_name(Component::Node), Component::Node),
+            metadata: self.meta(name, component),
             spec: Some(NetworkPolicySpec {
-                pod_selector: Some(self.selector(Component::Node)),
+                pod_selector: Some(self.selector(component)),
                 policy_types: Some(vec!["Ingress".to_owned()]),
-                ingress: Some(vec![
-                    NetworkPolicyIngressRule {
-                        from: Some(vec![NetworkPolicyPeer {
-                            pod_selector: Some(self.selector(Component::Gate)),
-                            ..Default::default()
-                        }]),
-                        ports: Some(vec![tcp_policy_port(LINK_PORT)]),
-                    },
-                    NetworkPolicyIngressRule {
-                        from: None,
-                        ports: Some(vec![tcp_policy_port(ADMIN_PORT)]),
-                    },
-                ]),
+                ingress: Some(ingress),
                 ..Default::default()
             }),
         }
     }
 
-    fn redis_network_policy(&self) -> NetworkPolicy {
-        let instance = LabelSelector {
-            match_labels: Some(BTreeMap::from([
-                (LABEL_NAME.to_owned(), APP_NAME.to_owned()),
-                (LABEL_INSTANCE.to_owned(), self.name.to_owned()),
-            ])),
-            match_expressions: None,
+    /// Gates: the client ports from anywhere, the admin port per `adminFrom`.
+    fn gate_network_policy(&self) -> NetworkPolicy {
+        let clients = NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(
+                self.gate_ports()
+                    .iter()
+                    .map(|port| tcp_policy_port(port.port))
+                    .collect(),
+            ),
         };
-        NetworkPolicy {
-            metadata: self.meta(child_name(self.name, "redis"), Component::Redis),
-            spec: Some(NetworkPolicySpec {
-                pod_selector: Some(self.selector(Component::Redis)),
-                policy_types: Some(vec!["Ingress".to_owned()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![NetworkPolicyPeer {
-                        pod_selector: Some(instance),
-                        ..Default::default()
-                    }]),
-                    ports: Some(vec![tcp_policy_port(REDIS_PORT)]),
-                }]),
+        self.policy(
+            Component::Gate,
+            self.component_name(Component::Gate),
+            vec![clients, self.admin_rule(None)],
+        )
+    }
+
+    /// Nodes: the link port from this cluster's gates only, the admin port per `adminFrom` and the operator.
+    fn node_network_policy(&self) -> NetworkPolicy {
+        let links = NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                pod_selector: Some(self.selector(Component::Gate)),
                 ..Default::default()
-            }),
-        }
+            }]),
+            ports: Some(vec![tcp_policy_port(LINK_PORT)]),
+        };
+        self.policy(
+            Component::Node,
+            self.component_name(Component::Node),
+            vec![links, self.admin_rule(Some(self.operator_peer()))],
+        )
+    }
+
+    /// The managed Redis: from this cluster's gates and nodes only.
+    fn redis_network_policy(&self) -> NetworkPolicy {
+        let peer = |component| NetworkPolicyPeer {
+            pod_selector: Some(self.selector(component)),
+            ..Default::default()
+        };
+        let clients = NetworkPolicyIngressRule {
+            from: Some(vec![peer(Component::Gate), peer(Component::Node)]),
+            ports: Some(vec![tcp_policy_port(REDIS_PORT)]),
+        };
+        self.policy(Component::Redis, child_name(self.name, "redis"), vec![clients])
     }
 }
 

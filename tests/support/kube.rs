@@ -825,6 +825,7 @@ impl Operator {
                     namespace: Some(namespace.to_owned()),
                     defaults: switchyard_operator::Defaults {
                         image: "switchyard:test".to_owned(),
+                        operator_namespace: None,
                     },
                     concurrency: 4,
                     admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], admin_port))),
