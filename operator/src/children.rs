@@ -12,15 +12,16 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy,
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, DownwardAPIVolumeFile,
     DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume, VolumeMount,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -982,7 +983,7 @@ impl Ctx<'_> {
             ports: Some(ports),
             readiness_probe: Some(http_probe("/readyz", 2, 2)),
             liveness_probe: Some(http_probe("/healthz", 10, 3)),
-            resources: gate.resources.clone(),
+            resources: Some(resources_or_default(&gate.resources, GATE_REQUESTS)),
             security_context: Some(container_security_context(RUN_AS_USER)),
             volume_mounts: Some(mounts),
             ..Default::default()
@@ -1103,7 +1104,7 @@ impl Ctx<'_> {
             ports: Some(vec![port("link", LINK_PORT), port("admin", ADMIN_PORT)]),
             readiness_probe: Some(http_probe("/readyz", 2, 2)),
             liveness_probe: Some(http_probe("/healthz", 10, 3)),
-            resources: node.resources.clone(),
+            resources: Some(resources_or_default(&node.resources, NODE_REQUESTS)),
             security_context: Some(container_security_context(RUN_AS_USER)),
             volume_mounts: Some(vec![
                 mount("podinfo", PODINFO_DIR, true),
@@ -1187,7 +1188,7 @@ impl Ctx<'_> {
                 failure_threshold: Some(3),
                 ..Default::default()
             }),
-            resources: managed.resources.clone(),
+            resources: Some(resources_or_default(&managed.resources, REDIS_REQUESTS)),
             security_context: Some(container_security_context(REDIS_USER)),
             volume_mounts: Some(vec![mount("data", "/data", false), conf_mount]),
             ..Default::default()
@@ -1324,6 +1325,31 @@ impl Ctx<'_> {
         };
         self.policy(Component::Redis, child_name(self.name, "redis"), vec![clients])
     }
+}
+
+/// Requests (CPU, memory) of a gate container whose spec sets no `resources`: enough for a few thousand
+/// idle players. No limit: a gate's memory ceiling depends on its connections (`docs/security.md`).
+pub const GATE_REQUESTS: (&str, &str) = ("100m", "128Mi");
+/// Requests of a node container whose spec sets no `resources`. No limit: the game's handlers decide.
+pub const NODE_REQUESTS: (&str, &str) = ("100m", "128Mi");
+/// Requests of the managed Redis whose spec sets no `resources`: bindings are a few hundred bytes per
+/// player. No limit: Redis runs without `maxmemory`, and a limit would turn growth into an OOM kill that
+/// loses every binding.
+pub const REDIS_REQUESTS: (&str, &str) = ("50m", "64Mi");
+
+/// `resources` from the spec, or requests of `(cpu, memory)` when the spec has none, so that no pod runs
+/// BestEffort (first to be evicted) by default. A spec's `resources: {}` is kept: an explicit choice.
+fn resources_or_default(
+    spec: &Option<ResourceRequirements>,
+    (cpu, memory): (&str, &str),
+) -> ResourceRequirements {
+    spec.clone().unwrap_or_else(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        ..Default::default()
+    })
 }
 
 fn tcp_policy_port(port: i32) -> NetworkPolicyPort {

@@ -1019,3 +1019,62 @@ fn pods_get_exactly_the_names_of_the_contract() {
         );
     }
 }
+
+#[test]
+fn containers_get_default_requests_unless_the_spec_sets_resources() {
+    let requests = |container: &Container| -> Option<(String, String)> {
+        let requests = container.resources.as_ref()?.requests.as_ref()?;
+        Some((requests.get("cpu")?.0.clone(), requests.get("memory")?.0.clone()))
+    };
+    let children = build(GameClusterSpec::default());
+    assert_eq!(
+        requests(container(&children.gate_deployment)),
+        Some(("100m".to_owned(), "128Mi".to_owned()))
+    );
+    assert_eq!(
+        requests(container(&children.pools[0].deployment)),
+        Some(("100m".to_owned(), "128Mi".to_owned()))
+    );
+    let redis = &children.redis.as_ref().expect("managed Redis").deployment;
+    assert_eq!(
+        requests(container(redis)),
+        Some(("50m".to_owned(), "64Mi".to_owned()))
+    );
+    for deployment in [&children.gate_deployment, &children.pools[0].deployment, redis] {
+        assert_eq!(
+            container(deployment)
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref()),
+            None,
+            "no default limit"
+        );
+    }
+    // A spec's resources replace the defaults whole; `{}` is an explicit "none".
+    let mut spec = GameClusterSpec::default();
+    spec.gate.resources = Some(
+        serde_json::from_value(serde_json::json!({"requests": {"cpu": "2"}, "limits": {"memory": "1Gi"}}))
+            .expect("resources"),
+    );
+    spec.node = Some(crate::crd::NodeSpec {
+        resources: Some(Default::default()),
+        ..Default::default()
+    });
+    let children = build(spec);
+    let gate = container(&children.gate_deployment)
+        .resources
+        .clone()
+        .expect("resources");
+    assert_eq!(
+        gate.requests.expect("requests").get("cpu").map(|q| q.0.as_str()),
+        Some("2")
+    );
+    assert_eq!(
+        gate.limits.expect("limits").get("memory").map(|q| q.0.as_str()),
+        Some("1Gi")
+    );
+    assert_eq!(
+        container(&children.pools[0].deployment).resources,
+        Some(Default::default())
+    );
+}

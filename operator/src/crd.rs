@@ -326,7 +326,7 @@ pub struct ManagedRedisSpec {
     /// Redis image.
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
-    /// Resources of the Redis container.
+    /// Resources of the Redis container. Absent: requests of 50m CPU and 64Mi memory, no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
@@ -373,7 +373,7 @@ pub struct GateSpec {
         {"rule": "self <= 86400", "message": "gate.drainDeadlineSeconds must be at most 86400 (one day)"}
     ]))]
     pub drain_deadline_seconds: i32,
-    /// Resources of the gate container.
+    /// Resources of the gate container. Absent: requests of 100m CPU and 128Mi memory, no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Node selector of gate pods.
@@ -671,7 +671,7 @@ pub struct NodeSpec {
         {"rule": "self <= 86400", "message": "drainDeadlineSeconds of a node pool must be at most 86400 (one day)"}
     ]))]
     pub drain_deadline_seconds: i32,
-    /// Resources of the node container.
+    /// Resources of the node container. Absent: requests of 100m CPU and 128Mi memory, no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Node selector of node pods.
