@@ -23,12 +23,26 @@
 //! error naming the feature.
 
 pub mod admin;
+// The pure decoders of untrusted input that live next to their feature's code are declared here, so that
+// the `fuzzing` feature compiles them without the feature (and its dependencies).
+#[cfg(any(feature = "kubernetes", feature = "fuzzing"))]
+#[cfg_attr(not(feature = "kubernetes"), allow(unreachable_pub))]
+#[path = "kubernetes/annotations_file.rs"]
+mod annotations_file;
 pub mod contract;
+/// Entry points of the fuzz targets (`fuzz/`): not an API (hidden, `fuzzing` feature only).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod link;
 pub mod load;
 pub mod locator;
+#[cfg(any(feature = "redis", feature = "fuzzing"))]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[path = "redis_locator/events.rs"]
+mod locator_events;
 pub mod metrics;
 pub mod process;
 #[cfg(feature = "redis")]

@@ -26,7 +26,6 @@
 //! [`NodeEndpoint`]: crate::registry::NodeEndpoint
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 
-mod annotations_file;
 mod config;
 mod drain;
 mod registry;
@@ -36,7 +35,7 @@ mod translate;
 use std::fmt;
 use std::time::Duration;
 
-pub use annotations_file::{AnnotationsFileError, parse_annotations_file};
+pub use crate::annotations_file::{AnnotationsFileError, parse_annotations_file};
 pub use config::{ConfigError, DrainConfig, DrainSource, PodRef, RegistryConfig, ReporterConfig};
 pub use drain::DrainSignal;
 pub use registry::KubernetesRegistry;
