@@ -1483,3 +1483,73 @@ async fn node_loads_become_pod_annotations_and_scale_down_removes_the_emptiest()
     }
     operator.stop().await;
 }
+
+/// The chart's namespace-scoped install: the operator holds its rules only as a Role in one namespace (no
+/// ClusterRole at all), runs with `--watch-namespace`, and manages a GameCluster there: children, status,
+/// Events, its Lease and the node-load reader all stay inside the namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn a_namespace_scoped_operator_needs_only_a_role() {
+    let (plane, client, ns) = setup("scoped").await;
+    plane.bind_operator_rules_in(&ns);
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        let output = plane.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            namespace,
+            "--as=switchyard-operator-ns",
+        ]);
+        String::from_utf8_lossy(&output.stdout).trim() == "yes"
+    };
+    assert!(can("list", "pods", &ns) && can("create", "deployments.apps", &ns));
+    for (verb, resource) in [
+        ("list", "pods"),
+        ("list", "gameclusters.switchyard.dev"),
+        ("create", "deployments.apps"),
+    ] {
+        assert!(
+            !can(verb, resource, "default"),
+            "the namespace-scoped operator may {verb} {resource} in default"
+        );
+    }
+    let operator = Operator::start_as(
+        plane,
+        &plane.namespaced_operator_kubeconfig,
+        &ns,
+        "op-scoped",
+        LeaseTimings::default(),
+    )
+    .await;
+    create_cluster(&client, &ns, "solo", GameClusterSpec::default()).await;
+    let selector = instance("solo");
+    eventually("children and an observed status", WAIT, || async {
+        let (generation, status) = status(&client, &ns, "solo").await;
+        (names::<Deployment>(&client, &ns, &selector).await.len() == 3
+            && names::<NetworkPolicy>(&client, &ns, &selector).await.len() == 3
+            && status.observed_generation == generation)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(lease_holder(&client, &ns).await.as_deref(), Some("op-scoped"));
+    // A few rounds of the node-load reader: it lists pods in the namespace only, so nothing is forbidden.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = operator.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "switchyard_operator_node_load_reads_total",
+            "reason=\"list_failed\""
+        ),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "switchyard_operator_reconcile_errors_total", ""),
+        None,
+        "{text}"
+    );
+    operator.stop().await;
+}
