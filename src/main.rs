@@ -28,7 +28,7 @@ enum Command {
     /// Gate + demo node in one process with in-memory defaults: a whole cluster on a laptop.
     Dev(dev::DevArgs),
     /// A gate: client listeners, sessions, routing to nodes over TCP links.
-    Gate(gate_cmd::GateCommand),
+    Gate(Box<gate_cmd::GateCommand>),
     /// The demo game node as its own process (the node runtime of `switchyard_node::run`).
     Node(node_cmd::NodeCommand),
     /// The GameCluster operator: reconciles GameClusters into gates, nodes, Services, RBAC and Redis.
@@ -99,7 +99,7 @@ impl Command {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Dev(args) => dev::run(args, shutdown_on_signal()).await,
-        Command::Gate(command) => gate_cmd::run(command, shutdown_on_signal()).await,
+        Command::Gate(command) => gate_cmd::run(*command, shutdown_on_signal()).await,
         Command::Node(args) => node_cmd::run(args).await,
         Command::Operator(command) => operator_cmd::run(command, shutdown_on_signal()).await,
         Command::Crd => operator_cmd::crd(),
