@@ -12,7 +12,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")"
-TARGETS=(packet_decoder link_decoder)
+TARGETS=(packet_decoder link_decoder locator_event annotations_file duration load_report)
 
 mode="${1:-build}"
 locked=()

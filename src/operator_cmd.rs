@@ -56,6 +56,13 @@ pub(crate) struct OperatorCommand {
     /// After SIGTERM, how long in-flight reconciles may take.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub(crate) shutdown_grace: Duration,
+    /// How often the leader reads every node pod's load (`/load` on its admin port) into the pod's
+    /// bound-players, pod-deletion-cost and routes annotations.
+    #[arg(long, env = "SWITCHYARD_LOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) load_interval: Duration,
+    /// How long one node pod may take to answer its load.
+    #[arg(long, env = "SWITCHYARD_LOAD_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub(crate) load_timeout: Duration,
 }
 
 impl OperatorCommand {
@@ -89,12 +96,17 @@ impl OperatorCommand {
             namespace: self.watch_namespace.clone(),
             defaults: Defaults {
                 image: self.default_image.clone(),
+                operator_namespace: self.namespace.clone(),
             },
             concurrency: self.concurrency,
             admin: Some(self.http),
             leader_election,
             instance: identity,
             shutdown_grace: self.shutdown_grace,
+            load: switchyard_operator::load::LoadSettings {
+                interval: self.load_interval,
+                timeout: self.load_timeout,
+            },
         };
         config.validate()?;
         Ok(config)

@@ -380,6 +380,7 @@ fn values_schema_refuses_mistyped_and_unknown_values() {
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("metrics.port=70000", "/metrics/port"),
         ("leaderElection.enabled=yes", "/leaderElection/enabled"),
+        ("watchNamespace=Not_A_Namespace", "/watchNamespace"),
     ] {
         let err = run_err(
             helm.cmd()
@@ -504,6 +505,52 @@ fn helm_template_renders_the_operator_with_least_privilege() {
     let with_crds = documents(&helm.template(&["--include-crds"]));
     find(&with_crds, "CustomResourceDefinition", CRD);
     find(&with_crds, "CustomResourceDefinition", "gamepools.switchyard.dev");
+}
+
+#[test]
+fn helm_template_renders_a_namespace_scoped_install() {
+    let helm = Helm::new();
+    let manifest = helm.template(&["--set", "watchNamespace=games"]);
+    let docs = documents(&manifest);
+    // A Role and RoleBinding in the watched namespace, with exactly the operator's rules; nothing
+    // cluster-wide (the CRDs aside, which helm installs from crds/).
+    let cluster_wide: Vec<_> = kinds_and_names(&docs)
+        .into_iter()
+        .filter(|(kind, _)| kind.starts_with("Cluster"))
+        .collect();
+    assert!(cluster_wide.is_empty(), "cluster-wide objects: {cluster_wide:?}");
+    let role = find(&docs, "Role", OPERATOR);
+    assert!(role.text.contains("  namespace: games\n"), "{}", role.text);
+    assert_same_grants("namespace-scoped Role", &rendered_grants(role), &cluster_grants());
+    let binding = &find(&docs, "RoleBinding", OPERATOR).text;
+    for needle in [
+        "  namespace: games\n".to_owned(),
+        "roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: switchyard-operator\n"
+            .to_owned(),
+        format!("  - kind: ServiceAccount\n    name: {OPERATOR}\n    namespace: {NAMESPACE}\n"),
+    ] {
+        assert!(
+            binding.contains(&needle),
+            "the RoleBinding lacks {needle:?}:\n{binding}"
+        );
+    }
+    // The leader election stays in the release namespace.
+    find(&docs, "Role", "switchyard-operator-leader-election");
+    let deployment = &find(&docs, "Deployment", OPERATOR).text;
+    assert!(
+        deployment
+            .contains("            - name: SWITCHYARD_WATCH_NAMESPACE\n              value: \"games\"\n"),
+        "{deployment}"
+    );
+    // The default install watches every namespace.
+    let default = documents(&helm.template(&[]));
+    find(&default, "ClusterRole", OPERATOR);
+    find(&default, "ClusterRoleBinding", OPERATOR);
+    assert!(
+        !find(&default, "Deployment", OPERATOR)
+            .text
+            .contains("SWITCHYARD_WATCH_NAMESPACE")
+    );
 }
 
 #[test]
@@ -1130,10 +1177,7 @@ subjects: [{kind: ServiceAccount, name: rbac-check-gate, namespace: games}]
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: rbac-check-node, namespace: games}
-rules:
-  - apiGroups: [""]
-    resources: ["pods"]
-    verbs: ["get", "watch", "patch"]
+rules: []
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding

@@ -665,8 +665,15 @@ async fn two_pools_scale_on_their_own_and_route_conflicts_show() {
 async fn operator_creates_children_status_and_events() {
     let (plane, client, ns) = setup("children").await;
     let operator = Operator::start(plane, &ns, "op-1").await;
+    // NetworkPolicies are on by default; admin ports only from the monitoring namespace (and, for nodes,
+    // the operator).
     let mut spec = GameClusterSpec::default();
-    spec.network_policy.enabled = true;
+    spec.network_policy.admin_from = vec![
+        serde_json::from_value(serde_json::json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+        }))
+        .expect("peer"),
+    ];
     let cluster = create_cluster(&client, &ns, "arena", spec).await;
     let uid = cluster.uid().expect("uid");
     let selector = instance("arena");
@@ -678,7 +685,7 @@ async fn operator_creates_children_status_and_events() {
     .await;
     assert_eq!(deployments, ["arena-gate", "arena-node", "arena-redis"]);
     eventually("every child exists", WAIT, || async {
-        (names::<NetworkPolicy>(&client, &ns, &selector).await.len() == 2
+        (names::<NetworkPolicy>(&client, &ns, &selector).await.len() == 3
             && names::<PodDisruptionBudget>(&client, &ns, &selector).await.len() == 2)
             .then_some(())
     })
@@ -705,7 +712,52 @@ async fn operator_creates_children_status_and_events() {
     );
     assert_eq!(
         names::<NetworkPolicy>(&client, &ns, &selector).await,
-        ["arena-node", "arena-redis"]
+        ["arena-gate", "arena-node", "arena-redis"]
+    );
+    // What the API server stored: client ports open, link port from this cluster's gates, Redis from its
+    // gates and nodes, admin ports from the monitoring namespace (and the operator's pods, for nodes).
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let ingress = |policy: NetworkPolicy| {
+        serde_json::to_value(policy.spec.expect("spec").ingress.expect("ingress")).expect("JSON")
+    };
+    let monitoring = serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}});
+    let admin = |extra: Option<serde_json::Value>| {
+        let mut from = vec![monitoring.clone()];
+        from.extend(extra);
+        serde_json::json!({"from": from, "ports": [{"port": 9090, "protocol": "TCP"}]})
+    };
+    let pods_of = |component: &str| {
+        serde_json::json!({"podSelector": {"matchLabels": {
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/instance": "arena",
+            "app.kubernetes.io/name": "switchyard",
+        }}})
+    };
+    assert_eq!(
+        ingress(policies.get("arena-gate").await.expect("gate policy")),
+        serde_json::json!([
+            {"ports": [{"port": 3553, "protocol": "TCP"}, {"port": 3554, "protocol": "TCP"}]},
+            admin(None),
+        ])
+    );
+    assert_eq!(
+        ingress(policies.get("arena-node").await.expect("node policy")),
+        serde_json::json!([
+            {"from": [pods_of("gate")], "ports": [{"port": 7400, "protocol": "TCP"}]},
+            admin(Some(serde_json::json!({
+                "namespaceSelector": {},
+                "podSelector": {"matchLabels": {
+                    "app.kubernetes.io/component": "operator",
+                    "app.kubernetes.io/name": "switchyard",
+                }},
+            }))),
+        ])
+    );
+    assert_eq!(
+        ingress(policies.get("arena-redis").await.expect("redis policy")),
+        serde_json::json!([
+            {"from": [pods_of("gate"), pods_of("node")], "ports": [{"port": 6379, "protocol": "TCP"}]},
+        ])
     );
     for name in ["arena-gate", "arena-node", "arena-redis"] {
         owned_by::<Deployment>(&client, &ns, name, &uid).await;
@@ -720,7 +772,7 @@ async fn operator_creates_children_status_and_events() {
         owned_by::<RoleBinding>(&client, &ns, name, &uid).await;
         owned_by::<PodDisruptionBudget>(&client, &ns, name, &uid).await;
     }
-    for name in ["arena-node", "arena-redis"] {
+    for name in ["arena-gate", "arena-node", "arena-redis"] {
         owned_by::<NetworkPolicy>(&client, &ns, name, &uid).await;
     }
     // The managed Redis's password: generated once into an immutable Secret the GameCluster owns.
@@ -1272,4 +1324,232 @@ async fn two_operators_one_leader_and_takeover() {
     .await;
     eprintln!("takeover after release: {takeover:?}; after a crash: {expiry:?}");
     c.stop().await;
+}
+
+/// Least privilege: nodes may not write pods, so the operator reads each node pod's `/load` (real admin
+/// servers here, one per pod on its own loopback address, with the node's load router) and writes the
+/// bound-players, pod-deletion-cost and routes annotations; `kubectl scale` down then removes the emptiest
+/// node (the ReplicaSet controller orders by pod-deletion-cost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn node_loads_become_pod_annotations_and_scale_down_removes_the_emptiest() {
+    use switchyard_cluster::admin::AdminServer;
+    use switchyard_cluster::kubernetes::{
+        BOUND_PLAYERS_ANNOTATION, POD_DELETION_COST_ANNOTATION, ROUTES_ANNOTATION,
+    };
+
+    let (plane, client, ns) = setup("loads").await;
+    let operator = Operator::start(plane, &ns, "op-1").await;
+    let spec = GameClusterSpec {
+        node: Some(NodeSpec {
+            replicas: 3,
+            ..NodeSpec::default()
+        }),
+        ..GameClusterSpec::default()
+    };
+    create_cluster(&client, &ns, "load", spec).await;
+    let node_selector = "app.kubernetes.io/instance=load,app.kubernetes.io/component=node";
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let live = |pods: Vec<Pod>| -> Vec<String> {
+        pods.into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .map(|pod| pod.name_any())
+            .collect()
+    };
+    let names = eventually("three node pods", WAIT, || async {
+        let list = pods
+            .list(&ListParams::default().labels(node_selector))
+            .await
+            .ok()?;
+        let names = live(list.items);
+        (names.len() == 3).then_some(names)
+    })
+    .await;
+
+    // The nodes' ServiceAccount may not patch pods (nor read them): a compromised node cannot modify others.
+    for verb in ["patch", "update", "get"] {
+        let output = plane.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            "pods",
+            "-n",
+            &ns,
+            &format!("--as=system:serviceaccount:{ns}:load-node"),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "no",
+            "the node ServiceAccount may {verb} pods"
+        );
+    }
+
+    // One admin server per pod, as a node runs it (the load router on the admin port 9090), on the pod's
+    // "IP": a loopback address of its own.
+    let counts = [7usize, 0, 3];
+    let mut servers = Vec::new();
+    let mut senders = Vec::new();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    for (index, (name, count)) in names.iter().zip(counts).enumerate() {
+        let ip = format!("127.33.0.{}", 10 + index);
+        let (sender, bound) = tokio::sync::watch::channel(count);
+        let server = AdminServer::start_with(
+            format!("{ip}:9090").parse().expect("address"),
+            prometheus_client::registry::Registry::default(),
+            vec![],
+            switchyard_cluster::load::router(bound, &[2, 1]),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("a load server on {ip}:9090: {error}"));
+        let patch = serde_json::json!({"status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            ],
+        }});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("pod status");
+        servers.push(server);
+        senders.push(sender);
+    }
+    let annotations_are = |wanted: [usize; 3]| {
+        let pods = pods.clone();
+        let names = names.clone();
+        async move {
+            for (name, count) in names.iter().zip(wanted) {
+                let pod = pods.get(name).await.ok()?;
+                let annotations = pod.annotations();
+                let count = count.to_string();
+                if annotations.get(BOUND_PLAYERS_ANNOTATION) != Some(&count)
+                    || annotations.get(POD_DELETION_COST_ANNOTATION) != Some(&count)
+                    || annotations.get(ROUTES_ANNOTATION).map(String::as_str) != Some("1,2")
+                {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    };
+    eventually("the operator writes each node's load on its pod", WAIT, || {
+        annotations_are(counts)
+    })
+    .await;
+    senders[0].send_replace(8);
+    eventually("a changed count follows", WAIT, || annotations_are([8, 0, 3])).await;
+    eventually("the status sums the counts", WAIT, || async {
+        let (_, status) = status(&client, &ns, "load").await;
+        (status.node.bound_players == 11).then_some(())
+    })
+    .await;
+    let text = operator.metrics().await;
+    assert!(
+        metric(
+            &text,
+            "switchyard_operator_node_load_reads_total",
+            "reason=\"ok\""
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{text}"
+    );
+
+    // Scale down by one: the ReplicaSet deletes the pod with the lowest pod-deletion-cost, the empty one.
+    plane.kubectl_ok(&["-n", &ns, "scale", "gamecluster/load", "--replicas=2"]);
+    let left = eventually("two node pods left", WAIT, || async {
+        let list = pods
+            .list(&ListParams::default().labels(node_selector))
+            .await
+            .ok()?;
+        let names = live(list.items);
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    assert_eq!(
+        left.iter().collect::<std::collections::BTreeSet<_>>(),
+        [&names[0], &names[2]].into_iter().collect(),
+        "scale-down removed {:?} rather than the empty {}",
+        names
+            .iter()
+            .filter(|name| !left.contains(name))
+            .collect::<Vec<_>>(),
+        names[1]
+    );
+    for server in servers {
+        server.stop().await;
+    }
+    operator.stop().await;
+}
+
+/// The chart's namespace-scoped install: the operator holds its rules only as a Role in one namespace (no
+/// ClusterRole at all), runs with `--watch-namespace`, and manages a GameCluster there: children, status,
+/// Events, its Lease and the node-load reader all stay inside the namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
+async fn a_namespace_scoped_operator_needs_only_a_role() {
+    let (plane, client, ns) = setup("scoped").await;
+    plane.bind_operator_rules_in(&ns);
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        let output = plane.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            namespace,
+            "--as=switchyard-operator-ns",
+        ]);
+        String::from_utf8_lossy(&output.stdout).trim() == "yes"
+    };
+    assert!(can("list", "pods", &ns) && can("create", "deployments.apps", &ns));
+    for (verb, resource) in [
+        ("list", "pods"),
+        ("list", "gameclusters.switchyard.dev"),
+        ("create", "deployments.apps"),
+    ] {
+        assert!(
+            !can(verb, resource, "default"),
+            "the namespace-scoped operator may {verb} {resource} in default"
+        );
+    }
+    let operator = Operator::start_as(
+        plane,
+        &plane.namespaced_operator_kubeconfig,
+        &ns,
+        "op-scoped",
+        LeaseTimings::default(),
+    )
+    .await;
+    create_cluster(&client, &ns, "solo", GameClusterSpec::default()).await;
+    let selector = instance("solo");
+    eventually("children and an observed status", WAIT, || async {
+        let (generation, status) = status(&client, &ns, "solo").await;
+        (names::<Deployment>(&client, &ns, &selector).await.len() == 3
+            && names::<NetworkPolicy>(&client, &ns, &selector).await.len() == 3
+            && status.observed_generation == generation)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(lease_holder(&client, &ns).await.as_deref(), Some("op-scoped"));
+    // A few rounds of the node-load reader: it lists pods in the namespace only, so nothing is forbidden.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = operator.metrics().await;
+    assert_eq!(
+        metric(
+            &text,
+            "switchyard_operator_node_load_reads_total",
+            "reason=\"list_failed\""
+        ),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "switchyard_operator_reconcile_errors_total", ""),
+        None,
+        "{text}"
+    );
+    operator.stop().await;
 }

@@ -97,7 +97,9 @@ pub mod env {
     pub const DRAIN_DEADLINE: &str = "SWITCHYARD_DRAIN_DEADLINE";
     /// The node's pool ([`super::DEFAULT_POOL`] in the single-pool form, else a name of `spec.pools`).
     pub const POOL: &str = "SWITCHYARD_POOL";
-    /// `true`: keep the bound-players and pod-deletion-cost annotations of the pod up to date.
+    /// `true`: the node keeps the bound-players, pod-deletion-cost and routes annotations of its own pod up
+    /// to date. Not written by the operator (which reads each node's `/load` and writes them itself, so
+    /// nodes need no right to write pods); reserved in `spec.node.env`. For nodes run without the operator.
     pub const REPORT_POD: &str = "SWITCHYARD_REPORT_POD";
     /// Downward API annotations file watched for `switchyard.dev/drain: "true"`.
     pub const DRAIN_FILE: &str = "SWITCHYARD_DRAIN_FILE";
@@ -171,11 +173,10 @@ pub const GATE_ONLY: [&str; 19] = [
 ];
 
 /// Written into node pods only.
-pub const NODE_ONLY: [&str; 6] = [
+pub const NODE_ONLY: [&str; 5] = [
     env::LINK,
     env::DRAIN_DEADLINE,
     env::POOL,
-    env::REPORT_POD,
     env::DRAIN_FILE,
     env::CODEC,
 ];
@@ -287,7 +288,11 @@ pub fn node_env() -> impl Iterator<Item = &'static str> {
 /// Whether a game may not set `name` in `spec.node.env`: the operator owns it.
 pub fn is_reserved_node_env(name: &str) -> bool {
     name.starts_with("SWITCHYARD_")
-        && (node_env().any(|owned| owned == name) || GATE_SETTINGS_RESERVED_ON_NODES.contains(&name))
+        && (node_env().any(|owned| owned == name)
+            || GATE_SETTINGS_RESERVED_ON_NODES.contains(&name)
+            // The operator writes the node pod's annotations; a node asked to patch its pod would only
+            // fail (its ServiceAccount may not).
+            || name == env::REPORT_POD)
 }
 
 // ---------------------------------------------------------------------------------------------------------

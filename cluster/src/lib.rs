@@ -6,6 +6,8 @@
 //!   `locate_gate` cache;
 //! - [`registry`]: which nodes exist and which of them take new players;
 //! - [`admin`]: the admin HTTP server every component runs (`/healthz`, `/readyz`, `/metrics`);
+//! - [`load`]: a node's load report on its admin server (`/load`: bound players, routes), which the
+//!   operator turns into the node pod's annotations;
 //! - [`kubernetes`]: the registry on EndpointSlices, the pod reporter (bound players, deletion cost) and the
 //!   drain signal (pod annotation) for running inside Kubernetes;
 //! - [`telemetry`]: OpenTelemetry traces (sampling, the tracer provider and its `tracing` layer, the trace
@@ -21,11 +23,26 @@
 //! error naming the feature.
 
 pub mod admin;
+// The pure decoders of untrusted input that live next to their feature's code are declared here, so that
+// the `fuzzing` feature compiles them without the feature (and its dependencies).
+#[cfg(any(feature = "kubernetes", feature = "fuzzing"))]
+#[cfg_attr(not(feature = "kubernetes"), allow(unreachable_pub))]
+#[path = "kubernetes/annotations_file.rs"]
+mod annotations_file;
 pub mod contract;
+/// Entry points of the fuzz targets (`fuzz/`): not an API (hidden, `fuzzing` feature only).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod link;
+pub mod load;
 pub mod locator;
+#[cfg(any(feature = "redis", feature = "fuzzing"))]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[path = "redis_locator/events.rs"]
+mod locator_events;
 pub mod metrics;
 pub mod process;
 #[cfg(feature = "redis")]

@@ -12,15 +12,16 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy,
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, DownwardAPIVolumeFile,
     DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume, VolumeMount,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -57,6 +58,8 @@ pub const GATE_TLS_DIR: &str = "/etc/switchyard/gate-tls";
 pub const PODINFO_DIR: &str = "/etc/podinfo";
 /// Redis port of the managed Redis.
 pub const REDIS_PORT: i32 = 6379;
+/// `app.kubernetes.io/component` of the operator's own pods (the chart's).
+pub const OPERATOR_COMPONENT: &str = "operator";
 /// User and group of gate and node containers (the distroless `nonroot` user).
 pub const RUN_AS_USER: i64 = 65532;
 /// The `redis` user of the official Redis images.
@@ -96,12 +99,17 @@ pub struct Defaults {
     /// Image of gates and nodes when the spec names none (the operator's own image: one binary runs the
     /// operator, gates and the demo node).
     pub image: String,
+    /// The operator's own namespace, when known: with `spec.networkPolicy.adminFrom` set, the nodes' admin
+    /// port is also opened to the operator's pods there (it reads their `/load`); unknown, to pods with the
+    /// operator's labels in any namespace.
+    pub operator_namespace: Option<String>,
 }
 
 impl Default for Defaults {
     fn default() -> Self {
         Defaults {
             image: format!("switchyard:{}", env!("CARGO_PKG_VERSION")),
+            operator_namespace: None,
         }
     }
 }
@@ -464,7 +472,7 @@ pub fn children(cluster: &GameCluster, defaults: &Defaults) -> Result<Children, 
     let config_hash = fnv1a_hex(&serde_json::to_string(&config_map.data).unwrap_or_default());
     let redis = spec.locator.redis.is_none().then(|| ctx.redis());
     let network_policies = if spec.network_policy.enabled {
-        let mut policies = vec![ctx.node_network_policy()];
+        let mut policies = vec![ctx.gate_network_policy(), ctx.node_network_policy()];
         if redis.is_some() {
             policies.push(ctx.redis_network_policy());
         }
@@ -485,7 +493,12 @@ pub fn children(cluster: &GameCluster, defaults: &Defaults) -> Result<Children, 
             "endpointslices",
             &["get", "list", "watch"],
         ),
-        node_role: ctx.role(Component::Node, "", "pods", &["get", "watch", "patch"]),
+        // Nodes need no API right: the drain signal is the downward API file, and their load is read by the
+        // operator (`load`). The Role stays, without rules, so that an upgrade empties the earlier one.
+        node_role: Role {
+            rules: Some(Vec::new()),
+            ..ctx.role(Component::Node, "", "pods", &[])
+        },
         gate_role_binding: ctx.role_binding(Component::Gate),
         node_role_binding: ctx.role_binding(Component::Node),
         config_map,
@@ -970,7 +983,7 @@ impl Ctx<'_> {
             ports: Some(ports),
             readiness_probe: Some(http_probe("/readyz", 2, 2)),
             liveness_probe: Some(http_probe("/healthz", 10, 3)),
-            resources: gate.resources.clone(),
+            resources: Some(resources_or_default(&gate.resources, GATE_REQUESTS)),
             security_context: Some(container_security_context(RUN_AS_USER)),
             volume_mounts: Some(mounts),
             ..Default::default()
@@ -1072,7 +1085,6 @@ impl Ctx<'_> {
             env(env::LINK, format!("$({}):{LINK_PORT}", env::POD_IP)),
             env(env::DRAIN_DEADLINE, format!("{}s", node.drain_deadline_seconds)),
             env(env::POOL, pool.name.to_string()),
-            env(env::REPORT_POD, "true"),
             env(env::DRAIN_FILE, format!("{PODINFO_DIR}/annotations")),
             env(env::CODEC, node.codec.as_str()),
         ]);
@@ -1092,7 +1104,7 @@ impl Ctx<'_> {
             ports: Some(vec![port("link", LINK_PORT), port("admin", ADMIN_PORT)]),
             readiness_probe: Some(http_probe("/readyz", 2, 2)),
             liveness_probe: Some(http_probe("/healthz", 10, 3)),
-            resources: node.resources.clone(),
+            resources: Some(resources_or_default(&node.resources, NODE_REQUESTS)),
             security_context: Some(container_security_context(RUN_AS_USER)),
             volume_mounts: Some(vec![
                 mount("podinfo", PODINFO_DIR, true),
@@ -1117,7 +1129,8 @@ impl Ctx<'_> {
         };
         let pod = PodSpec {
             service_account_name: Some(self.component_name(Component::Node)),
-            automount_service_account_token: Some(true),
+            // No API right (see the node Role): no token either, so a compromised node has none to use.
+            automount_service_account_token: Some(false),
             termination_grace_period_seconds: Some(i64::from(node.drain_deadline_seconds) + 15),
             security_context: Some(pod_security_context(RUN_AS_USER)),
             node_selector: non_empty(&node.node_selector),
@@ -1175,7 +1188,7 @@ impl Ctx<'_> {
                 failure_threshold: Some(3),
                 ..Default::default()
             }),
-            resources: managed.resources.clone(),
+            resources: Some(resources_or_default(&managed.resources, REDIS_REQUESTS)),
             security_context: Some(container_security_context(REDIS_USER)),
             volume_mounts: Some(vec![mount("data", "/data", false), conf_mount]),
             ..Default::default()
@@ -1214,54 +1227,129 @@ impl Ctx<'_> {
         }
     }
 
-    fn node_network_policy(&self) -> NetworkPolicy {
+    /// The admin-port rule: from `spec.networkPolicy.adminFrom` (plus `extra`), or from anywhere when it is
+    /// empty.
+    fn admin_rule(&self, extra: Option<NetworkPolicyPeer>) -> NetworkPolicyIngressRule {
+        let peers = &self.spec.network_policy.admin_from;
+        let from = (!peers.is_empty()).then(|| peers.iter().cloned().chain(extra).collect());
+        NetworkPolicyIngressRule {
+            from,
+            ports: Some(vec![tcp_policy_port(ADMIN_PORT)]),
+        }
+    }
+
+    /// The operator's pods, which read every node's `/load` on its admin port.
+    fn operator_peer(&self) -> NetworkPolicyPeer {
+        let namespace = match &self.defaults.operator_namespace {
+            Some(namespace) => {
+                BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), namespace.clone())])
+            }
+            None => BTreeMap::new(),
+        };
+        NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: non_empty(&namespace),
+                match_expressions: None,
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (LABEL_NAME.to_owned(), APP_NAME.to_owned()),
+                    (LABEL_COMPONENT.to_owned(), OPERATOR_COMPONENT.to_owned()),
+                ])),
+                match_expressions: None,
+            }),
+            ip_block: None,
+        }
+    }
+
+    fn policy(
+        &self,
+        component: Component,
+        name: String,
+        ingress: Vec<NetworkPolicyIngressRule>,
+    ) -> NetworkPolicy {
         NetworkPolicy {
-            metadata: self.meta(self.component_name(Component::Node), Component::Node),
+            metadata: self.meta(name, component),
             spec: Some(NetworkPolicySpec {
-                pod_selector: Some(self.selector(Component::Node)),
+                pod_selector: Some(self.selector(component)),
                 policy_types: Some(vec!["Ingress".to_owned()]),
-                ingress: Some(vec![
-                    NetworkPolicyIngressRule {
-                        from: Some(vec![NetworkPolicyPeer {
-                            pod_selector: Some(self.selector(Component::Gate)),
-                            ..Default::default()
-                        }]),
-                        ports: Some(vec![tcp_policy_port(LINK_PORT)]),
-                    },
-                    NetworkPolicyIngressRule {
-                        from: None,
-                        ports: Some(vec![tcp_policy_port(ADMIN_PORT)]),
-                    },
-                ]),
+                ingress: Some(ingress),
                 ..Default::default()
             }),
         }
     }
 
-    fn redis_network_policy(&self) -> NetworkPolicy {
-        let instance = LabelSelector {
-            match_labels: Some(BTreeMap::from([
-                (LABEL_NAME.to_owned(), APP_NAME.to_owned()),
-                (LABEL_INSTANCE.to_owned(), self.name.to_owned()),
-            ])),
-            match_expressions: None,
+    /// Gates: the client ports from anywhere, the admin port per `adminFrom`.
+    fn gate_network_policy(&self) -> NetworkPolicy {
+        let clients = NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(
+                self.gate_ports()
+                    .iter()
+                    .map(|port| tcp_policy_port(port.port))
+                    .collect(),
+            ),
         };
-        NetworkPolicy {
-            metadata: self.meta(child_name(self.name, "redis"), Component::Redis),
-            spec: Some(NetworkPolicySpec {
-                pod_selector: Some(self.selector(Component::Redis)),
-                policy_types: Some(vec!["Ingress".to_owned()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![NetworkPolicyPeer {
-                        pod_selector: Some(instance),
-                        ..Default::default()
-                    }]),
-                    ports: Some(vec![tcp_policy_port(REDIS_PORT)]),
-                }]),
-                ..Default::default()
-            }),
-        }
+        self.policy(
+            Component::Gate,
+            self.component_name(Component::Gate),
+            vec![clients, self.admin_rule(None)],
+        )
     }
+
+    /// Nodes: the link port from this cluster's gates only, the admin port per `adminFrom` and the operator.
+    fn node_network_policy(&self) -> NetworkPolicy {
+        let links = NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                pod_selector: Some(self.selector(Component::Gate)),
+                ..Default::default()
+            }]),
+            ports: Some(vec![tcp_policy_port(LINK_PORT)]),
+        };
+        self.policy(
+            Component::Node,
+            self.component_name(Component::Node),
+            vec![links, self.admin_rule(Some(self.operator_peer()))],
+        )
+    }
+
+    /// The managed Redis: from this cluster's gates and nodes only.
+    fn redis_network_policy(&self) -> NetworkPolicy {
+        let peer = |component| NetworkPolicyPeer {
+            pod_selector: Some(self.selector(component)),
+            ..Default::default()
+        };
+        let clients = NetworkPolicyIngressRule {
+            from: Some(vec![peer(Component::Gate), peer(Component::Node)]),
+            ports: Some(vec![tcp_policy_port(REDIS_PORT)]),
+        };
+        self.policy(Component::Redis, child_name(self.name, "redis"), vec![clients])
+    }
+}
+
+/// Requests (CPU, memory) of a gate container whose spec sets no `resources`: enough for a few thousand
+/// idle players. No limit: a gate's memory ceiling depends on its connections (`docs/security.md`).
+pub const GATE_REQUESTS: (&str, &str) = ("100m", "128Mi");
+/// Requests of a node container whose spec sets no `resources`. No limit: the game's handlers decide.
+pub const NODE_REQUESTS: (&str, &str) = ("100m", "128Mi");
+/// Requests of the managed Redis whose spec sets no `resources`: bindings are a few hundred bytes per
+/// player. No limit: Redis runs without `maxmemory`, and a limit would turn growth into an OOM kill that
+/// loses every binding.
+pub const REDIS_REQUESTS: (&str, &str) = ("50m", "64Mi");
+
+/// `resources` from the spec, or requests of `(cpu, memory)` when the spec has none, so that no pod runs
+/// BestEffort (first to be evicted) by default. A spec's `resources: {}` is kept: an explicit choice.
+fn resources_or_default(
+    spec: &Option<ResourceRequirements>,
+    (cpu, memory): (&str, &str),
+) -> ResourceRequirements {
+    spec.clone().unwrap_or_else(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        ..Default::default()
+    })
 }
 
 fn tcp_policy_port(port: i32) -> NetworkPolicyPort {

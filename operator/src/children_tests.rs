@@ -77,15 +77,16 @@ fn names_follow_the_pod_contract() {
             "Deployment/arena-node",
             "PodDisruptionBudget/arena-gate",
             "PodDisruptionBudget/arena-node",
+            "NetworkPolicy/arena-gate",
+            "NetworkPolicy/arena-node",
+            "NetworkPolicy/arena-redis",
         ]
     );
 }
 
 #[test]
 fn every_child_is_labelled_and_owned() {
-    let mut spec = GameClusterSpec::default();
-    spec.network_policy.enabled = true;
-    for child in build(spec).all() {
+    for child in build(GameClusterSpec::default()).all() {
         let json = child.to_json();
         let meta = &json["metadata"];
         assert_eq!(meta["namespace"], "games", "{}", child.describe());
@@ -167,7 +168,8 @@ fn node_environment_follows_the_pod_contract() {
         Some("60s")
     );
     assert_eq!(env_value(node, "SWITCHYARD_POOL").as_deref(), Some("game"));
-    assert_eq!(env_value(node, "SWITCHYARD_REPORT_POD").as_deref(), Some("true"));
+    // The operator writes the node pod's annotations itself (from /load): nodes may not write pods.
+    assert_eq!(env_value(node, "SWITCHYARD_REPORT_POD"), None);
     assert_eq!(
         env_value(node, "SWITCHYARD_DRAIN_FILE").as_deref(),
         Some("/etc/podinfo/annotations")
@@ -314,9 +316,16 @@ fn services_and_rbac() {
         Some(&["endpointslices".to_owned()][..])
     );
     assert_eq!(gate_rule.verbs, ["get", "list", "watch"]);
-    let node_rule = &children.node_role.rules.as_ref().expect("rules")[0];
-    assert_eq!(node_rule.resources.as_deref(), Some(&["pods".to_owned()][..]));
-    assert_eq!(node_rule.verbs, ["get", "watch", "patch"]);
+    // Nodes have no API right (a compromised node cannot modify other pods) and no token mounted.
+    assert_eq!(children.node_role.rules.as_deref(), Some(&[][..]));
+    let node_pod = children.pools[0]
+        .deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .expect("node pod spec");
+    assert_eq!(node_pod.automount_service_account_token, Some(false));
     let subject = &children.node_role_binding.subjects.as_ref().expect("subjects")[0];
     assert_eq!(
         (subject.kind.as_str(), subject.name.as_str()),
@@ -405,30 +414,161 @@ fn images_and_commands() {
     );
 }
 
+/// (ports, peers) of each ingress rule; a peer is `(namespace labels, pod labels)`, `None` for "anyone".
+type Rule = (Vec<i32>, Option<Vec<(Option<Labels>, Option<Labels>)>>);
+type Labels = BTreeMap<String, String>;
+
+fn rules(policy: &NetworkPolicy) -> Vec<Rule> {
+    let spec = policy.spec.as_ref().expect("spec");
+    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
+    spec.ingress
+        .iter()
+        .flatten()
+        .map(|rule| {
+            let ports = rule
+                .ports
+                .iter()
+                .flatten()
+                .map(|port| match port.port {
+                    Some(IntOrString::Int(number)) => number,
+                    ref other => panic!("port {other:?}"),
+                })
+                .collect();
+            let peers = rule.from.as_ref().map(|peers| {
+                peers
+                    .iter()
+                    .map(|peer| {
+                        let labels = |selector: &Option<LabelSelector>| {
+                            selector
+                                .as_ref()
+                                .map(|s| s.match_labels.clone().unwrap_or_default())
+                        };
+                        (labels(&peer.namespace_selector), labels(&peer.pod_selector))
+                    })
+                    .collect()
+            });
+            (ports, peers)
+        })
+        .collect()
+}
+
+fn component_labels(component: &str) -> Labels {
+    BTreeMap::from([
+        (LABEL_NAME.to_owned(), "switchyard".to_owned()),
+        (LABEL_INSTANCE.to_owned(), "arena".to_owned()),
+        (LABEL_COMPONENT.to_owned(), component.to_owned()),
+    ])
+}
+
 #[test]
-fn network_policies_when_enabled() {
-    let mut spec = GameClusterSpec::default();
-    spec.network_policy.enabled = true;
-    let children = build(spec);
+fn network_policies_are_on_by_default() {
+    let children = build(GameClusterSpec::default());
     let names: Vec<_> = children
         .network_policies
         .iter()
         .filter_map(|p| p.metadata.name.clone())
         .collect();
-    assert_eq!(names, ["arena-node", "arena-redis"]);
-    let node = children.network_policies[0].spec.as_ref().expect("spec");
-    let link_rule = &node.ingress.as_ref().expect("ingress")[0];
-    let from = link_rule.from.as_ref().expect("from")[0]
-        .pod_selector
-        .as_ref()
-        .and_then(|s| s.match_labels.as_ref())
-        .expect("gate selector");
-    assert_eq!(from.get(LABEL_COMPONENT).map(String::as_str), Some("gate"));
+    assert_eq!(names, ["arena-gate", "arena-node", "arena-redis"]);
+    let [gate, node, redis] = &children.network_policies[..] else {
+        panic!("three policies")
+    };
+    let selects = |policy: &NetworkPolicy| {
+        policy
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_selector.as_ref())
+            .and_then(|s| s.match_labels.clone())
+    };
+    assert_eq!(selects(gate), Some(component_labels("gate")));
+    assert_eq!(selects(node), Some(component_labels("node")));
+    assert_eq!(selects(redis), Some(component_labels("redis")));
+    // Gates: client ports from anyone, admin from anyone (no adminFrom).
+    assert_eq!(rules(gate), [(vec![3553, 3554], None), (vec![9090], None)]);
+    // Nodes: the link port from this cluster's gates only.
     assert_eq!(
-        link_rule.ports.as_ref().expect("ports")[0].port,
-        Some(IntOrString::Int(7400))
+        rules(node),
+        [
+            (vec![7400], Some(vec![(None, Some(component_labels("gate")))])),
+            (vec![9090], None),
+        ]
     );
-    assert!(build(GameClusterSpec::default()).network_policies.is_empty());
+    // Redis: from this cluster's gates and nodes only.
+    assert_eq!(
+        rules(redis),
+        [(
+            vec![6379],
+            Some(vec![
+                (None, Some(component_labels("gate"))),
+                (None, Some(component_labels("node"))),
+            ])
+        )]
+    );
+    // An external Redis: no Redis policy; disabled: none at all.
+    let mut external = GameClusterSpec::default();
+    external.locator.redis =
+        Some(serde_json::from_value(serde_json::json!({"url": "redis://r:6379"})).expect("redis"));
+    assert_eq!(build(external).network_policies.len(), 2);
+    let mut off = GameClusterSpec::default();
+    off.network_policy.enabled = false;
+    assert!(build(off).network_policies.is_empty());
+}
+
+#[test]
+fn admin_ports_follow_admin_from_and_the_operator_reaches_nodes() {
+    let monitoring: NetworkPolicyPeer = serde_json::from_value(serde_json::json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }))
+    .expect("peer");
+    let mut spec = GameClusterSpec::default();
+    spec.network_policy.admin_from = vec![monitoring];
+    let monitoring_peer = (
+        Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_owned(),
+            "monitoring".to_owned(),
+        )])),
+        None,
+    );
+    let operator_pods = BTreeMap::from([
+        (LABEL_NAME.to_owned(), "switchyard".to_owned()),
+        (LABEL_COMPONENT.to_owned(), "operator".to_owned()),
+    ]);
+    let children = build(spec.clone());
+    assert_eq!(
+        rules(&children.network_policies[0])[1],
+        (vec![9090], Some(vec![monitoring_peer.clone()]))
+    );
+    // The operator's namespace unknown: its pods in any namespace (`namespaceSelector: {}`).
+    assert_eq!(
+        rules(&children.network_policies[1])[1],
+        (
+            vec![9090],
+            Some(vec![
+                monitoring_peer.clone(),
+                (Some(BTreeMap::new()), Some(operator_pods.clone()))
+            ])
+        )
+    );
+    let defaults = Defaults {
+        operator_namespace: Some("switchyard-system".to_owned()),
+        ..Defaults::default()
+    };
+    let children = super::children(&cluster(spec), &defaults).expect("a valid spec");
+    assert_eq!(
+        rules(&children.network_policies[1])[1],
+        (
+            vec![9090],
+            Some(vec![
+                monitoring_peer,
+                (
+                    Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_owned(),
+                        "switchyard-system".to_owned()
+                    )])),
+                    Some(operator_pods)
+                )
+            ])
+        )
+    );
 }
 
 #[test]
@@ -878,4 +1018,63 @@ fn pods_get_exactly_the_names_of_the_contract() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn containers_get_default_requests_unless_the_spec_sets_resources() {
+    let requests = |container: &Container| -> Option<(String, String)> {
+        let requests = container.resources.as_ref()?.requests.as_ref()?;
+        Some((requests.get("cpu")?.0.clone(), requests.get("memory")?.0.clone()))
+    };
+    let children = build(GameClusterSpec::default());
+    assert_eq!(
+        requests(container(&children.gate_deployment)),
+        Some(("100m".to_owned(), "128Mi".to_owned()))
+    );
+    assert_eq!(
+        requests(container(&children.pools[0].deployment)),
+        Some(("100m".to_owned(), "128Mi".to_owned()))
+    );
+    let redis = &children.redis.as_ref().expect("managed Redis").deployment;
+    assert_eq!(
+        requests(container(redis)),
+        Some(("50m".to_owned(), "64Mi".to_owned()))
+    );
+    for deployment in [&children.gate_deployment, &children.pools[0].deployment, redis] {
+        assert_eq!(
+            container(deployment)
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref()),
+            None,
+            "no default limit"
+        );
+    }
+    // A spec's resources replace the defaults whole; `{}` is an explicit "none".
+    let mut spec = GameClusterSpec::default();
+    spec.gate.resources = Some(
+        serde_json::from_value(serde_json::json!({"requests": {"cpu": "2"}, "limits": {"memory": "1Gi"}}))
+            .expect("resources"),
+    );
+    spec.node = Some(crate::crd::NodeSpec {
+        resources: Some(Default::default()),
+        ..Default::default()
+    });
+    let children = build(spec);
+    let gate = container(&children.gate_deployment)
+        .resources
+        .clone()
+        .expect("resources");
+    assert_eq!(
+        gate.requests.expect("requests").get("cpu").map(|q| q.0.as_str()),
+        Some("2")
+    );
+    assert_eq!(
+        gate.limits.expect("limits").get("memory").map(|q| q.0.as_str()),
+        Some("1Gi")
+    );
+    assert_eq!(
+        container(&children.pools[0].deployment).resources,
+        Some(Default::default())
+    );
 }

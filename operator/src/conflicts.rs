@@ -2,15 +2,17 @@
 //! its route to the pool that serves it, so a route served by two pools cannot be routed; the gates refuse
 //! it (and count it), and the operator shows it as the `RouteConflict` condition of the GameCluster.
 //!
-//! The operator learns each node's routes from its pod's `switchyard.dev/routes` annotation, which the node's
-//! pod reporter writes ([`ROUTES_ANNOTATION`]); the pool of a pod is its `switchyard.dev/pool` label, or
-//! `game` for the single-pool form (whose pods carry no pool label). Pure: unit-tested without a server.
+//! The operator learns each node's routes from its pod's `switchyard.dev/routes` annotation
+//! ([`ROUTES_ANNOTATION`]), which it copies there itself from the node's load report ([`crate::load`]); the
+//! pool of a pod is its `switchyard.dev/pool` label, or `game` for the single-pool form (whose pods carry no
+//! pool label). Pure: unit-tested without a server.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use switchyard_cluster::contract::DEFAULT_POOL;
-use switchyard_cluster::kubernetes::{ROUTES_ANNOTATION, RoutesError, parse_routes};
+use switchyard_cluster::kubernetes::ROUTES_ANNOTATION;
+use switchyard_cluster::load::{LoadError, parse_routes};
 
 use crate::children::LABEL_POOL;
 
@@ -26,7 +28,7 @@ pub struct RouteConflict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadableRoutes {
     pub pod: String,
-    pub error: RoutesError,
+    pub error: LoadError,
 }
 
 /// What [`route_conflicts`] found.

@@ -125,7 +125,7 @@ pub struct GameClusterSpec {
     pub metrics: MetricsSpec,
     /// OpenTelemetry trace export.
     pub tracing: TracingSpec,
-    /// A NetworkPolicy that lets only gates reach the nodes' link port.
+    /// NetworkPolicies around the cluster's pods (on by default; enforced only by a CNI that enforces them).
     pub network_policy: NetworkPolicySpec,
 }
 
@@ -326,7 +326,7 @@ pub struct ManagedRedisSpec {
     /// Redis image.
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
-    /// Resources of the Redis container.
+    /// Resources of the Redis container. Absent: requests of 50m CPU and 64Mi memory, no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
@@ -373,7 +373,7 @@ pub struct GateSpec {
         {"rule": "self <= 86400", "message": "gate.drainDeadlineSeconds must be at most 86400 (one day)"}
     ]))]
     pub drain_deadline_seconds: i32,
-    /// Resources of the gate container.
+    /// Resources of the gate container. Absent: requests of 100m CPU and 128Mi memory, no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Node selector of gate pods.
@@ -671,7 +671,7 @@ pub struct NodeSpec {
         {"rule": "self <= 86400", "message": "drainDeadlineSeconds of a node pool must be at most 86400 (one day)"}
     ]))]
     pub drain_deadline_seconds: i32,
-    /// Resources of the node container.
+    /// Resources of the node container. Absent: requests of 100m CPU and 128Mi memory, no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Node selector of node pods.
@@ -748,13 +748,30 @@ impl Default for TracingSpec {
     }
 }
 
-/// NetworkPolicies around the cluster.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// NetworkPolicies around the cluster (ingress only; they need a CNI that enforces NetworkPolicy).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct NetworkPolicySpec {
-    /// Only gates may reach the nodes' link port (the admin port stays open for probes and scrapes), and
-    /// only this cluster's pods may reach the managed Redis.
+    /// Gates: only their client ports and admin port are open. Nodes: the link port only from this
+    /// cluster's gates. The managed Redis: only from this cluster's gates and nodes. Admin ports: see
+    /// `adminFrom`. Default true.
     pub enabled: bool,
+    /// Who may reach the admin port (9090: `/metrics`, `/healthz`, `/readyz`, a node's `/load`) of gates
+    /// and nodes, as NetworkPolicy peers (e.g. the monitoring namespace by `namespaceSelector`). Empty
+    /// (the default): from anywhere. When set, the operator's own pods are added for the nodes (it reads
+    /// their `/load`); kubelet probes come from the node and are allowed by NetworkPolicy regardless.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 16))]
+    pub admin_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec {
+            enabled: true,
+            admin_from: Vec::new(),
+        }
+    }
 }
 
 /// What the operator observed. Written only by the operator (server-side apply on the status subresource).

@@ -12,12 +12,15 @@
 //! - [`pool_sync`]: the reconciler's side of `GamePool`s.
 //! - [`reconcile`]: the kube-rs controller that applies both with server-side apply.
 //! - [`leader`]: leader election on a Lease, so two replicas are safe.
+//! - [`load`]: the leader reads every node's load report and writes the node pods' bound-players,
+//!   pod-deletion-cost and routes annotations (nodes may not write pods).
 //! - [`run`]: all of it, plus the admin HTTP server (`/healthz`, `/readyz`, `/metrics`).
 
 pub mod children;
 pub mod conflicts;
 pub mod crd;
 pub mod leader;
+pub mod load;
 pub mod locator;
 pub mod metrics;
 pub mod pool_sync;
@@ -72,6 +75,8 @@ pub struct OperatorConfig {
     pub instance: String,
     /// After shutdown is requested, how long in-flight reconciles may take before they are abandoned.
     pub shutdown_grace: Duration,
+    /// How the leader reads node loads into pod annotations.
+    pub load: load::LoadSettings,
 }
 
 impl OperatorConfig {
@@ -150,7 +155,7 @@ async fn lead_and_reconcile(
 ) -> Result<(), Error> {
     let Some(lease) = &config.leader_election else {
         metrics.leader.set(1);
-        reconcile::run_controller(client, config, metrics.clone(), readiness, shutdown.clone()).await;
+        lead(client, config, metrics, readiness, shutdown.clone()).await;
         metrics.leader.set(0);
         return Ok(());
     };
@@ -172,7 +177,7 @@ async fn lead_and_reconcile(
                 stop.cancel();
             })
         };
-        reconcile::run_controller(client.clone(), config, metrics.clone(), readiness, stop).await;
+        lead(client.clone(), config, metrics, readiness, stop).await;
         stopper.abort();
         metrics.leader.set(0);
         if shutdown.is_cancelled() {
@@ -181,5 +186,29 @@ async fn lead_and_reconcile(
         }
         tracing::warn!("no longer the leader: reconciling stopped, standing by");
         drop(leadership);
+    }
+}
+
+/// What the leader does until `stop`: reconcile GameClusters, and read node loads into pod annotations.
+async fn lead(
+    client: kube::Client,
+    config: &OperatorConfig,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    stop: CancellationToken,
+) {
+    // The controller returns only once `stop` is cancelled, or on its own: either way the reader stops too.
+    let stop = stop.child_token();
+    let loads = tokio::spawn(load::run(
+        client.clone(),
+        config.namespace.clone(),
+        config.load.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    reconcile::run_controller(client, config, metrics.clone(), readiness, stop.clone()).await;
+    stop.cancel();
+    if let Err(error) = loads.await {
+        tracing::warn!(%error, "the node load reader panicked");
     }
 }

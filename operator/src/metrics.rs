@@ -40,6 +40,7 @@ pub struct Metrics {
     pub route_conflicts: Gauge,
     pub unreadable_route_annotations: Gauge,
     pub leader: Gauge,
+    pub node_load_reads: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -55,6 +56,7 @@ impl Default for Metrics {
             route_conflicts: Gauge::default(),
             unreadable_route_annotations: Gauge::default(),
             leader: Gauge::default(),
+            node_load_reads: Family::default(),
         }
     }
 }
@@ -113,6 +115,11 @@ impl Metrics {
             "leader",
             "1 while this replica holds the leader-election lease",
             metrics.leader.clone(),
+        );
+        operator.register(
+            "node_load_reads",
+            "Reads of node pods' load reports (/load), by reason: ok, unreachable, timeout, bad_report, patch_failed (the annotations could not be written), list_failed",
+            metrics.node_load_reads.clone(),
         );
         metrics
     }

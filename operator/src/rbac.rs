@@ -2,7 +2,7 @@
 //! The chart renders these; the API-server tests run the operator as a user bound to exactly them.
 //!
 //! The operator must hold every permission it grants in the Roles it creates (Kubernetes refuses privilege
-//! escalation), hence EndpointSlices `get/list/watch` and pods `patch`.
+//! escalation), hence EndpointSlices `get/list/watch` (the gates' Role). Nodes get no right at all.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -49,8 +49,9 @@ pub fn operator_rules() -> Vec<PolicyRule> {
         rule("rbac.authorization.k8s.io", &["roles", "rolebindings"], &MANAGE),
         rule("policy", &["poddisruptionbudgets"], &MANAGE),
         rule("networking.k8s.io", &["networkpolicies"], &MANAGE),
-        // Status from node pods, and rollouts: drain (annotate) old node pods, delete the ones a rollback
-        // made current again; `get/watch/patch` are also granted to the nodes' Role.
+        // Status from node pods; their load annotations (bound players, pod-deletion-cost, routes), written
+        // from each node's /load; rollouts: drain (annotate) old node pods, delete the ones a rollback made
+        // current again.
         rule("", &["pods"], &["get", "list", "watch", "patch", "delete"]),
         // Granted to the gates' Role.
         rule("discovery.k8s.io", &["endpointslices"], &["get", "list", "watch"]),

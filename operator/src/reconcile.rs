@@ -803,7 +803,11 @@ async fn prune(
         .iter()
         .filter_map(|policy| policy.metadata.name.clone())
         .collect();
-    for policy in [child_name(&name, "node"), redis.clone()] {
+    for policy in [
+        child_name(&name, "gate"),
+        child_name(&name, "node"),
+        redis.clone(),
+    ] {
         if !wanted_policies.contains(&policy) {
             delete_owned::<NetworkPolicy>(client, namespace, &policy, &uid).await?;
         }

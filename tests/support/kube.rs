@@ -166,6 +166,9 @@ pub struct ControlPlane {
     pub admin_kubeconfig: PathBuf,
     /// The user `switchyard-operator`, bound to the operator's ClusterRole by [`ControlPlane::install`].
     pub operator_kubeconfig: PathBuf,
+    /// The user `switchyard-operator-ns`, bound to nothing: a namespace-scoped test binds the operator's
+    /// rules to it in one namespace ([`ControlPlane::bind_operator_rules_in`]).
+    pub namespaced_operator_kubeconfig: PathBuf,
     processes: Mutex<Vec<Supervised>>,
     janitor: Mutex<Option<Janitor>>,
     installed: OnceLock<()>,
@@ -228,6 +231,7 @@ impl ControlPlane {
         let pki = dir.join("pki");
         let admin_kubeconfig = write_kubeconfig(&dir, &server, "admin");
         let operator_kubeconfig = write_kubeconfig(&dir, &server, "operator");
+        let namespaced_operator_kubeconfig = write_kubeconfig(&dir, &server, "operator-ns");
         let kcm_kubeconfig = write_kubeconfig(&dir, &server, "kcm");
         let plane = ControlPlane {
             dir: dir.clone(),
@@ -235,6 +239,7 @@ impl ControlPlane {
             server,
             admin_kubeconfig,
             operator_kubeconfig,
+            namespaced_operator_kubeconfig,
             processes: Mutex::new(Vec::new()),
             janitor: Mutex::new(janitor),
             installed: OnceLock::new(),
@@ -438,6 +443,35 @@ impl ControlPlane {
         });
     }
 
+    /// The operator's rules ([`switchyard_operator::rbac::operator_rules`]) as a Role in `namespace`, bound
+    /// to the user `switchyard-operator-ns` there: what the chart's namespace-scoped install grants.
+    pub fn bind_operator_rules_in(&self, namespace: &str) {
+        let role = k8s_openapi::api::rbac::v1::Role {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("switchyard-operator".to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..Default::default()
+            },
+            rules: Some(switchyard_operator::rbac::operator_rules()),
+        };
+        let role = serde_json::to_string(&role).expect("Role JSON");
+        let output = self.kubectl_stdin(&["apply", "-f", "-"], &role);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.kubectl_ok(&[
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            "switchyard-operator",
+            "--role=switchyard-operator",
+            "--user=switchyard-operator-ns",
+        ]);
+    }
+
     /// A namespace for one test (created; fresh per control plane).
     pub fn namespace(&self, name: &str) -> String {
         self.kubectl_ok(&["create", "namespace", name]);
@@ -578,6 +612,7 @@ fn make_certificates(pki: &Path) {
     sign("front-proxy-client", "/CN=front-proxy-client", client);
     sign("kcm", "/CN=system:kube-controller-manager", client);
     sign("operator", "/CN=switchyard-operator", client);
+    sign("operator-ns", "/CN=switchyard-operator-ns", client);
     openssl(pki, &["genrsa", "-out", "sa.key", "2048"]);
     openssl(pki, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
 }
@@ -781,6 +816,17 @@ impl Operator {
         identity: &str,
         lease: LeaseTimings,
     ) -> Operator {
+        Operator::start_as(plane, &plane.operator_kubeconfig, namespace, identity, lease).await
+    }
+
+    /// [`Operator::start_with`] as the user of `kubeconfig`.
+    pub async fn start_as(
+        plane: &ControlPlane,
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        lease: LeaseTimings,
+    ) -> Operator {
         let admin_port = free_port();
         let log = plane.dir.join(format!("operator-{namespace}-{identity}.log"));
         let running = match operator_mode() {
@@ -807,8 +853,10 @@ impl Operator {
                         &format!("{}ms", lease.retry_period.as_millis()),
                         "--shutdown-grace",
                         "10s",
+                        "--load-interval",
+                        "500ms",
                     ])
-                    .env("KUBECONFIG", &plane.operator_kubeconfig)
+                    .env("KUBECONFIG", kubeconfig)
                     .env("SWITCHYARD_LOG", "info,switchyard_operator=debug")
                     .env("NO_COLOR", "1")
                     .stdout(Stdio::from(file.try_clone().expect("log file")))
@@ -818,11 +866,12 @@ impl Operator {
                 Running::Binary(child)
             }
             OperatorMode::InProcess => {
-                let client = plane.operator_client().await;
+                let client = client_for(kubeconfig).await;
                 let config = switchyard_operator::OperatorConfig {
                     namespace: Some(namespace.to_owned()),
                     defaults: switchyard_operator::Defaults {
                         image: "switchyard:test".to_owned(),
+                        operator_namespace: None,
                     },
                     concurrency: 4,
                     admin: Some(std::net::SocketAddr::from(([127, 0, 0, 1], admin_port))),
@@ -838,6 +887,10 @@ impl Operator {
                     }),
                     instance: identity.to_owned(),
                     shutdown_grace: Duration::from_secs(10),
+                    load: switchyard_operator::load::LoadSettings {
+                        interval: Duration::from_millis(500),
+                        timeout: Duration::from_secs(2),
+                    },
                 };
                 let shutdown = CancellationToken::new();
                 let task = tokio::spawn(switchyard_operator::run(client, config, shutdown.clone()));

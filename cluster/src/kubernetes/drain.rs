@@ -17,9 +17,9 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::annotations_file::{AnnotationsFileError, parse_annotations_file};
 use super::config::{DrainConfig, DrainSource, PodRef};
 use super::{DRAIN_ANNOTATION, ErrorLatch, KubernetesError};
+use crate::annotations_file::{AnnotationsFileError, parse_annotations_file};
 
 /// The largest annotations file read (Kubernetes caps all annotations of an object at 256 KiB; quoting can
 /// make them up to four times longer).

@@ -6,6 +6,9 @@
 //! - [`PodReporter`]: keeps this pod's annotations [`BOUND_PLAYERS_ANNOTATION`] and
 //!   [`POD_DELETION_COST_ANNOTATION`] equal to the bound-player count (changed values only, throttled), so
 //!   scale-down removes the emptiest node, and [`ROUTES_ANNOTATION`] equal to the routes the node serves.
+//!   For nodes run without the operator only (`--report-pod`): it needs `patch` on pods, which RBAC cannot
+//!   narrow to the pod's own. Under the operator, nodes report at `/load` ([`crate::load`]) and the
+//!   operator writes these annotations.
 //! - [`DrainSignal`]: tells when this pod gets the annotation [`DRAIN_ANNOTATION`]` = "true"`, read from a
 //!   downward API volume file or from a watch on the pod itself.
 //!
@@ -23,7 +26,6 @@
 //! [`NodeEndpoint`]: crate::registry::NodeEndpoint
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 
-mod annotations_file;
 mod config;
 mod drain;
 mod registry;
@@ -33,20 +35,21 @@ mod translate;
 use std::fmt;
 use std::time::Duration;
 
-pub use annotations_file::{AnnotationsFileError, parse_annotations_file};
+pub use crate::annotations_file::{AnnotationsFileError, parse_annotations_file};
 pub use config::{ConfigError, DrainConfig, DrainSource, PodRef, RegistryConfig, ReporterConfig};
 pub use drain::DrainSignal;
 pub use registry::KubernetesRegistry;
-pub use reporter::{MAX_REPORTED_ROUTES, PodReporter, RoutesError, format_routes, parse_routes};
+pub use reporter::PodReporter;
 pub use translate::{SERVICE_NAME_LABEL, node_endpoints};
 
 /// The annotation that asks a node to drain (maintenance): value `"true"`.
 pub const DRAIN_ANNOTATION: &str = "switchyard.dev/drain";
 /// The annotation that carries a node's bound-player count, in decimal.
 pub const BOUND_PLAYERS_ANNOTATION: &str = "switchyard.dev/bound-players";
-/// The annotation that carries the routes a node serves to clients (internal routes excluded): sorted,
-/// distinct decimal numbers separated by commas, e.g. `1,2,11` ([`format_routes`], [`parse_routes`]). The
-/// operator reads it from every node pod to find two pools claiming one route.
+/// The annotation that carries the routes a node serves (internal ones included): sorted, distinct decimal
+/// numbers separated by commas, e.g. `1,2,11` ([`format_routes`](crate::load::format_routes),
+/// [`parse_routes`](crate::load::parse_routes)). The operator writes it from each node's load report and
+/// reads it back from every node pod to find two pools claiming one route.
 pub const ROUTES_ANNOTATION: &str = "switchyard.dev/routes";
 /// Kubernetes' own annotation: a ReplicaSet scaling down deletes the pods with the lowest cost first.
 pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";

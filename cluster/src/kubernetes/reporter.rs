@@ -23,56 +23,10 @@ use super::{
     BOUND_PLAYERS_ANNOTATION, ErrorLatch, FIELD_MANAGER, KubernetesError, POD_DELETION_COST_ANNOTATION,
     ROUTES_ANNOTATION,
 };
+use crate::load::{MAX_REPORTED_ROUTES, format_routes};
 
 /// The longest wait between two attempts while patches keep failing.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-/// Most routes written into [`ROUTES_ANNOTATION`] (about 48 KiB at most; a pod's annotations may hold 256
-/// KiB in all). A node with more writes the lowest ones and logs that the rest are left out.
-pub const MAX_REPORTED_ROUTES: usize = 4096;
-
-/// [`ROUTES_ANNOTATION`]'s value: sorted, distinct, comma-separated; at most [`MAX_REPORTED_ROUTES`].
-pub fn format_routes(routes: &[i32]) -> String {
-    let mut sorted = routes.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    sorted.truncate(MAX_REPORTED_ROUTES);
-    sorted.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
-}
-
-/// A [`ROUTES_ANNOTATION`] value that is not a list of route numbers.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoutesError {
-    #[error("{ROUTES_ANNOTATION} {0:?} is not a comma-separated list of route numbers")]
-    Syntax(String),
-    #[error("{ROUTES_ANNOTATION} lists more than {MAX_REPORTED_ROUTES} routes")]
-    TooMany,
-}
-
-/// Reads a [`ROUTES_ANNOTATION`] value: sorted and distinct; an empty value is no route.
-///
-/// # Errors
-/// [`RoutesError`] for anything but comma-separated decimal `i32`s (blanks around them allowed), or more
-/// than [`MAX_REPORTED_ROUTES`] of them.
-pub fn parse_routes(text: &str) -> Result<Vec<i32>, RoutesError> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut routes = Vec::new();
-    for item in text.split(',') {
-        if routes.len() == MAX_REPORTED_ROUTES {
-            return Err(RoutesError::TooMany);
-        }
-        let route = item
-            .trim()
-            .parse::<i32>()
-            .map_err(|_| RoutesError::Syntax(text.chars().take(64).collect()))?;
-        routes.push(route);
-    }
-    routes.sort_unstable();
-    routes.dedup();
-    Ok(routes)
-}
-
 /// Keeps this pod's bound-player annotations equal to a count fed on a [`watch`] channel.
 ///
 /// The first value is always written (the pod may carry a stale one from an earlier container); after that
@@ -273,30 +227,6 @@ mod tests {
 
     fn t0() -> Instant {
         Instant::now()
-    }
-
-    #[test]
-    fn routes_are_written_sorted_and_distinct_and_read_back() {
-        assert_eq!(format_routes(&[11, 2, 1, 2]), "1,2,11");
-        assert_eq!(format_routes(&[]), "");
-        assert_eq!(format_routes(&[-5, 0]), "-5,0");
-        assert_eq!(parse_routes("1,2,11"), Ok(vec![1, 2, 11]));
-        assert_eq!(parse_routes(" 11 , 1,1"), Ok(vec![1, 11]));
-        assert_eq!(parse_routes(""), Ok(vec![]));
-        for bad in ["1,,2", "one", "1;2", "99999999999"] {
-            assert!(
-                matches!(parse_routes(bad), Err(RoutesError::Syntax(_))),
-                "{bad:?}"
-            );
-        }
-        let many: Vec<i32> = (0..5000).collect();
-        let written = format_routes(&many);
-        assert_eq!(
-            parse_routes(&written).map(|routes| routes.len()),
-            Ok(MAX_REPORTED_ROUTES)
-        );
-        let too_many = many.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
-        assert_eq!(parse_routes(&too_many), Err(RoutesError::TooMany));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Keys and the event format of the pub/sub channel (see the module documentation of
-//! [`super`](crate::redis_locator)).
+//! Keys and the event format of the Redis locator's pub/sub channel (see the module documentation of
+//! `redis_locator`). Declared at the crate root (`locator_events`), so that the fuzz targets can decode
+//! events without the `redis` feature.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

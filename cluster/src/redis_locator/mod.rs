@@ -99,7 +99,6 @@
 mod cache;
 mod config;
 mod connect;
-mod events;
 mod metrics;
 
 use std::fmt;
@@ -122,12 +121,12 @@ pub use self::config::{RedisConfigError, RedisLocatorConfig};
 use self::connect::{
     Subscriber, connect_cluster, connect_standalone, redis_error, subscribe_any, worth_retrying,
 };
-use self::events::{
+use self::metrics::{Metrics, Op};
+use crate::locator::{Locator, LocatorError, LocatorEvent};
+use crate::locator_events::{
     GATE_BOUND, GATE_UNBOUND, Keys, NODE_BOUND, NODE_UNBOUND, decode_event, encode_gate_event,
     encode_node_event, now_us,
 };
-use self::metrics::{Metrics, Op};
-use crate::locator::{Locator, LocatorError, LocatorEvent};
 
 /// The key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "switchyard";

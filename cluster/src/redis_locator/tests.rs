@@ -7,12 +7,12 @@ use switchyard_protocol::link::Uid;
 
 use super::cache::{GateCache, Lookup, Ticket, epoch_slot};
 use super::config::{Target, redact_url};
-use super::events::{
+use super::*;
+use crate::contract::PrefixError;
+use crate::locator_events::{
     GATE_BOUND, GATE_UNBOUND, Keys, NODE_BOUND, NODE_UNBOUND, decode_event, encode_gate_event,
     encode_node_event,
 };
-use super::*;
-use crate::contract::PrefixError;
 
 #[test]
 fn events_round_trip() {

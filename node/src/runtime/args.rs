@@ -111,7 +111,9 @@ mod tests {
             assert!(
                 contract.contains(&name.as_str())
                     || name == contract::env::NODE_SERVICE
-                    || name == contract::env::LINK_PORT_NAME,
+                    || name == contract::env::LINK_PORT_NAME
+                    // For nodes run without the operator (it writes the pod's annotations itself).
+                    || name == contract::env::REPORT_POD,
                 "{name} is read by a node and missing from switchyard_cluster::contract"
             );
         }

@@ -190,7 +190,8 @@ async fn serve<S>(
         ..NodeConfig::new(id.clone())
     };
     let locator = args.locator.build(registry, shutdown).await?;
-    // Every route the node serves, for the pod's routes annotation (the operator's route-conflict check).
+    // Every route the node serves, for its load report and so the pod's routes annotation (the operator's
+    // route-conflict check).
     // Internal ones too: gates give each route, internal or not, to one pool, and route calls by it.
     let routes: Vec<i32> = router.routes.specs().iter().map(|spec| spec.route).collect();
     let node = Node::new(config, router, locator, registry)?;
@@ -213,9 +214,16 @@ async fn serve<S>(
     );
     node.serve(acceptor);
     let admin_address = args.process.http_or(NodeArgs::DEFAULT_HTTP);
-    let admin = AdminServer::start(admin_address, std::mem::take(registry), vec![node.readiness()])
-        .await
-        .map_err(RuntimeError::Admin)?;
+    // The load report the operator turns into the pod's annotations (nodes may not write pods).
+    let load = switchyard_cluster::load::router(node.watch_bound_players(), &routes);
+    let admin = AdminServer::start_with(
+        admin_address,
+        std::mem::take(registry),
+        vec![node.readiness()],
+        load,
+    )
+    .await
+    .map_err(RuntimeError::Admin)?;
     let drain_requested = args
         .kubernetes
         .start_node(node.watch_bound_players(), routes, shutdown)
