@@ -3,6 +3,7 @@
 //! client's read and write loops), [`crate::links`] and [`crate::downlink`] (node links and what nodes
 //! send), [`crate::bindings`] (players' gate and node bindings), all on [`crate::shared`].
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
@@ -145,6 +146,16 @@ impl Gate {
                 session.close_after_queued(CloseReason::Draining);
             }
             tokio::time::sleep(step).await;
+        }
+        // A connection that was still in its TLS, WebSocket or PROXY handshake when the drain began joined
+        // the table after the notice went out: tell it too, and close it only after it has the notice, or
+        // its player would see a bare close (and a request in flight lost) instead of a reconnect request.
+        let notified: HashSet<_> = sessions.iter().map(|session| session.cid).collect();
+        for session in inner.sessions.all() {
+            if !notified.contains(&session.cid) {
+                session.send(reconnect.clone());
+                session.close_after_queued(CloseReason::Draining);
+            }
         }
         while inner.sessions.len() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
