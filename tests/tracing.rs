@@ -66,6 +66,26 @@ async fn gate(node_link: String, locator: Arc<MemoryLocator>) -> (Gate, String, 
     (gate, address, nodes)
 }
 
+/// The demo node (`node-1`) on a TCP link and a gate linked to it, sharing one in-memory locator.
+async fn demo_node_and_gate() -> (Node, Gate, String, StaticRegistry) {
+    let locator = Arc::new(MemoryLocator::default());
+    let node = Node::new(
+        NodeConfig::new("node-1"),
+        demo::router(),
+        locator.clone(),
+        &mut Registry::default(),
+    )
+    .unwrap();
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), TcpLinkConfig::default())
+        .await
+        .unwrap();
+    let link = acceptor.local_addr().to_string();
+    node.serve(acceptor);
+    let (gate, address, nodes) = gate(link, locator).await;
+    wait_linked(&gate).await;
+    (node, gate, address, nodes)
+}
+
 async fn wait_linked(gate: &Gate) {
     for _ in 0..500 {
         if gate.linked_nodes() > 0 {
@@ -120,21 +140,7 @@ fn named<'a>(spans: &'a [SpanData], name: &str, route: Option<i32>) -> Vec<&'a S
 #[tokio::test]
 async fn a_call_made_by_a_traced_handler_joins_its_trace() {
     let (provider, exporter, _subscriber) = traced(Sampling::default());
-    let locator = Arc::new(MemoryLocator::default());
-    let node = Node::new(
-        NodeConfig::new("node-1"),
-        demo::router(),
-        locator.clone(),
-        &mut Registry::default(),
-    )
-    .unwrap();
-    let acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), TcpLinkConfig::default())
-        .await
-        .unwrap();
-    let link = acceptor.local_addr().to_string();
-    node.serve(acceptor);
-    let (gate, address, _nodes) = gate(link, locator).await;
-    wait_linked(&gate).await;
+    let (node, gate, address, _nodes) = demo_node_and_gate().await;
     let mut clients = Vec::new();
     for uid in [1, 2] {
         let client = Client::connect_tcp(&address, PacketConfig::default(), ClientOptions::default())
@@ -174,21 +180,7 @@ async fn a_call_made_by_a_traced_handler_joins_its_trace() {
 #[tokio::test]
 async fn one_trace_from_the_gate_through_the_node_and_back() {
     let (provider, exporter, _subscriber) = traced(Sampling::default());
-    let locator = Arc::new(MemoryLocator::default());
-    let node = Node::new(
-        NodeConfig::new("node-1"),
-        demo::router(),
-        locator.clone(),
-        &mut Registry::default(),
-    )
-    .unwrap();
-    let acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), TcpLinkConfig::default())
-        .await
-        .unwrap();
-    let link = acceptor.local_addr().to_string();
-    node.serve(acceptor);
-    let (gate, address, _nodes) = gate(link, locator).await;
-    wait_linked(&gate).await;
+    let (node, gate, address, _nodes) = demo_node_and_gate().await;
 
     let client = Client::connect_tcp(&address, PacketConfig::default(), ClientOptions::default())
         .await
