@@ -22,7 +22,8 @@ done
 bin="$(./e2e/toolchain/build.sh | tail -n1)" # instant when the binaries are current
 cargo build --locked --bin switchyard
 
-# The real node's images (e2e/src/node.rs imports every archive here): ours from the binary just built, the
+# The real node's images (e2e/src/node.rs imports every archive here): ours from the binary just built (twice:
+# the journey rolls from one to the other), the
 # managed Redis from Debian's redis-server, the pod sandbox and CoreDNS from the toolchain. Rebuilt only when
 # the binary is newer than its archive (image.sh is reproducible, so a rebuild gives the same digest anyway).
 ./scripts/container-tools.sh >/dev/null
@@ -36,6 +37,9 @@ image() { # image ARCHIVE BINARY ARGS...
   fi
 }
 image switchyard-e2e.tar target/debug/switchyard --binary target/debug/switchyard --name registry.local/switchyard:e2e
+# The journey's rollouts: the same binary as another image (version label `rolled`: another config, another
+# digest), so a rollout really changes what the kubelet runs.
+image switchyard-rolled.tar target/debug/switchyard --binary target/debug/switchyard --name registry.local/switchyard:rolled
 image redis-e2e.tar "$(readlink -f "$(command -v redis-server)")" --redis --name registry.local/redis:e2e
 image pause-e2e.tar "$bin/pause" --binary "$bin/pause" --name registry.local/pause:e2e --user 65535
 image coredns-e2e.tar "$bin/coredns" --binary "$bin/coredns" --name registry.local/coredns:e2e

@@ -67,7 +67,7 @@ step "fuzz targets build and survive a smoke run"
 step "tests against a real kube-apiserver: Kubernetes registry, operator, Helm chart"
 cargo test --workspace --locked --exclude switchyard-e2e -- --ignored
 
-step "end-to-end: control plane and pod runner in a network namespace"
+step "end-to-end: control plane and a real node (kubelet, containerd, kube-proxy, CoreDNS) in a network namespace"
 ./e2e/run.sh
 
 summary

@@ -169,3 +169,90 @@ pub async fn deploy(client: kube::Client, timeout: Duration) -> Result<(), Error
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// One DNS A query for `name` over UDP to `server` (RFC 1035 by hand: the harness has no resolver library,
+/// and the namespace's own resolver knows no cluster names): the addresses of the answer, none when the
+/// query fails or times out (2 s). Reads at most one 512-byte datagram.
+pub fn resolve_a(server: std::net::SocketAddr, name: &str) -> Vec<std::net::Ipv4Addr> {
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        let Ok(len) = u8::try_from(label.len()) else {
+            return Vec::new();
+        };
+        query.push(len);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let Ok(socket) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+        return Vec::new();
+    };
+    if socket.set_read_timeout(Some(Duration::from_secs(2))).is_err()
+        || socket.send_to(&query, server).is_err()
+    {
+        return Vec::new();
+    }
+    let mut answer = [0u8; 512];
+    let Ok(len) = socket.recv(&mut answer) else {
+        return Vec::new();
+    };
+    parse_a_records(&answer[..len], query.len())
+}
+
+/// The A records of a DNS answer whose question section ends at `question_end`.
+fn parse_a_records(answer: &[u8], question_end: usize) -> Vec<std::net::Ipv4Addr> {
+    let Some(count) = answer
+        .get(6..8)
+        .map(|c| usize::from(u16::from_be_bytes([c[0], c[1]])))
+    else {
+        return Vec::new();
+    };
+    let mut at = question_end;
+    let mut found = Vec::new();
+    for _ in 0..count {
+        // The record's name: a compression pointer, or labels up to the root.
+        if answer.get(at).is_some_and(|b| b & 0xc0 == 0xc0) {
+            at += 2;
+        } else {
+            while at < answer.len() && answer[at] != 0 {
+                at += usize::from(answer[at]) + 1;
+            }
+            at += 1;
+        }
+        let Some(header) = answer.get(at..at + 10) else {
+            break;
+        };
+        let (kind, rdlen) = (
+            u16::from_be_bytes([header[0], header[1]]),
+            usize::from(u16::from_be_bytes([header[8], header[9]])),
+        );
+        at += 10;
+        if kind == 1
+            && rdlen == 4
+            && let Some(ip) = answer.get(at..at + 4)
+        {
+            found.push(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]));
+        }
+        at += rdlen;
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_records_of_an_answer() {
+        // Header (1 answer), question for "a." (type A, class IN), one answer by pointer: 10.96.0.10.
+        let mut answer = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        answer.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+        let question_end = answer.len();
+        answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 10, 96, 0, 10]);
+        assert_eq!(
+            parse_a_records(&answer, question_end),
+            vec![std::net::Ipv4Addr::new(10, 96, 0, 10)]
+        );
+        assert!(parse_a_records(&answer[..20], question_end).is_empty());
+        assert!(parse_a_records(&[], 0).is_empty());
+    }
+}

@@ -1,15 +1,16 @@
 //! The end-to-end test harness of Switchyard: a real Kubernetes control plane (etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler, built from Go modules by `e2e/toolchain/build.sh`) and a pod
-//! runner that plays the kubelet's part for the pods scheduled to its node, all inside a network namespace
-//! that the test creates for itself.
+//! kube-controller-manager, kube-scheduler) and a real node (containerd + runc, the kubelet, the CNI
+//! bridge, kube-proxy and CoreDNS), all built from Go modules or Debian packages by `e2e/toolchain/build.sh`
+//! and `scripts/container-tools.sh`, all inside a network namespace that the test creates for itself. Pods
+//! run the container images `scripts/image.sh` builds (e2e/run.sh imports them into the node).
 //!
 //! A test looks like this (see `tests/harness.rs`):
 //!
 //! ```no_run
 //! # async fn body(run: switchyard_e2e::RunDir) -> Result<(), switchyard_e2e::Error> {
-//! let harness = switchyard_e2e::Harness::start(run, switchyard_e2e::KubeletConfig::default()).await?;
+//! let harness = switchyard_e2e::Harness::start(run).await?;
 //! let client = harness.client();
-//! // ... create Deployments, Services, a GameCluster; talk to pod IPs ...
+//! // ... create Deployments, Services, a GameCluster; talk to ClusterIPs, NodePorts, pod IPs ...
 //! harness.shutdown().await;
 //! # Ok(()) }
 //! #[test]
@@ -24,39 +25,40 @@
 //! - [`netns`]: how a test gets into its own network (and pid, mount) namespace, with `10.244.0.1/16` on
 //!   its loopback device; nothing listens outside it, and everything in it dies with the test.
 //! - [`ControlPlane`]: certificates, kubeconfigs, the four control-plane processes, readiness, teardown.
-//! - [`Kubelet`]: registers the Node `e2e-node` and runs its pods as local processes: the `switchyard`
-//!   binary for the Switchyard image, Debian's `redis-server` for the Redis image.
-//! - [`ServiceProxy`]: Service names in `/etc/hosts` and ClusterIPs forwarded to ready endpoints, since there
-//!   is neither cluster DNS nor kube-proxy.
-//! - [`RealNode`]: instead of the pod runner, a real node: containerd + runc, the kubelet, the CNI bridge,
-//!   kube-proxy and CoreDNS (see `tests/node.rs`).
+//! - [`RealNode`]: the node `e2e-node`: containerd + runc, the kubelet, the CNI bridge, kube-proxy and
+//!   CoreDNS. Pods get bridge addresses (`10.85.0.0/24`), Services are kube-proxy's iptables rules, names
+//!   resolve through CoreDNS; the test process shares the node's network namespace, so it reaches pod IPs,
+//!   ClusterIPs and NodePorts like a process on a node would.
+//! - [`PodWatch`]: how the kubelet ended each container (from the pod status) and copies of the container
+//!   logs, both kept after the kubelet removes a deleted pod's containers.
+//! - [`conntrack`]: which pod behind a Service address a client connection reached (kube-proxy's DNAT).
 //! - [`RunDir`]: the per-run directory that keeps every log (it is never removed by the run itself; only
 //!   the oldest runs beyond [`run_dir::KEEP_RUNS`] are pruned when a new run starts).
 //!
-//! Teardown happens on every path: [`Harness::shutdown`] stops pods gracefully and then the control plane
-//! in reverse start order; dropping a [`Harness`] (a panicking test) kills every process group at once; and
-//! the test process is the init of its pid namespace, so the kernel kills whatever is left when it exits.
+//! Teardown happens on every path: [`Harness::shutdown`] stops the node (pods first) and then the control
+//! plane in reverse start order; dropping a [`Harness`] (a panicking test) kills every process group at
+//! once; and the test process is the init of its pid namespace, so the kernel kills whatever is left when it
+//! exits.
 
+pub mod conntrack;
 pub mod control_plane;
 pub mod coredns;
-pub mod kubelet;
+pub mod http;
 pub mod netns;
 pub mod node;
+pub mod pod_watch;
 pub mod process;
 pub mod run_dir;
-pub mod services;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use control_plane::{ControlPlane, ControlPlaneConfig};
-pub use kubelet::{
-    ContainerExit, ExitCause, Kubelet, KubeletConfig, KubeletEvent, PodKey, http_get, http_status,
-};
+pub use http::{http_get, http_status};
 pub use netns::isolate;
 pub use node::{NodeConfig, RealNode};
+pub use pod_watch::{ContainerExit, PodWatch};
 pub use run_dir::RunDir;
-pub use services::ServiceProxy;
 
 /// Errors of the harness. Each says what failed and, where the fix is on the caller's side, what to do.
 #[derive(Debug, thiserror::Error)]
@@ -143,44 +145,40 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
-/// A running control plane plus the pod runner on top of it. Dropping it kills everything at once; call
-/// [`Harness::shutdown`] for the orderly path.
+/// A running control plane plus a real node on it, and a [`PodWatch`] over both. Dropping it kills
+/// everything at once; call [`Harness::shutdown`] for the orderly path.
 #[derive(Debug)]
 pub struct Harness {
-    // Field order is drop order: pods go before the control plane they talk to.
-    kubelet: Option<Kubelet>,
-    services: Option<ServiceProxy>,
+    // Field order is drop order: the pods' watch, then the node, before the control plane they talk to.
+    pods: PodWatch,
+    node: Option<RealNode>,
     control_plane: Option<ControlPlane>,
     run: RunDir,
 }
 
 impl Harness {
-    /// Starts the control plane in `run`'s directory, the service proxy and the pod runner on it, and
-    /// installs a tracing subscriber that logs to stderr and to `harness.log` (see [`RunDir::init_tracing`]).
+    /// Starts the control plane in `run`'s directory and the real node on it (with every image archive
+    /// of [`NodeConfig::new`]), and installs a tracing subscriber that logs to stderr and to `harness.log`
+    /// (see [`RunDir::init_tracing`]).
     ///
     /// # Errors
-    /// When a binary is missing, a process exits early, or the control plane is not ready in time.
-    pub async fn start(run: RunDir, kubelet: KubeletConfig) -> Result<Harness, Error> {
+    /// When a binary or an image archive is missing, a process exits early, or the control plane or the
+    /// node is not ready in time.
+    pub async fn start(run: RunDir) -> Result<Harness, Error> {
         run.init_tracing();
         tracing::info!(dir = %run.path().display(), "e2e run directory (kept)");
         let config = ControlPlaneConfig::new(run.path().join("control-plane"))?;
         let control_plane = ControlPlane::start(config).await?;
-        let services = ServiceProxy::start(
+        let node_config = NodeConfig::new(&control_plane, run.path().join("node"))?;
+        let node = RealNode::start(&control_plane, node_config).await?;
+        let pods = PodWatch::start(
             control_plane.client(),
-            run.path().join("hosts"),
-            kubelet.node_address,
-        )
-        .await?;
-        let kubelet = Kubelet::start(
-            control_plane.client(),
-            control_plane.pod_api_access(),
-            run.path().join("pods"),
-            kubelet,
-        )
-        .await?;
+            node.pod_logs_dir(),
+            run.path().join("pod-logs"),
+        )?;
         Ok(Harness {
-            kubelet: Some(kubelet),
-            services: Some(services),
+            pods,
+            node: Some(node),
             control_plane: Some(control_plane),
             run,
         })
@@ -201,12 +199,17 @@ impl Harness {
             .expect("the control plane lives until shutdown")
     }
 
-    /// The pod runner (events, fault injection).
+    /// The real node (crictl, fault injection, network dumps).
     ///
     /// # Panics
-    /// Never: the pod runner lives as long as the harness (only `shutdown` takes it).
-    pub fn kubelet(&self) -> &Kubelet {
-        self.kubelet.as_ref().expect("the kubelet lives until shutdown")
+    /// Never: the node lives as long as the harness (only `shutdown` takes it).
+    pub fn node(&self) -> &RealNode {
+        self.node.as_ref().expect("the node lives until shutdown")
+    }
+
+    /// How containers ended, and their logs.
+    pub fn pods(&self) -> &PodWatch {
+        &self.pods
     }
 
     /// Creates namespace `name` (if it does not exist) and waits (up to 60 s) for its `default`
@@ -246,13 +249,13 @@ impl Harness {
         &self.run
     }
 
-    /// Stops every pod (SIGTERM, then SIGKILL after a short grace), the pod runner, and the control plane
-    /// in reverse start order. Logs stay in the run directory.
+    /// Stops the node (its pods, kube-proxy, the kubelet, containerd) and the control plane in reverse
+    /// start order. Logs stay in the run directory.
     pub async fn shutdown(mut self) {
-        if let Some(kubelet) = self.kubelet.take() {
-            kubelet.shutdown(Duration::from_secs(5)).await;
+        if let Some(node) = self.node.take() {
+            node.stop().await;
         }
-        drop(self.services.take());
+        self.pods.stop();
         if let Some(control_plane) = self.control_plane.take() {
             control_plane.stop().await;
         }

@@ -1,13 +1,13 @@
 //! How an e2e test gets into its own network namespace.
 //!
-//! Kubernetes refuses loopback addresses in EndpointSlices (and the API server refuses a loopback advertise
-//! address), so the control plane and every pod need ordinary addresses. Each test therefore runs inside
+//! The API server refuses a loopback advertise address, so the control plane and the node need an ordinary
+//! address. Each test therefore runs inside
 //! namespaces of its own, made by `unshare --net --pid --mount-proc --fork --kill-child`:
 //!
-//! - **net**: a private loopback device with [`NODE_ADDRESS`]`/16` on it. The control plane binds to
-//!   [`NODE_ADDRESS`]; each pod gets its own `10.244.1.N/32` on the same device. Nothing is reachable from
-//!   outside, nothing inside can reach out (there is no other interface), and fixed ports cannot clash with
-//!   anything on the host.
+//! - **net**: a private loopback device with [`NODE_ADDRESS`]`/16` on it. The control plane and the
+//!   node's kubelet and kube-proxy bind to [`NODE_ADDRESS`]; pods get network namespaces of their own on
+//!   the node's CNI bridge (see [`crate::node`]). Nothing is reachable from outside, nothing inside can
+//!   reach out (there is no other interface), and fixed ports cannot clash with anything on the host.
 //! - **pid**: the test process is the namespace's init, so when it exits (passed, panicked, killed) the
 //!   kernel kills every process left in the namespace: no control plane or pod outlives its test.
 //! - **mount** (needed for a private `/proc`): mounts made inside stay inside.

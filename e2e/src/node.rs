@@ -362,6 +362,59 @@ impl RealNode {
             })
     }
 
+    /// SIGKILLs the process of the running container `container` of pod `namespace/pod` (a crash, as a
+    /// test injects it: the kubelet sees the container die and restarts it). Returns the pid it killed.
+    ///
+    /// # Errors
+    /// When no such container runs, or the signal cannot be sent.
+    pub fn kill_container(&self, namespace: &str, pod: &str, container: &str) -> Result<u32, Error> {
+        let pid = self.container_pid(namespace, pod, container)?;
+        let raw = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap_or(-1))
+            .ok_or_else(|| Error::Setup(format!("pid {pid} of {namespace}/{pod} is not a pid")))?;
+        rustix::process::kill_process(raw, rustix::process::Signal::KILL).map_err(|errno| Error::Io {
+            what: format!("kill -9 {pid} ({container} of {namespace}/{pod})"),
+            source: errno.into(),
+        })?;
+        Ok(pid)
+    }
+
+    /// The pods whose sandboxes run on the node, as `namespace/name` (through crictl).
+    ///
+    /// # Errors
+    /// When crictl fails.
+    pub fn running_pods(&self) -> Result<Vec<String>, Error> {
+        let out = self
+            .crictl()
+            .args(["pods", "--state", "ready", "-o", "json"])
+            .output()
+            .map_err(Error::io("run crictl pods"))?;
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            Error::Setup(format!(
+                "crictl pods: {e} ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|pod| {
+                let meta = &pod["metadata"];
+                format!(
+                    "{}/{}",
+                    meta["namespace"].as_str().unwrap_or_default(),
+                    meta["name"].as_str().unwrap_or_default()
+                )
+            })
+            .collect())
+    }
+
+    /// Where the kubelet writes the containers' logs (`podLogsDir`): `<namespace>_<pod>_<uid>/<container>/
+    /// <restart>.log`. The kubelet removes them with the containers; see [`crate::PodWatch`].
+    pub fn pod_logs_dir(&self) -> PathBuf {
+        self.dir.join("pods")
+    }
+
     /// Writes the namespace's addresses, routes and iptables rules to `<dir>/network.txt` (for a test that
     /// is about to fail on a connection) and returns the path.
     pub fn dump_network(&self) -> PathBuf {

@@ -1,20 +1,22 @@
-//! Smoke test of the e2e harness itself, against a real control plane in its own network namespace:
+//! Smoke test of the e2e harness itself: a real control plane and a real node (containerd + runc, the
+//! kubelet, the CNI bridge, kube-proxy, CoreDNS) in the test's own network namespace, running our image:
 //!
-//! 1. a Deployment of two `switchyard node --locator memory` pods (image `switchyard:dev`) with the pod
-//!    contract's env (downward API, `$(SWITCHYARD_POD_IP)` references, a downward API annotations volume as
-//!    the drain file, a service-account token used to report on the own pod) and a headless Service with port
-//!    `link` 7400: both pods become Ready with distinct 10.244.x IPs, the EndpointSlice lists both as ready,
-//!    the admin endpoint answers on each pod IP, and each node annotated its own pod through the API;
-//! 2. deleting a pod sends SIGTERM: the process exits within the grace period, the pod object goes, and the
-//!    Deployment's replacement becomes Ready on a new IP;
-//! 3. fault injection: SIGKILL a container, it restarts (restartCount 1) and is Ready again;
+//! 1. a Deployment of two `switchyard node --locator memory` pods (`registry.local/switchyard:e2e`) with the
+//!    pod contract's env (downward API, `$(SWITCHYARD_POD_IP)` references, a downward API annotations volume
+//!    as the drain file, a service-account token used to report on the own pod) and a headless Service with
+//!    port `link` 7400: both pods become Ready with distinct bridge IPs, the EndpointSlice lists both as
+//!    ready, the admin endpoint answers on each pod IP, and each node annotated its own pod through the API;
+//! 2. deleting a pod: the kubelet sends SIGTERM, the process exits 0 within the grace period (the
+//!    [`switchyard_e2e::PodWatch`] saw it and kept its log), the pod object goes, and the Deployment's
+//!    replacement becomes Ready on a new IP;
+//! 3. fault injection: SIGKILL a container's process; the kubelet restarts it (restartCount 1) and it is
+//!    Ready again;
 //! 4. the drain annotation reaches the node through the downward API file: it turns unready, and the
 //!    EndpointSlice says so;
-//! 5. a Redis pod becomes Ready and answers PING on its own IP;
-//! 6. and through a ClusterIP Service by name (`redis.smoke.svc`: hosts file and service proxy).
+//! 5. a Redis pod (`registry.local/redis:e2e`) becomes Ready and answers PING on its own IP;
+//! 6. and through a ClusterIP Service whose name CoreDNS resolves; the API server through its own Service.
 //!
-//! Run with `e2e/run.sh` (or `cargo test -p switchyard-e2e -- --ignored`, which re-runs the test inside new
-//! namespaces; needs root, `cargo build --bin switchyard` and `e2e/toolchain/build.sh`).
+//! Run with `e2e/run.sh harness` (needs root, the toolchain and the images e2e/run.sh builds).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -27,11 +29,15 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use switchyard_e2e::{ExitCause, Harness, KubeletConfig, KubeletEvent, PodKey, RunDir, http_get};
+use switchyard_e2e::coredns::resolve_a;
+use switchyard_e2e::node::CLUSTER_DNS;
+use switchyard_e2e::{Harness, RunDir, http_get};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const NS: &str = "smoke";
 const APP: &str = "smoke-node";
+const IMAGE: &str = "registry.local/switchyard:e2e";
+const REDIS_IMAGE: &str = "registry.local/redis:e2e";
 
 #[test]
 #[ignore = "run via e2e/run.sh"]
@@ -127,10 +133,8 @@ async fn endpoints(slices: &Api<EndpointSlice>) -> BTreeSet<(String, bool)> {
 
 async fn smoke(run: RunDir) {
     let clock = Clock(Instant::now());
-    let harness = Harness::start(run, KubeletConfig::default())
-        .await
-        .expect("the harness starts");
-    clock.step("control plane ready, node registered");
+    let harness = Harness::start(run).await.expect("the harness starts");
+    clock.step("control plane ready; node Ready (containerd, kubelet, kube-proxy, CoreDNS)");
     let client = harness.client();
 
     harness.create_namespace(NS).await.expect("namespace");
@@ -172,7 +176,8 @@ async fn smoke(run: RunDir) {
                     "terminationGracePeriodSeconds": 20,
                     "containers": [{
                         "name": "node",
-                        "image": "switchyard:dev",
+                        "image": IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
                         "args": ["node", "--locator", "memory"],
                         "env": [
                             {"name": "SWITCHYARD_ID", "valueFrom": field("metadata.name")},
@@ -225,7 +230,7 @@ async fn smoke(run: RunDir) {
     let ips: BTreeSet<String> = ready.iter().map(pod_ip).collect();
     assert_eq!(ips.len(), 2, "distinct pod IPs: {ips:?}");
     for ip in &ips {
-        assert!(ip.starts_with("10.244."), "{ip} is in the namespace's range");
+        assert!(ip.starts_with("10.85.0."), "{ip} is on the CNI bridge");
     }
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
     let want: BTreeSet<(String, bool)> = ips.iter().map(|ip| (ip.clone(), true)).collect();
@@ -267,31 +272,18 @@ async fn smoke(run: RunDir) {
     pods.delete(&victim, &DeleteParams::default())
         .await
         .expect("delete a node pod");
-    let kubelet = harness.kubelet();
-    let victim_key = PodKey::new(NS, &victim);
-    let exit = kubelet
-        .wait_for_event(
-            "the deleted pod's container to exit",
-            Duration::from_secs(60),
-            |e| matches!(e, KubeletEvent::ContainerExited { pod, .. } if *pod == victim_key),
-        )
+    let exit = harness
+        .pods()
+        .wait_deleted_exit(NS, &victim, "node", Duration::from_secs(90))
         .await
         .expect("the container exits");
     let exited_after = deleted_at.elapsed();
-    let KubeletEvent::ContainerExited { exit, .. } = exit else {
-        unreachable!("the predicate matched an exit")
-    };
-    match exit.cause {
-        ExitCause::Terminated { killed, took, grace } => {
-            assert!(
-                !killed,
-                "the node exits on SIGTERM within its grace period ({took:?} of {grace:?})"
-            );
-            assert_eq!(grace, Duration::from_secs(20));
-        }
-        other => panic!("unexpected exit cause {other:?}"),
-    }
-    assert_eq!(exit.exit_code, 0, "a drained node exits cleanly: {}", exit.status);
+    assert!(
+        !exit.killed() && exit.after_delete.is_some_and(|t| t < Duration::from_secs(20)),
+        "the node exits on SIGTERM within its grace period: {exit:?}"
+    );
+    assert_eq!(exit.grace, Some(Duration::from_secs(20)));
+    assert_eq!(exit.exit_code, 0, "a drained node exits cleanly: {exit:?}");
     wait_for(
         "the deleted pod object to go",
         Duration::from_secs(30),
@@ -303,22 +295,15 @@ async fn smoke(run: RunDir) {
         exited_after.as_secs_f64(),
         deleted_at.elapsed().as_secs_f64()
     ));
-    let log = std::fs::read_to_string(
-        kubelet
-            .pods_dir()
-            .read_dir()
-            .expect("pods dir")
-            .filter_map(Result::ok)
-            .find(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("{NS}_{victim}_"))
-            })
-            .expect("the victim's pod dir")
-            .path()
-            .join("node.log"),
+    let log = wait_for(
+        "the victim's log to show its SIGTERM",
+        Duration::from_secs(10),
+        || async {
+            let log = harness.pods().log(NS, &victim, "node");
+            log.contains("SIGTERM").then_some(log)
+        },
     )
-    .expect("the victim's log");
+    .await;
     assert!(log.contains("SIGTERM"), "the node logged its SIGTERM: {log}");
     let ready = ready_nodes(&pods, 2).await;
     assert!(ready.iter().all(|p| name(p) != victim), "the victim is gone");
@@ -328,19 +313,21 @@ async fn smoke(run: RunDir) {
 
     // 3. Fault injection: SIGKILL a container; it restarts and is Ready again.
     let target = name(&ready[0]);
-    let target_key = PodKey::new(NS, &target);
-    kubelet.kill_container(&target_key, "node").await.expect("kill");
-    kubelet
-        .wait_for_event("the killed container to restart", Duration::from_secs(30), |e| {
-            matches!(e, KubeletEvent::ContainerStarted { pod, restart_count: 1, .. } if *pod == target_key)
+    harness
+        .node()
+        .kill_container(NS, &target, "node")
+        .expect("kill -9");
+    let crash = harness
+        .pods()
+        .wait_exit(NS, &target, "node", Duration::from_secs(60), |e| {
+            e.after_delete.is_none()
         })
         .await
-        .expect("restart");
-    assert!(kubelet.events().iter().any(|e| matches!(e,
-        KubeletEvent::ContainerExited { pod, exit, .. } if *pod == target_key && exit.cause == ExitCause::FaultInjected && exit.exit_code == 137)));
+        .expect("the kubelet reports the crash");
+    assert!(crash.killed(), "exit code 137: {crash:?}");
     wait_for(
         "the restarted pod Ready with restartCount 1",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || async {
             let pod = pods.get(&target).await.ok()?;
             let restarts = pod
@@ -393,7 +380,10 @@ async fn smoke(run: RunDir) {
             "metadata": {"name": "redis", "labels": {"app": "redis"}},
             "spec": {"containers": [{
                 "name": "redis",
-                "image": "redis:7",
+                "image": REDIS_IMAGE,
+                "imagePullPolicy": "IfNotPresent",
+                // Debian's redis-server refuses connections from other hosts without a password otherwise.
+                "args": ["--protected-mode", "no", "--save", "", "--appendonly", "no"],
                 "ports": [{"name": "redis", "containerPort": 6379}],
                 "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 1},
             }]},
@@ -401,7 +391,7 @@ async fn smoke(run: RunDir) {
     )
     .await
     .expect("create redis pod");
-    let redis = wait_for("the redis pod Ready", Duration::from_secs(60), || async {
+    let redis = wait_for("the redis pod Ready", Duration::from_secs(120), || async {
         pods.get("redis").await.ok().filter(is_ready)
     })
     .await;
@@ -418,7 +408,7 @@ async fn smoke(run: RunDir) {
     assert_eq!(&buf[..n], b"+PONG\r\n");
     clock.step(&format!("redis Ready on {redis_ip} and answers PING"));
 
-    // 6. The same Redis through a ClusterIP Service, by name (hosts file + service proxy).
+    // 6. The same Redis through a ClusterIP Service, by name (CoreDNS, kube-proxy).
     let service: Service = services
         .create(
             &PostParams::default(),
@@ -431,13 +421,18 @@ async fn smoke(run: RunDir) {
         .expect("create the redis service");
     let cluster_ip = service.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
     let answer = wait_for(
-        "PONG through redis.smoke.svc:6379",
+        "PONG through redis.smoke.svc.cluster.local:6379",
         Duration::from_secs(30),
         || async {
-            let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host("redis.smoke.svc:6379")
-                .await
-                .ok()?
-                .collect();
+            let resolved: Vec<std::net::SocketAddr> = tokio::task::spawn_blocking(|| {
+                let dns = std::net::SocketAddr::new(CLUSTER_DNS.parse().expect("an IP"), 53);
+                resolve_a(dns, "redis.smoke.svc.cluster.local")
+            })
+            .await
+            .ok()?
+            .into_iter()
+            .map(|ip| std::net::SocketAddr::from((ip, 6379)))
+            .collect();
             let mut stream = tokio::net::TcpStream::connect(resolved.first()?).await.ok()?;
             stream.write_all(b"PING\r\n").await.ok()?;
             let mut buf = [0u8; 16];
@@ -456,23 +451,36 @@ async fn smoke(run: RunDir) {
         "the name resolves to the ClusterIP"
     );
     clock.step(&format!(
-        "redis.smoke.svc -> ClusterIP {cluster_ip} -> {redis_ip}: PONG"
+        "redis.smoke.svc.cluster.local (CoreDNS) -> ClusterIP {cluster_ip} (kube-proxy) -> {redis_ip}: PONG"
     ));
 
-    // The API server through its own Service, as in-cluster clients address it.
+    // The API server through its own Service, as in-cluster clients address it: its name (CoreDNS) and
+    // its ClusterIP (kube-proxy; the serving certificate names both).
     let kubeconfig =
         kube::config::Kubeconfig::read_from(harness.control_plane().kubeconfig()).expect("kubeconfig");
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .expect("config");
-    config.cluster_url = "https://kubernetes.default.svc:443".parse().expect("url");
+    let dns = std::net::SocketAddr::new(CLUSTER_DNS.parse().expect("an IP"), 53);
+    let api_ip = tokio::task::spawn_blocking(move || resolve_a(dns, "kubernetes.default.svc.cluster.local"))
+        .await
+        .expect("resolve");
+    assert_eq!(
+        api_ip,
+        vec![
+            switchyard_e2e::control_plane::SERVICE_IP
+                .parse::<std::net::Ipv4Addr>()
+                .expect("an IP")
+        ]
+    );
+    config.cluster_url = format!("https://{}:443", api_ip[0]).parse().expect("url");
     let in_cluster = kube::Client::try_from(config).expect("client");
     let version = in_cluster
         .apiserver_version()
         .await
-        .expect("the API through kubernetes.default.svc");
+        .expect("the API through its Service");
     assert_eq!(version.git_version, "v1.37.1");
-    clock.step("kubernetes.default.svc:443 -> API server");
+    clock.step("kubernetes.default.svc.cluster.local -> 10.96.0.1:443 -> API server");
 
     // The node stayed healthy all along (Lease and status heartbeats): Ready, untainted.
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
@@ -502,27 +510,35 @@ fn teardown_after_a_failure() {
     match switchyard_e2e::isolate() {
         Ok(Some(run)) => {
             switchyard_e2e::runtime().block_on(async {
-                let harness = Harness::start(run, KubeletConfig::default())
-                    .await
-                    .expect("the harness starts");
+                let harness = Harness::start(run).await.expect("the harness starts");
                 harness.create_namespace("default").await.expect("namespace");
                 let pods: Api<Pod> = Api::namespaced(harness.client(), "default");
                 pods.create(
                     &PostParams::default(),
                     &object(json!({
                         "metadata": {"name": "redis"},
-                        "spec": {"containers": [{"name": "redis", "image": "redis:7"}]},
+                        "spec": {"containers": [{
+                            "name": "redis",
+                            "image": REDIS_IMAGE,
+                            "imagePullPolicy": "IfNotPresent",
+                        }]},
                     })),
                 )
                 .await
                 .expect("create a pod");
-                harness
-                    .kubelet()
-                    .wait_for_event("redis to start", Duration::from_secs(60), |e| {
-                        matches!(e, KubeletEvent::ContainerStarted { .. })
-                    })
-                    .await
-                    .expect("redis starts");
+                wait_for("redis to run", Duration::from_secs(120), || async {
+                    let pod = pods.get("redis").await.ok()?;
+                    let running = pod
+                        .status?
+                        .container_statuses?
+                        .first()?
+                        .state
+                        .as_ref()?
+                        .running
+                        .is_some();
+                    running.then_some(())
+                })
+                .await;
                 panic!("deliberate failure with the control plane and a pod running");
             });
         }
@@ -548,7 +564,7 @@ fn teardown_after_a_failure() {
                 "processes outlived the failed test: {survivors:#?}"
             );
             let harness_log = std::fs::read_to_string(run_dir.join("harness.log")).expect("harness.log kept");
-            assert!(harness_log.contains("container started"), "{harness_log}");
+            assert!(harness_log.contains("node ready"), "{harness_log}");
             assert!(
                 run_dir.join("control-plane/kube-apiserver.log").is_file(),
                 "logs are kept"

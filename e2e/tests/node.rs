@@ -13,7 +13,7 @@
 //!
 //! Run with `e2e/run.sh node` (needs root, the toolchain and the images e2e/run.sh builds).
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,6 +23,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_client::{Client, ClientOptions, PacketConfig};
+use switchyard_e2e::coredns::resolve_a;
 use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, RunDir};
 
 const NS: &str = "real";
@@ -110,56 +111,6 @@ async fn play(address: &str, uid: i64) {
     let login: serde_json::Value = serde_json::from_slice(&login).expect("login json");
     assert_eq!(login["code"], 0, "{login}");
     assert_eq!(login["uid"], uid);
-}
-
-/// One DNS A query over UDP (RFC 1035 by hand: the harness has no resolver library): the addresses.
-fn resolve_a(server: SocketAddr, name: &str) -> Vec<Ipv4Addr> {
-    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.trim_end_matches('.').split('.') {
-        query.push(u8::try_from(label.len()).expect("short label"));
-        query.extend_from_slice(label.as_bytes());
-    }
-    query.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let socket = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    socket.send_to(&query, server).expect("send the query");
-    let mut answer = [0u8; 512];
-    let Ok(len) = socket.recv(&mut answer) else {
-        return Vec::new();
-    };
-    let answer = &answer[..len];
-    let count = usize::from(u16::from_be_bytes([answer[6], answer[7]]));
-    // Skip the header and the echoed question, then read each answer record.
-    let mut at = query.len();
-    let mut found = Vec::new();
-    for _ in 0..count {
-        if answer.get(at).is_some_and(|b| b & 0xc0 == 0xc0) {
-            at += 2;
-        } else {
-            while at < len && answer[at] != 0 {
-                at += usize::from(answer[at]) + 1;
-            }
-            at += 1;
-        }
-        let Some(header) = answer.get(at..at + 10) else {
-            break;
-        };
-        let (kind, rdlen) = (
-            u16::from_be_bytes([header[0], header[1]]),
-            usize::from(u16::from_be_bytes([header[8], header[9]])),
-        );
-        at += 10;
-        if kind == 1
-            && rdlen == 4
-            && let Some(ip) = answer.get(at..at + 4)
-        {
-            found.push(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]));
-        }
-        at += rdlen;
-    }
-    found
 }
 
 fn proc_status_uid(pid: u32) -> String {

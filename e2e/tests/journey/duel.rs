@@ -51,7 +51,7 @@ struct Seat {
 impl Seat {
     /// Connects to a ready gate and logs in (the lobby answers).
     async fn open(shared: &Shared, uid: i64) -> Result<Seat, String> {
-        let (client, gate) = load::connect(shared).await?;
+        let (client, gate, _) = load::connect(shared).await?;
         let pushes = client.pushes().ok_or("pushes taken")?;
         let seat = Seat {
             uid,
@@ -120,10 +120,10 @@ pub(crate) struct Duels {
 }
 
 impl Duels {
-    /// Starts `pairs` pairs (uids from `first_uid`) on `gates` (pod IPs), counting in phase `phase` first.
-    /// Each match lasts `moves` moves, one every `pace`.
+    /// Starts `pairs` pairs (uids from `first_uid`) connecting through `entrances` (the gate Service's
+    /// addresses), counting in phase `phase` first. Each match lasts `moves` moves, one every `pace`.
     pub(crate) fn start(
-        gates: &[String],
+        entrances: &[std::net::SocketAddrV4],
         phase: &str,
         pairs: usize,
         first_uid: i64,
@@ -131,7 +131,7 @@ impl Duels {
         pace: Duration,
     ) -> Duels {
         let shared = Shared::new(pace);
-        shared.set_gates(gates);
+        shared.set_entrances(entrances);
         shared.begin_phase(phase);
         let matches: Arc<Mutex<Vec<MatchRecord>>> = Arc::default();
         let tasks = (0..pairs)

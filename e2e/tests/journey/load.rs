@@ -1,6 +1,12 @@
-//! The journey's players: one `switchyard_client::Client` per player, connected to a gate pod IP, logged in,
-//! and (while the load runs) playing one request every period: echo, whoami, or join + say to its own room
+//! The journey's players: one `switchyard_client::Client` per player, connected through the gate Service
+//! (its ClusterIP, or its NodePort on the node's address: kube-proxy picks the gate pod), logged in, and
+//! (while the load runs) playing one request every period: echo, whoami, or join + say to its own room
 //! (a push back to itself). Every request and its outcome is counted in the current phase.
+//!
+//! Which gate pod a connection reached is read from the kernel's tables ([`switchyard_e2e::conntrack`]):
+//! the test asserts where players are (both gates, the new gates after a rollout), and the Service address
+//! alone does not say. Connects are serialised for that, so each new connection is told apart (see
+//! `counting.rs`, which also holds the phase counters).
 //!
 //! Outcomes of a request:
 //! - **ok**: an answer with `"code":0` (whoami must also name the player's uid);
@@ -9,17 +15,20 @@
 //!   (heartbeat extcode 1: a gate draining, or a node evicting its players at its drain deadline). The
 //!   design promises the warning, not that a request already in flight survives the close that follows.
 //!
-//! A player whose connection is closed, or was asked to reconnect, reconnects to a ready gate (the list the
-//! test keeps current) and logs in again with the same uid before its next request.
+//! A player whose connection is closed, or was asked to reconnect, reconnects through the Service (whose
+//! endpoints are the ready gates) and logs in again with the same uid before its next request.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchyard_client::{Client, ClientOptions, PacketConfig};
+use switchyard_client::Client;
 use tokio::task::JoinHandle;
+
+pub(crate) use crate::counting::{Outcome, PhaseStats, Shared, connect, counted_request, eventually};
 
 /// Client TCP port of the gates (the CRD's default `gate.tcp.port`).
 pub(crate) const GATE_TCP_PORT: u16 = 3553;
@@ -32,168 +41,12 @@ const ROOM_MESSAGE: i32 = 6;
 pub(crate) const LOGOUT: i32 = 7;
 const KICKED: i32 = 8;
 
-/// Counters of one phase of the journey.
-#[derive(Debug, Default)]
-pub(crate) struct PhaseStats {
-    pub(crate) name: String,
-    pub(crate) requests: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) interrupted: AtomicU64,
-    pub(crate) logins: AtomicU64,
-    pub(crate) reconnects: AtomicU64,
-    pub(crate) pushes: AtomicU64,
-    pub(crate) kicked: AtomicU64,
-    /// whoami or a re-login named another node than the one the player was bound to.
-    pub(crate) moved: AtomicU64,
-    /// Failed requests by route.
-    pub(crate) failed_routes: Mutex<BTreeMap<i32, u64>>,
-    /// The first failures, for the report.
-    pub(crate) samples: Mutex<Vec<String>>,
-    pub(crate) started: Option<Instant>,
-    pub(crate) ended: Mutex<Option<Instant>>,
-}
-
-impl PhaseStats {
-    fn new(name: &str) -> PhaseStats {
-        PhaseStats {
-            name: name.to_owned(),
-            started: Some(Instant::now()),
-            ..PhaseStats::default()
-        }
-    }
-
-    pub(crate) fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
-    fn sample(&self, what: String) {
-        let mut samples = self.samples.lock().expect("samples");
-        if samples.len() < 12 {
-            samples.push(what);
-        }
-    }
-
-    /// `requests=… failed=… …` for the step log.
-    pub(crate) fn line(&self) -> String {
-        format!(
-            "requests {} failed {} interrupted {} logins {} reconnects {} pushes {} moved {}",
-            Self::get(&self.requests),
-            Self::get(&self.failed),
-            Self::get(&self.interrupted),
-            Self::get(&self.logins),
-            Self::get(&self.reconnects),
-            Self::get(&self.pushes),
-            Self::get(&self.moved),
-        )
-    }
-
-    /// Counts a failure of `route` (a request, or a push that never came) and keeps a sample.
-    pub(crate) fn fail(&self, route: i32, why: String) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        *self
-            .failed_routes
-            .lock()
-            .expect("failed routes")
-            .entry(route)
-            .or_default() += 1;
-        self.sample(why);
-    }
-
-    pub(crate) fn failed_routes(&self) -> BTreeMap<i32, u64> {
-        self.failed_routes.lock().expect("failed routes").clone()
-    }
-
-    pub(crate) fn samples(&self) -> Vec<String> {
-        self.samples.lock().expect("samples").clone()
-    }
-
-    pub(crate) fn duration(&self) -> Duration {
-        let end = self.ended.lock().expect("ended").unwrap_or_else(Instant::now);
-        self.started.map(|s| end - s).unwrap_or_default()
-    }
-}
-
 /// One push of route 6 as a player received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RoomMessage {
     pub(crate) room: String,
     pub(crate) from: i64,
     pub(crate) text: String,
-}
-
-/// What the whole swarm shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// `ip:port` of the gates that take new connections (kept current by the test).
-    gates: RwLock<Vec<String>>,
-    cursor: AtomicUsize,
-    phase: RwLock<Arc<PhaseStats>>,
-    phases: Mutex<Vec<Arc<PhaseStats>>>,
-    /// The periodic load runs (players keep their connections either way).
-    running: AtomicBool,
-    stop: AtomicBool,
-    period: Duration,
-}
-
-impl Shared {
-    /// Shared state for players who make one request every `period` while the load runs; counting in an
-    /// unnamed setup phase until the first [`Shared::begin_phase`].
-    pub(crate) fn new(period: Duration) -> Arc<Shared> {
-        let first = Arc::new(PhaseStats::new("setup"));
-        Arc::new(Shared {
-            gates: RwLock::new(Vec::new()),
-            cursor: AtomicUsize::new(0),
-            phase: RwLock::new(first.clone()),
-            phases: Mutex::new(vec![first]),
-            running: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            period,
-        })
-    }
-
-    pub(crate) fn phase(&self) -> Arc<PhaseStats> {
-        self.phase.read().expect("phase").clone()
-    }
-
-    /// Ends the current phase and starts counting `name`.
-    pub(crate) fn begin_phase(&self, name: &str) -> Arc<PhaseStats> {
-        let next = Arc::new(PhaseStats::new(name));
-        let previous = std::mem::replace(&mut *self.phase.write().expect("phase"), next.clone());
-        *previous.ended.lock().expect("ended") = Some(Instant::now());
-        self.phases.lock().expect("phases").push(next.clone());
-        next
-    }
-
-    /// Every phase so far (the first is the unnamed setup).
-    pub(crate) fn phases(&self) -> Vec<Arc<PhaseStats>> {
-        self.phases.lock().expect("phases").clone()
-    }
-
-    /// Ends the load: players stop at their next step, and the current phase ends.
-    pub(crate) fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.running.store(false, Ordering::Relaxed);
-        *self.phase().ended.lock().expect("ended") = Some(Instant::now());
-    }
-
-    pub(crate) fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// The gates new connections go to (`ip`; the client port is added).
-    pub(crate) fn set_gates(&self, ips: &[String]) {
-        let gates: Vec<String> = ips.iter().map(|ip| format!("{ip}:{GATE_TCP_PORT}")).collect();
-        *self.gates.write().expect("gates") = gates;
-    }
-
-    pub(crate) fn next_gate(&self) -> Option<String> {
-        let gates = self.gates.read().expect("gates");
-        if gates.is_empty() {
-            return None;
-        }
-        let i = self.cursor.fetch_add(1, Ordering::Relaxed);
-        Some(gates[i % gates.len()].clone())
-    }
 }
 
 /// Where and when a login landed.
@@ -208,6 +61,7 @@ pub(crate) struct Landing {
 #[derive(Debug)]
 struct Session {
     client: Client,
+    /// The gate pod (`ip:port`) behind the Service address.
     gate: String,
     reader: JoinHandle<()>,
 }
@@ -225,28 +79,13 @@ pub(crate) struct Player {
     session: tokio::sync::Mutex<Option<Session>>,
     node: Mutex<String>,
     gate: Mutex<String>,
+    /// The Service address of its current connection.
+    entrance: Mutex<String>,
     messages: Arc<Mutex<VecDeque<RoomMessage>>>,
     /// Skipped by the periodic load while set (scripted steps drive it instead).
     paused: AtomicBool,
     landings: Mutex<Vec<Landing>>,
     tick: AtomicU64,
-}
-
-/// What a request came back as.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    Ok(Value),
-    Failed(String),
-    Interrupted(String),
-}
-
-pub(crate) fn options() -> ClientOptions {
-    ClientOptions {
-        request_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(3),
-        heartbeat_interval: Some(Duration::from_secs(3)),
-        ..ClientOptions::default()
-    }
 }
 
 impl Player {
@@ -256,6 +95,7 @@ impl Player {
             session: tokio::sync::Mutex::new(None),
             node: Mutex::new(String::new()),
             gate: Mutex::new(String::new()),
+            entrance: Mutex::new(String::new()),
             messages: Arc::new(Mutex::new(VecDeque::new())),
             paused: AtomicBool::new(false),
             landings: Mutex::new(Vec::new()),
@@ -268,9 +108,14 @@ impl Player {
         self.node.lock().expect("node").clone()
     }
 
-    /// The gate (`ip:port`) of its current connection.
+    /// The gate pod (`ip:port`) of its current connection.
     pub(crate) fn gate(&self) -> String {
         self.gate.lock().expect("gate").clone()
+    }
+
+    /// The Service address (ClusterIP or NodePort) its current connection went to.
+    pub(crate) fn entrance(&self) -> String {
+        self.entrance.lock().expect("entrance").clone()
     }
 
     pub(crate) fn landings(&self) -> Vec<Landing> {
@@ -323,9 +168,10 @@ impl Player {
         }
     }
 
-    /// Opens a connection to the next ready gate, starting its push reader.
+    /// Opens a connection through the gate Service, starting its push reader.
     async fn open(&self, shared: &Arc<Shared>) -> Result<Session, String> {
-        let (client, gate) = connect(shared).await?;
+        let (client, gate, entrance) = connect(shared).await?;
+        *self.entrance.lock().expect("entrance") = entrance.to_string();
         let mut pushes = client.pushes().ok_or_else(|| "pushes taken".to_owned())?;
         let reader = {
             let shared = shared.clone();
@@ -588,8 +434,8 @@ impl Swarm {
         }
     }
 
-    pub(crate) fn set_gates(&self, ips: &[String]) {
-        self.shared.set_gates(ips);
+    pub(crate) fn set_entrances(&self, entrances: &[SocketAddrV4]) {
+        self.shared.set_entrances(entrances);
     }
 
     /// Ends the current phase and starts counting `name`.
@@ -676,59 +522,4 @@ impl Swarm {
             }
         }
     }
-}
-
-/// Connects to the next ready gate. Returns the client and the gate (`ip:port`).
-pub(crate) async fn connect(shared: &Shared) -> Result<(Client, String), String> {
-    let gate = shared.next_gate().ok_or_else(|| "no gate is ready".to_owned())?;
-    let client = Client::connect_tcp(gate.as_str(), PacketConfig::default(), options())
-        .await
-        .map_err(|error| format!("connect {gate}: {error}"))?;
-    Ok((client, gate))
-}
-
-/// One request on `client`, counted in `shared`'s current phase: ok (`"code":0`), failed (an error answer, a
-/// timeout, a lost connection), or interrupted (lost after the server asked the client to reconnect
-/// elsewhere). `who` names the player in a failure's sample.
-pub(crate) async fn counted_request(
-    shared: &Shared,
-    client: &Client,
-    route: i32,
-    payload: &Value,
-    who: impl FnOnce() -> String,
-) -> Outcome {
-    let stats = shared.phase();
-    stats.requests.fetch_add(1, Ordering::Relaxed);
-    let body = serde_json::to_vec(payload).expect("json");
-    let outcome = match client.request(route, body).await {
-        Ok(reply) => match serde_json::from_slice::<Value>(&reply) {
-            Ok(value) if value["code"] == 0 => Outcome::Ok(value),
-            Ok(value) => Outcome::Failed(format!("route {route}: error answer {value}")),
-            Err(error) => Outcome::Failed(format!("route {route}: unreadable answer: {error}")),
-        },
-        Err(error) if client.reconnect_requested() => {
-            Outcome::Interrupted(format!("route {route}: {error} (after reconnect-elsewhere)"))
-        }
-        Err(error) => Outcome::Failed(format!("route {route}: {error}")),
-    };
-    match &outcome {
-        Outcome::Ok(_) => {}
-        Outcome::Failed(why) => stats.fail(route, format!("{}: {why}", who())),
-        Outcome::Interrupted(_) => {
-            stats.interrupted.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    outcome
-}
-
-/// Waits until `f` holds, polling every 50 ms, for at most `timeout`.
-pub(crate) async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
 }

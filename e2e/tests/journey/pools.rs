@@ -12,12 +12,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::DynamicObject;
-use switchyard_e2e::ExitCause;
 
-use crate::cluster::{self, is_ready, name, pod_ip, settled_pods, wait_for};
+use crate::cluster::{self, is_ready, name, settled_pods, wait_for};
 use crate::duel::Duels;
 use crate::load::PhaseStats;
-use crate::{GATE_DRAIN_SECONDS, Journey, assert_no_failures, repo_root, watch_drains};
+use crate::rollout::watch_drains;
+use crate::{GATE_DRAIN_SECONDS, Journey, READY_TIMEOUT, ROLLED_IMAGE, assert_no_failures, repo_root};
 
 /// Where the two-pool GameCluster lives (its name is the example's, [`crate::GC`]).
 const POOLS_NS: &str = "pools";
@@ -62,6 +62,11 @@ fn pools_cluster() -> (serde_json::Value, usize) {
         assert_eq!(pool["replicas"], 2, "{pool}");
     }
     cluster["spec"]["gate"] = serde_json::json!({"drainDeadlineSeconds": GATE_DRAIN_SECONDS});
+    assert!(
+        cluster["spec"]["locator"].is_null(),
+        "the example uses the managed Redis"
+    );
+    cluster["spec"]["locator"] = crate::managed_redis();
     (cluster, 1)
 }
 
@@ -97,7 +102,7 @@ impl Journey<'_> {
 
     /// The two-pool cluster once it is Ready and not progressing.
     async fn settled_pools(&self, clusters: &Api<DynamicObject>, what: &str) -> DynamicObject {
-        wait_for(what, Duration::from_secs(90), || async {
+        wait_for(what, READY_TIMEOUT, || async {
             clusters
                 .get(crate::GC)
                 .await
@@ -124,9 +129,9 @@ impl Journey<'_> {
             .await;
         self.settled_pools(&clusters, "the two-pool GameCluster to report Ready")
             .await;
-        let gates = settled_pods(&pods, &selector("gate"), 2, Duration::from_secs(30)).await;
-        let lobby = settled_pods(&pods, &pool_selector("lobby"), 2, Duration::from_secs(30)).await;
-        let battle = settled_pods(&pods, &pool_selector("battle"), 2, Duration::from_secs(30)).await;
+        settled_pods(&pods, &selector("gate"), 2, READY_TIMEOUT).await;
+        let lobby = settled_pods(&pods, &pool_selector("lobby"), 2, READY_TIMEOUT).await;
+        let battle = settled_pods(&pods, &pool_selector("battle"), 2, READY_TIMEOUT).await;
         let ready_after = applied.elapsed();
         let gamepools = self
             .tools
@@ -155,14 +160,14 @@ impl Journey<'_> {
         ));
 
         // Pairs log in through the lobby, are matched on battle nodes and play.
-        let gate_ips: Vec<String> = gates.iter().map(pod_ip).collect();
+        let entrances = self.gate_entrances(POOLS_NS).await;
         let phase_name = "8 pools: pairs log in, first matches";
         self.summary
             .promise(phase_name, "failed = 0 (replies and pushes)");
-        let duels = Duels::start(&gate_ips, phase_name, PAIRS, 5000, MOVES, PACE);
+        let duels = Duels::start(&entrances, phase_name, PAIRS, 5000, MOVES, PACE);
         wait_for(
             "every pair to be matched once",
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             || async { (duels.pairs_matched() == PAIRS).then_some(()) },
         )
         .await;
@@ -198,7 +203,7 @@ impl Journey<'_> {
                 "--replicas=3",
             ])
             .await;
-        let battle = settled_pods(&pods, &pool_selector("battle"), 3, Duration::from_secs(60)).await;
+        let battle = settled_pods(&pods, &pool_selector("battle"), 3, READY_TIMEOUT).await;
         let added: Vec<String> = battle
             .iter()
             .map(name)
@@ -209,7 +214,7 @@ impl Journey<'_> {
         let new_ready = Instant::now();
         let first_there = wait_for(
             &format!("a new match on {new_pod}"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || async { duels.started_since(new_ready).get(&new_pod).copied() },
         )
         .await;
@@ -217,7 +222,7 @@ impl Journey<'_> {
         // The GamePool's scale does not change the GameCluster's generation: wait for its status to count 3.
         let battle_status = wait_for(
             "status.pools to count 3 ready battle nodes",
-            Duration::from_secs(60),
+            READY_TIMEOUT,
             || async {
                 let cluster = clusters.get(crate::GC).await.ok()?;
                 let battle = cluster.data["status"]["pools"]
@@ -253,9 +258,8 @@ impl Journey<'_> {
         let (drained_at, drain_watches) = watch_drains(&battle);
         let running_before = duels.running();
         let started = Instant::now();
-        let patch = format!(
-            r#"[{{"op":"add","path":"/spec/pools/{battle_index}/image","value":"switchyard:rolled"}}]"#
-        );
+        let patch =
+            format!(r#"[{{"op":"add","path":"/spec/pools/{battle_index}/image","value":"{ROLLED_IMAGE}"}}]"#);
         self.tools
             .kubectl(&[
                 "patch",
@@ -269,7 +273,7 @@ impl Journey<'_> {
             .await;
         let drains: BTreeMap<String, Instant> = wait_for(
             "the old battle pods to drain (readyz 503)",
-            Duration::from_secs(60),
+            READY_TIMEOUT,
             || async {
                 let drains = drained_at.lock().expect("drains").clone();
                 (drains.len() == old_names.len()).then_some(drains)
@@ -278,28 +282,30 @@ impl Journey<'_> {
         .await;
         let first_drain = drains.values().min().copied().expect("a drain");
         self.step(&format!(
-            "   battle image -> switchyard:rolled: old battle pods {old_names:?} drained after {:.1}s, running matches {running_before:?}",
+            "   battle image -> {ROLLED_IMAGE}: old battle pods {old_names:?} drained after {:.1}s, running matches {running_before:?}",
             (first_drain - started).as_secs_f64()
         ));
         let mut took = BTreeMap::new();
         for pod in &old_names {
             let exit = self
-                .exit_in(POOLS_NS, pod, Duration::from_secs(BATTLE_DRAIN_SECONDS + 20))
+                .exit_in(
+                    POOLS_NS,
+                    pod,
+                    "node",
+                    Duration::from_secs(BATTLE_DRAIN_SECONDS + 60),
+                )
                 .await;
-            match exit.cause {
-                ExitCause::Terminated { killed, took: t, .. } => {
-                    assert!(!killed, "{pod} exited by itself: {exit:?}");
-                    assert!(
-                        t < Duration::from_secs(BATTLE_DRAIN_SECONDS),
-                        "{pod} exited when its matches ended ({t:?}), before its drain deadline"
-                    );
-                    took.insert(pod.clone(), format!("{:.1}s", t.as_secs_f64()));
-                }
-                other => panic!("{pod} ended by {other:?}"),
-            }
-            assert_eq!(exit.exit_code, 0, "{pod}: {}", exit.status);
+            assert!(!exit.killed(), "{pod} exited by itself: {exit:?}");
+            let t = exit.after_delete.unwrap_or_default();
             assert!(
-                self.container_log_in(POOLS_NS, pod, "node")
+                t < Duration::from_secs(BATTLE_DRAIN_SECONDS),
+                "{pod} exited when its matches ended ({t:?}), before its drain deadline"
+            );
+            took.insert(pod.clone(), format!("{:.1}s", t.as_secs_f64()));
+            assert_eq!(exit.exit_code, 0, "{pod}: {exit:?}");
+            assert!(
+                self.container_log_with(POOLS_NS, pod, "node", "drained: no player left")
+                    .await
                     .contains("drained: no player left"),
                 "{pod} drained empty"
             );
@@ -310,12 +316,13 @@ impl Journey<'_> {
         for watch in drain_watches {
             watch.abort();
         }
-        let new = settled_pods(&pods, &pool_selector("battle"), 3, Duration::from_secs(30)).await;
+        let new = settled_pods(&pods, &pool_selector("battle"), 3, READY_TIMEOUT).await;
         for pod in &new {
             let image = pod.spec.as_ref().and_then(|s| s.containers[0].image.clone());
-            assert_eq!(image.as_deref(), Some("switchyard:rolled"), "{}", name(pod));
+            assert_eq!(image.as_deref(), Some(ROLLED_IMAGE), "{}", name(pod));
             assert!(is_ready(pod));
         }
+        let digests = crate::rollout::image_ids(&battle, &new);
         let new_names: BTreeSet<String> = new.iter().map(name).collect();
         // No match was queued on a pod after it drained; matches queued since went to the new pods.
         for record in duels.matches() {
@@ -353,7 +360,7 @@ impl Journey<'_> {
             format!("old pods exited after draining {took:?}"),
         );
         self.step(&format!(
-            "   battle rolled in {:.1}s: old pods exited (code 0) after draining {took:?}; matches since the drain {after_drain:?}; lobby pods {:?} unchanged; {pushes} pushes; {}",
+            "   battle rolled in {:.1}s ({digests}): old pods exited (code 0) after draining {took:?}; matches since the drain {after_drain:?}; lobby pods {:?} unchanged; {pushes} pushes; {}",
             rollout.as_secs_f64(),
             lobby_before.pods.keys().collect::<Vec<_>>(),
             phase.line()
@@ -373,7 +380,7 @@ impl Journey<'_> {
             .await;
         wait_for(
             "every pod of the two-pool cluster to go",
-            Duration::from_secs(60),
+            READY_TIMEOUT,
             || async {
                 cluster::pods(&pods, &format!("app.kubernetes.io/instance={}", crate::GC))
                     .await

@@ -1,0 +1,212 @@
+//! Steps 1 to 3 of the journey: `helm install` of the chart with our image, `kubectl apply` of the
+//! README's example GameCluster, and 200 players logging in through the gate Service and playing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use switchyard_e2e::http_get;
+
+use crate::cluster::{self, name, pod_ip, settled_pods, wait_for};
+use crate::load::{self, PhaseStats, Player, Swarm};
+use crate::{
+    GC, IMAGE_REPOSITORY, IMAGE_TAG, Journey, NS, OPERATOR_SELECTOR, PLAYERS, READY_TIMEOUT, RELEASE,
+    SYSTEM_NS, assert_no_failures, count_by_node, example_cluster, repo_root, selector,
+};
+
+impl Journey<'_> {
+    /// 1. helm install: the operator becomes Ready and holds the leader Lease.
+    pub(crate) async fn install(&mut self) {
+        let chart = repo_root().join("charts/switchyard");
+        let installed = Instant::now();
+        self.tools
+            .helm(&[
+                "install",
+                RELEASE,
+                chart.to_str().expect("utf-8 path"),
+                "--namespace",
+                SYSTEM_NS,
+                "--create-namespace",
+                "--set",
+                "replicas=2",
+                "--set",
+                &format!("image.repository={IMAGE_REPOSITORY}"),
+                "--set",
+                &format!("image.tag={IMAGE_TAG}"),
+            ])
+            .await;
+        let system_pods: Api<Pod> = Api::namespaced(self.client.clone(), SYSTEM_NS);
+        let operators = settled_pods(&system_pods, OPERATOR_SELECTOR, 2, READY_TIMEOUT).await;
+        let operator_names: BTreeSet<String> = operators.iter().map(name).collect();
+        for pod in &operators {
+            let (status, _) = http_get(&pod_ip(pod), 9090, "/readyz", &[])
+                .await
+                .expect("the operator's admin port answers");
+            assert_eq!(status, 200, "{} is ready", name(pod));
+        }
+        let leader = self.leader(&operator_names, Duration::from_secs(120)).await;
+        self.summary.time(
+            "helm install -> operator Ready, Lease held",
+            installed.elapsed(),
+            format!("leader {leader}"),
+        );
+        self.step(&format!(
+            "1. helm install: operators {operator_names:?} Ready; {leader} holds the Lease"
+        ));
+    }
+
+    /// 2. kubectl apply the example: gates, nodes and Redis Ready; the GameCluster Ready; EndpointSlices.
+    pub(crate) async fn apply(&mut self) {
+        self.harness.create_namespace(NS).await.expect("namespace");
+        let manifest = self.dir.join("gamecluster.json");
+        std::fs::write(
+            &manifest,
+            serde_json::to_string_pretty(&example_cluster()).expect("json"),
+        )
+        .expect("write the manifest");
+        let applied = Instant::now();
+        self.tools
+            .kubectl(&["apply", "-n", NS, "-f", manifest.to_str().expect("utf-8 path")])
+            .await;
+        self.ready_cluster("the GameCluster to report Ready", READY_TIMEOUT)
+            .await;
+        let apply_to_ready = applied.elapsed();
+        self.summary.time(
+            "kubectl apply -> GameCluster Ready",
+            apply_to_ready,
+            "2 gates, 2 nodes, managed Redis",
+        );
+        let gates = settled_pods(&self.pods, &selector("gate"), 2, READY_TIMEOUT).await;
+        let nodes = settled_pods(&self.pods, &selector("node"), 2, READY_TIMEOUT).await;
+        let redis = settled_pods(&self.pods, &selector("redis"), 1, READY_TIMEOUT).await;
+        for (service, members) in [
+            (format!("{GC}-node"), &nodes),
+            (format!("{GC}-gate-headless"), &gates),
+            (format!("{GC}-gate"), &gates),
+            (format!("{GC}-redis"), &redis),
+        ] {
+            self.wait_endpoints(&service, members).await;
+        }
+        let status = self.clusters.get(GC).await.expect("the GameCluster").data["status"].clone();
+        assert_eq!(status["gate"]["ready"], 2, "status: {status}");
+        assert_eq!(status["node"]["ready"], 2, "status: {status}");
+        // Players come in through the gate Service: its ClusterIP and its NodePort, once kube-proxy
+        // forwards them (its rules follow the EndpointSlices within a second or so).
+        let entrances = self.gate_entrances(NS).await;
+        for entrance in &entrances {
+            wait_for(
+                &format!("kube-proxy to forward {entrance} to a gate"),
+                Duration::from_secs(60),
+                || async {
+                    let connect = tokio::net::TcpStream::connect(*entrance);
+                    tokio::time::timeout(Duration::from_secs(1), connect)
+                        .await
+                        .ok()?
+                        .ok()
+                },
+            )
+            .await;
+        }
+        self.swarm.set_entrances(&entrances);
+        self.step(&format!(
+            "2. kubectl apply: GameCluster Ready after {:.1}s; gates {:?}, nodes {:?}, redis {:?}; EndpointSlices list them; gate Service at {entrances:?} (ClusterIP, NodePort)",
+            apply_to_ready.as_secs_f64(),
+            gates.iter().map(pod_ip).collect::<Vec<_>>(),
+            nodes.iter().map(name).collect::<Vec<_>>(),
+            redis.iter().map(pod_ip).collect::<Vec<_>>(),
+        ));
+    }
+
+    /// 3. 200 players log in through the gate Service (ClusterIP and NodePort in turn) and play.
+    pub(crate) async fn play(&mut self) {
+        let nodes = cluster::pods(&self.pods, &selector("node")).await;
+        let phase = self.swarm.phase("3 login and play");
+        self.summary.promise(&phase.name, "failed = 0, moved = 0");
+        let players = self.swarm.add_players(PLAYERS);
+        let failures = self.swarm.login(&players).await;
+        assert!(failures.is_empty(), "logins failed: {failures:#?}");
+        let node_names: BTreeSet<String> = nodes.iter().map(name).collect();
+        let by_node = self.swarm.by_node();
+        assert_eq!(
+            by_node.keys().cloned().collect::<BTreeSet<_>>(),
+            node_names,
+            "logins land on both nodes (and only on them)"
+        );
+        let gate_addresses: BTreeSet<String> = players.iter().map(|p| p.gate()).collect();
+        assert_eq!(
+            gate_addresses.len(),
+            2,
+            "kube-proxy sends players to both gates: {gate_addresses:?}"
+        );
+        let entrances: BTreeMap<String, usize> = players.iter().fold(BTreeMap::new(), |mut acc, p| {
+            *acc.entry(p.entrance()).or_default() += 1;
+            acc
+        });
+        assert_eq!(
+            entrances.len(),
+            2,
+            "players came through the ClusterIP and the NodePort: {entrances:?}"
+        );
+        self.step(&format!(
+            "3. {PLAYERS} players logged in through {entrances:?}, reaching gates {gate_addresses:?}: {}",
+            count_by_node(&self.swarm)
+        ));
+        for player in &players {
+            let node = player.whoami(&self.swarm.shared).await.expect("whoami");
+            assert_eq!(node, player.node(), "whoami names the node of the login");
+        }
+        cross_gate_pushes(&self.swarm, &by_node).await;
+        self.step("   whoami names each player's node; room pushes reach members on both gates");
+        self.swarm.set_running(true);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_no_failures(&phase);
+        assert_eq!(PhaseStats::get(&phase.moved), 0, "{:#?}", phase.samples());
+        assert!(PhaseStats::get(&phase.pushes) > 0, "pushes arrive");
+        self.step(&format!("   10 s of play: {}", phase.line()));
+    }
+}
+
+/// In each node's room, one player speaks; every member, on either gate, gets the push.
+pub(crate) async fn cross_gate_pushes(
+    swarm: &Swarm,
+    by_node: &std::collections::HashMap<String, Vec<Arc<Player>>>,
+) {
+    let shared = &swarm.shared;
+    for (node, members) in by_node {
+        let room = format!("room-{node}");
+        for member in members {
+            member.join(shared, &room).await.expect("join the node's room");
+        }
+        let gates: BTreeMap<String, usize> = members.iter().fold(BTreeMap::new(), |mut acc, p| {
+            *acc.entry(p.gate()).or_default() += 1;
+            acc
+        });
+        assert_eq!(
+            gates.len(),
+            2,
+            "the room of {node} has members on both gates: {gates:?}"
+        );
+        let speaker = &members[0];
+        let text = format!("hello from {} on {}", speaker.uid, speaker.gate());
+        speaker.say(shared, &room, &text).await.expect("say");
+        let all_got_it = load::eventually(Duration::from_secs(10), || {
+            members.iter().all(|m| {
+                m.messages()
+                    .iter()
+                    .any(|msg| msg.text == text && msg.room == room && msg.from == speaker.uid)
+            })
+        })
+        .await;
+        let missing: Vec<i64> = members
+            .iter()
+            .filter(|m| !m.messages().iter().any(|msg| msg.text == text))
+            .map(|m| m.uid)
+            .collect();
+        assert!(
+            all_got_it,
+            "push 6 reached every member of {room}; missing {missing:?}"
+        );
+    }
+}
