@@ -41,6 +41,7 @@ pub mod control_plane;
 pub mod coredns;
 pub mod kubelet;
 pub mod netns;
+pub mod network_policy;
 pub mod node;
 pub mod process;
 pub mod run_dir;
