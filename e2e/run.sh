@@ -6,7 +6,9 @@
 #   e2e/run.sh harness_smoke        the tests whose name contains this (libtest filter)
 #
 # Needs root (unshare), util-linux, iproute2, redis-server, Go (first build of the control plane only), and
-# for the real node containerd, runc, CNI plugins, iptables, umoci (scripts/container-tools.sh installs them).
+# for the real node containerd, runc, CNI plugins, iptables, nft, umoci (scripts/container-tools.sh installs
+# them). The real node's tests: e2e/tests/node.rs, and e2e/tests/network_policy.rs (NetworkPolicies enforced by
+# the toolchain's kube-network-policies; `e2e/run.sh network_policy` runs just those).
 # Builds, all cached after the first run: the control plane (e2e/toolchain/build.sh), the switchyard binary
 # and the test binaries. Cargo runs outside the namespaces (it may need the registry); only the built test
 # binaries run inside. Logs of every run are kept in target/e2e-runs/ (the path is printed).

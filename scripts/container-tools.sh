@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes the container tools the image and node tests use available: umoci and jq (scripts/image.sh),
 # containerd, runc and ctr (running images, tests/image.rs and the e2e node), the CNI plugins, iptables and
-# conntrack (the e2e node's pod network and kube-proxy).
+# conntrack (the e2e node's pod network and kube-proxy), nft and nsenter (its NetworkPolicy enforcement and
+# the tests of it).
 #
 # Idempotent: when every command is already on PATH it only reports versions. Otherwise it installs the
 # Debian packages (running `apt-get update` first when the package lists do not know them) without
@@ -12,7 +13,7 @@ set -euo pipefail
 # command -> Debian package
 declare -A want=(
   [umoci]=umoci [jq]=jq [containerd]=containerd [ctr]=containerd [runc]=runc
-  [iptables]=iptables [conntrack]=conntrack
+  [iptables]=iptables [conntrack]=conntrack [nft]=nftables [nsenter]=util-linux
 )
 missing=()
 for cmd in "${!want[@]}"; do

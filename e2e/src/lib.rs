@@ -45,6 +45,7 @@ pub mod control_plane;
 pub mod coredns;
 pub mod http;
 pub mod netns;
+pub mod network_policy;
 pub mod node;
 pub mod pod_watch;
 pub mod process;

@@ -2,7 +2,8 @@
 //! the kubelet and kube-proxy (iptables mode) built from Go modules by `toolchain/build.sh`, pod
 //! networking by the CNI `bridge` plugin (Debian's containernetworking-plugins), and CoreDNS as the
 //! cluster DNS. Nothing here plays a kubelet: pods, probes, grace periods, security contexts and memory
-//! limits are the kubelet's, runc's and the cgroups'; Services are kube-proxy's iptables rules.
+//! limits are the kubelet's, runc's and the cgroups'; Services are kube-proxy's iptables rules;
+//! NetworkPolicies are enforced by kube-network-policies (`crate::network_policy`).
 //!
 //! Images come from archives that `scripts/image.sh` wrote (e2e/run.sh builds them), imported into the
 //! node's containerd; nothing is pulled (there is no registry), so every image name is fully qualified
@@ -40,7 +41,7 @@ pub const PAUSE_IMAGE: &str = "registry.local/pause:e2e";
 pub const COREDNS_IMAGE: &str = "registry.local/coredns:e2e";
 const KUBELET_HEALTHZ_PORT: u16 = 10248;
 const KUBE_PROXY_HEALTHZ_PORT: u16 = 10256;
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Where the node runs from.
 #[derive(Debug, Clone)]
@@ -91,7 +92,8 @@ impl NodeConfig {
     }
 }
 
-/// A running node: containerd, the kubelet and kube-proxy (CoreDNS runs as pods on it).
+/// A running node: containerd, the kubelet, kube-proxy and the NetworkPolicy controller (CoreDNS runs as
+/// pods on it).
 pub struct RealNode {
     /// In start order.
     processes: Vec<Process>,
@@ -112,7 +114,8 @@ impl std::fmt::Debug for RealNode {
 
 impl RealNode {
     /// Sets up the pod network, starts containerd and imports the images, starts the kubelet (waits for the
-    /// Node to be Ready) and kube-proxy (waits for its healthz), and deploys CoreDNS (waits until it answers).
+    /// Node to be Ready), kube-proxy (waits for its healthz) and kube-network-policies (waits until it holds
+    /// its netfilter queue), and deploys CoreDNS (waits until it answers).
     ///
     /// # Errors
     /// When a file or sysctl cannot be written, a process exits early (with its log's tail), or a component
@@ -243,8 +246,23 @@ impl RealNode {
         })
         .await?;
 
+        let policy = crate::network_policy::prepare(
+            plane.client(),
+            &plane.pod_api_access().ca_file,
+            &config.bin_dir,
+            &state.join("kube-network-policies"),
+            dir.join(format!("{}.log", crate::network_policy::BINARY)),
+            dir.clone(),
+        )
+        .await?;
+        node.spawn_spec(&policy)?;
+        node.wait_ready(3, config.ready_timeout, || async {
+            crate::network_policy::queue_bound()
+        })
+        .await?;
+
         crate::coredns::deploy(plane.client(), config.ready_timeout).await?;
-        tracing::info!(took = ?started.elapsed(), state = %state.display(), "node ready (containerd, kubelet, kube-proxy, CoreDNS)");
+        tracing::info!(took = ?started.elapsed(), state = %state.display(), "node ready (containerd, kubelet, kube-proxy, kube-network-policies, CoreDNS)");
         Ok(node)
     }
 
@@ -261,6 +279,13 @@ impl RealNode {
             log: dir.join(format!("{name}.log")),
         })?;
         tracing::info!(%name, pid = process.pid(), log = %process.log().display(), "started");
+        self.processes.push(process);
+        Ok(())
+    }
+
+    fn spawn_spec(&mut self, spec: &Spec) -> Result<(), Error> {
+        let process = Process::spawn(spec)?;
+        tracing::info!(name = %spec.name, pid = process.pid(), log = %process.log().display(), "started");
         self.processes.push(process);
         Ok(())
     }
@@ -423,6 +448,7 @@ impl RealNode {
             &["ip", "addr"][..],
             &["ip", "route"],
             &["iptables-save"],
+            &["cat", "/proc/net/netfilter/nfnetlink_queue"],
             &["conntrack", "-L"],
         ] {
             let out = std::process::Command::new(args[0]).args(&args[1..]).output();
@@ -440,7 +466,7 @@ impl RealNode {
         path
     }
 
-    /// Stops kube-proxy, the kubelet and containerd (SIGTERM, 10 s, SIGKILL), then removes every pod
+    /// Stops kube-network-policies, kube-proxy, the kubelet and containerd (SIGTERM, 10 s, SIGKILL), then removes every pod
     /// container and the runtime state.
     pub async fn stop(mut self) {
         while let Some(mut process) = self.processes.pop() {

@@ -20,11 +20,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_client::{Client, ClientOptions, PacketConfig};
 use switchyard_e2e::coredns::resolve_a;
 use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, RunDir};
+
+mod support;
+use support::{is_ready, object, play, tool, wait_for};
 
 const NS: &str = "real";
 const APP: &str = "dev";
@@ -39,38 +41,6 @@ fn real_node() {
     switchyard_e2e::runtime().block_on(journey(run));
 }
 
-fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).expect("a valid object")
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .iter()
-            .flat_map(|s| s.conditions.iter().flatten())
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
 async fn ready_pod(pods: &Api<Pod>, not: Option<&str>) -> Pod {
     let params = ListParams::default().labels(&format!("app={APP}"));
     wait_for("a ready dev pod", Duration::from_secs(180), || async {
@@ -80,37 +50,6 @@ async fn ready_pod(pods: &Api<Pod>, not: Option<&str>) -> Pod {
             .find(|pod| is_ready(pod) && pod.metadata.name.as_deref() != not)
     })
     .await
-}
-
-/// Echo and login through `address`: the gate answers, and a node behind it binds the player.
-async fn play(address: &str, uid: i64) {
-    let options = ClientOptions {
-        request_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(3),
-        ..ClientOptions::default()
-    };
-    let client = Client::connect_tcp(address, PacketConfig::default(), options)
-        .await
-        .unwrap_or_else(|e| panic!("connect {address}: {e}"));
-    let echo = client
-        .request(
-            1,
-            serde_json::to_vec(&json!({"message": "through the node"})).expect("json"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("echo via {address}: {e}"));
-    let echo: serde_json::Value = serde_json::from_slice(&echo).expect("echo json");
-    assert_eq!(echo, json!({"code": 0, "message": "through the node"}));
-    let login = client
-        .request(
-            2,
-            serde_json::to_vec(&json!({"uid": uid, "name": "node-test"})).expect("json"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("login via {address}: {e}"));
-    let login: serde_json::Value = serde_json::from_slice(&login).expect("login json");
-    assert_eq!(login["code"], 0, "{login}");
-    assert_eq!(login["uid"], uid);
 }
 
 fn proc_status_uid(pid: u32) -> String {
@@ -344,24 +283,6 @@ async fn journey(run: RunDir) {
 
     node.stop().await;
     plane.stop().await;
-}
-
-/// Runs a toolchain command (kubectl, helm) against the control plane; panics with its output on failure.
-fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(plane.bin_dir().join(name))
-        .args(args)
-        .env("KUBECONFIG", plane.kubeconfig())
-        .env("HOME", plane.dir())
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{name} {args:?} failed:\n{text}");
-    text
 }
 
 /// The install path of the README ("Install on a real cluster") on the real node: `helm install` with

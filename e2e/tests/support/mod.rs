@@ -1,0 +1,95 @@
+//! What the real-node tests share: polling, building API objects from JSON, pod readiness, a player's
+//! round trip through a gate, and the toolchain's kubectl/helm against the control plane.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use switchyard_client::{Client, ClientOptions, PacketConfig};
+use switchyard_e2e::ControlPlane;
+
+/// An API object from its JSON; panics when it does not fit the type.
+pub fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).expect("a valid object")
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether the pod is Ready and not being deleted.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Echo and login through `address`: the gate answers, and a node behind it binds the player.
+pub async fn play(address: &str, uid: i64) {
+    let options = ClientOptions {
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_tcp(address, PacketConfig::default(), options)
+        .await
+        .unwrap_or_else(|e| panic!("connect {address}: {e}"));
+    let echo = client
+        .request(
+            1,
+            serde_json::to_vec(&json!({"message": "through the node"})).expect("json"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("echo via {address}: {e}"));
+    let echo: serde_json::Value = serde_json::from_slice(&echo).expect("echo json");
+    assert_eq!(echo, json!({"code": 0, "message": "through the node"}));
+    let login = client
+        .request(
+            2,
+            serde_json::to_vec(&json!({"uid": uid, "name": "node-test"})).expect("json"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("login via {address}: {e}"));
+    let login: serde_json::Value = serde_json::from_slice(&login).expect("login json");
+    assert_eq!(login["code"], 0, "{login}");
+    assert_eq!(login["uid"], uid);
+}
+
+/// Runs a toolchain command (kubectl, helm) against the control plane; panics with its output on failure.
+pub fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(plane.bin_dir().join(name))
+        .args(args)
+        .env("KUBECONFIG", plane.kubeconfig())
+        .env("HOME", plane.dir())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{name} {args:?} failed:\n{text}");
+    text
+}
