@@ -20,6 +20,7 @@ pub mod children;
 pub mod conflicts;
 pub mod crd;
 pub mod leader;
+pub mod link_certs;
 pub mod load;
 pub mod locator;
 pub mod metrics;
