@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
@@ -38,12 +38,12 @@ use crate::children::{
     MANAGED_BY, PoolChildren, child_name, children, selector_string,
 };
 use crate::conflicts::{pod_pool, route_conflicts};
-use crate::crd::{GameCluster, GameClusterStatus};
+use crate::crd::{GameCluster, GameClusterStatus, LinkTlsMode};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
 use crate::pools::{GamePool, GamePoolStatus};
 use crate::status::{Observed, ObservedPool, Problem, aggregate, is_progressing, transitions};
 use crate::{FIELD_MANAGER, OperatorConfig};
-use crate::{pool_sync, rollout};
+use crate::{link_secrets, pool_sync, rollout};
 
 /// Requeue of a cluster whose spec cannot work (a spec change triggers a reconcile at once anyway).
 pub const INVALID_REQUEUE: Duration = Duration::from_secs(300);
@@ -207,6 +207,8 @@ pub(crate) async fn run_controller(
     .owns(scoped::<RoleBinding>(&client, namespace), owned.clone())
     .owns(scoped::<PodDisruptionBudget>(&client, namespace), owned.clone())
     .owns(scoped::<NetworkPolicy>(&client, namespace), owned.clone())
+    // The link certificates (a deleted or edited one is put back at once) and the Redis password.
+    .owns(scoped::<Secret>(&client, namespace), owned.clone())
     .owns(scoped::<GamePool>(&client, namespace), owned)
     .watches(scoped::<Pod>(&client, namespace), pods, |pod: Pod| {
         let instance = pod.labels().get(LABEL_INSTANCE).cloned();
@@ -344,6 +346,8 @@ async fn reconcile_cluster(
 
     let client = &context.client;
     let mut problem = None;
+    // When the next link certificate is due for renewal.
+    let mut renew_at: Option<SystemTime> = None;
     let mut deployments = Applied::default();
     // Every pool of the spec, with its GamePool once synced.
     let mut pools: Vec<PoolState> = crate::pools::pools(&cluster.spec)
@@ -363,19 +367,31 @@ async fn reconcile_cluster(
             });
         }
         Ok(mut children) => {
-            for (pool, slot) in children.pools.iter_mut().zip(pools.iter_mut()) {
-                if let Some(stored) = follow_game_pool(client, &namespace, pool).await? {
-                    slot.game_pool = Some(stored);
+            // The link Secrets first: gates and nodes mount them at start.
+            if cluster.spec.links.tls == LinkTlsMode::Operator {
+                match link_secrets::ensure(client, &namespace, cluster, &context.metrics).await? {
+                    Ok(at) => renew_at = Some(at),
+                    Err(blocked) => {
+                        tracing::warn!(cluster = %name, %namespace, problem = %blocked.message, "link certificates cannot be kept");
+                        problem = Some(blocked);
+                    }
                 }
             }
-            match apply_all(client, &namespace, &children).await? {
-                Ok(applied) => {
-                    deployments = applied;
-                    prune(client, &namespace, cluster, &children).await?;
+            if problem.is_none() {
+                for (pool, slot) in children.pools.iter_mut().zip(pools.iter_mut()) {
+                    if let Some(stored) = follow_game_pool(client, &namespace, pool).await? {
+                        slot.game_pool = Some(stored);
+                    }
                 }
-                Err(rejected) => {
-                    tracing::info!(cluster = %name, %namespace, problem = %rejected.message, "child refused");
-                    problem = Some(rejected);
+                match apply_all(client, &namespace, &children).await? {
+                    Ok(applied) => {
+                        deployments = applied;
+                        prune(client, &namespace, cluster, &children).await?;
+                    }
+                    Err(rejected) => {
+                        tracing::info!(cluster = %name, %namespace, problem = %rejected.message, "child refused");
+                        problem = Some(rejected);
+                    }
                 }
             }
         }
@@ -513,14 +529,19 @@ async fn reconcile_cluster(
     }
     let progressing = is_progressing(&status);
 
-    let action = if problem.is_some() {
-        Action::requeue(INVALID_REQUEUE)
+    let wait = if problem.is_some() {
+        INVALID_REQUEUE
     } else if progressing {
-        Action::requeue(PROGRESS_REQUEUE)
+        PROGRESS_REQUEUE
     } else {
-        Action::requeue(STABLE_REQUEUE)
+        STABLE_REQUEUE
     };
-    Ok((action, problem.is_some()))
+    // Back when a link certificate is due, if sooner (a second at least: a due one was just renewed).
+    let wait = renew_at.map_or(wait, |at| {
+        let until = at.duration_since(SystemTime::now()).unwrap_or_default();
+        wait.min(until.max(Duration::from_secs(1)))
+    });
+    Ok((Action::requeue(wait), problem.is_some()))
 }
 
 /// One pool of the spec during a reconcile.
