@@ -77,7 +77,9 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
     // A player is served (demo echo), and two players queue in the lobby: the lobby node calls the battle
     // pool (node → gate → node, over the mutual TLS links) to create their match.
     let mut conn = Conn::tcp(cluster.gate_tcp(0), Wire::DEFAULT).await;
-    let reply = conn.request(1, 1, json!({"message": "over minted certificates"})).await;
+    let reply = conn
+        .request(1, 1, json!({"message": "over minted certificates"}))
+        .await;
     assert_eq!(reply["message"], "over minted certificates", "{reply}");
     let (mut first, lobby) = Player::login(&cluster, 0, 101).await;
     let (mut second, _) = Player::login(&cluster, 0, 102).await;
@@ -118,25 +120,33 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
     args.extend(foreign_flags);
     let _foreign = Proc::spawn("gate-foreign", switchyard_binary(), &args, &dir.0);
     let admin = format!("http://{admin}");
-    wait_for(Duration::from_secs(20), "the foreign gate tried and failed", || async {
-        metric_sum(
-            &admin_metrics(&admin).await,
-            "switchyard_gate_node_link_failures_total",
-            &[],
-        ) >= 1.0
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the foreign gate tried and failed",
+        || async {
+            metric_sum(
+                &admin_metrics(&admin).await,
+                "switchyard_gate_node_link_failures_total",
+                &[],
+            ) >= 1.0
+        },
+    )
     .await;
     assert_eq!(
         metric_sum(&admin_metrics(&admin).await, "switchyard_gate_node_links", &[]),
         0.0
     );
-    wait_for(Duration::from_secs(10), "the nodes counted the refusal", || async {
-        metric_sum(
-            &admin_metrics(cluster.node_admin("lobby-1")).await,
-            "switchyard_node_link_refused_total",
-            &["reason=\"bad_certificate\""],
-        ) >= 1.0
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the nodes counted the refusal",
+        || async {
+            metric_sum(
+                &admin_metrics(cluster.node_admin("lobby-1")).await,
+                "switchyard_node_link_refused_total",
+                &["reason=\"bad_certificate\""],
+            ) >= 1.0
+        },
+    )
     .await;
     let _ = std::fs::remove_dir_all(&volumes);
 }

@@ -198,7 +198,7 @@ async fn crd_is_established_with_short_name_and_columns() {
 #[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
 async fn invalid_specs_are_refused_with_the_cel_message() {
     let (plane, client, namespace) = setup("cel").await;
-    let cases: [(&str, &str, &str); 23] = [
+    let cases: [(&str, &str, &str); 24] = [
         (
             "same-ports",
             "gate: {tcp: {port: 4000}, websocket: {port: 4000}}",
@@ -310,6 +310,11 @@ async fn invalid_specs_are_refused_with_the_cel_message() {
             "policy-on-cluster-ip",
             "gate: {service: {externalTrafficPolicy: Local}}",
             "gate.service.externalTrafficPolicy needs type NodePort or LoadBalancer",
+        ),
+        (
+            "links-manual",
+            "links: {tls: Manual}",
+            "supported values: \"Operator\", \"Disabled\"",
         ),
     ];
     for (name, spec, message) in cases {
@@ -1646,13 +1651,20 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
             .filter_map(|volume| volume.secret.as_ref()?.secret_name.clone())
             .collect();
         let text = serde_json::to_string(&spec).expect("JSON");
-        assert!(!text.contains("arena-link-ca"), "{} refers to the CA: {text}", pod.name_any());
+        assert!(
+            !text.contains("arena-link-ca"),
+            "{} refers to the CA: {text}",
+            pod.name_any()
+        );
         let expected: &[&str] = match component.as_str() {
             "gate" => &["arena-link-gate-tls"],
             "node" => &["arena-link-node-tls"],
             _ => &[],
         };
-        let link: Vec<&String> = secrets_mounted.iter().filter(|name| name.contains("-link-")).collect();
+        let link: Vec<&String> = secrets_mounted
+            .iter()
+            .filter(|name| name.contains("-link-"))
+            .collect();
         assert_eq!(link, expected, "{}", pod.name_any());
         if component == "redis" {
             continue;
@@ -1696,7 +1708,9 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
         .expect("short-lived leaf");
     replace_leaf(&secrets, "arena-link-gate-tls", &soon).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let kept = secret_data(&secrets, "arena-link-gate-tls").await.expect("gate leaf");
+    let kept = secret_data(&secrets, "arena-link-gate-tls")
+        .await
+        .expect("gate leaf");
     assert_eq!(text(&kept, "tls.crt"), soon.cert, "renewed before its time");
     let renewed = eventually("the gate leaf renewed at its time", WAIT, || async {
         let data = secret_data(&secrets, "arena-link-gate-tls").await?;
@@ -1763,7 +1777,13 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
     ] {
         let filter = format!("kind=\"{kind}\",reason=\"{reason}\"");
         assert!(
-            metric(&text, "switchyard_operator_link_certificates_issued_total", &filter).unwrap_or(0.0) >= 1.0,
+            metric(
+                &text,
+                "switchyard_operator_link_certificates_issued_total",
+                &filter
+            )
+            .unwrap_or(0.0)
+                >= 1.0,
             "{filter}:\n{text}"
         );
     }
@@ -1804,7 +1824,11 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
     })
     .await;
     assert_eq!(degraded.1, "LinkCertificates");
-    assert!(names::<Deployment>(&client, &ns, &instance("rogue")).await.is_empty());
+    assert!(
+        names::<Deployment>(&client, &ns, &instance("rogue"))
+            .await
+            .is_empty()
+    );
     let still = secrets.get("rogue-link-ca").await.expect("foreign Secret");
     assert_eq!(still.data, foreign.data, "the foreign Secret was left alone");
     let text = operator.metrics().await;

@@ -90,7 +90,9 @@ pub struct Pem {
 impl std::fmt::Debug for Pem {
     // The key stays out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pem").field("cert", &self.cert).finish_non_exhaustive()
+        f.debug_struct("Pem")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,9 +119,10 @@ fn time(at: SystemTime) -> time::OffsetDateTime {
 /// [`MintError`] if rcgen refuses.
 pub fn mint_ca(cluster: &str, namespace: &str, now: SystemTime) -> Result<Pem, MintError> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(mint_error)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("switchyard link CA {namespace}/{cluster}"));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("switchyard link CA {namespace}/{cluster}"),
+    );
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -235,7 +238,8 @@ impl LinkCa {
             return Err(CaError::Cert("no basicConstraints CA:TRUE".to_owned()));
         }
         let not_after = info.not_after;
-        let issuer = Issuer::from_ca_cert_pem(cert, pair).map_err(|error| CaError::Cert(error.to_string()))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(cert, pair).map_err(|error| CaError::Cert(error.to_string()))?;
         let ca = LinkCa {
             pem: Pem {
                 cert: cert.to_owned(),

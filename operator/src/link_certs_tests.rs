@@ -162,7 +162,12 @@ fn missing_malformed_foreign_or_wrong_role_leaves_are_reissued() {
     );
     // Expired.
     assert!(matches!(
-        check_leaf(&ca, Some(&good), Leaf::Node, at + LEAF_LIFETIME + Duration::from_secs(60)),
+        check_leaf(
+            &ca,
+            Some(&good),
+            Leaf::Node,
+            at + LEAF_LIFETIME + Duration::from_secs(60)
+        ),
         LeafCheck::Issue(Issue::Invalid(_))
     ));
 }
@@ -180,11 +185,11 @@ fn a_malformed_ca_secret_is_an_error_naming_the_fault() {
         CaError::Missing("tls.key")
     );
     let mut garbage = data.clone();
-    garbage.insert(CERT_KEY.to_owned(), ByteString(b"-----BEGIN CERTIFICATE-----\nAAAA\n".to_vec()));
-    assert!(matches!(
-        LinkCa::from_secret(&garbage, at),
-        Err(CaError::Cert(_))
-    ));
+    garbage.insert(
+        CERT_KEY.to_owned(),
+        ByteString(b"-----BEGIN CERTIFICATE-----\nAAAA\n".to_vec()),
+    );
+    assert!(matches!(LinkCa::from_secret(&garbage, at), Err(CaError::Cert(_))));
     let mut binary = data.clone();
     binary.insert(KEY_KEY.to_owned(), ByteString(vec![0xff, 0xfe]));
     assert_eq!(

@@ -141,9 +141,7 @@ pub(crate) async fn ensure(
         };
         match stored {
             None => {
-                api.create(&PostParams::default(), &secret)
-                    .await
-                    .map_err(write)?;
+                api.create(&PostParams::default(), &secret).await.map_err(write)?;
             }
             Some(stored) => {
                 // On the version read: a Secret changed since is a conflict, and the next reconcile

@@ -235,11 +235,18 @@ pub fn check_pem(
     let roots = parse_certs("CA", &names.ca, ca)?;
     let chain = parse_certs("certificate", &names.cert, cert)?;
     let key = parse_key(&names.key, key)?;
-    let seconds = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let seconds = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    configs(roots, chain, key, role, &provider, &names, UnixTime::since_unix_epoch(seconds)).map(drop)
+    configs(
+        roots,
+        chain,
+        key,
+        role,
+        &provider,
+        &names,
+        UnixTime::since_unix_epoch(seconds),
+    )
+    .map(drop)
 }
 
 fn configs(

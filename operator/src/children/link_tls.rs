@@ -53,10 +53,11 @@ impl Ctx<'_> {
             ..Default::default()
         });
         for container in &mut pod.containers {
-            container
-                .volume_mounts
-                .get_or_insert_with(Vec::new)
-                .push(mount(LINK_TLS_VOLUME, LINK_TLS_DIR, true));
+            container.volume_mounts.get_or_insert_with(Vec::new).push(mount(
+                LINK_TLS_VOLUME,
+                LINK_TLS_DIR,
+                true,
+            ));
         }
     }
 }
@@ -120,7 +121,11 @@ mod tests {
                 .find(|mount| mount.name == LINK_TLS_VOLUME)
                 .expect("the link mount");
             assert_eq!(
-                (mount.mount_path.as_str(), mount.read_only, mount.sub_path.as_deref()),
+                (
+                    mount.mount_path.as_str(),
+                    mount.read_only,
+                    mount.sub_path.as_deref()
+                ),
                 (LINK_TLS_DIR, Some(true), None)
             );
             for (name, file) in [
@@ -144,7 +149,11 @@ mod tests {
         spec.links.tls = LinkTlsMode::Disabled;
         let built = build(spec);
         for deployment in [&built.gate_deployment, &built.pools[0].deployment] {
-            assert!(mounted_secrets(deployment).iter().all(|name| !name.contains("link")));
+            assert!(
+                mounted_secrets(deployment)
+                    .iter()
+                    .all(|name| !name.contains("link"))
+            );
             assert_eq!(env_value(deployment, env::LINK_TLS_CA), None);
         }
     }
