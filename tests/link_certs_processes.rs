@@ -8,7 +8,14 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use serde_json::json;
 use support::cluster::{Cluster, Player, admin_metrics, matched, strings, wait_for};
@@ -96,10 +103,11 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
         "the lobby's call succeeded:\n{lobby_metrics}"
     );
 
-    // A gate with a certificate of another GameCluster's CA (its own CA file, so it starts): the node
-    // refuses it, and it links to nothing.
+    // A gate with a certificate of another GameCluster's CA (and that CA's file, so it starts): it links to
+    // nothing, since neither side's CA vouches for the other.
     let (_, other) = new_ca("arena", "elsewhere", SystemTime::now()).expect("another CA");
-    let foreign_flags = secret_volume(&other, Leaf::Gate, "arena", &volumes.join("foreign"));
+    let foreign_dir = volumes.join("foreign");
+    let foreign_flags = secret_volume(&other, Leaf::Gate, "arena", &foreign_dir);
     let dir = TempDir::new("link-certs-foreign");
     let admin = format!("127.0.0.1:{}", free_port());
     let mut args = strings(&[
@@ -136,9 +144,19 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
         metric_sum(&admin_metrics(&admin).await, "switchyard_gate_node_links", &[]),
         0.0
     );
+    // The same foreign certificate presented by a client that does trust the cluster's CA (so the
+    // handshake reaches the node's check of the client certificate): no link frame, counted as a bad
+    // certificate.
+    let lobby_link = &cluster.links[0];
+    let received = present(&ca, &foreign_dir, lobby_link).await;
+    assert!(
+        received.is_empty(),
+        "the foreign gate got {} bytes",
+        received.len()
+    );
     wait_for(
         Duration::from_secs(10),
-        "the nodes counted the refusal",
+        "the node counted the refusal",
         || async {
             metric_sum(
                 &admin_metrics(cluster.node_admin("lobby-1")).await,
@@ -149,4 +167,38 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
     )
     .await;
     let _ = std::fs::remove_dir_all(&volumes);
+}
+
+/// Connects to the node at `address` as a TLS client trusting `ca`, presenting the certificate and key of
+/// the Secret volume `dir`, sends a link `Hello`-sized probe and returns every byte that came back.
+async fn present(ca: &LinkCa, dir: &Path, address: &str) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).expect("CA PEM"))
+        .expect("CA as a root");
+    let chain = vec![CertificateDer::from_pem_file(dir.join("tls.crt")).expect("certificate")];
+    let key = PrivateKeyDer::from_pem_file(dir.join("tls.key")).expect("key");
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .expect("client certificate");
+    let tcp = TcpStream::connect(address).await.expect("the node accepts TCP");
+    let name = ServerName::try_from("switchyard-link").expect("server name");
+    let Ok(mut stream) = TlsConnector::from(Arc::new(config)).connect(name, tcp).await else {
+        return Vec::new();
+    };
+    let _ = stream.write_all(&[0, 0, 0, 1, 0]).await;
+    let _ = stream.flush().await;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return received,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
 }

@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use support::cluster::{Cluster, MOVED, Player, admin_metrics, matched, wait_for, whoami};
+use serde_json::json;
+use support::cluster::{Cluster, MOVED, Player, admin_metrics, login, matched, wait_for, whoami};
 use support::{Conn, Wire, metric_sum};
 
 /// Each player's move reaches the other (route 14), and stateful battle routes reach the match host.
