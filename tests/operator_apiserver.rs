@@ -1595,16 +1595,16 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
     let cluster = create_cluster(&client, &ns, "arena", GameClusterSpec::default()).await;
     let uid = cluster.uid().expect("uid");
     let link_selector = "app.kubernetes.io/instance=arena,app.kubernetes.io/component=link";
-    let names = eventually("the three link Secrets exist", WAIT, || async {
+    let link_secrets = eventually("the three link Secrets exist", WAIT, || async {
         let names = names::<Secret>(&client, &ns, link_selector).await;
         (names.len() == 3).then_some(names)
     })
     .await;
     assert_eq!(
-        names,
+        link_secrets,
         ["arena-link-ca", "arena-link-gate-tls", "arena-link-node-tls"]
     );
-    for name in &names {
+    for name in &link_secrets {
         owned_by::<Secret>(&client, &ns, name, &uid).await;
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -1650,10 +1650,10 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
             .flatten()
             .filter_map(|volume| volume.secret.as_ref()?.secret_name.clone())
             .collect();
-        let text = serde_json::to_string(&spec).expect("JSON");
+        let rendered = serde_json::to_string(&spec).expect("JSON");
         assert!(
-            !text.contains("arena-link-ca"),
-            "{} refers to the CA: {text}",
+            !rendered.contains("arena-link-ca"),
+            "{} refers to the CA: {rendered}",
             pod.name_any()
         );
         let expected: &[&str] = match component.as_str() {
@@ -1724,22 +1724,32 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
         ),
         other => panic!("the renewed leaf is not good: {other:?}"),
     }
-    // A node leaf already past its renewal time (still valid): renewed at once.
+    // A node leaf already past its renewal time (a minute past; still valid for 20 more): renewed at once.
     let due = ca
         .issue_valid_for(
             Leaf::Node,
             "arena",
-            SystemTime::now() - third - Duration::from_secs(60),
+            SystemTime::now() - (hour - third) - Duration::from_secs(60),
             hour,
         )
         .expect("due leaf");
+    assert_eq!(
+        check_leaf(
+            &ca,
+            Some(&link_certs::leaf_secret_data(&due, &ca)),
+            Leaf::Node,
+            SystemTime::now()
+        ),
+        LeafCheck::Issue(link_certs::Issue::Due)
+    );
     replace_leaf(&secrets, "arena-link-node-tls", &due).await;
     eventually("the node leaf renewed", WAIT, || async {
         let data = secret_data(&secrets, "arena-link-node-tls").await?;
-        matches!(
-            check_leaf(&ca, Some(&data), Leaf::Node, SystemTime::now()),
-            LeafCheck::Keep { .. }
-        )
+        (text(&data, "tls.crt") != due.cert
+            && matches!(
+                check_leaf(&ca, Some(&data), Leaf::Node, SystemTime::now()),
+                LeafCheck::Keep { .. }
+            ))
         .then_some(())
     })
     .await;
@@ -1768,7 +1778,7 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
         check_leaf(&ca, again.data.as_ref(), Leaf::Node, SystemTime::now()),
         LeafCheck::Keep { .. }
     ));
-    let text = operator.metrics().await;
+    let exposed = operator.metrics().await;
     for (kind, reason) in [
         ("ca", "missing"),
         ("gate", "missing"),
@@ -1778,18 +1788,18 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
         let filter = format!("kind=\"{kind}\",reason=\"{reason}\"");
         assert!(
             metric(
-                &text,
+                &exposed,
                 "switchyard_operator_link_certificates_issued_total",
                 &filter
             )
             .unwrap_or(0.0)
                 >= 1.0,
-            "{filter}:\n{text}"
+            "{filter}:\n{exposed}"
         );
     }
     assert!(
         metric(
-            &text,
+            &exposed,
             "switchyard_operator_link_certificates_issued_total",
             "kind=\"node\",reason=\"missing\""
         )
@@ -1831,16 +1841,16 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
     );
     let still = secrets.get("rogue-link-ca").await.expect("foreign Secret");
     assert_eq!(still.data, foreign.data, "the foreign Secret was left alone");
-    let text = operator.metrics().await;
+    let exposed = operator.metrics().await;
     assert!(
         metric(
-            &text,
+            &exposed,
             "switchyard_operator_link_certificate_errors_total",
             "reason=\"ca_foreign\""
         )
         .unwrap_or(0.0)
             >= 1.0,
-        "{text}"
+        "{exposed}"
     );
     operator.stop().await;
 }
