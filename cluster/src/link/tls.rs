@@ -608,4 +608,33 @@ mod tests {
         assert!(Arc::ptr_eq(&second, &tls.server_config()));
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn check_pem_is_the_start_up_check_on_text() {
+        let dir = scratch("pem");
+        let ca = Ca::new();
+        let files = ca.write(&dir, "node", LinkRole::Node);
+        let [ca_pem, cert, key] =
+            [&files.ca, &files.cert, &files.key].map(|path| std::fs::read(path).unwrap());
+        let now = SystemTime::now();
+        check_pem(&ca_pem, &cert, &key, LinkRole::Node, now).unwrap();
+        // The other role, another CA, a key that is not the certificate's: refused, naming the Secret key.
+        assert!(matches!(
+            check_pem(&ca_pem, &cert, &key, LinkRole::Gate, now),
+            Err(LinkTlsError::NotIssued { cert, .. }) if cert == "tls.crt"
+        ));
+        let other = Ca::new().write(&dir, "other", LinkRole::Node);
+        let other_ca = std::fs::read(&other.ca).unwrap();
+        assert!(check_pem(&other_ca, &cert, &key, LinkRole::Node, now).is_err());
+        let other_key = std::fs::read(&other.key).unwrap();
+        assert!(matches!(
+            check_pem(&ca_pem, &cert, &other_key, LinkRole::Node, now),
+            Err(LinkTlsError::KeyMismatch { .. })
+        ));
+        assert!(matches!(
+            check_pem(&ca_pem, b"junk", &key, LinkRole::Node, now),
+            Err(LinkTlsError::NoCertificate { file, .. }) if file == "tls.crt"
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
