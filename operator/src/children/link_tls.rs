@@ -90,14 +90,16 @@ mod tests {
 
     #[test]
     fn gates_and_nodes_mount_their_own_link_secret_and_nobody_the_ca() {
-        let mut spec = GameClusterSpec::default();
-        spec.pools = ["lobby", "battle"]
-            .map(|name| PoolSpec {
-                name: name.to_owned(),
-                routing: RoutingPolicy::RoundRobin,
-                node: NodeSpec::default(),
-            })
-            .to_vec();
+        let spec = GameClusterSpec {
+            pools: ["lobby", "battle"]
+                .map(|name| PoolSpec {
+                    name: name.to_owned(),
+                    routing: RoutingPolicy::RoundRobin,
+                    node: NodeSpec::default(),
+                })
+                .to_vec(),
+            ..GameClusterSpec::default()
+        };
         let built = build(spec);
         let gate = &built.gate_deployment;
         assert_eq!(mounted_secrets(gate), vec!["arena-link-gate-tls"]);
