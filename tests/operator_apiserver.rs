@@ -1693,6 +1693,13 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
         }
     }
 
+    // Every pod ready: the cluster is stable, so the operator's next periodic look is minutes away.
+    eventually("Ready=True once every pod is ready", WAIT, || async {
+        mark_pods_ready(&client, &ns, &selector).await;
+        let (_, status) = status(&client, &ns, "arena").await;
+        (condition(&status, "Ready").map(|c| c.0).as_deref() == Some("True")).then_some(())
+    })
+    .await;
     // A gate leaf that is due for renewal in a few seconds (an hour-long one, most of it used): kept until
     // then, which only the requeue at its renewal time can end (nothing else changes), then renewed.
     let ca = LinkCa::from_secret(&ca_data, SystemTime::now()).expect("the stored CA is usable");
