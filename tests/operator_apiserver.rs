@@ -1859,5 +1859,30 @@ async fn link_certificates_are_minted_mounted_renewed_and_recreated() {
             >= 1.0,
         "{exposed}"
     );
+    // Looked at again (a change of the GameCluster): counted again, logged once.
+    let clusters: Api<GameCluster> = Api::namespaced(client.clone(), &ns);
+    let touch = serde_json::json!({"metadata": {"annotations": {"example.com/touched": "1"}}});
+    clusters
+        .patch("rogue", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .expect("annotated");
+    eventually("the foreign CA counted twice", WAIT, || async {
+        let exposed = operator.metrics().await;
+        (metric(
+            &exposed,
+            "switchyard_operator_link_certificate_errors_total",
+            "reason=\"ca_foreign\"",
+        )
+        .unwrap_or(0.0)
+            >= 2.0)
+            .then_some(())
+    })
+    .await;
+    let log = operator.log_text();
+    assert_eq!(
+        log.matches("link certificates cannot be kept").count(),
+        1,
+        "{log}"
+    );
     operator.stop().await;
 }

@@ -108,6 +108,8 @@ struct State {
     route_conflicts: HashMap<ObjectRef<GameCluster>, usize>,
     /// Node pods whose routes annotation cannot be read, per cluster: each is logged once.
     unreadable_routes: HashMap<ObjectRef<GameCluster>, BTreeSet<String>>,
+    /// The link certificate problem of each cluster that has one: logged when it appears or changes.
+    link_problems: HashMap<ObjectRef<GameCluster>, String>,
 }
 
 impl Context {
@@ -128,6 +130,7 @@ impl Context {
         state.failures.retain(|key, _| live.contains(key));
         state.route_conflicts.retain(|key, _| live.contains(key));
         state.unreadable_routes.retain(|key, _| live.contains(key));
+        state.link_problems.retain(|key, _| live.contains(key));
         let rollouts = state.statuses.values().filter(|s| is_progressing(s)).count();
         let draining: i64 = state
             .statuses
@@ -369,10 +372,21 @@ async fn reconcile_cluster(
         Ok(mut children) => {
             // The link Secrets first: gates and nodes mount them at start.
             if cluster.spec.links.tls == LinkTlsMode::Operator {
-                match link_secrets::ensure(client, &namespace, cluster, &context.metrics).await? {
-                    Ok(at) => renew_at = Some(at),
+                let outcome = link_secrets::ensure(client, &namespace, cluster, &context.metrics).await?;
+                let mut state = context.state();
+                match outcome {
+                    Ok(at) => {
+                        renew_at = Some(at);
+                        if state.link_problems.remove(&key).is_some() {
+                            tracing::info!(cluster = %name, %namespace, "link certificates kept again");
+                        }
+                    }
                     Err(blocked) => {
-                        tracing::warn!(cluster = %name, %namespace, problem = %blocked.message, "link certificates cannot be kept");
+                        // Logged once per problem (it is counted at every reconcile).
+                        if state.link_problems.get(&key) != Some(&blocked.message) {
+                            tracing::warn!(cluster = %name, %namespace, problem = %blocked.message, "link certificates cannot be kept");
+                            state.link_problems.insert(key.clone(), blocked.message.clone());
+                        }
                         problem = Some(blocked);
                     }
                 }
