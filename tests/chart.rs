@@ -1118,6 +1118,9 @@ fn helm_install_into_a_real_apiserver() {
         ("create", "events.events.k8s.io", "games"),
         ("list", "endpointslices.discovery.k8s.io", "games"),
         ("update", "leases.coordination.k8s.io", NAMESPACE),
+        // The link CA and certificates: read, and replaced on renewal (docs/security.md, section 2).
+        ("get", "secrets", "games"),
+        ("update", "secrets", "games"),
         // Rollouts delete the node pods they drained that a rollback made current again.
         ("delete", "pods", "games"),
     ] {
@@ -1135,7 +1138,8 @@ fn helm_install_into_a_real_apiserver() {
         // patch of the GamePool, never through its scale subresource.
         ("update", "gamepools.switchyard.dev/scale", "games"),
         ("create", "events", "games"),
-        ("get", "secrets", "games"),
+        // Its Secrets go with their GameCluster (garbage collection): it deletes none.
+        ("delete", "secrets", "games"),
         ("create", "pods", "games"),
         ("create", "pods/exec", "games"),
         ("get", "nodes", "default"),
@@ -1196,8 +1200,8 @@ subjects: [{kind: ServiceAccount, name: rbac-check-node, namespace: games}]
         "the operator cannot create the gate/node RBAC: {}",
         String::from_utf8_lossy(&applied.stderr)
     );
-    // ... and nothing beyond it (the operator may create Secrets, for the managed Redis's password, but not
-    // read them).
+    // ... and nothing beyond it (the operator may read and write Secrets, for the managed Redis's password
+    // and the link certificates, but not delete them).
     let escalation = r#"
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
@@ -1205,7 +1209,7 @@ metadata: {name: rbac-check-secrets, namespace: games}
 rules:
   - apiGroups: [""]
     resources: ["secrets"]
-    verbs: ["get"]
+    verbs: ["delete"]
 "#;
     let refused = plane.apply(
         plane

@@ -8,71 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use support::cluster::{Cluster, admin_metrics, login, wait_for, whoami};
+use serde_json::json;
+use support::cluster::{Cluster, MOVED, Player, admin_metrics, login, matched, wait_for, whoami};
 use support::{Conn, Wire, metric_sum};
-
-const QUEUE: i64 = 11;
-const MATCHED: i64 = 12;
-const MOVE: i64 = 13;
-const MOVED: i64 = 14;
-const LOGOUT: i64 = 7;
-
-struct Player {
-    uid: i64,
-    conn: Conn,
-    seq: i64,
-}
-
-impl Player {
-    async fn login(cluster: &Cluster, gate: usize, uid: i64) -> (Player, String) {
-        let mut conn = Conn::tcp(cluster.gate_tcp(gate), Wire::DEFAULT).await;
-        let node = login(&mut conn, uid).await;
-        (Player { uid, conn, seq: 10 }, node)
-    }
-
-    fn next_seq(&mut self) -> i64 {
-        self.seq += 1;
-        self.seq
-    }
-
-    /// Queues for `mode`; returns the reply and, if this player completed a pair, the match push.
-    async fn queue(&mut self, mode: &str) -> Value {
-        let seq = self.next_seq();
-        self.conn.request(QUEUE, seq, json!({"mode": mode})).await
-    }
-
-    async fn make_move(&mut self, x: i64, y: i64) -> Value {
-        let seq = self.next_seq();
-        self.conn.request(MOVE, seq, json!({"x": x, "y": y})).await
-    }
-
-    async fn logout(&mut self) -> Value {
-        let seq = self.next_seq();
-        self.conn.request(LOGOUT, seq, json!({})).await
-    }
-}
-
-/// Two players on different gates queue for `mode`; both get the match push; returns the battle node.
-async fn matched(first: &mut Player, second: &mut Player, mode: &str) -> String {
-    assert_eq!(first.queue(mode).await["code"], 0);
-    let seq = second.next_seq();
-    second.conn.send(QUEUE, seq, json!({"mode": mode})).await;
-    // The second player's request completes the pair: the push may come before the reply.
-    let replies = second.conn.expect_each(&[(QUEUE, seq), (MATCHED, 0)]).await;
-    assert_eq!(replies[0]["code"], 0, "{replies:?}");
-    let push = first.conn.expect_data(MATCHED, 0).await;
-    assert_eq!(push, replies[1], "both players are told the same match");
-    let mut players: Vec<i64> = push["players"]
-        .as_array()
-        .expect("players")
-        .iter()
-        .map(|uid| uid.as_i64().expect("uid"))
-        .collect();
-    players.sort_unstable();
-    assert_eq!(players, [first.uid.min(second.uid), first.uid.max(second.uid)]);
-    push["node"].as_str().expect("battle node").to_owned()
-}
 
 /// Each player's move reaches the other (route 14), and stateful battle routes reach the match host.
 async fn play(a: &mut Player, b: &mut Player, host: &str, round: i64) {

@@ -181,15 +181,13 @@ pub const NODE_ONLY: [&str; 5] = [
     env::CODEC,
 ];
 
-/// Read by gates and nodes alike, and not (yet) written by the operator: the link TLS files (given outside
-/// Kubernetes with `--link-tls-*`), how often they are checked, and the node's link connection cap.
-pub const NOT_WRITTEN: [&str; 5] = [
-    env::LINK_TLS_CA,
-    env::LINK_TLS_CERT,
-    env::LINK_TLS_KEY,
-    env::LINK_TLS_RELOAD_INTERVAL,
-    env::MAX_LINKS,
-];
+/// Written into gate and node pods alike when the GameCluster's links use mutual TLS (`spec.links.tls`,
+/// by default): the paths of the CA, certificate and key in the mounted link Secret.
+pub const LINK_TLS: [&str; 3] = [env::LINK_TLS_CA, env::LINK_TLS_CERT, env::LINK_TLS_KEY];
+
+/// Read by gates and nodes alike, and not written by the operator: how often the link TLS files are
+/// checked (the default suits a Secret volume), and the node's link connection cap.
+pub const NOT_WRITTEN: [&str; 2] = [env::LINK_TLS_RELOAD_INTERVAL, env::MAX_LINKS];
 
 /// The DNS name on every node's link certificate, which gates check (nodes are reached by pod IP, so the
 /// name is the cluster's fixed one, not an address; the CA makes it the cluster's).
@@ -252,12 +250,13 @@ pub const REFERENCE_ONLY: [&str; 1] = [env::POD_IP];
 const GATE_SETTINGS_RESERVED_ON_NODES: [&str; 3] = [env::REGISTRY, env::NODE_SERVICE, env::POOL_ROUTING];
 
 /// Every name of the contract that the operator writes, in the order of the tables of
-/// `docs/pod-contract.md` (common, locator credentials, packet, tracing, gate, node), then the names the
-/// processes read that the operator does not write ([`NOT_WRITTEN`]).
+/// `docs/pod-contract.md` (common, locator credentials, link TLS, packet, tracing, gate, node), then the
+/// names the processes read that the operator does not write ([`NOT_WRITTEN`]).
 pub fn all() -> impl Iterator<Item = &'static str> {
     COMMON
         .into_iter()
         .chain(LOCATOR_AUTH)
+        .chain(LINK_TLS)
         .chain(PACKET)
         .chain(TRACING)
         .chain(GATE_ONLY)
@@ -270,6 +269,7 @@ pub fn gate_env() -> impl Iterator<Item = &'static str> {
     COMMON
         .into_iter()
         .chain(LOCATOR_AUTH)
+        .chain(LINK_TLS)
         .chain(PACKET)
         .chain(TRACING)
         .chain(GATE_ONLY)
@@ -280,6 +280,7 @@ pub fn node_env() -> impl Iterator<Item = &'static str> {
     COMMON
         .into_iter()
         .chain(LOCATOR_AUTH)
+        .chain(LINK_TLS)
         .chain(PACKET)
         .chain(TRACING)
         .chain(NODE_ONLY)

@@ -5,6 +5,9 @@
 //! operator) and what CEL cannot see, such as a node `env` entry that redefines a variable the operator
 //! owns. A spec that cannot work is a [`SpecError`]: the user is at fault, and the reconciler reports it
 //! as the `Degraded` condition rather than retrying.
+//!
+//! Split by stage: `validate` re-checks the spec; `network_policy` and `link_tls` (the link Secret mounted
+//! into gates and nodes) add their share.
 
 use std::collections::BTreeMap;
 
@@ -682,6 +685,7 @@ impl Ctx<'_> {
                     .push(mount.clone());
             }
         }
+        self.add_link_tls_volume(component, &mut pod);
         Deployment {
             metadata: self.meta(self.component_name(component), component),
             spec: DeploymentSpec {
@@ -759,6 +763,7 @@ impl Ctx<'_> {
             env::POOL_ROUTING,
             contract::format_pool_routing(routing.iter().map(|(pool, policy)| (pool.as_str(), *policy))),
         ));
+        vars.extend(self.link_tls_env());
         let mut volumes = vec![empty_dir("tmp")];
         let mut mounts = vec![mount("tmp", "/tmp", false)];
         if let Some(tls) = &gate.tls {
@@ -903,6 +908,7 @@ impl Ctx<'_> {
             env(env::DRAIN_FILE, format!("{PODINFO_DIR}/annotations")),
             env(env::CODEC, node.codec.as_str()),
         ]);
+        vars.extend(self.link_tls_env());
         vars.extend(node.env.iter().cloned());
         let args = match (&node.command, &node.args) {
             (None, None) => Some(vec!["node".to_owned()]),
@@ -1192,10 +1198,12 @@ impl Children {
     }
 }
 
+mod link_tls;
 mod network_policy;
 #[cfg(test)]
 #[path = "children_tests.rs"]
 mod tests;
 mod validate;
 
+pub use link_tls::{LINK_TLS_DIR, LINK_TLS_VOLUME};
 pub use validate::validate;

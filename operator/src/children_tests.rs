@@ -16,11 +16,11 @@ fn cluster(spec: GameClusterSpec) -> GameCluster {
     cluster
 }
 
-fn build(spec: GameClusterSpec) -> Children {
+pub(super) fn build(spec: GameClusterSpec) -> Children {
     children(&cluster(spec), &Defaults::default()).expect("a valid spec")
 }
 
-fn container(deployment: &Deployment) -> &Container {
+pub(super) fn container(deployment: &Deployment) -> &Container {
     &deployment
         .spec
         .template
@@ -30,7 +30,7 @@ fn container(deployment: &Deployment) -> &Container {
         .containers[0]
 }
 
-fn pod(deployment: &Deployment) -> &PodSpec {
+pub(super) fn pod(deployment: &Deployment) -> &PodSpec {
     deployment.spec.template.spec.as_ref().expect("pod spec")
 }
 

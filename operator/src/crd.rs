@@ -127,6 +127,8 @@ pub struct GameClusterSpec {
     pub tracing: TracingSpec,
     /// NetworkPolicies around the cluster's pods (on by default; enforced only by a CNI that enforces them).
     pub network_policy: NetworkPolicySpec,
+    /// The gate ↔ node links: mutual TLS with certificates the operator mints (the default).
+    pub links: LinksSpec,
 }
 
 impl Default for GameClusterSpec {
@@ -143,6 +145,7 @@ impl Default for GameClusterSpec {
             metrics: MetricsSpec::default(),
             tracing: TracingSpec::default(),
             network_policy: NetworkPolicySpec::default(),
+            links: LinksSpec::default(),
         }
     }
 }
@@ -772,6 +775,25 @@ impl Default for NetworkPolicySpec {
             admin_from: Vec::new(),
         }
     }
+}
+
+/// The gate ↔ node links.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LinksSpec {
+    /// `Operator` (the default): mutual TLS, with a CA per GameCluster (Secret `NAME-link-ca`) and gate and
+    /// node certificates (`NAME-link-gate-tls`, `NAME-link-node-tls`) that the operator mints and renews.
+    /// `Disabled`: plaintext links; anyone who reaches a node's link port can act as any player, so only
+    /// for a trusted network (see docs/security.md).
+    pub tls: LinkTlsMode,
+}
+
+/// Who provides the link certificates.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LinkTlsMode {
+    #[default]
+    Operator,
+    Disabled,
 }
 
 /// What the operator observed. Written only by the operator (server-side apply on the status subresource).

@@ -10,6 +10,8 @@
 //! - [`rollout`]: which node pods a rollout drains (the old ones, once a new one is ready), per pool.
 //! - [`conflicts`]: routes served by two pools (the `RouteConflict` condition).
 //! - [`pool_sync`]: the reconciler's side of `GamePool`s.
+//! - [`link_certs`]: the cluster's link CA and the gate and node certificates it issues (mint, read back,
+//!   decide renewal); [`link_secrets`]: the reconciler keeps them in Secrets.
 //! - [`reconcile`]: the kube-rs controller that applies both with server-side apply.
 //! - [`leader`]: leader election on a Lease, so two replicas are safe.
 //! - [`load`]: the leader reads every node's load report and writes the node pods' bound-players,
@@ -20,6 +22,8 @@ pub mod children;
 pub mod conflicts;
 pub mod crd;
 pub mod leader;
+pub mod link_certs;
+pub mod link_secrets;
 pub mod load;
 pub mod locator;
 pub mod metrics;

@@ -27,6 +27,14 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+/// `kind` (`ca`, `gate`, `node`) and `reason` (`missing`, `renewal`, `invalid`, `ca_changed`) of an issued
+/// link certificate.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuedLabels {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
 /// Every metric of the operator. Cheap to clone (the metrics are shared handles).
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -41,6 +49,8 @@ pub struct Metrics {
     pub unreadable_route_annotations: Gauge,
     pub leader: Gauge,
     pub node_load_reads: Family<ReasonLabels, Counter>,
+    pub link_certificates_issued: Family<IssuedLabels, Counter>,
+    pub link_certificate_errors: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -57,6 +67,8 @@ impl Default for Metrics {
             unreadable_route_annotations: Gauge::default(),
             leader: Gauge::default(),
             node_load_reads: Family::default(),
+            link_certificates_issued: Family::default(),
+            link_certificate_errors: Family::default(),
         }
     }
 }
@@ -120,6 +132,16 @@ impl Metrics {
             "node_load_reads",
             "Reads of node pods' load reports (/load), by reason: ok, unreachable, timeout, bad_report, patch_failed (the annotations could not be written), list_failed",
             metrics.node_load_reads.clone(),
+        );
+        operator.register(
+            "link_certificates_issued",
+            "Link certificates minted into Secrets, by kind (ca, gate, node) and reason (missing, renewal, invalid, ca_changed)",
+            metrics.link_certificates_issued.clone(),
+        );
+        operator.register(
+            "link_certificate_errors",
+            "Link certificate Secrets the operator cannot keep, by reason: ca_foreign, leaf_foreign (a Secret of that name not owned by the GameCluster), ca_invalid (a malformed or expiring CA), mint_failed",
+            metrics.link_certificate_errors.clone(),
         );
         metrics
     }

@@ -44,8 +44,15 @@ pub fn operator_rules() -> Vec<PolicyRule> {
         // Which ReplicaSet is a node Deployment's current one (rollouts drain the pods of the others).
         rule("apps", &["replicasets"], &["list"]),
         rule("", &["services", "configmaps", "serviceaccounts"], &MANAGE),
-        // The managed Redis's password Secret, made once. Create only: the operator reads no Secret.
-        rule("", &["secrets"], &["create"]),
+        // The managed Redis's password Secret (made once), and the link CA and certificates, which renewal
+        // reads and replaces. RBAC cannot narrow this to those Secrets (their names vary per GameCluster):
+        // the namespace-scoped install limits it to one namespace (docs/security.md). No delete: the
+        // garbage collector removes them with their GameCluster.
+        rule(
+            "",
+            &["secrets"],
+            &["get", "list", "watch", "create", "update", "patch"],
+        ),
         rule("rbac.authorization.k8s.io", &["roles", "rolebindings"], &MANAGE),
         rule("policy", &["poddisruptionbudgets"], &MANAGE),
         rule("networking.k8s.io", &["networkpolicies"], &MANAGE),

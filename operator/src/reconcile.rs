@@ -11,7 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
@@ -38,12 +38,12 @@ use crate::children::{
     MANAGED_BY, PoolChildren, child_name, children, selector_string,
 };
 use crate::conflicts::{pod_pool, route_conflicts};
-use crate::crd::{GameCluster, GameClusterStatus};
+use crate::crd::{GameCluster, GameClusterStatus, LinkTlsMode};
 use crate::metrics::{Metrics, PoolLabels, ReasonLabels, ResultLabels};
 use crate::pools::{GamePool, GamePoolStatus};
 use crate::status::{Observed, ObservedPool, Problem, aggregate, is_progressing, transitions};
 use crate::{FIELD_MANAGER, OperatorConfig};
-use crate::{pool_sync, rollout};
+use crate::{link_secrets, pool_sync, rollout};
 
 /// Requeue of a cluster whose spec cannot work (a spec change triggers a reconcile at once anyway).
 pub const INVALID_REQUEUE: Duration = Duration::from_secs(300);
@@ -108,6 +108,8 @@ struct State {
     route_conflicts: HashMap<ObjectRef<GameCluster>, usize>,
     /// Node pods whose routes annotation cannot be read, per cluster: each is logged once.
     unreadable_routes: HashMap<ObjectRef<GameCluster>, BTreeSet<String>>,
+    /// The link certificate problem of each cluster that has one: logged when it appears or changes.
+    link_problems: HashMap<ObjectRef<GameCluster>, String>,
 }
 
 impl Context {
@@ -128,6 +130,7 @@ impl Context {
         state.failures.retain(|key, _| live.contains(key));
         state.route_conflicts.retain(|key, _| live.contains(key));
         state.unreadable_routes.retain(|key, _| live.contains(key));
+        state.link_problems.retain(|key, _| live.contains(key));
         let rollouts = state.statuses.values().filter(|s| is_progressing(s)).count();
         let draining: i64 = state
             .statuses
@@ -207,6 +210,8 @@ pub(crate) async fn run_controller(
     .owns(scoped::<RoleBinding>(&client, namespace), owned.clone())
     .owns(scoped::<PodDisruptionBudget>(&client, namespace), owned.clone())
     .owns(scoped::<NetworkPolicy>(&client, namespace), owned.clone())
+    // The link certificates (a deleted or edited one is put back at once) and the Redis password.
+    .owns(scoped::<Secret>(&client, namespace), owned.clone())
     .owns(scoped::<GamePool>(&client, namespace), owned)
     .watches(scoped::<Pod>(&client, namespace), pods, |pod: Pod| {
         let instance = pod.labels().get(LABEL_INSTANCE).cloned();
@@ -344,6 +349,8 @@ async fn reconcile_cluster(
 
     let client = &context.client;
     let mut problem = None;
+    // When the next link certificate is due for renewal.
+    let mut renew_at: Option<SystemTime> = None;
     let mut deployments = Applied::default();
     // Every pool of the spec, with its GamePool once synced.
     let mut pools: Vec<PoolState> = crate::pools::pools(&cluster.spec)
@@ -363,19 +370,42 @@ async fn reconcile_cluster(
             });
         }
         Ok(mut children) => {
-            for (pool, slot) in children.pools.iter_mut().zip(pools.iter_mut()) {
-                if let Some(stored) = follow_game_pool(client, &namespace, pool).await? {
-                    slot.game_pool = Some(stored);
+            // The link Secrets first: gates and nodes mount them at start.
+            if cluster.spec.links.tls == LinkTlsMode::Operator {
+                let outcome = link_secrets::ensure(client, &namespace, cluster, &context.metrics).await?;
+                let mut state = context.state();
+                match outcome {
+                    Ok(at) => {
+                        renew_at = Some(at);
+                        if state.link_problems.remove(&key).is_some() {
+                            tracing::info!(cluster = %name, %namespace, "link certificates kept again");
+                        }
+                    }
+                    Err(blocked) => {
+                        // Logged once per problem (it is counted at every reconcile).
+                        if state.link_problems.get(&key) != Some(&blocked.message) {
+                            tracing::warn!(cluster = %name, %namespace, problem = %blocked.message, "link certificates cannot be kept");
+                            state.link_problems.insert(key.clone(), blocked.message.clone());
+                        }
+                        problem = Some(blocked);
+                    }
                 }
             }
-            match apply_all(client, &namespace, &children).await? {
-                Ok(applied) => {
-                    deployments = applied;
-                    prune(client, &namespace, cluster, &children).await?;
+            if problem.is_none() {
+                for (pool, slot) in children.pools.iter_mut().zip(pools.iter_mut()) {
+                    if let Some(stored) = follow_game_pool(client, &namespace, pool).await? {
+                        slot.game_pool = Some(stored);
+                    }
                 }
-                Err(rejected) => {
-                    tracing::info!(cluster = %name, %namespace, problem = %rejected.message, "child refused");
-                    problem = Some(rejected);
+                match apply_all(client, &namespace, &children).await? {
+                    Ok(applied) => {
+                        deployments = applied;
+                        prune(client, &namespace, cluster, &children).await?;
+                    }
+                    Err(rejected) => {
+                        tracing::info!(cluster = %name, %namespace, problem = %rejected.message, "child refused");
+                        problem = Some(rejected);
+                    }
                 }
             }
         }
@@ -513,14 +543,19 @@ async fn reconcile_cluster(
     }
     let progressing = is_progressing(&status);
 
-    let action = if problem.is_some() {
-        Action::requeue(INVALID_REQUEUE)
+    let wait = if problem.is_some() {
+        INVALID_REQUEUE
     } else if progressing {
-        Action::requeue(PROGRESS_REQUEUE)
+        PROGRESS_REQUEUE
     } else {
-        Action::requeue(STABLE_REQUEUE)
+        STABLE_REQUEUE
     };
-    Ok((action, problem.is_some()))
+    // Back when a link certificate is due, if sooner (a second at least: a due one was just renewed).
+    let wait = renew_at.map_or(wait, |at| {
+        let until = at.duration_since(SystemTime::now()).unwrap_or_default();
+        wait.min(until.max(Duration::from_secs(1)))
+    });
+    Ok((Action::requeue(wait), problem.is_some()))
 }
 
 /// One pool of the spec during a reconcile.

@@ -194,43 +194,102 @@ fn build(
     role: LinkRole,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Configs, LinkTlsError> {
-    let name = |path: &Path| path.display().to_string();
     let roots = read_certs("CA", &files.ca)?;
+    let chain = read_certs("certificate", &files.cert)?;
+    let key = read_key(&files.key)?;
+    let names = Names {
+        ca: files.ca.display().to_string(),
+        cert: files.cert.display().to_string(),
+        key: files.key.display().to_string(),
+    };
+    configs(roots, chain, key, role, provider, &names, UnixTime::now())
+}
+
+/// What the errors call the three parts: file paths, or keys of a Secret.
+struct Names {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+/// Checks a link TLS set given as PEM text (the CA bundle, the certificate chain, its key) exactly as a
+/// process of `role` loads its files, at the time `at`: parsable, the key belongs to the certificate, and the
+/// certificate is one the CA issued for the role (purpose, name) and valid then. The operator checks the
+/// Secrets it minted with it, so what it keeps is what gates and nodes accept. Errors name the parts by
+/// `ca.crt`, `tls.crt` and `tls.key` (the keys of a link Secret).
+///
+/// # Errors
+/// [`LinkTlsError`] naming the part at fault.
+pub fn check_pem(
+    ca: &[u8],
+    cert: &[u8],
+    key: &[u8],
+    role: LinkRole,
+    at: SystemTime,
+) -> Result<(), LinkTlsError> {
+    let names = Names {
+        ca: "ca.crt".to_owned(),
+        cert: "tls.crt".to_owned(),
+        key: "tls.key".to_owned(),
+    };
+    let roots = parse_certs("CA", &names.ca, ca)?;
+    let chain = parse_certs("certificate", &names.cert, cert)?;
+    let key = parse_key(&names.key, key)?;
+    let seconds = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    configs(
+        roots,
+        chain,
+        key,
+        role,
+        &provider,
+        &names,
+        UnixTime::since_unix_epoch(seconds),
+    )
+    .map(drop)
+}
+
+fn configs(
+    roots: Vec<CertificateDer<'static>>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    role: LinkRole,
+    provider: &Arc<CryptoProvider>,
+    names: &Names,
+    now: UnixTime,
+) -> Result<Configs, LinkTlsError> {
     let mut store = RootCertStore::empty();
     for root in roots {
         store.add(root).map_err(|error| LinkTlsError::BadCa {
-            file: name(&files.ca),
+            file: names.ca.clone(),
             error: error.to_string(),
         })?;
     }
     let store = Arc::new(store);
-    let chain = read_certs("certificate", &files.cert)?;
-    let key = read_key(&files.key)?;
     let keys_error = |error: rustls::Error| match error {
         rustls::Error::InconsistentKeys(_) => LinkTlsError::KeyMismatch {
-            key: name(&files.key),
-            cert: name(&files.cert),
+            key: names.key.clone(),
+            cert: names.cert.clone(),
         },
         error => LinkTlsError::Unusable {
-            key: name(&files.key),
-            cert: name(&files.cert),
+            key: names.key.clone(),
+            cert: names.cert.clone(),
             error: error.to_string(),
         },
     };
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&store), Arc::clone(provider))
         .build()
         .map_err(|error| LinkTlsError::BadCa {
-            file: name(&files.ca),
+            file: names.ca.clone(),
             error: error.to_string(),
         })?;
     // The certificate must be one the CA issued for this role and valid now: what the peer will check.
     let Some((leaf, intermediates)) = chain.split_first() else {
         return Err(LinkTlsError::NoCertificate {
             what: "certificate",
-            file: name(&files.cert),
+            file: names.cert.clone(),
         });
     };
-    let now = UnixTime::now();
     let issued = match role {
         LinkRole::Gate => verifier.verify_client_cert(leaf, intermediates, now).map(|_| ()),
         LinkRole::Node => {
@@ -245,8 +304,8 @@ fn build(
         }
     };
     issued.map_err(|error| LinkTlsError::NotIssued {
-        cert: name(&files.cert),
-        ca: name(&files.ca),
+        cert: names.cert.clone(),
+        ca: names.ca.clone(),
         role: role.as_str(),
         error: error.to_string(),
     })?;
@@ -268,34 +327,46 @@ fn build(
     })
 }
 
-fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, LinkTlsError> {
-    let file = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|error| LinkTlsError::Unreadable {
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, LinkTlsError> {
+    std::fs::read(path).map_err(|error| LinkTlsError::Unreadable {
         what,
-        file: file.clone(),
+        file: path.display().to_string(),
         error: error.to_string(),
-    })?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    })
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, LinkTlsError> {
+    parse_certs(what, &path.display().to_string(), &read(what, path)?)
+}
+
+fn parse_certs(
+    what: &'static str,
+    file: &str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, LinkTlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| LinkTlsError::Pem {
             what,
-            file: file.clone(),
+            file: file.to_owned(),
             error: error.to_string(),
         })?;
     if certs.is_empty() {
-        return Err(LinkTlsError::NoCertificate { what, file });
+        return Err(LinkTlsError::NoCertificate {
+            what,
+            file: file.to_owned(),
+        });
     }
     Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, LinkTlsError> {
-    let file = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|error| LinkTlsError::Unreadable {
-        what: "key",
-        file: file.clone(),
-        error: error.to_string(),
-    })?;
-    match PrivateKeyDer::from_pem_slice(&pem) {
+    parse_key(&path.display().to_string(), &read("key", path)?)
+}
+
+fn parse_key(file: &str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, LinkTlsError> {
+    let file = file.to_owned();
+    match PrivateKeyDer::from_pem_slice(pem) {
         Ok(key) => Ok(key),
         Err(rustls::pki_types::pem::Error::NoItemsFound) => Err(LinkTlsError::NoKey { file }),
         Err(error) => Err(LinkTlsError::Pem {
@@ -535,6 +606,35 @@ mod tests {
         std::fs::copy(&other.key, &files.key).unwrap();
         tls.reload_if_changed();
         assert!(Arc::ptr_eq(&second, &tls.server_config()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn check_pem_is_the_start_up_check_on_text() {
+        let dir = scratch("pem");
+        let ca = Ca::new();
+        let files = ca.write(&dir, "node", LinkRole::Node);
+        let [ca_pem, cert, key] =
+            [&files.ca, &files.cert, &files.key].map(|path| std::fs::read(path).unwrap());
+        let now = SystemTime::now();
+        check_pem(&ca_pem, &cert, &key, LinkRole::Node, now).unwrap();
+        // The other role, another CA, a key that is not the certificate's: refused, naming the Secret key.
+        assert!(matches!(
+            check_pem(&ca_pem, &cert, &key, LinkRole::Gate, now),
+            Err(LinkTlsError::NotIssued { cert, .. }) if cert == "tls.crt"
+        ));
+        let other = Ca::new().write(&dir, "other", LinkRole::Node);
+        let other_ca = std::fs::read(&other.ca).unwrap();
+        assert!(check_pem(&other_ca, &cert, &key, LinkRole::Node, now).is_err());
+        let other_key = std::fs::read(&other.key).unwrap();
+        assert!(matches!(
+            check_pem(&ca_pem, &cert, &other_key, LinkRole::Node, now),
+            Err(LinkTlsError::KeyMismatch { .. })
+        ));
+        assert!(matches!(
+            check_pem(&ca_pem, b"junk", &key, LinkRole::Node, now),
+            Err(LinkTlsError::NoCertificate { file, .. }) if file == "tls.crt"
+        ));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
