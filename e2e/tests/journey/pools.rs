@@ -43,6 +43,14 @@ fn pool_selector(pool: &str) -> String {
 }
 
 /// `examples/pools.yaml` with test-speed drain deadlines, as JSON; and the index of the battle pool.
+/// Requests of this second cluster's gates and nodes. The one node has 2 CPUs, and the first cluster (its
+/// pods at the default 100m, old ones still terminating after step 7's rollouts), the operator and CoreDNS
+/// stay on it: at the defaults the battle pool's pods were left Pending ("Insufficient cpu"). The defaults
+/// themselves are checked by the chart install test and the operator's tests.
+fn second_cluster_requests() -> serde_json::Value {
+    serde_json::json!({"requests": {"cpu": "20m", "memory": "64Mi"}})
+}
+
 fn pools_cluster() -> (serde_json::Value, usize) {
     let path = repo_root().join("examples/pools.yaml");
     let text = std::fs::read_to_string(&path).expect("examples/pools.yaml");
@@ -60,8 +68,12 @@ fn pools_cluster() -> (serde_json::Value, usize) {
         };
         pool["drainDeadlineSeconds"] = deadline.into();
         assert_eq!(pool["replicas"], 2, "{pool}");
+        pool["resources"] = second_cluster_requests();
     }
-    cluster["spec"]["gate"] = serde_json::json!({"drainDeadlineSeconds": GATE_DRAIN_SECONDS});
+    cluster["spec"]["gate"] = serde_json::json!({
+        "drainDeadlineSeconds": GATE_DRAIN_SECONDS,
+        "resources": second_cluster_requests(),
+    });
     assert!(
         cluster["spec"]["locator"].is_null(),
         "the example uses the managed Redis"
