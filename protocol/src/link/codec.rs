@@ -24,6 +24,12 @@
 //! Any error while reading a link (oversize, unknown type, truncated or invalid field) is the peer's
 //! fault and leaves the stream unusable: the receiver closes the link.
 //!
+//! A sender never writes a frame over the receiver's maximum ([`encode_gate_to_node_within`],
+//! [`encode_node_to_gate_within`]). A `Deliver` or `Disconnect` whose `users` target makes it too long is
+//! sent as several frames of the same message, each naming a run of the uid list in order (the receiver
+//! applies each as it would the whole, so it needs no reassembly); any other message over the maximum is
+//! not sent at all, and the link stays up.
+//!
 //! ## Field encodings
 //!
 //! | field | bytes |
@@ -144,7 +150,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{
     AckError, CallId, CallStatus, CallTarget, GateToNode, NodeState, NodeToGate, RouteSpec, Target,
-    TraceParent,
+    TraceParent, Uid,
 };
 use crate::packet::{DEFAULT_MAX_PACKET_BYTES, PacketConfig, SIZE_FIELD_BYTES};
 
@@ -302,6 +308,10 @@ pub enum LinkEncodeError {
     TooLong { field: &'static str, len: usize },
     #[error("link frame of {len} bytes does not fit the u32 length field")]
     FrameTooLarge { len: usize },
+    /// The message alone is over the receiver's frame limit and cannot be split (only a `Users` target
+    /// can be).
+    #[error("link frame of {len} bytes (length field) is over the peer's limit of {max} bytes")]
+    OverFrameLimit { len: usize, max: u32 },
 }
 
 /// The largest frame a receiver should accept when client packets are capped by `packet`: 1 MiB plus
@@ -975,15 +985,7 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
             target,
             packet,
             trace,
-        } => {
-            let hint = target_len(target) + 4 + packet.len() + trace_len(*trace);
-            frame(dst, ty::N_DELIVER, hint, |dst| {
-                put_target(dst, target)?;
-                put_bytes(dst, "packet", packet)?;
-                put_trace(dst, *trace);
-                Ok(())
-            })
-        }
+        } => put_deliver(dst, target, packet, *trace),
         NodeToGate::BindUser { request, cid, uid } => frame(dst, ty::N_BIND_USER, 24, |dst| {
             dst.put_u64(*request);
             dst.put_u64(*cid);
@@ -1009,9 +1011,7 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
                 put_pool(dst, pool.as_deref())
             })
         }
-        NodeToGate::Disconnect { target } => frame(dst, ty::N_DISCONNECT, target_len(target), |dst| {
-            put_target(dst, target)
-        }),
+        NodeToGate::Disconnect { target } => put_disconnect(dst, target),
         NodeToGate::Heartbeat => frame(dst, ty::N_HEARTBEAT, 0, |_| Ok(())),
         NodeToGate::Call {
             call,
@@ -1041,6 +1041,125 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
         }
         NodeToGate::CallReply { call, status, body } => {
             put_call_reply(dst, ty::N_CALL_REPLY, *call, *status, body)
+        }
+    }
+}
+
+/// Appends `msg` to `dst` as gate → node frames whose length fields are at most `max_frame_bytes` (the
+/// receiver's limit) and returns how many frames that took (always 1: no gate → node message is split).
+///
+/// # Errors
+/// As [`encode_gate_to_node`], or [`LinkEncodeError::OverFrameLimit`]; `dst` is then unchanged.
+pub fn encode_gate_to_node_within(
+    msg: &GateToNode,
+    max_frame_bytes: u32,
+    dst: &mut BytesMut,
+) -> Result<usize, LinkEncodeError> {
+    let start = dst.len();
+    let written = encode_gate_to_node(msg, dst)?;
+    within(dst, start, written, max_frame_bytes)?;
+    Ok(1)
+}
+
+/// Appends `msg` to `dst` as node → gate frames whose length fields are at most `max_frame_bytes` (the
+/// receiver's limit) and returns how many frames that took.
+///
+/// A `Deliver` or `Disconnect` to a `Users` target too long for one frame is split into several frames of
+/// the same message, each for a run of the uid list in order: the gate applies each as it would the whole.
+/// Anything else over the limit is refused.
+///
+/// # Errors
+/// As [`encode_node_to_gate`], or [`LinkEncodeError::OverFrameLimit`] for a message that does not fit even
+/// alone (one uid); `dst` is then unchanged.
+pub fn encode_node_to_gate_within(
+    msg: &NodeToGate,
+    max_frame_bytes: u32,
+    dst: &mut BytesMut,
+) -> Result<usize, LinkEncodeError> {
+    let users = match msg {
+        NodeToGate::Deliver {
+            target: Target::Users(uids),
+            packet,
+            trace,
+        } => Some((uids, DeliverRest::Deliver(packet, *trace))),
+        NodeToGate::Disconnect {
+            target: Target::Users(uids),
+        } => Some((uids, DeliverRest::Disconnect)),
+        _ => None,
+    };
+    match users {
+        Some((uids, rest)) => {
+            let per_frame = uids_per_frame(max_frame_bytes, rest.len());
+            if per_frame == 0 || uids.is_empty() {
+                // Nothing to split, or not even one uid fits: encoded whole, refused if over the limit.
+                let start = dst.len();
+                let written = rest.encode(dst, uids)?;
+                within(dst, start, written, max_frame_bytes)?;
+                return Ok(1);
+            }
+            let start = dst.len();
+            let mut frames = 0;
+            for run in uids.chunks(per_frame) {
+                if let Err(error) = rest.encode(dst, run) {
+                    dst.truncate(start);
+                    return Err(error);
+                }
+                frames += 1;
+            }
+            Ok(frames)
+        }
+        None => {
+            let start = dst.len();
+            let written = encode_node_to_gate(msg, dst)?;
+            within(dst, start, written, max_frame_bytes)?;
+            Ok(1)
+        }
+    }
+}
+
+/// The uids of a `Users` target that fit one frame of at most `max_frame_bytes` (length field value) next
+/// to `rest_bytes` of the message's other fields and extensions; 0 when not even one does.
+pub fn uids_per_frame(max_frame_bytes: u32, rest_bytes: usize) -> usize {
+    // type byte, target kind, uid count
+    let fixed = 1 + 1 + 4 + rest_bytes;
+    (max_frame_bytes as usize).saturating_sub(fixed) / 8
+}
+
+/// Whether the frame just written at `start` (`written` bytes, length field included) is within the limit;
+/// if not it is taken back off `dst`.
+fn within(dst: &mut BytesMut, start: usize, written: usize, max_frame_bytes: u32) -> Result<(), LinkEncodeError> {
+    let len = written - LENGTH_FIELD_BYTES;
+    if len > max_frame_bytes as usize {
+        dst.truncate(start);
+        return Err(LinkEncodeError::OverFrameLimit {
+            len,
+            max: max_frame_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// What a splittable node → gate message carries besides its uid list.
+#[derive(Clone, Copy)]
+enum DeliverRest<'a> {
+    Deliver(&'a Bytes, Option<TraceParent>),
+    Disconnect,
+}
+
+impl DeliverRest<'_> {
+    /// Bytes of the fields and extensions after the target.
+    fn len(self) -> usize {
+        match self {
+            DeliverRest::Deliver(packet, trace) => 4 + packet.len() + trace_len(trace),
+            DeliverRest::Disconnect => 0,
+        }
+    }
+
+    /// One frame of this message for `uids`.
+    fn encode(self, dst: &mut BytesMut, uids: &[Uid]) -> Result<usize, LinkEncodeError> {
+        match self {
+            DeliverRest::Deliver(packet, trace) => put_deliver(dst, Users(uids), packet, trace),
+            DeliverRest::Disconnect => put_disconnect(dst, Users(uids)),
         }
     }
 }
@@ -1140,34 +1259,77 @@ fn put_trace(dst: &mut BytesMut, trace: Option<TraceParent>) {
     }
 }
 
-fn target_len(target: &Target) -> usize {
-    match target {
-        Target::Connection(_) | Target::User(_) => 9,
-        Target::Users(uids) => 5 + 8 * uids.len(),
-        Target::Broadcast => 1,
+/// One `Deliver` frame.
+fn put_deliver(
+    dst: &mut BytesMut,
+    target: impl PutTarget,
+    packet: &[u8],
+    trace: Option<TraceParent>,
+) -> Result<usize, LinkEncodeError> {
+    let hint = target.len() + 4 + packet.len() + trace_len(trace);
+    frame(dst, ty::N_DELIVER, hint, |dst| {
+        target.put(dst)?;
+        put_bytes(dst, "packet", packet)?;
+        put_trace(dst, trace);
+        Ok(())
+    })
+}
+
+/// One `Disconnect` frame.
+fn put_disconnect(dst: &mut BytesMut, target: impl PutTarget) -> Result<usize, LinkEncodeError> {
+    frame(dst, ty::N_DISCONNECT, target.len(), |dst| target.put(dst))
+}
+
+/// A `target` field: a whole [`Target`], or a run of a `Users` target's uids ([`Users`]) when a message is
+/// split.
+trait PutTarget: Copy {
+    fn len(self) -> usize;
+    fn put(self, dst: &mut BytesMut) -> Result<(), LinkEncodeError>;
+}
+
+/// A users target naming these uids.
+#[derive(Clone, Copy)]
+struct Users<'a>(&'a [Uid]);
+
+impl PutTarget for Users<'_> {
+    fn len(self) -> usize {
+        5 + 8 * self.0.len()
+    }
+
+    fn put(self, dst: &mut BytesMut) -> Result<(), LinkEncodeError> {
+        dst.put_u8(target_kind::USERS);
+        put_count(dst, "target uid list", self.0.len())?;
+        for uid in self.0 {
+            dst.put_i64(*uid);
+        }
+        Ok(())
     }
 }
 
-fn put_target(dst: &mut BytesMut, target: &Target) -> Result<(), LinkEncodeError> {
-    match target {
-        Target::Connection(cid) => {
-            dst.put_u8(target_kind::CONNECTION);
-            dst.put_u64(*cid);
+impl PutTarget for &Target {
+    fn len(self) -> usize {
+        match self {
+            Target::Connection(_) | Target::User(_) => 9,
+            Target::Users(uids) => Users(uids).len(),
+            Target::Broadcast => 1,
         }
-        Target::User(uid) => {
-            dst.put_u8(target_kind::USER);
-            dst.put_i64(*uid);
-        }
-        Target::Users(uids) => {
-            dst.put_u8(target_kind::USERS);
-            put_count(dst, "target uid list", uids.len())?;
-            for uid in uids {
+    }
+
+    fn put(self, dst: &mut BytesMut) -> Result<(), LinkEncodeError> {
+        match self {
+            Target::Connection(cid) => {
+                dst.put_u8(target_kind::CONNECTION);
+                dst.put_u64(*cid);
+            }
+            Target::User(uid) => {
+                dst.put_u8(target_kind::USER);
                 dst.put_i64(*uid);
             }
+            Target::Users(uids) => return Users(uids).put(dst),
+            Target::Broadcast => dst.put_u8(target_kind::BROADCAST),
         }
-        Target::Broadcast => dst.put_u8(target_kind::BROADCAST),
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
