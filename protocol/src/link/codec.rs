@@ -1127,7 +1127,12 @@ pub fn uids_per_frame(max_frame_bytes: u32, rest_bytes: usize) -> usize {
 
 /// Whether the frame just written at `start` (`written` bytes, length field included) is within the limit;
 /// if not it is taken back off `dst`.
-fn within(dst: &mut BytesMut, start: usize, written: usize, max_frame_bytes: u32) -> Result<(), LinkEncodeError> {
+fn within(
+    dst: &mut BytesMut,
+    start: usize,
+    written: usize,
+    max_frame_bytes: u32,
+) -> Result<(), LinkEncodeError> {
     let len = written - LENGTH_FIELD_BYTES;
     if len > max_frame_bytes as usize {
         dst.truncate(start);

@@ -619,7 +619,10 @@ fn a_users_delivery_over_the_limit_is_split_in_order_and_each_frame_fits() {
         target: Target::Users(uids.clone()),
     };
     let mut buf = BytesMut::new();
-    assert_eq!(encode_node_to_gate_within(&disconnect, 6 + 8 * 300, &mut buf), Ok(4));
+    assert_eq!(
+        encode_node_to_gate_within(&disconnect, 6 + 8 * 300, &mut buf),
+        Ok(4)
+    );
     let runs: Vec<Vec<Uid>> = decode_all_node(&buf, 6 + 8 * 300)
         .into_iter()
         .map(|msg| match msg {
@@ -629,7 +632,10 @@ fn a_users_delivery_over_the_limit_is_split_in_order_and_each_frame_fits() {
             other => panic!("not a users disconnect: {other:?}"),
         })
         .collect();
-    assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), [300, 300, 300, 100]);
+    assert_eq!(
+        runs.iter().map(Vec::len).collect::<Vec<_>>(),
+        [300, 300, 300, 100]
+    );
     assert_eq!(runs.concat(), uids);
 }
 
