@@ -158,6 +158,25 @@ pub fn link_config(packet: &PacketConfig) -> crate::link::tcp::TcpLinkConfig {
     }
 }
 
+/// How gate ↔ node links treat a peer that stops reading; gates and nodes take the same flags.
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// Close a gate-node link whose write makes no progress this long: the peer stopped reading (it may
+    /// still send heartbeats). Counted in link_closed{reason="write_timeout"}.
+    #[arg(long, env = "SWITCHYARD_LINK_WRITE_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    pub link_write_timeout: std::time::Duration,
+}
+
+impl LinkArgs {
+    /// [`link_config`] for `packet`, with these settings.
+    pub fn config(&self, packet: &PacketConfig) -> crate::link::tcp::TcpLinkConfig {
+        crate::link::tcp::TcpLinkConfig {
+            write_timeout: self.link_write_timeout,
+            ..link_config(packet)
+        }
+    }
+}
+
 /// A clap value parser for durations of the contract's grammar ([`crate::contract::parse_duration`]).
 ///
 /// # Errors
