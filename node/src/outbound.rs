@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde::Serialize;
+use switchyard_cluster::link::LinkSender;
 use switchyard_cluster::locator::Locator;
 use switchyard_protocol::EncodeError;
 use switchyard_protocol::link::{
     AckError, CallId, CallStatus, NodeToGate, RequestId, Target, TraceParent, Uid, feature,
 };
 use switchyard_protocol::packet::SIZE_FIELD_BYTES;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::bindings::Bindings;
 use crate::config::NodeConfig;
@@ -29,7 +30,7 @@ pub(crate) struct GateConn {
     pub(crate) id: Arc<str>,
     /// Tells a link from an older one of the same gate.
     pub(crate) serial: u64,
-    pub(crate) tx: mpsc::Sender<NodeToGate>,
+    pub(crate) tx: LinkSender<NodeToGate>,
     /// The feature bits the gate announced ([`switchyard_protocol::link::feature`]).
     pub(crate) features: u32,
     pending: Mutex<HashMap<RequestId, oneshot::Sender<Result<(), AckError>>>>,
@@ -42,7 +43,7 @@ pub(crate) struct GateConn {
 }
 
 impl GateConn {
-    pub(crate) fn new(id: Arc<str>, serial: u64, tx: mpsc::Sender<NodeToGate>, features: u32) -> Self {
+    pub(crate) fn new(id: Arc<str>, serial: u64, tx: LinkSender<NodeToGate>, features: u32) -> Self {
         GateConn {
             id,
             serial,

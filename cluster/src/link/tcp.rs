@@ -35,9 +35,9 @@ use switchyard_protocol::link::codec::{
 use switchyard_protocol::link::{GateToNode, NodeToGate};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::queue::{self, LinkReceiver, LinkSender, Weigh};
 use super::tls::LinkTls;
 use super::{Connector, GateLink, LinkError};
 
@@ -63,6 +63,9 @@ pub struct TcpLinkConfig {
     pub max_frame_bytes: u32,
     /// Messages queued per direction before senders wait.
     pub capacity: usize,
+    /// Bytes of packets, bodies and uid lists queued per direction before senders wait
+    /// ([`super::queue`]).
+    pub queue_bytes: usize,
     /// Bytes one write gathers at most.
     pub write_batch_bytes: usize,
     /// Send a heartbeat after this long without writing.
@@ -86,6 +89,7 @@ impl Default for TcpLinkConfig {
         TcpLinkConfig {
             max_frame_bytes: switchyard_protocol::link::codec::DEFAULT_MAX_FRAME_BYTES,
             capacity: super::DEFAULT_LINK_CAPACITY,
+            queue_bytes: super::DEFAULT_LINK_QUEUE_BYTES,
             write_batch_bytes: 256 * 1024,
             heartbeat_interval: Duration::from_secs(2),
             dead_after: Duration::from_secs(6),
@@ -100,8 +104,8 @@ impl Default for TcpLinkConfig {
 
 /// One direction of the protocol: what this side writes and what it reads.
 trait Side: Send + 'static {
-    type Out: Send + fmt::Debug + 'static;
-    type In: Send + 'static;
+    type Out: Weigh + Send + fmt::Debug + 'static;
+    type In: Weigh + Send + 'static;
     const NAME: &'static str;
     /// Appends `message` as frames of at most `max_frame_bytes`; returns how many.
     fn encode(
@@ -202,8 +206,8 @@ impl Connector for TcpConnector {
             .map_err(|_| io_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(io_error)?;
         let _ = stream.set_nodelay(true);
-        let (out_tx, out_rx) = mpsc::channel(self.config.capacity);
-        let (in_tx, in_rx) = mpsc::channel(self.config.capacity);
+        let (out_tx, out_rx) = queue::channel(self.config.capacity, self.config.queue_bytes);
+        let (in_tx, in_rx) = queue::channel(self.config.capacity, self.config.queue_bytes);
         let peer = address.to_owned();
         match &self.config.tls {
             None => {
@@ -264,8 +268,8 @@ fn spawn_bridge<S, R, W>(
     read: R,
     write: W,
     peer: String,
-    outgoing: mpsc::Receiver<S::Out>,
-    incoming: mpsc::Sender<S::In>,
+    outgoing: LinkReceiver<S::Out>,
+    incoming: LinkSender<S::In>,
     config: &TcpLinkConfig,
     metrics: &LinkMetrics,
     slot: Option<LinkSlot>,
@@ -285,7 +289,7 @@ fn spawn_bridge<S, R, W>(
 
 async fn write_frames<S: Side, W: AsyncWrite + Unpin>(
     mut write: W,
-    mut outgoing: mpsc::Receiver<S::Out>,
+    mut outgoing: LinkReceiver<S::Out>,
     config: TcpLinkConfig,
     end: LinkEnd,
 ) {
@@ -390,7 +394,7 @@ fn encode_or_refuse<S: Side>(message: &S::Out, buf: &mut BytesMut, config: &TcpL
 
 async fn read_frames<S: Side, R: AsyncRead + Unpin>(
     mut read: R,
-    incoming: mpsc::Sender<S::In>,
+    incoming: LinkSender<S::In>,
     config: TcpLinkConfig,
     end: LinkEnd,
 ) {

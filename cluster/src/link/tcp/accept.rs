@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LinkMetrics, NodeSide, TcpLinkConfig, spawn_bridge};
 use crate::link::tls::Refusal;
-use crate::link::{Acceptor, LinkError, NodeLink};
+use crate::link::{Acceptor, LinkError, NodeLink, queue};
 
 /// Accepts TCP links from gates on a node's link port.
 #[derive(Debug)]
@@ -243,8 +243,8 @@ async fn accept_links(listener: TcpListener, shared: Arc<AcceptShared>) {
 async fn open_link(shared: Arc<AcceptShared>, stream: TcpStream, peer: SocketAddr, slot: LinkSlot) {
     let _ = stream.set_nodelay(true);
     let config = &shared.config;
-    let (out_tx, out_rx) = mpsc::channel(config.capacity);
-    let (in_tx, in_rx) = mpsc::channel(config.capacity);
+    let (out_tx, out_rx) = queue::channel(config.capacity, config.queue_bytes);
+    let (in_tx, in_rx) = queue::channel(config.capacity, config.queue_bytes);
     match &config.tls {
         None => {
             let (read, write) = stream.into_split();
