@@ -522,7 +522,7 @@ proptest! {
                         | NodeToGate::Disconnect { target: Target::Users(uids) } => uids.clone(),
                         other => panic!("split a message without a users target: {other:?}"),
                     };
-                    let joined: Vec<i64> = decoded.iter().flat_map(|part| uids(part)).collect();
+                    let joined: Vec<i64> = decoded.iter().flat_map(&uids).collect();
                     prop_assert_eq!(joined, uids(&msg));
                     for part in &decoded {
                         prop_assert!(!uids(part).is_empty());
