@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 use switchyard_cluster::admin::AdminServer;
 use switchyard_cluster::link::tcp::{TcpConnector, TcpLinkConfig};
 use switchyard_cluster::process::{
-    KubernetesArgs, LinkTlsArgs, LocatorArgs, PacketArgs, ProcessArgs, TelemetryArgs, link_config,
+    KubernetesArgs, LinkArgs, LinkTlsArgs, LocatorArgs, PacketArgs, ProcessArgs, TelemetryArgs,
 };
 use switchyard_cluster::registry::{Registry as NodeRegistry, StaticRegistry};
 use switchyard_gate::Gate;
@@ -48,6 +48,8 @@ pub(crate) struct GateCommand {
     #[command(flatten)]
     pub(crate) link_tls: LinkTlsArgs,
     #[command(flatten)]
+    pub(crate) link: LinkArgs,
+    #[command(flatten)]
     pub(crate) telemetry: TelemetryArgs,
 }
 
@@ -67,8 +69,11 @@ pub(crate) async fn run(command: GateCommand, shutdown: CancellationToken) -> an
     tracing::info!(gate = %id, link_tls = link_tls.is_some(), "node links are {}", if link_tls.is_some() { "mutual TLS" } else { "plaintext" });
     let connector = Arc::new(TcpConnector::new(TcpLinkConfig {
         tls: link_tls,
-        ..link_config(&packet)
+        ..command.link.config(&packet)
     }));
+    connector
+        .metrics()
+        .register(registry.sub_registry_with_prefix("switchyard_gate"));
     // Held until the end: the registry feeds the gate's link manager.
     let nodes: Arc<dyn NodeRegistry> = match command.registry {
         RegistryKind::Static => {

@@ -15,103 +15,24 @@ use bytes::BytesMut;
 use serde_json::json;
 use support::certs::{LinkLeaf, LinkPki, LinkRole};
 use support::cluster::{admin_metrics, strings, wait_for};
-use support::procs::{Proc, TempDir, free_port};
+use support::link::{Node, client_packet, gate_frames, gate_hello, start_gate, start_node, wait_listening};
+use support::procs::TempDir;
 use support::{Conn, Wire, metric_sum, switchyard_binary};
-use switchyard_protocol::link::{GateToNode, LinkDecoder, NodeToGate, Target, encode_gate_to_node, feature};
+use switchyard_protocol::link::{GateToNode, LinkDecoder, NodeToGate, Target};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A running node: its process, link address and admin URL.
-struct Node {
-    _proc: Proc,
-    link: String,
-    admin: String,
-}
-
-fn start_node(dir: &TempDir, id: &str, extra: &[String]) -> Node {
-    let (link, admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let mut args = strings(&[
-        "node",
-        "--id",
-        id,
-        "--link",
-        &link,
-        "--http",
-        &admin,
-        "--locator",
-        "memory",
-    ]);
-    args.extend_from_slice(extra);
-    Node {
-        _proc: Proc::spawn(id, switchyard_binary(), &args, &dir.0),
-        link,
-        admin: format!("http://{admin}"),
-    }
-}
-
-/// A running gate linked (or trying to link) to `node`: its process, client TCP address and admin URL.
-fn start_gate(dir: &TempDir, id: &str, node: &Node, extra: &[String]) -> (Proc, String, String) {
-    let (tcp, admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let mut args = strings(&[
-        "gate",
-        "--id",
-        id,
-        "--tcp",
-        &tcp,
-        "--ws",
-        "",
-        "--http",
-        &admin,
-        "--locator",
-        "memory",
-        "--nodes",
-        &node.link,
-    ]);
-    args.extend_from_slice(extra);
-    (
-        Proc::spawn(id, switchyard_binary(), &args, &dir.0),
-        tcp,
-        format!("http://{admin}"),
-    )
-}
-
-async fn wait_listening(address: &str) {
-    wait_for(Duration::from_secs(15), "listening", || async {
-        TcpStream::connect(address).await.is_ok()
-    })
-    .await;
-}
-
-/// A client packet as a gate forwards it: its body, after the 4-byte size field.
+/// A client packet as a gate forwards it, `{}` on `route`.
 fn packet(cid: u64, uid: i64, route: i64) -> GateToNode {
-    GateToNode::Packet {
-        cid,
-        uid,
-        body: bytes::Bytes::from(Wire::DEFAULT.data(route, 1, b"{}")[4..].to_vec()),
-        trace: None,
-        peer: None,
-    }
+    client_packet(cid, uid, route, b"{}")
 }
 
 fn hello() -> GateToNode {
-    GateToNode::Hello {
-        gate_id: "intruder".into(),
-        features: feature::ALL,
-    }
+    gate_hello("intruder")
 }
 
 fn frames(messages: impl IntoIterator<Item = GateToNode>) -> Vec<u8> {
-    let mut frames = BytesMut::new();
-    for message in messages {
-        encode_gate_to_node(&message, &mut frames).expect("encodable");
-    }
-    frames.to_vec()
+    gate_frames(messages)
 }
 
 /// A gate's hello and a packet claiming uid 4242 on demo route 3, as the link protocol frames them.
@@ -199,11 +120,11 @@ async fn strangers_get_no_frame_and_a_gate_of_the_cluster_serves() {
         "no intruder was linked"
     );
     // Logged once per reason, not once per attempt (two bad certificates, one line).
-    let log = node._proc.log_text();
+    let log = node.proc.log_text();
     assert_eq!(log.matches("reason=\"bad_certificate\"").count(), 1, "{log}");
 
     // A gate of another cluster is refused too (its CA does not vouch for the node, nor the node's for it).
-    let (_foreign, _, foreign_admin) = start_gate(&dir, "gate-x", &node, &other.flags(&foreign_gate));
+    let (_foreign, _, foreign_admin) = start_gate(&dir, "gate-x", &[&node.link], &other.flags(&foreign_gate));
     wait_for(Duration::from_secs(15), "the foreign gate tried", || async {
         metric_sum(
             &admin_metrics(&foreign_admin).await,
@@ -222,7 +143,7 @@ async fn strangers_get_no_frame_and_a_gate_of_the_cluster_serves() {
     );
 
     // The cluster's own gate links and serves a client.
-    let (_gate, tcp, admin) = start_gate(&dir, "gate-a", &node, &pki.flags(&gate_leaf));
+    let (_gate, tcp, admin) = start_gate(&dir, "gate-a", &[&node.link], &pki.flags(&gate_leaf));
     wait_for(Duration::from_secs(15), "gate linked over mutual TLS", || async {
         metric_sum(&admin_metrics(&admin).await, "switchyard_gate_node_links", &[]) == 1.0
     })
@@ -242,7 +163,12 @@ async fn replaced_files_serve_new_links_and_established_links_stay_up() {
     let fast = strings(&["--link-tls-reload-interval", "200ms"]);
     let node = start_node(&dir, "node-r", &[pki.flags(&node_leaf), fast.clone()].concat());
     wait_listening(&node.link).await;
-    let (_gate, tcp, admin) = start_gate(&dir, "gate-r", &node, &[pki.flags(&gate_leaf), fast].concat());
+    let (_gate, tcp, admin) = start_gate(
+        &dir,
+        "gate-r",
+        &[&node.link],
+        &[pki.flags(&gate_leaf), fast].concat(),
+    );
     wait_for(Duration::from_secs(15), "gate linked", || async {
         metric_sum(&admin_metrics(&admin).await, "switchyard_gate_node_links", &[]) == 1.0
     })

@@ -7,22 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::procs::rss_kib;
 use support::{Conn, Dev, Wire, metric_sum};
 use tokio::io::AsyncWriteExt;
-
-/// The process's resident set and its peak, in KiB, from /proc.
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .expect("status field")
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 #[tokio::test]
 async fn a_client_that_never_reads_costs_the_gate_at_most_a_few_mib() {

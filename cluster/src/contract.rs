@@ -107,6 +107,14 @@ pub mod env {
     pub const CODEC: &str = "SWITCHYARD_CODEC";
     /// Link connections (from gates, or anyone reaching the link port) a node keeps open at most.
     pub const MAX_LINKS: &str = "SWITCHYARD_MAX_LINKS";
+    /// Gates and nodes: a duration; a link whose write makes no progress this long is closed.
+    pub const LINK_WRITE_TIMEOUT: &str = "SWITCHYARD_LINK_WRITE_TIMEOUT";
+    /// Gates and nodes: bytes of packets and bodies queued per link direction before senders wait.
+    pub const LINK_QUEUE_BYTES: &str = "SWITCHYARD_LINK_QUEUE_BYTES";
+    /// Nodes: lanes (connections with a queue on the node) one gate link may hold.
+    pub const MAX_LANES_PER_LINK: &str = "SWITCHYARD_MAX_LANES_PER_LINK";
+    /// Nodes: payload bytes queued over the lanes of one gate link.
+    pub const LINK_LANE_BYTES: &str = "SWITCHYARD_LINK_LANE_BYTES";
 
     // OpenTelemetry, the standard names (only when the GameCluster sets `spec.tracing.otlpEndpoint`).
     pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -186,8 +194,15 @@ pub const NODE_ONLY: [&str; 5] = [
 pub const LINK_TLS: [&str; 3] = [env::LINK_TLS_CA, env::LINK_TLS_CERT, env::LINK_TLS_KEY];
 
 /// Read by gates and nodes alike, and not written by the operator: how often the link TLS files are
-/// checked (the default suits a Secret volume), and the node's link connection cap.
-pub const NOT_WRITTEN: [&str; 2] = [env::LINK_TLS_RELOAD_INTERVAL, env::MAX_LINKS];
+/// checked (the default suits a Secret volume), and the link bounds (their defaults hold in Kubernetes).
+pub const NOT_WRITTEN: [&str; 6] = [
+    env::LINK_TLS_RELOAD_INTERVAL,
+    env::MAX_LINKS,
+    env::LINK_WRITE_TIMEOUT,
+    env::LINK_QUEUE_BYTES,
+    env::MAX_LANES_PER_LINK,
+    env::LINK_LANE_BYTES,
+];
 
 /// The DNS name on every node's link certificate, which gates check (nodes are reached by pod IP, so the
 /// name is the cluster's fixed one, not an address; the CA makes it the cluster's).

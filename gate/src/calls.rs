@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use switchyard_cluster::link::LinkSender;
 use switchyard_protocol::link::{CallId, CallStatus, CallTarget, GateToNode, TraceParent, Uid};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::metrics::CallOutcome;
@@ -30,7 +30,7 @@ pub(crate) const MAX_CALL_AGE: Duration = Duration::from_secs(120);
 /// One call waiting for its callee's reply.
 #[derive(Debug)]
 struct PendingCall {
-    caller: mpsc::Sender<GateToNode>,
+    caller: LinkSender<GateToNode>,
     caller_call: CallId,
     callee: Arc<NodeHandle>,
     sent: Instant,
@@ -60,7 +60,7 @@ impl Gate {
     pub(crate) fn relay_call(
         &self,
         caller: &NodeHandle,
-        reply_to: &mpsc::Sender<GateToNode>,
+        reply_to: &LinkSender<GateToNode>,
         call: OutgoingCall,
     ) {
         let inner = &self.inner;
@@ -157,13 +157,7 @@ impl Gate {
     }
 
     /// The gate's own answer to a call it could not deliver (none for a one-way call, which is only counted).
-    fn answer_call(
-        &self,
-        reply_to: &mpsc::Sender<GateToNode>,
-        call: CallId,
-        oneway: bool,
-        status: CallStatus,
-    ) {
+    fn answer_call(&self, reply_to: &LinkSender<GateToNode>, call: CallId, oneway: bool, status: CallStatus) {
         self.inner.metrics.call(CallOutcome::from(status));
         if oneway {
             return;

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use switchyard_cluster::link::LinkSender;
 use switchyard_cluster::telemetry;
 use switchyard_protocol::link::{GateToNode, NodeToGate, Target, TraceParent};
-use tokio::sync::mpsc;
 
 use crate::calls::OutgoingCall;
 use crate::metrics::CloseReason;
@@ -18,7 +18,7 @@ use crate::shared::Gate;
 #[derive(Debug)]
 pub(crate) struct LinkContext {
     pub(crate) node: Arc<NodeHandle>,
-    pub(crate) tx: mpsc::Sender<GateToNode>,
+    pub(crate) tx: LinkSender<GateToNode>,
 }
 
 impl Gate {

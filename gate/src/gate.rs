@@ -193,11 +193,10 @@ impl Gate {
                     _ = every.tick() => {}
                 }
                 let snapshot = inner.nodes.snapshot();
-                let deepest = snapshot
-                    .nodes()
-                    .map(|node| node.tx.max_capacity() - node.tx.capacity())
-                    .max();
+                let deepest = snapshot.nodes().map(|node| node.tx.queued()).max();
                 inner.metrics.link_queue_depth.set(deepest.unwrap_or(0) as i64);
+                let heaviest = snapshot.nodes().map(|node| node.tx.queued_bytes()).max();
+                inner.metrics.link_queue_bytes.set(heaviest.unwrap_or(0) as i64);
             }
         });
     }

@@ -170,6 +170,8 @@ pub struct GateMetrics {
     pub(crate) request_duration: LatencyHistogram,
     /// Messages waiting in the fullest node link.
     pub(crate) link_queue_depth: Gauge,
+    /// Bytes of packets waiting in the fullest node link (by bytes).
+    pub(crate) link_queue_bytes: Gauge,
     pub(crate) node_link_reconnects: Counter,
     /// Linked nodes by the state they announced.
     pub(crate) nodes: Family<NodeStateLabels, Gauge>,
@@ -267,6 +269,11 @@ impl GateMetrics {
             "link_queue_depth",
             "Messages waiting in the fullest node link",
             metrics.link_queue_depth.clone(),
+        );
+        gate.register(
+            "link_queue_bytes",
+            "Bytes of client packets waiting in the fullest node link (at most --link-queue-bytes)",
+            metrics.link_queue_bytes.clone(),
         );
         gate.register(
             "node_link_reconnects",

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
+use switchyard_cluster::link::LinkSender;
 use switchyard_protocol::link::{CallTarget, GateToNode, NO_UID, NodeState, RouteSpec, Uid};
-use tokio::sync::mpsc;
 
 use crate::config::{PolicyOf, RoutingPolicy};
 use crate::metrics::{DropReason, NodeStateLabels};
@@ -28,7 +28,7 @@ pub(crate) struct NodeHandle {
     /// The pool the node announced in its hello.
     pub(crate) pool: Arc<str>,
     pub(crate) address: String,
-    pub(crate) tx: mpsc::Sender<GateToNode>,
+    pub(crate) tx: LinkSender<GateToNode>,
     /// Players of this gate bound to the node (for the least-bound policy).
     pub(crate) bound: AtomicUsize,
 }
@@ -447,7 +447,7 @@ mod tests {
     }
 
     fn pooled(id: &str, pool: &str) -> Arc<NodeHandle> {
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = switchyard_cluster::link::queue::channel(1, 1024);
         Arc::new(NodeHandle {
             id: id.into(),
             pool: pool.into(),

@@ -21,6 +21,13 @@ pub struct NodeConfig {
     pub lane_queue: usize,
     /// Payload bytes queued for one connection at most; more are refused (counted as `lane_full`).
     pub lane_queue_bytes: usize,
+    /// Lanes (connections with a queue on this node) one gate link may hold at once; a packet for a further
+    /// connection is refused (counted as `too_many_lanes`) until one of them disconnects.
+    pub max_lanes_per_link: usize,
+    /// Payload bytes queued on all the lanes of one gate link at most; more are refused (counted as
+    /// `link_full`). With [`NodeConfig::max_lanes_per_link`], what one gate (or a peer posing as one) can
+    /// make a node hold is bounded whatever connections it claims.
+    pub link_lane_bytes: usize,
     /// How long an acknowledged operation waits for its gate.
     pub ack_timeout: Duration,
     /// How long a node-to-node call waits for its reply unless the call names its own deadline.
@@ -30,6 +37,12 @@ pub struct NodeConfig {
     /// Calls from other nodes this node runs at once; more are refused as overloaded.
     pub max_incoming_calls: usize,
 }
+
+/// The default of [`NodeConfig::max_lanes_per_link`]: more connections than one gate holds (about 17,000 at
+/// the usual file limit), so only a flood reaches it.
+pub const DEFAULT_MAX_LANES_PER_LINK: usize = 65_536;
+/// The default of [`NodeConfig::link_lane_bytes`].
+pub const DEFAULT_LINK_LANE_BYTES: usize = 64 << 20;
 
 /// The longest deadline a node-to-node call may have (gates forget unanswered calls after twice this).
 pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,6 +57,8 @@ impl NodeConfig {
             drain_deadline: Duration::from_secs(60),
             lane_queue: 256,
             lane_queue_bytes: 1 << 20,
+            max_lanes_per_link: DEFAULT_MAX_LANES_PER_LINK,
+            link_lane_bytes: DEFAULT_LINK_LANE_BYTES,
             ack_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(5),
             max_calls_in_flight: 1024,
@@ -69,6 +84,9 @@ impl NodeConfig {
         if self.lane_queue == 0 {
             return Err(ConfigError::EmptyLaneQueue);
         }
+        if self.max_lanes_per_link == 0 {
+            return Err(ConfigError::NoLanes);
+        }
         if self.call_timeout.is_zero() || self.call_timeout > MAX_CALL_TIMEOUT {
             return Err(ConfigError::CallTimeout(self.call_timeout));
         }
@@ -80,6 +98,12 @@ impl NodeConfig {
             return Err(ConfigError::LaneQueueBytes {
                 bytes: self.lane_queue_bytes,
                 largest_payload,
+            });
+        }
+        if self.link_lane_bytes < self.lane_queue_bytes {
+            return Err(ConfigError::LinkLaneBytes {
+                bytes: self.link_lane_bytes,
+                lane_bytes: self.lane_queue_bytes,
             });
         }
         Ok(())
@@ -97,6 +121,12 @@ pub enum ConfigError {
     EmptyPool,
     #[error("lane queue must hold at least 1 packet")]
     EmptyLaneQueue,
+    #[error("a gate link must be allowed at least 1 lane (--max-lanes-per-link)")]
+    NoLanes,
+    #[error(
+        "lane bytes per link ({bytes}, --link-lane-bytes) cannot hold one full lane ({lane_bytes} bytes)"
+    )]
+    LinkLaneBytes { bytes: usize, lane_bytes: usize },
     #[error("lane queue of {bytes} bytes cannot hold one largest packet ({largest_payload} bytes)")]
     LaneQueueBytes { bytes: usize, largest_payload: usize },
     #[error("node pool name is {0} bytes long; the link carries at most 255")]

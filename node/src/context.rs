@@ -174,11 +174,12 @@ impl Context {
     /// # Errors
     /// The payload is too large for the packet settings, or the gate is gone.
     pub async fn respond_bytes(&self, payload: &[u8]) -> Result<(), NodeError> {
-        let packet =
-            self.outbound
-                .config()
-                .packet
-                .data_packet(self.packet.route, self.packet.seq, payload)?;
+        let packet = self
+            .outbound
+            .config()
+            .packet
+            .data_packet(self.packet.route, self.packet.seq, payload)
+            .map_err(|error| self.outbound.refused(error))?;
         self.respond_packet(packet).await
     }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use futures_util::FutureExt as _;
 use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
 use switchyard_cluster::admin::Readiness;
 use switchyard_protocol::link::{ConnectionId, NodeState, Uid};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -64,10 +65,19 @@ impl std::fmt::Debug for Routes {
     }
 }
 
-/// The lanes of every connection that reached this node, by (link serial, connection id).
+/// The lanes of every connection that reached this node, by (link serial, connection id), and how many each
+/// link holds (for [`crate::NodeConfig::max_lanes_per_link`]).
 #[derive(Debug, Default)]
 pub(crate) struct Lanes {
-    map: Mutex<HashMap<(u64, ConnectionId), Lane>>,
+    table: Mutex<LaneTable>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct LaneTable {
+    lanes: HashMap<(u64, ConnectionId), Lane>,
+    per_link: HashMap<u64, usize>,
+    /// Lanes open, exported as `switchyard_node_lanes`.
+    open: Gauge,
 }
 
 #[derive(Debug)]
@@ -76,6 +86,8 @@ pub(crate) struct Lane {
     pub(crate) uid: Uid,
     /// Payload bytes queued and not yet handled.
     pub(crate) queued: Arc<AtomicUsize>,
+    /// The same, summed over every lane of the lane's link.
+    pub(crate) link_queued: Arc<AtomicUsize>,
 }
 
 pub(crate) enum LaneItem {
@@ -83,11 +95,51 @@ pub(crate) enum LaneItem {
     Disconnected(Disconnect),
 }
 
+impl LaneTable {
+    pub(crate) fn get_mut(&mut self, key: &(u64, ConnectionId)) -> Option<&mut Lane> {
+        self.lanes.get_mut(key)
+    }
+
+    /// Lanes link `serial` holds.
+    pub(crate) fn of_link(&self, serial: u64) -> usize {
+        self.per_link.get(&serial).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn insert(&mut self, key: (u64, ConnectionId), lane: Lane) {
+        if self.lanes.insert(key, lane).is_none() {
+            *self.per_link.entry(key.0).or_default() += 1;
+            self.open.inc();
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &(u64, ConnectionId)) -> Option<Lane> {
+        let lane = self.lanes.remove(key)?;
+        self.open.dec();
+        if let Some(count) = self.per_link.get_mut(&key.0) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_link.remove(&key.0);
+            }
+        }
+        Some(lane)
+    }
+}
+
 impl Lanes {
+    /// An empty table that keeps `open` at the number of lanes.
+    pub(crate) fn new(open: Gauge) -> Self {
+        Lanes {
+            table: Mutex::new(LaneTable {
+                open,
+                ..LaneTable::default()
+            }),
+        }
+    }
+
     /// Ends the lane of `cid` on link `serial` with `event` (its hook runs after the lane's packets).
     /// Returns `event` back when the connection has no lane.
     pub(crate) fn end(&self, serial: u64, cid: ConnectionId, event: Disconnect) -> Option<Disconnect> {
-        let lane = self.map.lock().remove(&(serial, cid));
+        let lane = self.table.lock().remove(&(serial, cid));
         match lane {
             Some(lane) => match lane.tx.try_send(LaneItem::Disconnected(event)) {
                 Ok(()) => None,
@@ -102,18 +154,26 @@ impl Lanes {
 
     /// Removes every lane of link `serial`, returning each connection and the uid it was bound to.
     pub(crate) fn end_link(&self, serial: u64) -> Vec<(ConnectionId, Uid, mpsc::Sender<LaneItem>)> {
-        let mut lanes = self.map.lock();
-        let keys: Vec<_> = lanes.keys().filter(|(s, _)| *s == serial).copied().collect();
+        let mut table = self.table.lock();
+        let keys: Vec<_> = table
+            .lanes
+            .keys()
+            .filter(|(s, _)| *s == serial)
+            .copied()
+            .collect();
         keys.into_iter()
-            .filter_map(|key| lanes.remove(&key).map(|lane| (key.1, lane.uid, lane.tx)))
+            .filter_map(|key| table.remove(&key).map(|lane| (key.1, lane.uid, lane.tx)))
             .collect()
     }
 
     pub(crate) fn clear(&self) {
-        self.map.lock().clear();
+        let mut table = self.table.lock();
+        table.lanes.clear();
+        table.per_link.clear();
+        table.open.set(0);
     }
 
-    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<(u64, ConnectionId), Lane>> {
-        self.map.lock()
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, LaneTable> {
+        self.table.lock()
     }
 }

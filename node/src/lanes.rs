@@ -4,7 +4,10 @@
 //!
 //! A lane that is full, in packets or in payload bytes, refuses the packet (counted) instead of making the
 //! link wait: one player's slow handler never holds up the other players on the same gate link, and one
-//! player's flood pins at most one lane's worth of memory.
+//! player's flood pins at most one lane's worth of memory. One gate link holds at most
+//! [`crate::NodeConfig::max_lanes_per_link`] lanes and [`crate::NodeConfig::link_lane_bytes`] of queued
+//! payload over all of them, so a gate (or a peer posing as one) that claims ever more connections pins a
+//! bounded share of the node, and the other gates' players keep flowing.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -21,33 +24,52 @@ use crate::handler::ReplyEncoder;
 use crate::handler_error::{FailureReason, HandlerError};
 use crate::inner::{Lane, LaneItem, NodeInner};
 use crate::metrics::{FailureLabels, NodeDrop, RouteLabels};
+use crate::outbound::GateConn;
 use crate::router::Route;
 
-/// Queues a packet on its connection's lane (created on the connection's first packet). A full lane
-/// refuses it: the packet is dropped and counted.
+/// Queues a packet on its connection's lane (created on the connection's first packet). A full lane, a link
+/// whose lanes hold their byte budget already, or a new connection on a link at its lane cap refuses it: the
+/// packet is dropped and counted.
 pub(crate) fn dispatch(inner: &Arc<NodeInner>, packet: Incoming, route: Arc<Route>) {
     let key = (packet.gate.serial, packet.cid);
     let (uid, bytes) = (packet.uid, packet.payload.len());
-    let byte_limit = inner.outbound.config().lane_queue_bytes;
+    let config = inner.outbound.config();
     inner.in_flight.fetch_add(1, Ordering::AcqRel);
+    let gate = packet.gate.clone();
     let mut item = LaneItem::Packet(packet, route);
     // Twice at most: a lane that ended between lookup and send (a disconnect raced the packet) is replaced.
     for _ in 0..2 {
-        let (tx, queued) = lane(inner, key, uid);
-        if queued.fetch_add(bytes, Ordering::AcqRel) + bytes > byte_limit {
+        let Some(LaneEnds {
+            tx,
+            queued,
+            link_queued,
+        }) = lane(inner, &gate, key, uid)
+        else {
+            refuse(inner, NodeDrop::TooManyLanes, &gate, key.1, uid);
+            break;
+        };
+        if queued.fetch_add(bytes, Ordering::AcqRel) + bytes > config.lane_queue_bytes {
             queued.fetch_sub(bytes, Ordering::AcqRel);
-            refuse(inner, key.1, uid);
+            refuse(inner, NodeDrop::LaneFull, &gate, key.1, uid);
+            break;
+        }
+        if link_queued.fetch_add(bytes, Ordering::AcqRel) + bytes > config.link_lane_bytes {
+            link_queued.fetch_sub(bytes, Ordering::AcqRel);
+            queued.fetch_sub(bytes, Ordering::AcqRel);
+            refuse(inner, NodeDrop::LinkFull, &gate, key.1, uid);
             break;
         }
         match tx.try_send(item) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 queued.fetch_sub(bytes, Ordering::AcqRel);
-                refuse(inner, key.1, uid);
+                link_queued.fetch_sub(bytes, Ordering::AcqRel);
+                refuse(inner, NodeDrop::LaneFull, &gate, key.1, uid);
                 break;
             }
             Err(mpsc::error::TrySendError::Closed(back)) => {
                 queued.fetch_sub(bytes, Ordering::AcqRel);
+                link_queued.fetch_sub(bytes, Ordering::AcqRel);
                 inner.lanes.lock().remove(&key);
                 item = back;
             }
@@ -56,36 +78,78 @@ pub(crate) fn dispatch(inner: &Arc<NodeInner>, packet: Incoming, route: Arc<Rout
     inner.in_flight.fetch_sub(1, Ordering::AcqRel);
 }
 
-fn refuse(inner: &NodeInner, cid: ConnectionId, uid: Uid) {
-    inner.metrics().dropped(NodeDrop::LaneFull);
-    tracing::debug!(cid, uid, "connection's lane is full; packet refused");
+fn refuse(inner: &NodeInner, reason: NodeDrop, gate: &GateConn, cid: ConnectionId, uid: Uid) {
+    inner.metrics().dropped(reason);
+    match reason {
+        // What one player does to their own lane is theirs; a link at its caps is a gate's (or an intruder's)
+        // doing, worth a line, once per link.
+        NodeDrop::TooManyLanes | NodeDrop::LinkFull if gate.first_cap_warning() => {
+            let config = inner.outbound.config();
+            tracing::warn!(
+                gate = %gate.id,
+                cid,
+                uid,
+                reason = ?reason,
+                max_lanes = config.max_lanes_per_link,
+                max_bytes = config.link_lane_bytes,
+                "gate link at its lane cap; packets of further connections are refused (logged once per link, \
+                 counted in packets_dropped)"
+            );
+        }
+        _ => tracing::debug!(cid, uid, ?reason, "packet refused at its lane"),
+    }
 }
 
-fn lane(
-    inner: &Arc<NodeInner>,
-    key: (u64, ConnectionId),
-    uid: Uid,
-) -> (mpsc::Sender<LaneItem>, Arc<AtomicUsize>) {
+/// What [`dispatch`] needs of one lane.
+struct LaneEnds {
+    tx: mpsc::Sender<LaneItem>,
+    queued: Arc<AtomicUsize>,
+    link_queued: Arc<AtomicUsize>,
+}
+
+/// The connection's lane, opened if the link is under its lane cap; `None` when it is at the cap.
+fn lane(inner: &Arc<NodeInner>, gate: &GateConn, key: (u64, ConnectionId), uid: Uid) -> Option<LaneEnds> {
     let mut lanes = inner.lanes.lock();
     if let Some(lane) = lanes.get_mut(&key) {
         lane.uid = uid;
-        return (lane.tx.clone(), lane.queued.clone());
+        return Some(LaneEnds {
+            tx: lane.tx.clone(),
+            queued: lane.queued.clone(),
+            link_queued: lane.link_queued.clone(),
+        });
     }
-    let (tx, rx) = mpsc::channel(inner.outbound.config().lane_queue);
+    let config = inner.outbound.config();
+    if lanes.of_link(key.0) >= config.max_lanes_per_link {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(config.lane_queue);
     let queued = Arc::new(AtomicUsize::new(0));
+    let link_queued = gate.lane_bytes.clone();
     lanes.insert(
         key,
         Lane {
             tx: tx.clone(),
             uid,
             queued: queued.clone(),
+            link_queued: link_queued.clone(),
         },
     );
-    inner.tasks.spawn(run_lane(inner.clone(), rx, queued.clone()));
-    (tx, queued)
+    inner
+        .tasks
+        .spawn(run_lane(inner.clone(), rx, queued.clone(), link_queued.clone()));
+    Some(LaneEnds {
+        tx,
+        queued,
+        link_queued,
+    })
 }
 
-async fn run_lane(inner: Arc<NodeInner>, mut rx: mpsc::Receiver<LaneItem>, queued: Arc<AtomicUsize>) {
+async fn run_lane(
+    inner: Arc<NodeInner>,
+    mut rx: mpsc::Receiver<LaneItem>,
+    queued: Arc<AtomicUsize>,
+    link_queued: Arc<AtomicUsize>,
+) {
     // One flag for the lane's packets, which run one at a time.
     let responded = Arc::new(AtomicBool::new(false));
     while let Some(item) = rx.recv().await {
@@ -95,6 +159,7 @@ async fn run_lane(inner: Arc<NodeInner>, mut rx: mpsc::Receiver<LaneItem>, queue
                 let ctx = Context::new(inner.outbound.clone(), packet, responded.clone());
                 let _ = handle(&inner, ctx, &route).await;
                 queued.fetch_sub(bytes, Ordering::AcqRel);
+                link_queued.fetch_sub(bytes, Ordering::AcqRel);
                 inner.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
             LaneItem::Disconnected(event) => {

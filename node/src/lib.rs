@@ -50,7 +50,9 @@ pub mod runtime;
 
 pub use calls::{CallError, Callee};
 pub use codec::{Codec, CodecError};
-pub use config::{ConfigError, MAX_CALL_TIMEOUT, NodeConfig};
+pub use config::{
+    ConfigError, DEFAULT_LINK_LANE_BYTES, DEFAULT_MAX_LANES_PER_LINK, MAX_CALL_TIMEOUT, NodeConfig,
+};
 pub use context::Context;
 pub use error::NodeError;
 pub use handler::{FromContext, Handler, IntoReply, Payload, ReplyEncoder, State};

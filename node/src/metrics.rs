@@ -34,6 +34,10 @@ pub(crate) enum NodeDrop {
     Forbidden,
     /// The connection's lane was full: one player sent faster than their handlers ran.
     LaneFull,
+    /// A new connection's packet on a gate link that holds `--max-lanes-per-link` lanes already.
+    TooManyLanes,
+    /// The lanes of the packet's gate link hold `--link-lane-bytes` of payload already.
+    LinkFull,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,6 +126,10 @@ pub(crate) struct NodeMetrics {
     pub(crate) drain_duration: Histogram,
     pub(crate) pushes: Family<PushLabels, Counter>,
     pub(crate) gate_links: Gauge,
+    /// Lanes open (connections with a queue on this node), over all gate links.
+    pub(crate) lanes: Gauge,
+    /// Packets the game asked to send that are over the largest client packet, refused with an error.
+    pub(crate) oversize_sends: Counter,
     /// Node-to-node calls made and served, by direction, route and outcome.
     pub(crate) calls: Family<CallLabels, Counter>,
     /// Round-trip time of calls this node made, by route.
@@ -146,6 +154,8 @@ impl NodeMetrics {
             drain_duration: Histogram::new(exponential_buckets(0.1, 2.0, 14)),
             pushes: Family::default(),
             gate_links: Gauge::default(),
+            lanes: Gauge::default(),
+            oversize_sends: Counter::default(),
             calls: Family::default(),
             call_duration: Family::new_with_constructor(latency_histogram),
             calls_in_flight: Gauge::default(),
@@ -192,6 +202,17 @@ impl NodeMetrics {
         node.register("pushes", "Pushes sent to gates, by kind", metrics.pushes.clone());
         node.register("gate_links", "Live links to gates", metrics.gate_links.clone());
         node.register(
+            "lanes",
+            "Lanes open (connections with a queue on this node), over all gate links",
+            metrics.lanes.clone(),
+        );
+        node.register(
+            "oversize_sends",
+            "Answers and pushes the game asked to send that are over the largest client packet \
+             (--max-packet-bytes), refused with an error to the caller",
+            metrics.oversize_sends.clone(),
+        );
+        node.register(
             "calls",
             "Node-to-node calls made (direction out) and served (in), by route and outcome",
             metrics.calls.clone(),
@@ -216,6 +237,8 @@ impl NodeMetrics {
             NodeDrop::Malformed,
             NodeDrop::Forbidden,
             NodeDrop::LaneFull,
+            NodeDrop::TooManyLanes,
+            NodeDrop::LinkFull,
         ] {
             let _ = metrics.dropped.get_or_create(&NodeDropLabels { reason });
         }
@@ -244,6 +267,8 @@ snake_case_labels!(NodeDrop {
     Malformed => "malformed",
     Forbidden => "forbidden",
     LaneFull => "lane_full",
+    TooManyLanes => "too_many_lanes",
+    LinkFull => "link_full",
 });
 snake_case_labels!(CallDirection { Out => "out", In => "in" });
 snake_case_labels!(CallOutcome {

@@ -62,12 +62,13 @@ impl Node {
                 state: NodeState::Work.as_str(),
             })
             .set(1);
+        let lanes = Lanes::new(metrics.lanes.clone());
         Ok(Node {
             inner: Arc::new(NodeInner {
                 outbound: Outbound::new(config, locator, metrics),
                 routes: router.routes,
                 state: watch::Sender::new(NodeState::Work),
-                lanes: Lanes::default(),
+                lanes,
                 in_flight: AtomicUsize::new(0),
                 next_link: AtomicU64::new(1),
                 call_slots: Arc::new(Semaphore::new(config_incoming_calls)),

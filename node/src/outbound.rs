@@ -5,16 +5,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde::Serialize;
+use switchyard_cluster::link::LinkSender;
 use switchyard_cluster::locator::Locator;
+use switchyard_protocol::EncodeError;
 use switchyard_protocol::link::{
     AckError, CallId, CallStatus, NodeToGate, RequestId, Target, TraceParent, Uid, feature,
 };
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use switchyard_protocol::packet::SIZE_FIELD_BYTES;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::bindings::Bindings;
 use crate::config::NodeConfig;
@@ -27,16 +30,20 @@ pub(crate) struct GateConn {
     pub(crate) id: Arc<str>,
     /// Tells a link from an older one of the same gate.
     pub(crate) serial: u64,
-    pub(crate) tx: mpsc::Sender<NodeToGate>,
+    pub(crate) tx: LinkSender<NodeToGate>,
     /// The feature bits the gate announced ([`switchyard_protocol::link::feature`]).
     pub(crate) features: u32,
     pending: Mutex<HashMap<RequestId, oneshot::Sender<Result<(), AckError>>>>,
     /// Calls made through this gate that wait for their reply.
     pub(crate) calls: Mutex<HashMap<CallId, oneshot::Sender<(CallStatus, Bytes)>>>,
+    /// Payload bytes queued on the lanes of this link ([`NodeConfig::link_lane_bytes`]).
+    pub(crate) lane_bytes: Arc<AtomicUsize>,
+    /// Whether this link's lane caps were logged already.
+    cap_warned: AtomicBool,
 }
 
 impl GateConn {
-    pub(crate) fn new(id: Arc<str>, serial: u64, tx: mpsc::Sender<NodeToGate>, features: u32) -> Self {
+    pub(crate) fn new(id: Arc<str>, serial: u64, tx: LinkSender<NodeToGate>, features: u32) -> Self {
         GateConn {
             id,
             serial,
@@ -44,6 +51,8 @@ impl GateConn {
             features,
             pending: Mutex::default(),
             calls: Mutex::default(),
+            lane_bytes: Arc::default(),
+            cap_warned: AtomicBool::new(false),
         }
     }
 
@@ -52,6 +61,11 @@ impl GateConn {
         if let Some(waiter) = self.calls.lock().remove(&call) {
             let _ = waiter.send((status, body));
         }
+    }
+
+    /// True the first time this link hits a lane cap: it is logged once per link.
+    pub(crate) fn first_cap_warning(&self) -> bool {
+        !self.cap_warned.swap(true, Ordering::Relaxed)
     }
 
     /// Whether the gate relays calls and per-pool bindings.
@@ -182,9 +196,31 @@ impl Outbound {
     /// Pushes an already packed packet to one player.
     ///
     /// # Errors
-    /// The player is not connected, or the locator failed.
+    /// The packet is over the largest client packet ([`NodeError::Encode`] with
+    /// [`EncodeError::TooLarge`]: no client could read it, so it is not sent), the player is not connected,
+    /// or the locator failed.
     pub async fn push_packet(&self, uid: Uid, packet: Bytes) -> Result<(), NodeError> {
+        self.check_size(&packet)?;
         self.push_traced(uid, packet, None).await
+    }
+
+    /// Refuses (and counts) a whole packet over the largest client packet the settings allow. Packets this
+    /// node packs are checked as they are packed; this is for packets the game packed itself.
+    fn check_size(&self, packet: &[u8]) -> Result<(), NodeError> {
+        let max = self.shared.config.packet.max_packet_bytes();
+        let size = packet.len().saturating_sub(SIZE_FIELD_BYTES) as u64;
+        if size > u64::from(max) {
+            return Err(self.refused(EncodeError::TooLarge { size, max }));
+        }
+        Ok(())
+    }
+
+    /// A packet the game asked for that cannot be sent, counted when it is too large.
+    pub(crate) fn refused(&self, error: EncodeError) -> NodeError {
+        if matches!(error, EncodeError::TooLarge { .. }) {
+            self.shared.metrics.oversize_sends.inc();
+        }
+        NodeError::Encode(error)
     }
 
     /// Pushes one packet to many players: one message per gate. Players not connected are skipped.
@@ -235,7 +271,10 @@ impl Outbound {
         let mut buf = BytesMut::with_capacity(128);
         let start = config.packet.begin_data(route, seq, &mut buf)?;
         config.codec.encode(value, &mut buf)?;
-        config.packet.finish_data(&mut buf, start)?;
+        config
+            .packet
+            .finish_data(&mut buf, start)
+            .map_err(|error| self.refused(error))?;
         Ok(buf.freeze())
     }
 
@@ -250,7 +289,10 @@ impl Outbound {
         let mut buf = BytesMut::with_capacity(message.encoded_len() + 16);
         let start = config.packet.begin_data(route, seq, &mut buf)?;
         config.codec.encode_message(message, &mut buf)?;
-        config.packet.finish_data(&mut buf, start)?;
+        config
+            .packet
+            .finish_data(&mut buf, start)
+            .map_err(|error| self.refused(error))?;
         Ok(buf.freeze())
     }
 

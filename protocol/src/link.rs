@@ -16,7 +16,7 @@ pub mod traceparent;
 
 pub use codec::{
     DEFAULT_MAX_FRAME_BYTES, LINK_VERSION, LinkDecodeError, LinkDecoder, LinkEncodeError,
-    encode_gate_to_node, encode_node_to_gate,
+    encode_gate_to_node, encode_gate_to_node_within, encode_node_to_gate, encode_node_to_gate_within,
 };
 pub use traceparent::TraceParent;
 

@@ -9,7 +9,7 @@ use switchyard_protocol::link::codec::{LENGTH_FIELD_BYTES, MAX_ID_BYTES, ext};
 use switchyard_protocol::link::{
     AckError, CallStatus, CallTarget, DEFAULT_MAX_FRAME_BYTES, GateToNode, LinkDecodeError, LinkDecoder,
     LinkEncodeError, NodeState, NodeToGate, RouteSpec, Target, TraceParent, encode_gate_to_node,
-    encode_node_to_gate,
+    encode_node_to_gate, encode_node_to_gate_within,
 };
 
 /// Any id the link can carry: UTF-8 of at most 255 bytes, cut at a character boundary.
@@ -485,6 +485,66 @@ proptest! {
             prop_assert_eq!(result, Ok(Some(bare)));
         } else {
             prop_assert!(result.is_err(), "cut at {} of {} decoded: {:?}", keep, body_len, result);
+        }
+    }
+
+    /// Whatever the limit, a node → gate message is written as frames that each fit it and decode back to
+    /// the message (a users target as runs of its uid list, in order), or refused with nothing written.
+    #[test]
+    fn messages_over_the_frame_limit_are_split_to_fit_or_refused(
+        msg in prop_oneof![
+            3 => (vec(any::<i64>(), 0..400), payload(), trace()).prop_map(|(uids, packet, trace)| {
+                NodeToGate::Deliver { target: Target::Users(uids), packet, trace }
+            }),
+            1 => vec(any::<i64>(), 0..400).prop_map(|uids| NodeToGate::Disconnect { target: Target::Users(uids) }),
+            1 => node_to_gate(),
+        ],
+        max_frame_bytes in prop_oneof![1u32..64, 64u32..800, 800u32..5000],
+    ) {
+        let mut buf = BytesMut::from(&b"before"[..]);
+        let whole = encode_all_node(std::slice::from_ref(&msg));
+        match encode_node_to_gate_within(&msg, max_frame_bytes, &mut buf) {
+            Ok(frames) => {
+                prop_assert_eq!(&buf[..6], b"before");
+                let mut decoder = LinkDecoder::new(max_frame_bytes);
+                let mut rest = buf.split_off(6);
+                let mut decoded = Vec::new();
+                while let Some(part) = decoder.decode_node_to_gate(&mut rest).expect("every frame fits") {
+                    decoded.push(part);
+                }
+                prop_assert!(rest.is_empty());
+                prop_assert_eq!(decoded.len(), frames);
+                if frames == 1 {
+                    prop_assert_eq!(&encode_all_node(&decoded), &whole);
+                } else {
+                    let uids = |msg: &NodeToGate| match msg {
+                        NodeToGate::Deliver { target: Target::Users(uids), .. }
+                        | NodeToGate::Disconnect { target: Target::Users(uids) } => uids.clone(),
+                        other => panic!("split a message without a users target: {other:?}"),
+                    };
+                    let joined: Vec<i64> = decoded.iter().flat_map(&uids).collect();
+                    prop_assert_eq!(joined, uids(&msg));
+                    for part in &decoded {
+                        prop_assert!(!uids(part).is_empty());
+                        let same = match (part, &msg) {
+                            (NodeToGate::Deliver { packet, trace, .. }, NodeToGate::Deliver { packet: p, trace: t, .. }) => {
+                                packet == p && trace == t
+                            }
+                            (NodeToGate::Disconnect { .. }, NodeToGate::Disconnect { .. }) => true,
+                            _ => false,
+                        };
+                        prop_assert!(same, "a part differs from the message beyond its uids: {:?}", part);
+                    }
+                }
+            }
+            Err(LinkEncodeError::OverFrameLimit { len, max }) => {
+                prop_assert_eq!(&buf[..], b"before");
+                prop_assert_eq!(max, max_frame_bytes);
+                prop_assert!(len > max as usize);
+                // Refused only when not even one uid (or the message, unsplittable) fits.
+                prop_assert!(whole.len() - LENGTH_FIELD_BYTES > max as usize);
+            }
+            Err(other) => prop_assert!(false, "unexpected error {other}"),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod certs;
 pub mod cluster;
 pub mod game;
 pub mod image;
+pub mod link;
 pub mod procs;
 
 /// The bytes of the `switchyard` binary under test.

@@ -25,6 +25,20 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A process's resident set and its peak, in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("status field")
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// A scratch directory for a test's logs, removed when dropped unless the test failed (so its logs stay
 /// for reading).
 pub struct TempDir(pub PathBuf);

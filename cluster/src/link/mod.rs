@@ -7,7 +7,8 @@
 //! gate and node code is the same for both, `switchyard dev` exercises the exact logic of a real cluster.
 //!
 //! Bounded channels are the backpressure: a node that cannot keep up makes the gate's readers wait instead of
-//! letting memory grow.
+//! letting memory grow. Each direction is bounded in messages and in bytes ([`queue`]), so what a peer that
+//! stops taking messages can pin is bounded too.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,8 +19,11 @@ use parking_lot::Mutex;
 use switchyard_protocol::link::{GateToNode, NodeToGate};
 use tokio::sync::mpsc;
 
+pub mod queue;
 pub mod tcp;
 pub mod tls;
+
+pub use queue::{DEFAULT_LINK_QUEUE_BYTES, LinkReceiver, LinkSender};
 
 /// Messages a link holds in each direction before the sender waits.
 pub const DEFAULT_LINK_CAPACITY: usize = 4096;
@@ -27,21 +31,22 @@ pub const DEFAULT_LINK_CAPACITY: usize = 4096;
 /// The gate's end of a link to one node.
 #[derive(Debug)]
 pub struct GateLink {
-    pub tx: mpsc::Sender<GateToNode>,
-    pub rx: mpsc::Receiver<NodeToGate>,
+    pub tx: LinkSender<GateToNode>,
+    pub rx: LinkReceiver<NodeToGate>,
 }
 
 /// The node's end of a link to one gate.
 #[derive(Debug)]
 pub struct NodeLink {
-    pub tx: mpsc::Sender<NodeToGate>,
-    pub rx: mpsc::Receiver<GateToNode>,
+    pub tx: LinkSender<NodeToGate>,
+    pub rx: LinkReceiver<GateToNode>,
 }
 
-/// Both ends of a fresh in-process link, each direction bounded to `capacity` messages.
-pub fn link_pair(capacity: usize) -> (GateLink, NodeLink) {
-    let (gate_tx, node_rx) = mpsc::channel(capacity);
-    let (node_tx, gate_rx) = mpsc::channel(capacity);
+/// Both ends of a fresh in-process link, each direction bounded to `capacity` messages and `bytes` of
+/// message weight.
+pub fn link_pair(capacity: usize, bytes: usize) -> (GateLink, NodeLink) {
+    let (gate_tx, node_rx) = queue::channel(capacity, bytes);
+    let (node_tx, gate_rx) = queue::channel(capacity, bytes);
     (
         GateLink {
             tx: gate_tx,
@@ -128,7 +133,7 @@ impl Connector for InProcessHub {
     async fn connect(&self, address: &str) -> Result<GateLink, LinkError> {
         let listener = self.listeners.lock().get(address).cloned();
         let listener = listener.ok_or_else(|| LinkError::NoListener(address.to_owned()))?;
-        let (gate_end, node_end) = link_pair(self.capacity);
+        let (gate_end, node_end) = link_pair(self.capacity, DEFAULT_LINK_QUEUE_BYTES);
         listener
             .send(node_end)
             .await

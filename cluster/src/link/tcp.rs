@@ -8,7 +8,14 @@
 //!
 //! Liveness: a side that has written nothing for [`TcpLinkConfig::heartbeat_interval`] sends a heartbeat;
 //! a side that has read nothing for [`TcpLinkConfig::dead_after`] closes the link. Heartbeats are consumed
-//! here and never reach the gate or node.
+//! here and never reach the gate or node. A peer that keeps sending but stops reading is caught by the
+//! write side: a write that makes no progress for [`TcpLinkConfig::write_timeout`] closes the link, so the
+//! writer never blocks for good and what is queued for that peer is freed.
+//!
+//! Frames are never written over the peer's limit ([`TcpLinkConfig::max_frame_bytes`]): a delivery to a uid
+//! list too long for one frame goes as several ([`switchyard_protocol::link::codec`]); any other message
+//! over it is not sent (counted, logged once per link) and the link stays up. Every link end is counted by
+//! its reason in [`LinkMetrics`].
 //!
 //! With [`TcpLinkConfig::tls`] set, every link is mutual TLS ([`super::tls`]): the acceptor hands a link to
 //! the node only after a handshake in which the gate presented a certificate of the cluster's CA, within
@@ -23,25 +30,31 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use switchyard_protocol::link::codec::{
-    LinkDecodeError, LinkDecoder, LinkEncodeError, encode_gate_to_node, encode_node_to_gate,
+    LinkDecodeError, LinkDecoder, LinkEncodeError, encode_gate_to_node_within, encode_node_to_gate_within,
 };
 use switchyard_protocol::link::{GateToNode, NodeToGate};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
+use super::queue::{self, LinkReceiver, LinkSender, Weigh};
 use super::tls::LinkTls;
 use super::{Connector, GateLink, LinkError};
 
 mod accept;
+mod metrics;
 
 use accept::LinkSlot;
 pub use accept::{AcceptorMetrics, RefusedLabels, TcpAcceptor};
+use metrics::LinkEnd;
+pub use metrics::{LinkClose, LinkCloseLabels, LinkMetrics};
 
 /// The default of [`TcpLinkConfig::max_links`].
 pub const DEFAULT_MAX_LINKS: usize = 256;
+/// The default of [`TcpLinkConfig::write_timeout`]: as long as a silent peer is given
+/// ([`TcpLinkConfig::dead_after`]), since a peer that takes nothing for that long is as dead as one that
+/// says nothing.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// Settings of TCP links; gates and nodes of one cluster should agree on them.
 #[derive(Debug, Clone)]
@@ -50,12 +63,17 @@ pub struct TcpLinkConfig {
     pub max_frame_bytes: u32,
     /// Messages queued per direction before senders wait.
     pub capacity: usize,
+    /// Bytes of packets, bodies and uid lists queued per direction before senders wait
+    /// ([`super::queue`]).
+    pub queue_bytes: usize,
     /// Bytes one write gathers at most.
     pub write_batch_bytes: usize,
     /// Send a heartbeat after this long without writing.
     pub heartbeat_interval: Duration,
     /// Close a link that has been silent this long.
     pub dead_after: Duration,
+    /// Close a link whose write has made no progress this long (the peer stopped reading).
+    pub write_timeout: Duration,
     /// How long opening a link may take.
     pub connect_timeout: Duration,
     /// Mutual TLS with the cluster's certificates; `None`: plaintext links.
@@ -71,9 +89,11 @@ impl Default for TcpLinkConfig {
         TcpLinkConfig {
             max_frame_bytes: switchyard_protocol::link::codec::DEFAULT_MAX_FRAME_BYTES,
             capacity: super::DEFAULT_LINK_CAPACITY,
+            queue_bytes: super::DEFAULT_LINK_QUEUE_BYTES,
             write_batch_bytes: 256 * 1024,
             heartbeat_interval: Duration::from_secs(2),
             dead_after: Duration::from_secs(6),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             connect_timeout: Duration::from_secs(3),
             tls: None,
             handshake_timeout: Duration::from_secs(5),
@@ -84,10 +104,15 @@ impl Default for TcpLinkConfig {
 
 /// One direction of the protocol: what this side writes and what it reads.
 trait Side: Send + 'static {
-    type Out: Send + fmt::Debug + 'static;
-    type In: Send + 'static;
+    type Out: Weigh + Send + fmt::Debug + 'static;
+    type In: Weigh + Send + 'static;
     const NAME: &'static str;
-    fn encode(message: &Self::Out, dst: &mut BytesMut) -> Result<usize, LinkEncodeError>;
+    /// Appends `message` as frames of at most `max_frame_bytes`; returns how many.
+    fn encode(
+        message: &Self::Out,
+        max_frame_bytes: u32,
+        dst: &mut BytesMut,
+    ) -> Result<usize, LinkEncodeError>;
     fn decode(decoder: &mut LinkDecoder, src: &mut BytesMut) -> Result<Option<Self::In>, LinkDecodeError>;
     fn heartbeat() -> Self::Out;
     fn is_heartbeat(message: &Self::In) -> bool;
@@ -101,8 +126,12 @@ impl Side for GateSide {
     type In = NodeToGate;
     const NAME: &'static str = "gate";
 
-    fn encode(message: &GateToNode, dst: &mut BytesMut) -> Result<usize, LinkEncodeError> {
-        encode_gate_to_node(message, dst)
+    fn encode(
+        message: &GateToNode,
+        max_frame_bytes: u32,
+        dst: &mut BytesMut,
+    ) -> Result<usize, LinkEncodeError> {
+        encode_gate_to_node_within(message, max_frame_bytes, dst)
     }
 
     fn decode(decoder: &mut LinkDecoder, src: &mut BytesMut) -> Result<Option<NodeToGate>, LinkDecodeError> {
@@ -123,8 +152,12 @@ impl Side for NodeSide {
     type In = GateToNode;
     const NAME: &'static str = "node";
 
-    fn encode(message: &NodeToGate, dst: &mut BytesMut) -> Result<usize, LinkEncodeError> {
-        encode_node_to_gate(message, dst)
+    fn encode(
+        message: &NodeToGate,
+        max_frame_bytes: u32,
+        dst: &mut BytesMut,
+    ) -> Result<usize, LinkEncodeError> {
+        encode_node_to_gate_within(message, max_frame_bytes, dst)
     }
 
     fn decode(decoder: &mut LinkDecoder, src: &mut BytesMut) -> Result<Option<GateToNode>, LinkDecodeError> {
@@ -144,11 +177,20 @@ impl Side for NodeSide {
 #[derive(Debug, Clone, Default)]
 pub struct TcpConnector {
     config: TcpLinkConfig,
+    metrics: LinkMetrics,
 }
 
 impl TcpConnector {
     pub fn new(config: TcpLinkConfig) -> Self {
-        TcpConnector { config }
+        TcpConnector {
+            config,
+            metrics: LinkMetrics::default(),
+        }
+    }
+
+    /// What the links this connector opened count, to register where the gate exposes its metrics.
+    pub fn metrics(&self) -> &LinkMetrics {
+        &self.metrics
     }
 }
 
@@ -164,13 +206,22 @@ impl Connector for TcpConnector {
             .map_err(|_| io_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(io_error)?;
         let _ = stream.set_nodelay(true);
-        let (out_tx, out_rx) = mpsc::channel(self.config.capacity);
-        let (in_tx, in_rx) = mpsc::channel(self.config.capacity);
+        let (out_tx, out_rx) = queue::channel(self.config.capacity, self.config.queue_bytes);
+        let (in_tx, in_rx) = queue::channel(self.config.capacity, self.config.queue_bytes);
         let peer = address.to_owned();
         match &self.config.tls {
             None => {
                 let (read, write) = stream.into_split();
-                spawn_bridge::<GateSide, _, _>(read, write, peer, out_rx, in_tx, &self.config, None);
+                spawn_bridge::<GateSide, _, _>(
+                    read,
+                    write,
+                    peer,
+                    out_rx,
+                    in_tx,
+                    &self.config,
+                    &self.metrics,
+                    None,
+                );
             }
             Some(tls) => {
                 let handshake_error = |reason: String| LinkError::Handshake {
@@ -191,7 +242,16 @@ impl Connector for TcpConnector {
                 })?
                 .map_err(|error| handshake_error(format!("TLS: {error}")))?;
                 let (read, write) = tokio::io::split(stream);
-                spawn_bridge::<GateSide, _, _>(read, write, peer, out_rx, in_tx, &self.config, None);
+                spawn_bridge::<GateSide, _, _>(
+                    read,
+                    write,
+                    peer,
+                    out_rx,
+                    in_tx,
+                    &self.config,
+                    &self.metrics,
+                    None,
+                );
             }
         }
         Ok(GateLink {
@@ -203,116 +263,161 @@ impl Connector for TcpConnector {
 
 /// Bridges one connection (its two halves: a TCP stream's, or a TLS stream's) to a link's channel ends.
 /// `slot`, the connection's place under the acceptor's cap, is held until the link ends.
+#[allow(clippy::too_many_arguments)]
 fn spawn_bridge<S, R, W>(
     read: R,
     write: W,
     peer: String,
-    outgoing: mpsc::Receiver<S::Out>,
-    incoming: mpsc::Sender<S::In>,
+    outgoing: LinkReceiver<S::Out>,
+    incoming: LinkSender<S::In>,
     config: &TcpLinkConfig,
+    metrics: &LinkMetrics,
     slot: Option<LinkSlot>,
 ) where
     S: Side,
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let done = CancellationToken::new();
-    tokio::spawn(write_frames::<S, W>(
-        write,
-        outgoing,
-        config.clone(),
-        done.clone(),
-        peer.clone(),
-    ));
+    let end = LinkEnd::new(metrics.clone(), S::NAME, peer);
+    tokio::spawn(write_frames::<S, W>(write, outgoing, config.clone(), end.clone()));
     let config = config.clone();
     tokio::spawn(async move {
-        read_frames::<S, R>(read, incoming, config, done, peer).await;
+        read_frames::<S, R>(read, incoming, config, end).await;
         drop(slot);
     });
 }
 
 async fn write_frames<S: Side, W: AsyncWrite + Unpin>(
     mut write: W,
-    mut outgoing: mpsc::Receiver<S::Out>,
+    mut outgoing: LinkReceiver<S::Out>,
     config: TcpLinkConfig,
-    done: CancellationToken,
-    peer: String,
+    end: LinkEnd,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     // One timer for the link's lifetime, pushed back after every write: a busy link must not register a
     // new timer per batch.
     let idle = tokio::time::sleep(config.heartbeat_interval);
     tokio::pin!(idle);
-    loop {
+    let reason = loop {
         let first = tokio::select! {
-            _ = done.cancelled() => break,
+            _ = end.done.cancelled() => break None,
             message = outgoing.recv() => match message {
                 Some(message) => message,
-                None => break, // the gate or node let go of the link
+                None => break Some(LinkClose::Local), // the gate or node let go of the link
             },
             _ = &mut idle => S::heartbeat(),
         };
-        encode_or_drop::<S>(&first, &mut buf, &peer);
+        encode_or_refuse::<S>(&first, &mut buf, &config, &end);
         while buf.len() < config.write_batch_bytes {
             match outgoing.try_recv() {
-                Ok(message) => encode_or_drop::<S>(&message, &mut buf, &peer),
+                Ok(message) => encode_or_refuse::<S>(&message, &mut buf, &config, &end),
                 Err(_) => break,
             }
         }
         let written = tokio::select! {
-            _ = done.cancelled() => break,
-            // A TLS stream holds records until flushed; for TCP the flush is free.
-            written = async { write.write_all(&buf).await?; write.flush().await } => written,
+            _ = end.done.cancelled() => break None,
+            written = write_within(&mut write, &buf, config.write_timeout) => written,
         };
-        if let Err(error) = written {
-            tracing::debug!(side = S::NAME, %peer, %error, "link write failed");
-            break;
+        match written {
+            Ok(()) => {}
+            Err(WriteFailed::Stalled) => {
+                tracing::warn!(
+                    side = S::NAME,
+                    peer = %end.peer,
+                    queued_bytes = buf.len(),
+                    deadline = ?config.write_timeout,
+                    "closing a link whose peer stopped reading (a write made no progress within the deadline)"
+                );
+                break Some(LinkClose::WriteTimeout);
+            }
+            Err(WriteFailed::Io(error)) => {
+                tracing::debug!(side = S::NAME, peer = %end.peer, %error, "link write failed");
+                break Some(LinkClose::Io);
+            }
         }
         buf.clear();
         idle.as_mut().reset(Instant::now() + config.heartbeat_interval);
         if buf.capacity() > 4 * config.write_batch_bytes {
             buf = BytesMut::with_capacity(16 * 1024);
         }
+    };
+    if let Some(reason) = reason {
+        end.end(reason);
     }
-    done.cancel();
-    let _ = write.shutdown().await;
+    drop(outgoing);
+    drop(buf);
+    // A peer that stopped reading must not hold this task either (a TLS close_notify is a write).
+    let _ = tokio::time::timeout(config.write_timeout, write.shutdown()).await;
 }
 
-/// A message that cannot be encoded (an id over 255 bytes, a delivery over the frame limit) is a bug of
-/// the sender; it is dropped with an error rather than taking the whole link down.
-fn encode_or_drop<S: Side>(message: &S::Out, buf: &mut BytesMut, peer: &str) {
-    if let Err(error) = S::encode(message, buf) {
-        tracing::error!(side = S::NAME, %peer, %error, ?message, "dropped a link message that cannot be encoded");
+/// Why a write did not go through.
+enum WriteFailed {
+    /// No progress within the deadline.
+    Stalled,
+    Io(io::Error),
+}
+
+/// Writes all of `bytes` and flushes (a TLS stream holds records until flushed; for TCP the flush is free),
+/// each step within `deadline` of the previous one's progress: a slow peer that keeps reading is given
+/// time, one that stopped is not.
+async fn write_within<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    mut bytes: &[u8],
+    deadline: Duration,
+) -> Result<(), WriteFailed> {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(deadline, write.write(bytes)).await {
+            Err(_) => return Err(WriteFailed::Stalled),
+            Ok(Err(error)) => return Err(WriteFailed::Io(error)),
+            Ok(Ok(0)) => return Err(WriteFailed::Io(io::ErrorKind::WriteZero.into())),
+            Ok(Ok(written)) => bytes = &bytes[written..],
+        }
+    }
+    match tokio::time::timeout(deadline, write.flush()).await {
+        Err(_) => Err(WriteFailed::Stalled),
+        Ok(result) => result.map_err(WriteFailed::Io),
+    }
+}
+
+/// Appends `message` within the peer's frame limit (a long uid list split over several frames). A message
+/// that cannot be framed even so (an id over 255 bytes, a body over the limit) is the sender's bug: it is
+/// not sent, counted, and logged once per link, rather than taking the whole link down.
+fn encode_or_refuse<S: Side>(message: &S::Out, buf: &mut BytesMut, config: &TcpLinkConfig, end: &LinkEnd) {
+    match S::encode(message, config.max_frame_bytes, buf) {
+        Ok(1) => {}
+        Ok(_) => {
+            end.metrics.split.inc();
+        }
+        Err(error) => end.refused(&error),
     }
 }
 
 async fn read_frames<S: Side, R: AsyncRead + Unpin>(
     mut read: R,
-    incoming: mpsc::Sender<S::In>,
+    incoming: LinkSender<S::In>,
     config: TcpLinkConfig,
-    done: CancellationToken,
-    peer: String,
+    end: LinkEnd,
 ) {
     let mut decoder = LinkDecoder::new(config.max_frame_bytes);
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut last_read = Instant::now();
-    'link: loop {
+    let reason = 'link: loop {
         loop {
             match S::decode(&mut decoder, &mut buf) {
                 Ok(Some(message)) if S::is_heartbeat(&message) => {}
                 Ok(Some(message)) => {
                     let forwarded = tokio::select! {
-                        _ = done.cancelled() => break 'link,
+                        _ = end.done.cancelled() => break 'link None,
                         forwarded = incoming.send(message) => forwarded,
                     };
                     if forwarded.is_err() {
-                        break 'link;
+                        break 'link Some(LinkClose::Local);
                     }
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    tracing::warn!(side = S::NAME, %peer, %error, "closing a link that sent an invalid frame");
-                    break 'link;
+                    tracing::warn!(side = S::NAME, peer = %end.peer, %error, "closing a link that sent an invalid frame");
+                    break 'link Some(LinkClose::InvalidFrame);
                 }
             }
         }
@@ -321,165 +426,26 @@ async fn read_frames<S: Side, R: AsyncRead + Unpin>(
         }
         let silence = config.dead_after.saturating_sub(last_read.elapsed());
         let read_result = tokio::select! {
-            _ = done.cancelled() => break,
+            _ = end.done.cancelled() => break None,
             read_result = tokio::time::timeout(silence, read.read_buf(&mut buf)) => read_result,
         };
         match read_result {
-            Ok(Ok(0)) => break,
+            Ok(Ok(0)) => break Some(LinkClose::PeerClosed),
             Ok(Ok(_)) => last_read = Instant::now(),
             Ok(Err(error)) => {
-                tracing::debug!(side = S::NAME, %peer, %error, "link read failed");
-                break;
+                tracing::debug!(side = S::NAME, peer = %end.peer, %error, "link read failed");
+                break Some(LinkClose::Io);
             }
             Err(_) => {
-                tracing::warn!(side = S::NAME, %peer, silent = ?config.dead_after, "closing a silent link");
-                break;
+                tracing::warn!(side = S::NAME, peer = %end.peer, silent = ?config.dead_after, "closing a silent link");
+                break Some(LinkClose::Silent);
             }
         }
+    };
+    if let Some(reason) = reason {
+        end.end(reason);
     }
-    done.cancel();
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::link::Acceptor;
-    use bytes::Bytes;
-    use switchyard_protocol::link::{NodeState, Target, TraceParent};
-    use tokio::net::TcpListener;
-
-    fn fast() -> TcpLinkConfig {
-        TcpLinkConfig {
-            heartbeat_interval: Duration::from_millis(50),
-            dead_after: Duration::from_millis(300),
-            ..TcpLinkConfig::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn messages_cross_in_both_directions_and_heartbeats_stay_inside() {
-        let mut acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), fast())
-            .await
-            .unwrap();
-        let address = acceptor.local_addr().to_string();
-        let mut gate = TcpConnector::new(fast()).connect(&address).await.unwrap();
-        let mut node = acceptor.accept().await.unwrap();
-
-        let body = Bytes::from_static(b"\x00\x00\x01\x00\x01{}");
-        // Every other packet is traced: its trace context crosses the link with it.
-        let trace =
-            |cid: u64| (cid % 2 == 1).then(|| TraceParent::new([7; 16], cid.to_be_bytes(), 1).unwrap());
-        for cid in 0..1000 {
-            gate.tx
-                .send(GateToNode::Packet {
-                    cid,
-                    uid: 7,
-                    body: body.clone(),
-                    trace: trace(cid),
-                    peer: None,
-                })
-                .await
-                .unwrap();
-        }
-        for cid in 0..1000 {
-            assert_eq!(
-                node.rx.recv().await,
-                Some(GateToNode::Packet {
-                    cid,
-                    uid: 7,
-                    body: body.clone(),
-                    trace: trace(cid),
-                    peer: None,
-                })
-            );
-        }
-        node.tx
-            .send(NodeToGate::State(NodeState::Draining))
-            .await
-            .unwrap();
-        node.tx
-            .send(NodeToGate::Deliver {
-                target: Target::Users(vec![1, 2]),
-                packet: body.clone(),
-                trace: None,
-            })
-            .await
-            .unwrap();
-        assert_eq!(gate.rx.recv().await, Some(NodeToGate::State(NodeState::Draining)));
-        assert!(matches!(gate.rx.recv().await, Some(NodeToGate::Deliver { .. })));
-
-        // Idle for several heartbeat intervals: the link stays up and no heartbeat is forwarded.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(gate.rx.try_recv().is_err());
-        gate.tx.send(GateToNode::Heartbeat).await.unwrap();
-        gate.tx
-            .send(GateToNode::Disconnected { cid: 1, uid: 2 })
-            .await
-            .unwrap();
-        assert_eq!(
-            node.rx.recv().await,
-            Some(GateToNode::Disconnected { cid: 1, uid: 2 })
-        );
-    }
-
-    #[tokio::test]
-    async fn dropping_one_end_closes_the_other() {
-        let mut acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), fast())
-            .await
-            .unwrap();
-        let address = acceptor.local_addr().to_string();
-        let gate = TcpConnector::new(fast()).connect(&address).await.unwrap();
-        let mut node = acceptor.accept().await.unwrap();
-        drop(gate);
-        assert_eq!(
-            tokio::time::timeout(Duration::from_secs(2), node.rx.recv())
-                .await
-                .unwrap(),
-            None
-        );
-    }
-
-    #[tokio::test]
-    async fn a_silent_peer_is_declared_dead() {
-        // A "node" that accepts the connection and never writes a byte.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let mut gate = TcpConnector::new(fast()).connect(&address).await.unwrap();
-        let (_silent, _) = listener.accept().await.unwrap();
-        let started = std::time::Instant::now();
-        assert_eq!(
-            tokio::time::timeout(Duration::from_secs(2), gate.rx.recv())
-                .await
-                .unwrap(),
-            None
-        );
-        assert!(started.elapsed() >= Duration::from_millis(250));
-    }
-
-    #[tokio::test]
-    async fn garbage_closes_the_link() {
-        let mut acceptor = TcpAcceptor::bind("127.0.0.1:0".parse().unwrap(), fast())
-            .await
-            .unwrap();
-        let mut raw = TcpStream::connect(acceptor.local_addr()).await.unwrap();
-        let mut node = acceptor.accept().await.unwrap();
-        raw.write_all(&[0, 0, 0, 1, 0x7e]).await.unwrap(); // unknown type
-        assert_eq!(
-            tokio::time::timeout(Duration::from_secs(2), node.rx.recv())
-                .await
-                .unwrap(),
-            None
-        );
-    }
-
-    #[tokio::test]
-    async fn connecting_to_nothing_fails_fast() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        drop(listener);
-        assert!(matches!(
-            TcpConnector::default().connect(&address).await,
-            Err(LinkError::Io { .. })
-        ));
-    }
-}
+mod tests;

@@ -158,6 +158,30 @@ pub fn link_config(packet: &PacketConfig) -> crate::link::tcp::TcpLinkConfig {
     }
 }
 
+/// How gate ↔ node links treat a peer that stops reading; gates and nodes take the same flags.
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// Close a gate-node link whose write makes no progress this long: the peer stopped reading (it may
+    /// still send heartbeats). Counted in link_closed{reason="write_timeout"}.
+    #[arg(long, env = "SWITCHYARD_LINK_WRITE_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    pub link_write_timeout: std::time::Duration,
+    /// Bytes of packets and bodies queued per gate-node link direction before senders wait (a gate's
+    /// forward waits at most 2 s, then drops and counts the packet): what a peer that stops reading can pin.
+    #[arg(long, env = "SWITCHYARD_LINK_QUEUE_BYTES", default_value_t = crate::link::DEFAULT_LINK_QUEUE_BYTES)]
+    pub link_queue_bytes: usize,
+}
+
+impl LinkArgs {
+    /// [`link_config`] for `packet`, with these settings.
+    pub fn config(&self, packet: &PacketConfig) -> crate::link::tcp::TcpLinkConfig {
+        crate::link::tcp::TcpLinkConfig {
+            write_timeout: self.link_write_timeout,
+            queue_bytes: self.link_queue_bytes,
+            ..link_config(packet)
+        }
+    }
+}
+
 /// A clap value parser for durations of the contract's grammar ([`crate::contract::parse_duration`]).
 ///
 /// # Errors

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchyard_cluster::process::{
-    KubernetesArgs, LinkTlsArgs, LocatorArgs, PacketArgs, ProcessArgs, TelemetryArgs, parse_duration,
+    KubernetesArgs, LinkArgs, LinkTlsArgs, LocatorArgs, PacketArgs, ProcessArgs, TelemetryArgs,
+    parse_duration,
 };
 
 use crate::Codec;
@@ -49,6 +50,16 @@ pub struct NodeArgs {
     /// Link connections kept open at most (handshaking or linked); one more is closed at once and counted.
     #[arg(long, env = "SWITCHYARD_MAX_LINKS", default_value_t = switchyard_cluster::link::tcp::DEFAULT_MAX_LINKS)]
     pub max_links: usize,
+    #[command(flatten)]
+    pub link_settings: LinkArgs,
+    /// Lanes (connections with a queue on this node) one gate link may hold; a packet of a further
+    /// connection is refused and counted (too_many_lanes) until one disconnects.
+    #[arg(long, env = "SWITCHYARD_MAX_LANES_PER_LINK", default_value_t = crate::config::DEFAULT_MAX_LANES_PER_LINK)]
+    pub max_lanes_per_link: usize,
+    /// Payload bytes queued on all the lanes of one gate link at most; more are refused and counted
+    /// (link_full).
+    #[arg(long, env = "SWITCHYARD_LINK_LANE_BYTES", default_value_t = crate::config::DEFAULT_LINK_LANE_BYTES)]
+    pub link_lane_bytes: usize,
     /// Node pool: announced to gates, which route each route to the pool that serves it; locator bindings
     /// are per pool.
     #[arg(long, env = "SWITCHYARD_POOL", default_value = "game")]

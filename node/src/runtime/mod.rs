@@ -31,7 +31,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 use prometheus_client::registry::Registry;
 use switchyard_cluster::admin::AdminServer;
 use switchyard_cluster::link::tcp::{TcpAcceptor, TcpLinkConfig};
-use switchyard_cluster::process::{link_config, shutdown_on_signal};
+use switchyard_cluster::process::shutdown_on_signal;
 use tokio_util::sync::CancellationToken;
 
 pub use args::NodeArgs;
@@ -187,6 +187,8 @@ async fn serve<S>(
         codec: args.codec,
         pool: args.pool.clone(),
         drain_deadline: args.drain_deadline,
+        max_lanes_per_link: args.max_lanes_per_link,
+        link_lane_bytes: args.link_lane_bytes,
         ..NodeConfig::new(id.clone())
     };
     let locator = args.locator.build(registry, shutdown).await?;
@@ -198,7 +200,7 @@ async fn serve<S>(
     let link = TcpLinkConfig {
         tls: tls.clone(),
         max_links: args.max_links,
-        ..link_config(&packet)
+        ..args.link_settings.config(&packet)
     };
     let acceptor = TcpAcceptor::bind(args.link, link).await?;
     acceptor

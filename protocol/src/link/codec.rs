@@ -24,6 +24,12 @@
 //! Any error while reading a link (oversize, unknown type, truncated or invalid field) is the peer's
 //! fault and leaves the stream unusable: the receiver closes the link.
 //!
+//! A sender never writes a frame over the receiver's maximum ([`encode_gate_to_node_within`],
+//! [`encode_node_to_gate_within`]). A `Deliver` or `Disconnect` whose `users` target makes it too long is
+//! sent as several frames of the same message, each naming a run of the uid list in order (the receiver
+//! applies each as it would the whole, so it needs no reassembly); any other message over the maximum is
+//! not sent at all, and the link stays up.
+//!
 //! ## Field encodings
 //!
 //! | field | bytes |
@@ -144,9 +150,13 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{
     AckError, CallId, CallStatus, CallTarget, GateToNode, NodeState, NodeToGate, RouteSpec, Target,
-    TraceParent,
+    TraceParent, Uid,
 };
 use crate::packet::{DEFAULT_MAX_PACKET_BYTES, PacketConfig, SIZE_FIELD_BYTES};
+
+mod within;
+
+pub use within::{encode_gate_to_node_within, encode_node_to_gate_within, uids_per_frame};
 
 /// The link protocol version this code speaks, carried in both Hellos.
 pub const LINK_VERSION: u16 = 1;
@@ -302,6 +312,10 @@ pub enum LinkEncodeError {
     TooLong { field: &'static str, len: usize },
     #[error("link frame of {len} bytes does not fit the u32 length field")]
     FrameTooLarge { len: usize },
+    /// The message alone is over the receiver's frame limit and cannot be split (only a `Users` target
+    /// can be).
+    #[error("link frame of {len} bytes (length field) is over the peer's limit of {max} bytes")]
+    OverFrameLimit { len: usize, max: u32 },
 }
 
 /// The largest frame a receiver should accept when client packets are capped by `packet`: 1 MiB plus
@@ -975,15 +989,7 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
             target,
             packet,
             trace,
-        } => {
-            let hint = target_len(target) + 4 + packet.len() + trace_len(*trace);
-            frame(dst, ty::N_DELIVER, hint, |dst| {
-                put_target(dst, target)?;
-                put_bytes(dst, "packet", packet)?;
-                put_trace(dst, *trace);
-                Ok(())
-            })
-        }
+        } => put_deliver(dst, target, packet, *trace),
         NodeToGate::BindUser { request, cid, uid } => frame(dst, ty::N_BIND_USER, 24, |dst| {
             dst.put_u64(*request);
             dst.put_u64(*cid);
@@ -1009,9 +1015,7 @@ pub fn encode_node_to_gate(msg: &NodeToGate, dst: &mut BytesMut) -> Result<usize
                 put_pool(dst, pool.as_deref())
             })
         }
-        NodeToGate::Disconnect { target } => frame(dst, ty::N_DISCONNECT, target_len(target), |dst| {
-            put_target(dst, target)
-        }),
+        NodeToGate::Disconnect { target } => put_disconnect(dst, target),
         NodeToGate::Heartbeat => frame(dst, ty::N_HEARTBEAT, 0, |_| Ok(())),
         NodeToGate::Call {
             call,
@@ -1140,34 +1144,77 @@ fn put_trace(dst: &mut BytesMut, trace: Option<TraceParent>) {
     }
 }
 
-fn target_len(target: &Target) -> usize {
-    match target {
-        Target::Connection(_) | Target::User(_) => 9,
-        Target::Users(uids) => 5 + 8 * uids.len(),
-        Target::Broadcast => 1,
+/// One `Deliver` frame.
+fn put_deliver(
+    dst: &mut BytesMut,
+    target: impl PutTarget,
+    packet: &[u8],
+    trace: Option<TraceParent>,
+) -> Result<usize, LinkEncodeError> {
+    let hint = target.len() + 4 + packet.len() + trace_len(trace);
+    frame(dst, ty::N_DELIVER, hint, |dst| {
+        target.put(dst)?;
+        put_bytes(dst, "packet", packet)?;
+        put_trace(dst, trace);
+        Ok(())
+    })
+}
+
+/// One `Disconnect` frame.
+fn put_disconnect(dst: &mut BytesMut, target: impl PutTarget) -> Result<usize, LinkEncodeError> {
+    frame(dst, ty::N_DISCONNECT, target.len(), |dst| target.put(dst))
+}
+
+/// A `target` field: a whole [`Target`], or a run of a `Users` target's uids ([`Users`]) when a message is
+/// split.
+trait PutTarget: Copy {
+    fn len(self) -> usize;
+    fn put(self, dst: &mut BytesMut) -> Result<(), LinkEncodeError>;
+}
+
+/// A users target naming these uids.
+#[derive(Clone, Copy)]
+struct Users<'a>(&'a [Uid]);
+
+impl PutTarget for Users<'_> {
+    fn len(self) -> usize {
+        5 + 8 * self.0.len()
+    }
+
+    fn put(self, dst: &mut BytesMut) -> Result<(), LinkEncodeError> {
+        dst.put_u8(target_kind::USERS);
+        put_count(dst, "target uid list", self.0.len())?;
+        for uid in self.0 {
+            dst.put_i64(*uid);
+        }
+        Ok(())
     }
 }
 
-fn put_target(dst: &mut BytesMut, target: &Target) -> Result<(), LinkEncodeError> {
-    match target {
-        Target::Connection(cid) => {
-            dst.put_u8(target_kind::CONNECTION);
-            dst.put_u64(*cid);
+impl PutTarget for &Target {
+    fn len(self) -> usize {
+        match self {
+            Target::Connection(_) | Target::User(_) => 9,
+            Target::Users(uids) => Users(uids).len(),
+            Target::Broadcast => 1,
         }
-        Target::User(uid) => {
-            dst.put_u8(target_kind::USER);
-            dst.put_i64(*uid);
-        }
-        Target::Users(uids) => {
-            dst.put_u8(target_kind::USERS);
-            put_count(dst, "target uid list", uids.len())?;
-            for uid in uids {
+    }
+
+    fn put(self, dst: &mut BytesMut) -> Result<(), LinkEncodeError> {
+        match self {
+            Target::Connection(cid) => {
+                dst.put_u8(target_kind::CONNECTION);
+                dst.put_u64(*cid);
+            }
+            Target::User(uid) => {
+                dst.put_u8(target_kind::USER);
                 dst.put_i64(*uid);
             }
+            Target::Users(uids) => return Users(uids).put(dst),
+            Target::Broadcast => dst.put_u8(target_kind::BROADCAST),
         }
-        Target::Broadcast => dst.put_u8(target_kind::BROADCAST),
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -560,3 +560,141 @@ fn unknown_call_fields_are_refused() {
         }))
     );
 }
+
+/// Decodes every node → gate frame of `bytes` with a decoder of `max` (so none may be over it).
+fn decode_all_node(bytes: &[u8], max: u32) -> Vec<NodeToGate> {
+    let mut decoder = LinkDecoder::new(max);
+    let mut buf = BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while let Some(msg) = decoder.decode_node_to_gate(&mut buf).unwrap() {
+        out.push(msg);
+    }
+    assert!(buf.is_empty(), "a frame was cut short");
+    out
+}
+
+#[test]
+fn a_users_delivery_over_the_limit_is_split_in_order_and_each_frame_fits() {
+    let uids: Vec<Uid> = (1..=1000).collect();
+    let packet = Bytes::from_static(b"\x00\x00\x00\x05\x00\x01\x00\x00{");
+    let trace = TraceParent::new([3; 16], [4; 8], 1);
+    let deliver = NodeToGate::Deliver {
+        target: Target::Users(uids.clone()),
+        packet: packet.clone(),
+        trace,
+    };
+    // Room for 100 uids next to the packet and its trace context.
+    let max = (1 + 1 + 4 + 4 + packet.len() + 3 + TraceParent::LEN + 100 * 8) as u32;
+    assert_eq!(uids_per_frame(max, 4 + packet.len() + 3 + TraceParent::LEN), 100);
+    let mut buf = BytesMut::new();
+    assert_eq!(encode_node_to_gate_within(&deliver, max, &mut buf), Ok(10));
+    let frames = decode_all_node(&buf, max);
+    assert_eq!(frames.len(), 10);
+    let mut seen = Vec::new();
+    for frame in frames {
+        let NodeToGate::Deliver {
+            target: Target::Users(run),
+            packet: got,
+            trace: got_trace,
+        } = frame
+        else {
+            panic!("not a users delivery: {frame:?}");
+        };
+        assert_eq!((got, got_trace), (packet.clone(), trace));
+        assert_eq!(run.len(), 100);
+        seen.extend(run);
+    }
+    assert_eq!(seen, uids);
+
+    // Within the limit: one frame, byte for byte what the plain encoder writes.
+    let mut whole = BytesMut::new();
+    assert_eq!(
+        encode_node_to_gate_within(&deliver, DEFAULT_MAX_FRAME_BYTES, &mut whole),
+        Ok(1)
+    );
+    assert_eq!(whole, node_bytes(&deliver));
+
+    // A users disconnect splits the same way.
+    let disconnect = NodeToGate::Disconnect {
+        target: Target::Users(uids.clone()),
+    };
+    let mut buf = BytesMut::new();
+    assert_eq!(
+        encode_node_to_gate_within(&disconnect, 6 + 8 * 300, &mut buf),
+        Ok(4)
+    );
+    let runs: Vec<Vec<Uid>> = decode_all_node(&buf, 6 + 8 * 300)
+        .into_iter()
+        .map(|msg| match msg {
+            NodeToGate::Disconnect {
+                target: Target::Users(run),
+            } => run,
+            other => panic!("not a users disconnect: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        runs.iter().map(Vec::len).collect::<Vec<_>>(),
+        [300, 300, 300, 100]
+    );
+    assert_eq!(runs.concat(), uids);
+}
+
+#[test]
+fn what_cannot_be_split_over_the_limit_is_refused_and_writes_nothing() {
+    let big = Bytes::from(vec![7u8; 2000]);
+    let mut buf = BytesMut::from(&b"kept"[..]);
+    for msg in [
+        NodeToGate::Deliver {
+            target: Target::Users(vec![1, 2, 3]),
+            packet: big.clone(),
+            trace: None,
+        },
+        NodeToGate::Deliver {
+            target: Target::Broadcast,
+            packet: big.clone(),
+            trace: None,
+        },
+        NodeToGate::CallReply {
+            call: 1,
+            status: CallStatus::Ok,
+            body: big.clone(),
+        },
+    ] {
+        assert!(matches!(
+            encode_node_to_gate_within(&msg, 1000, &mut buf),
+            Err(LinkEncodeError::OverFrameLimit { max: 1000, .. })
+        ));
+        assert_eq!(&buf[..], b"kept");
+    }
+    let packet = GateToNode::Packet {
+        cid: 1,
+        uid: 2,
+        body: big,
+        trace: None,
+        peer: None,
+    };
+    assert_eq!(
+        encode_gate_to_node_within(&packet, 1000, &mut buf),
+        Err(LinkEncodeError::OverFrameLimit { len: 2021, max: 1000 })
+    );
+    assert_eq!(&buf[..], b"kept");
+    assert_eq!(encode_gate_to_node_within(&packet, 2021, &mut buf), Ok(1));
+}
+
+#[test]
+fn the_frame_allowance_holds_a_largest_packet_for_one_user_with_a_trace() {
+    // The node refuses packets over the client limit at its API; this is why such a packet never needs
+    // the link to refuse it.
+    let packet = PacketConfig::default();
+    let largest = packet.max_packet_bytes() as usize + SIZE_FIELD_BYTES;
+    let deliver = NodeToGate::Deliver {
+        target: Target::Users(vec![1]),
+        packet: Bytes::from(vec![0; largest]),
+        trace: TraceParent::new([1; 16], [1; 8], 1),
+    };
+    let mut buf = BytesMut::new();
+    assert_eq!(
+        encode_node_to_gate_within(&deliver, max_frame_bytes_for(&packet), &mut buf),
+        Ok(1)
+    );
+}

@@ -21,9 +21,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{NodeSide, TcpLinkConfig, spawn_bridge};
+use super::{LinkMetrics, NodeSide, TcpLinkConfig, spawn_bridge};
 use crate::link::tls::Refusal;
-use crate::link::{Acceptor, LinkError, NodeLink};
+use crate::link::{Acceptor, LinkError, NodeLink, queue};
 
 /// Accepts TCP links from gates on a node's link port.
 #[derive(Debug)]
@@ -34,11 +34,13 @@ pub struct TcpAcceptor {
     metrics: AcceptorMetrics,
 }
 
-/// What an acceptor counts: refused link connections by reason, and the link connections open.
+/// What an acceptor counts: refused link connections by reason, the link connections open, and what its
+/// links count ([`LinkMetrics`]).
 #[derive(Debug, Clone, Default)]
 pub struct AcceptorMetrics {
     pub refused: Family<RefusedLabels, Counter>,
     pub open: Gauge,
+    pub links: LinkMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -47,9 +49,11 @@ pub struct RefusedLabels {
 }
 
 impl AcceptorMetrics {
-    /// Registers `link_refused` and `link_connections` in `registry` (a node registers them under
-    /// `switchyard_node`). Every reason is created at zero, so dashboards see the series before a refusal.
+    /// Registers `link_refused`, `link_connections` and the [`LinkMetrics`] in `registry` (a node registers
+    /// them under `switchyard_node`). Every reason is created at zero, so dashboards see the series before a
+    /// refusal.
     pub fn register(&self, registry: &mut Registry) {
+        self.links.register(registry);
         for refusal in Refusal::ALL {
             let _ = self.refused.get_or_create(&RefusedLabels {
                 reason: refusal.as_str(),
@@ -239,12 +243,22 @@ async fn accept_links(listener: TcpListener, shared: Arc<AcceptShared>) {
 async fn open_link(shared: Arc<AcceptShared>, stream: TcpStream, peer: SocketAddr, slot: LinkSlot) {
     let _ = stream.set_nodelay(true);
     let config = &shared.config;
-    let (out_tx, out_rx) = mpsc::channel(config.capacity);
-    let (in_tx, in_rx) = mpsc::channel(config.capacity);
+    let (out_tx, out_rx) = queue::channel(config.capacity, config.queue_bytes);
+    let (in_tx, in_rx) = queue::channel(config.capacity, config.queue_bytes);
     match &config.tls {
         None => {
             let (read, write) = stream.into_split();
-            spawn_bridge::<NodeSide, _, _>(read, write, peer.to_string(), out_rx, in_tx, config, Some(slot));
+            let links = &shared.metrics.links;
+            spawn_bridge::<NodeSide, _, _>(
+                read,
+                write,
+                peer.to_string(),
+                out_rx,
+                in_tx,
+                config,
+                links,
+                Some(slot),
+            );
         }
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
@@ -268,7 +282,17 @@ async fn open_link(shared: Arc<AcceptShared>, stream: TcpStream, peer: SocketAdd
                 }
             };
             let (read, write) = tokio::io::split(stream);
-            spawn_bridge::<NodeSide, _, _>(read, write, peer.to_string(), out_rx, in_tx, config, Some(slot));
+            let links = &shared.metrics.links;
+            spawn_bridge::<NodeSide, _, _>(
+                read,
+                write,
+                peer.to_string(),
+                out_rx,
+                in_tx,
+                config,
+                links,
+                Some(slot),
+            );
         }
     }
     let _ = shared
