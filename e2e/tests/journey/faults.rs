@@ -10,8 +10,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use switchyard_e2e::http_get;
 
-use crate::cluster::{self, is_ready, name, settled_pods, wait_for};
+use crate::cluster::{self, is_ready, name, pod_ip, settled_pods, wait_for};
 use crate::load::{self, PhaseStats, Player};
 use crate::{
     GC, Journey, NS, OPERATOR, OPERATOR_SELECTOR, READY_TIMEOUT, SYSTEM_NS, assert_no_failures, selector,
@@ -319,16 +320,26 @@ impl Journey<'_> {
             takeover.as_secs_f64()
         ));
         // The old pods drain (drained by the new leader, or deleted by the Deployment); their players log
-        // out and in again, landing on new pods.
+        // out and in again, landing on new pods. The annotation (or the deletion) is only the order: a
+        // node drains once it has seen it (the kubelet refreshes the downward API file on its own period,
+        // and sends SIGTERM after its own sync), and says so on its `/readyz` (503), when its gates have
+        // also been told. So wait for each old pod's own answer, not for its object.
         wait_for("the old node pods to drain", READY_TIMEOUT, || async {
             let pods = cluster::pods(&self.pods, &selector("node")).await;
-            pods.iter()
-                .filter(|p| old_names.contains(&name(p)))
-                .all(|p| {
-                    cluster::is_terminating(p)
-                        || cluster::annotation(p, "switchyard.dev/drain").as_deref() == Some("true")
-                })
-                .then_some(())
+            for pod in pods.iter().filter(|p| old_names.contains(&name(p))) {
+                let ordered = cluster::is_terminating(pod)
+                    || cluster::annotation(pod, "switchyard.dev/drain").as_deref() == Some("true");
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    http_get(&pod_ip(pod), 9090, "/readyz", &[]),
+                )
+                .await;
+                let draining = !matches!(answer, Ok(Some((200, _))));
+                if !(ordered && draining) {
+                    return None;
+                }
+            }
+            Some(())
         })
         .await;
         let on_old: Vec<Arc<Player>> = self
