@@ -416,6 +416,7 @@ fn helm_template_renders_the_operator_with_least_privilege() {
         ("ConfigMap", "switchyard-dashboard-gate"),
         ("ConfigMap", "switchyard-dashboard-node"),
         ("ConfigMap", "switchyard-dashboard-operator"),
+        ("Pod", "switchyard-test-login"),
     ]
     .into_iter()
     .map(|(kind, name)| (kind.to_owned(), name.to_owned()))
@@ -553,6 +554,55 @@ fn helm_template_renders_a_namespace_scoped_install() {
     );
 }
 
+/// `helm test`: a hook pod running `switchyard probe-login` against the values' GameCluster gate Service,
+/// locked down like the operator, with nothing of the API (no token); gone with `test.enabled=false`.
+#[test]
+fn helm_template_renders_the_login_test_hook() {
+    let helm = Helm::new();
+    let docs = documents(&helm.template(&[]));
+    let pod = &find(&docs, "Pod", "switchyard-test-login").text;
+    for needle in [
+        "    helm.sh/hook: test\n",
+        "    helm.sh/hook-delete-policy: before-hook-creation\n",
+        "  restartPolicy: Never\n",
+        "  automountServiceAccountToken: false\n",
+        "      image: \"switchyard:0.1.0\"\n",
+        "      args: [\"probe-login\"]\n",
+        "        - name: SWITCHYARD_PROBE_ADDR\n          value: \"my-game-gate.game.svc:3553\"\n",
+        "        - name: SWITCHYARD_PROBE_UID\n          value: \"999000001\"\n",
+        "        - name: SWITCHYARD_PROBE_WAIT\n          value: \"60s\"\n",
+        "    runAsNonRoot: true\n",
+        "        readOnlyRootFilesystem: true\n",
+        "          drop:\n          - ALL\n",
+        "    app.kubernetes.io/component: test\n",
+    ] {
+        assert!(pod.contains(needle), "the test pod lacks {needle:?}:\n{pod}");
+    }
+    let docs = documents(&helm.template(&[
+        "--set",
+        "test.gameCluster.name=arena,test.gameCluster.namespace=games,test.port=4000,test.wait=2m",
+        "--set",
+        "image.repository=registry.local/switchyard,image.tag=e2e",
+    ]));
+    let pod = &find(&docs, "Pod", "switchyard-test-login").text;
+    for needle in [
+        "value: \"arena-gate.games.svc:4000\"\n",
+        "value: \"2m\"\n",
+        "image: \"registry.local/switchyard:e2e\"\n",
+    ] {
+        assert!(pod.contains(needle), "the test pod lacks {needle:?}:\n{pod}");
+    }
+    let docs = documents(&helm.template(&["--set", "test.enabled=false"]));
+    assert!(!docs.iter().any(|doc| doc.kind == "Pod"), "no test pod");
+    let err = run_err(
+        helm.cmd()
+            .args(["template", RELEASE])
+            .arg(chart())
+            .args(["--set", "test.wait=soon"]),
+    );
+    assert!(err.contains("/test/wait"), "{err}");
+}
+
 #[test]
 fn helm_template_follows_the_values() {
     let helm = Helm::new();
@@ -655,7 +705,8 @@ fn helm_template_follows_the_values() {
         names
             .iter()
             .all(|name| name.starts_with("games-switchyard-operator")
-                || name.starts_with("games-switchyard-dashboard-")),
+                || name.starts_with("games-switchyard-dashboard-")
+                || name == "games-switchyard-test-login"),
         "{names:?}"
     );
 }
