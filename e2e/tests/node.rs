@@ -395,8 +395,9 @@ async fn journey(run: RunDir) {
     plane.stop().await;
 }
 
-/// Runs a toolchain command (kubectl, helm) against the control plane; panics with its output on failure.
-fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
+/// Runs a toolchain command (kubectl, helm) against the control plane: whether it succeeded, and its
+/// stdout and stderr.
+fn tool_output(plane: &ControlPlane, name: &str, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(plane.bin_dir().join(name))
         .args(args)
         .env("KUBECONFIG", plane.kubeconfig())
@@ -409,14 +410,39 @@ fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{name} {args:?} failed:\n{text}");
+    (out.status.success(), text)
+}
+
+/// [`tool_output`] of a command that must succeed; panics with its output on failure.
+fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
+    let (ok, text) = tool_output(plane, name, args);
+    assert!(ok, "{name} {args:?} failed:\n{text}");
     text
+}
+
+/// `helm test switchyard --logs`: the chart's test pod logs a player in through `my-game-gate`.
+const HELM_TEST: [&str; 6] = [
+    "test",
+    "switchyard",
+    "--namespace",
+    "switchyard-system",
+    "--logs",
+    "--timeout=180s",
+];
+
+/// The `Phase:` of the test pod in `helm test`'s report.
+fn test_phase(report: &str) -> Option<&str> {
+    report
+        .lines()
+        .find_map(|line| line.strip_prefix("Phase:"))
+        .map(str::trim)
 }
 
 /// The install path of the README ("Install on a real cluster") on the real node: `helm install` with
 /// the image values, a GameCluster with a NodePort gate Service and the managed Redis from our Redis
 /// image, Ready; a player logs in through the gate Service's ClusterIP, its NodePort and its DNS name
-/// (resolved by CoreDNS); `helm uninstall` removes the operator.
+/// (resolved by CoreDNS), and so does the chart's `helm test` pod (through the Service's DNS name); after the
+/// GameCluster is deleted the same `helm test` fails; `helm uninstall` removes the operator.
 #[test]
 #[ignore = "run via e2e/run.sh"]
 fn chart_install_on_the_real_node() {
@@ -519,6 +545,14 @@ async fn install(run: RunDir) {
     step(&format!(
         "players in via my-game-gate ({cluster_ip}:3553, NodePort {node_port}, CoreDNS)"
     ));
+    // The chart's own check: a pod of our image logs a player in through the gate Service's DNS name.
+    let out = tool(&plane, "helm", &HELM_TEST);
+    assert!(
+        test_phase(&out) == Some("Succeeded")
+            && out.contains("login ok: uid 999000001 through my-game-gate.game.svc:3553"),
+        "helm test:\n{out}"
+    );
+    step("helm test: the test pod logged a player in through my-game-gate.game.svc:3553");
 
     // The chart README's upgrade: the CRD first (helm never upgrades crds/), then the release.
     tool(
@@ -540,7 +574,8 @@ async fn install(run: RunDir) {
         "--reuse-values",
     ];
     let mut args = upgraded.to_vec();
-    args.extend(["--set", "image.tag=e2e", "--wait"]);
+    // A short test.wait: the failing `helm test` below should not take the default minute.
+    args.extend(["--set", "image.tag=e2e", "--set", "test.wait=10s", "--wait"]);
     let out = tool(&plane, "helm", &args);
     assert!(out.contains("has been upgraded"), "{out}");
     tool(
@@ -568,6 +603,25 @@ async fn install(run: RunDir) {
             "--timeout=120s",
         ],
     );
+    // Without the GameCluster the gate Service is gone: the same test fails, and says where it knocked.
+    tool(
+        &plane,
+        "kubectl",
+        &[
+            "-n",
+            "game",
+            "wait",
+            "--for=delete",
+            "service/my-game-gate",
+            "--timeout=120s",
+        ],
+    );
+    let (passed, out) = tool_output(&plane, "helm", &HELM_TEST);
+    assert!(
+        !passed && test_phase(&out) == Some("Failed") && out.contains("my-game-gate.game.svc:3553"),
+        "helm test without a gate must fail:\n{out}"
+    );
+    step("helm test without the GameCluster: failed, naming my-game-gate.game.svc:3553");
     let out = tool(
         &plane,
         "helm",
