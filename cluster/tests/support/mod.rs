@@ -7,11 +7,12 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::ErrorKind;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use switchyard_testkit::free_port;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,13 +23,6 @@ const MISSING: &str = "is not on PATH: run scripts/redis.sh to install it (the R
                        their own redis-server processes and never skip)";
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
-
-/// A free loopback port: bound, read, released. Another process could take it before we use it; starts
-/// retry on a new port when that happens.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 /// One `redis-server` process.
 #[derive(Debug)]
@@ -300,20 +294,4 @@ fn reply_complete(reply: &[u8]) -> bool {
         .and_then(|text| text.parse().ok())
         .unwrap_or(-1);
     length < 0 || reply.len() >= line_end + 2 + usize::try_from(length).unwrap_or(0) + 2
-}
-
-/// Polls `condition` until it holds or `within` passes; returns how long it took.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
