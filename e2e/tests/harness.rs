@@ -28,6 +28,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_e2e::{ExitCause, Harness, KubeletConfig, KubeletEvent, PodKey, RunDir, http_get};
+use switchyard_testkit::eventually;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const NS: &str = "smoke";
@@ -55,25 +56,6 @@ fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("a valid object")
 }
 
-/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
@@ -97,7 +79,7 @@ fn name(pod: &Pod) -> String {
 /// The Ready pods of the node Deployment, once there are exactly `n`.
 async fn ready_nodes(pods: &Api<Pod>, n: usize) -> Vec<Pod> {
     let params = ListParams::default().labels(&format!("app={APP}"));
-    wait_for(
+    eventually(
         &format!("{n} ready node pods"),
         Duration::from_secs(120),
         || async {
@@ -229,7 +211,7 @@ async fn smoke(run: RunDir) {
     }
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
     let want: BTreeSet<(String, bool)> = ips.iter().map(|ip| (ip.clone(), true)).collect();
-    wait_for(
+    eventually(
         "both pods ready in the EndpointSlice",
         Duration::from_secs(60),
         || async { (endpoints(&slices).await == want).then_some(()) },
@@ -245,7 +227,7 @@ async fn smoke(run: RunDir) {
     }
     for pod in &ready {
         let pod_name = name(pod);
-        wait_for(
+        eventually(
             "the node's own bound-players annotation (service-account token)",
             Duration::from_secs(30),
             || async {
@@ -292,7 +274,7 @@ async fn smoke(run: RunDir) {
         other => panic!("unexpected exit cause {other:?}"),
     }
     assert_eq!(exit.exit_code, 0, "a drained node exits cleanly: {}", exit.status);
-    wait_for(
+    eventually(
         "the deleted pod object to go",
         Duration::from_secs(30),
         || async { matches!(pods.get_opt(&victim).await, Ok(None)).then_some(()) },
@@ -338,7 +320,7 @@ async fn smoke(run: RunDir) {
         .expect("restart");
     assert!(kubelet.events().iter().any(|e| matches!(e,
         KubeletEvent::ContainerExited { pod, exit, .. } if *pod == target_key && exit.cause == ExitCause::FaultInjected && exit.exit_code == 137)));
-    wait_for(
+    eventually(
         "the restarted pod Ready with restartCount 1",
         Duration::from_secs(60),
         || async {
@@ -366,12 +348,12 @@ async fn smoke(run: RunDir) {
     )
     .await
     .expect("annotate");
-    wait_for("the drained pod unready", Duration::from_secs(30), || async {
+    eventually("the drained pod unready", Duration::from_secs(30), || async {
         let pod = pods.get(&drained).await.ok()?;
         (!is_ready(&pod)).then_some(())
     })
     .await;
-    wait_for(
+    eventually(
         "the EndpointSlice to show the drained pod unready",
         Duration::from_secs(30),
         || async {
@@ -401,7 +383,7 @@ async fn smoke(run: RunDir) {
     )
     .await
     .expect("create redis pod");
-    let redis = wait_for("the redis pod Ready", Duration::from_secs(60), || async {
+    let redis = eventually("the redis pod Ready", Duration::from_secs(60), || async {
         pods.get("redis").await.ok().filter(is_ready)
     })
     .await;
@@ -430,7 +412,7 @@ async fn smoke(run: RunDir) {
         .await
         .expect("create the redis service");
     let cluster_ip = service.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
-    let answer = wait_for(
+    let answer = eventually(
         "PONG through redis.smoke.svc:6379",
         Duration::from_secs(30),
         || async {

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_client::{Client, ClientOptions, PacketConfig};
 use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, RunDir};
+use switchyard_testkit::eventually;
 
 const NS: &str = "real";
 const APP: &str = "dev";
@@ -42,25 +43,6 @@ fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("a valid object")
 }
 
-/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
@@ -72,7 +54,7 @@ fn is_ready(pod: &Pod) -> bool {
 
 async fn ready_pod(pods: &Api<Pod>, not: Option<&str>) -> Pod {
     let params = ListParams::default().labels(&format!("app={APP}"));
-    wait_for("a ready dev pod", Duration::from_secs(180), || async {
+    eventually("a ready dev pod", Duration::from_secs(180), || async {
         let list = pods.list(&params).await.ok()?;
         list.items
             .into_iter()
@@ -211,7 +193,7 @@ async fn journey(run: RunDir) {
         .await
         .expect("namespace");
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), NS);
-    wait_for("the default ServiceAccount", Duration::from_secs(60), || async {
+    eventually("the default ServiceAccount", Duration::from_secs(60), || async {
         accounts.get_opt("default").await.ok().flatten()
     })
     .await;
@@ -339,7 +321,7 @@ async fn journey(run: RunDir) {
     play(&via_node_port, 42).await;
     let dns = SocketAddr::from((Ipv4Addr::new(10, 96, 0, 10), 53));
     let name = format!("{APP}.{NS}.svc.cluster.local");
-    let resolved = wait_for("CoreDNS to resolve the Service", Duration::from_secs(30), || {
+    let resolved = eventually("CoreDNS to resolve the Service", Duration::from_secs(30), || {
         let name = name.clone();
         async move {
             let found = tokio::task::spawn_blocking(move || resolve_a(dns, &name))
@@ -361,7 +343,7 @@ async fn journey(run: RunDir) {
     pods.delete(&pod_name, &DeleteParams::default())
         .await
         .expect("delete the pod");
-    wait_for("the old process to exit", Duration::from_secs(25), || async {
+    eventually("the old process to exit", Duration::from_secs(25), || async {
         (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     })
     .await;
@@ -372,7 +354,7 @@ async fn journey(run: RunDir) {
     );
     let replacement = ready_pod(&pods, Some(&pod_name)).await;
     let replacement_name = replacement.metadata.name.clone().expect("name");
-    wait_for(
+    eventually(
         "the ClusterIP to reach the replacement",
         Duration::from_secs(60),
         || async {
