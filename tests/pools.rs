@@ -9,8 +9,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::cluster::{Cluster, admin_metrics, login, wait_for, whoami};
+use support::cluster::{Cluster, admin_metrics, login, whoami};
 use support::{Conn, Wire, metric_sum};
+use switchyard_testkit::eventually_true;
 
 const QUEUE: i64 = 11;
 const MATCHED: i64 = 12;
@@ -127,7 +128,7 @@ async fn players_are_matched_across_gates_and_a_draining_battle_node_keeps_its_m
         .expect("host");
     cluster.nodes[host_index].1.signal("TERM");
     for (_, _, admin) in &cluster.gates {
-        wait_for(Duration::from_secs(5), "the gates hear of the drain", || async {
+        eventually_true("the gates hear of the drain", Duration::from_secs(5), || async {
             metric_sum(
                 &admin_metrics(admin).await,
                 "switchyard_gate_nodes",

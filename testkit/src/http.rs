@@ -1,5 +1,6 @@
-//! One plain HTTP/1.1 GET (admin endpoints: `/healthz`, `/readyz`, `/metrics`), without an HTTP client
-//! library: a request line, `Connection: close`, and the response read to its end.
+//! One plain HTTP GET (admin endpoints: `/healthz`, `/readyz`, `/metrics`; Prometheus's API), without an
+//! HTTP client library: an HTTP/1.0 request, so that the server answers unchunked and closes, and the
+//! response read to its end.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -49,7 +50,7 @@ impl HttpTarget for SocketAddr {
 }
 
 fn request(host: &str, path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")
 }
 
 /// `GET path`: (status, body). Status 0 and an empty body when nothing answers within 10 s or the answer
@@ -138,7 +139,7 @@ mod tests {
             let (mut stream, _) = listener.accept().await.expect("accept");
             let mut request = [0u8; 1024];
             let read = stream.read(&mut request).await.expect("read");
-            assert!(request[..read].starts_with(b"GET /healthz HTTP/1.1\r\n"));
+            assert!(request[..read].starts_with(b"GET /healthz HTTP/1.0\r\n"));
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nfine")
                 .await
