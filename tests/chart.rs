@@ -1118,10 +1118,10 @@ fn binary_runs_unprivileged_read_only_with_documented_env_only() {
     if root {
         // Drop to the image's user; make the root filesystem read-only in a private mount namespace when
         // this environment allows one (a container without CAP_SYS_ADMIN does not).
-        let setpriv = on_path("setpriv", "util-linux");
-        let unshare = on_path("unshare", "util-linux");
-        let sh = on_path("sh", "dash");
-        let mount = on_path("mount", "mount");
+        let setpriv = on_path("setpriv", "install it (Debian package `util-linux`)");
+        let unshare = on_path("unshare", "install it (Debian package `util-linux`)");
+        let sh = on_path("sh", "install it (Debian package `dash`)");
+        let mount = on_path("mount", "install it (Debian package `mount`)");
         read_only_root = Command::new(&unshare)
             .args(["--mount", "--propagation", "private", "--"])
             .arg(&mount)

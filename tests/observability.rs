@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::procs::{Proc, Redis, free_port};
 use support::{Conn, Packet, Wire, http_get, metric_sum, switchyard_binary};
-use switchyard_testkit::{Helm, TempDir};
+use switchyard_testkit::{Helm, TempDir, on_path};
 
 // ---- files of the repository --------------------------------------------------------------------------------
 
@@ -269,17 +269,6 @@ fn alert_rules() -> Vec<(String, String)> {
 
 const PROMETHEUS_HINT: &str = "install it with scripts/prometheus.sh (Debian's `prometheus` package, which \
      ships prometheus and promtool; scripts/test.sh runs it)";
-
-/// A program on PATH, or a panic that says how to install it.
-fn on_path(program: &str, hint: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(program))
-                .find(|candidate| candidate.is_file())
-        })
-        .unwrap_or_else(|| panic!("{program} is not on PATH: {hint}"))
-}
 
 fn describe(command: &Command) -> String {
     std::iter::once(command.get_program())

@@ -60,13 +60,13 @@ pub fn tool(name: &str) -> PathBuf {
 /// A program on PATH.
 ///
 /// # Panics
-/// When it is not there; the message names the Debian package to install.
-pub fn on_path(program: &str, package: &str) -> PathBuf {
+/// When it is not there; the message ends with `how_to_get` (e.g. "install it (Debian package `x`)").
+pub fn on_path(program: &str, how_to_get: &str) -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|path| {
             std::env::split_paths(&path)
                 .map(|dir| dir.join(program))
                 .find(|candidate| candidate.is_file())
         })
-        .unwrap_or_else(|| panic!("{program} is not on PATH: install it (Debian package `{package}`)"))
+        .unwrap_or_else(|| panic!("{program} is not on PATH: {how_to_get}"))
 }
