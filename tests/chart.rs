@@ -19,7 +19,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchyard_testkit::{ControlPlaneConfig, Helm, TempDir, http_get_blocking, on_path};
+use switchyard_testkit::{
+    ControlPlaneConfig, Helm, TempDir, describe, http_get_blocking, on_path, output, run_err, run_ok,
+    run_with_input,
+};
 
 /// The release namespace and name used throughout.
 const NAMESPACE: &str = "switchyard-system";
@@ -88,66 +91,6 @@ fn repo() -> &'static Path {
 
 fn chart() -> PathBuf {
     repo().join("charts/switchyard")
-}
-
-fn describe(command: &Command) -> String {
-    let mut text = command.get_program().to_string_lossy().into_owned();
-    for arg in command.get_args() {
-        text.push(' ');
-        text.push_str(&arg.to_string_lossy());
-    }
-    text
-}
-
-/// Runs a command to completion.
-fn output(command: &mut Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(command)))
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn run_ok(command: &mut Command) -> String {
-    let out = output(command);
-    assert!(
-        out.status.success(),
-        "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        describe(command),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn run_err(command: &mut Command) -> String {
-    let out = output(command);
-    assert!(
-        !out.status.success(),
-        "`{}` succeeded but should have failed:\n--- stdout\n{}",
-        describe(command),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs a command with `input` on stdin.
-fn run_with_input(command: &mut Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(command)));
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for the command")
 }
 
 /// `helm template` of the chart as release `switchyard` in its namespace, with extra arguments.

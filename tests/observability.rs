@@ -22,7 +22,7 @@ mod kube_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::procs::{Proc, Redis, free_port};
 use support::{Conn, Packet, Wire, http_get, metric_sum, switchyard_binary};
-use switchyard_testkit::{Helm, TempDir, on_path};
+use switchyard_testkit::{Helm, TempDir, on_path, output, run_ok};
 
 // ---- files of the repository --------------------------------------------------------------------------------
 
@@ -269,34 +269,6 @@ fn alert_rules() -> Vec<(String, String)> {
 
 const PROMETHEUS_HINT: &str = "install it with scripts/prometheus.sh (Debian's `prometheus` package, which \
      ships prometheus and promtool; scripts/test.sh runs it)";
-
-fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn output(command: &mut Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(command)))
-}
-
-fn run_ok(command: &mut Command) -> String {
-    let out = output(command);
-    assert!(
-        out.status.success(),
-        "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        describe(command),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn promtool() -> Command {
     Command::new(on_path("promtool", PROMETHEUS_HINT))

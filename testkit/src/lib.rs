@@ -5,11 +5,13 @@
 //!   throwaway certificates and one kubeconfig per client identity. The `switchyard` package's tests, the
 //!   cluster crate's tests and the e2e harness all start it from here.
 //! - [`free_port`], [`eventually`] / [`eventually_true`], [`http_get`] / [`http_get_blocking`],
-//!   [`TempDir`], [`Helm`], [`tool`] and [`workspace`]: the small helpers every such test needs.
+//!   [`TempDir`], [`Helm`], [`run_ok`] and friends, [`tool`] and [`workspace`]: the small helpers every
+//!   such test needs.
 //!
 //! A dev-dependency only (and a dependency of the e2e harness, itself a test crate): no library crate of
 //! the workspace depends on it. Missing tools are a failure with instructions, never a silent skip.
 
+mod command;
 pub mod control_plane;
 mod helm;
 mod http;
@@ -18,6 +20,7 @@ mod temp;
 mod tools;
 mod wait;
 
+pub use command::{describe, output, run_err, run_ok, run_with_input};
 pub use control_plane::{ControlPlane, ControlPlaneConfig, Ports, User};
 pub use helm::Helm;
 pub use http::{HttpTarget, http_get, http_get_blocking, parse_response};
