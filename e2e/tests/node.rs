@@ -736,6 +736,12 @@ async fn readme(run: RunDir) {
         outputs[0]
     );
     assert!(
+        test_phase(&outputs[0]) == Some("Succeeded")
+            && outputs[0].contains("login ok: uid 999000001 through my-game-gate.game.svc:3553"),
+        "the README's helm test logs a player in through the gate Service:\n{}",
+        outputs[0]
+    );
+    assert!(
         outputs[1].contains("uninstalled"),
         "helm uninstall:\n{}",
         outputs[1]
