@@ -7,13 +7,10 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::ErrorKind;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use switchyard_testkit::free_port;
-
+use switchyard_testkit::{TempDir, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,8 +19,6 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 const MISSING: &str = "is not on PATH: run scripts/redis.sh to install it (the Redis locator tests start \
                        their own redis-server processes and never skip)";
 
-static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
-
 /// One `redis-server` process.
 #[derive(Debug)]
 pub struct RedisServer {
@@ -31,7 +26,7 @@ pub struct RedisServer {
     port: u16,
     /// With `--cluster-enabled`: the cluster bus port.
     cluster_bus_port: Option<u16>,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl RedisServer {
@@ -50,12 +45,7 @@ impl RedisServer {
         for _ in 0..3 {
             let port = free_port();
             let cluster_bus_port = cluster.then(free_port);
-            let dir = std::env::temp_dir().join(format!(
-                "switchyard-redis-{}-{}-{port}",
-                std::process::id(),
-                NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).expect("create the Redis directory");
+            let dir = TempDir::new(&format!("redis-{port}"));
             let mut server = RedisServer {
                 child: None,
                 port,
@@ -111,7 +101,7 @@ impl RedisServer {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
@@ -124,7 +114,7 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(self.dir.path())
             .args(["--logfile", "redis.log"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -133,7 +123,7 @@ impl RedisServer {
             command
                 .args(["--cluster-enabled", "yes"])
                 .arg("--cluster-config-file")
-                .arg(self.dir.join("nodes.conf"))
+                .arg(self.dir.path().join("nodes.conf"))
                 .args(["--cluster-port", &bus.to_string()])
                 .args(["--cluster-node-timeout", "5000"]);
         }
@@ -175,8 +165,8 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // The directory goes with the field (kept when the test failed).
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
