@@ -426,6 +426,7 @@ fn helm_template_renders_the_login_test_hook() {
         "        readOnlyRootFilesystem: true\n",
         "          drop:\n          - ALL\n",
         "    app.kubernetes.io/component: test\n",
+        "      resources:\n        requests:\n          memory: 16Mi\n        limits:\n          memory: 64Mi\n",
     ] {
         assert!(pod.contains(needle), "the test pod lacks {needle:?}:\n{pod}");
     }

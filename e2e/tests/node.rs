@@ -528,7 +528,23 @@ async fn install(run: RunDir) {
         "players in via my-game-gate ({cluster_ip}:3553, NodePort {node_port}, CoreDNS)"
     ));
     // The chart's own check: a pod of our image logs a player in through the gate Service's DNS name.
-    let out = tool(&plane, "helm", &HELM_TEST);
+    let (passed, out) = tool_output(&plane, "helm", &HELM_TEST);
+    if !passed {
+        // Where the test pod got stuck (scheduling, sandbox, image), for the failure message.
+        let (_, pod) = tool_output(
+            &plane,
+            "kubectl",
+            &[
+                "-n",
+                "switchyard-system",
+                "describe",
+                "pod",
+                "switchyard-test-login",
+            ],
+        );
+        let (_, nodes) = tool_output(&plane, "kubectl", &["describe", "nodes"]);
+        panic!("helm test failed:\n{out}\n--- the test pod\n{pod}\n--- the node\n{nodes}");
+    }
     assert!(
         test_phase(&out) == Some("Succeeded")
             && out.contains("login ok: uid 999000001 through my-game-gate.game.svc:3553"),
