@@ -8,6 +8,7 @@ mod dev;
 mod gate_cmd;
 mod node_cmd;
 mod operator_cmd;
+mod probe_cmd;
 
 use clap::{Parser, Subcommand};
 use switchyard_cluster::process::{Telemetry, TelemetryArgs, shutdown_on_signal};
@@ -38,6 +39,8 @@ enum Command {
     Crd,
     /// Load generator: N connections pipelining requests against a gate.
     Bench(switchyard_client::bench::BenchArgs),
+    /// Log one player in through a gate; exit 0 when the game answers the login (the chart's `helm test`).
+    ProbeLogin(probe_cmd::ProbeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -91,7 +94,9 @@ impl Command {
                 .init("switchyard-gate", &command.process.id("gate"))?,
             Command::Dev(args) => args.telemetry.init("switchyard-dev", "dev")?,
             Command::Operator(command) => plain(&command.log).init("switchyard-operator", "operator")?,
-            Command::Crd | Command::Bench(_) => plain(&from_env()).init("switchyard", "switchyard")?,
+            Command::Crd | Command::Bench(_) | Command::ProbeLogin(_) => {
+                plain(&from_env()).init("switchyard", "switchyard")?
+            }
         };
         Ok(Some(telemetry))
     }
@@ -104,6 +109,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Node(args) => node_cmd::run(*args).await,
         Command::Operator(command) => operator_cmd::run(command, shutdown_on_signal()).await,
         Command::Crd => operator_cmd::crd(),
+        Command::ProbeLogin(args) => probe_cmd::run(args).await,
         Command::Bench(args) => {
             let json = args.json;
             let report = switchyard_client::bench::run(args).await?;

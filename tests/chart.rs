@@ -5,7 +5,7 @@
 //! - `helm_lint_passes` and `helm_template_*` need helm (`scripts/helm.sh` builds it into the toolchain
 //!   cache) and fail with a clear message when it is missing.
 //! - `helm_install_into_a_real_apiserver` is ignored by default: it starts etcd and kube-apiserver from
-//!   `e2e/toolchain/build.sh` on free 127.0.0.1 ports (needs openssl for the certificates), installs the
+//!   `e2e/toolchain/build.sh` on free 127.0.0.1 ports (`switchyard-testkit`), installs the
 //!   chart, checks the CRD, the RBAC rules and the examples, and uninstalls. Run it with
 //!   `cargo test --test chart -- --include-ignored`.
 //! - `binary_runs_unprivileged_read_only_with_documented_env_only` runs `switchyard dev` as uid 65532
@@ -13,13 +13,16 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use switchyard_testkit::{
+    ControlPlaneConfig, Helm, TempDir, describe, http_get_blocking, on_path, output, run_err, run_ok,
+    run_with_input,
+};
 
 /// The release namespace and name used throughout.
 const NAMESPACE: &str = "switchyard-system";
@@ -80,7 +83,7 @@ fn assert_same_grants(what: &str, actual: &BTreeSet<Grant>, expected: &BTreeSet<
     );
 }
 
-// ---- paths, tools, temp dirs, commands --------------------------------------------------------------------
+// ---- paths and commands --------------------------------------------------------------------
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -90,165 +93,13 @@ fn chart() -> PathBuf {
     repo().join("charts/switchyard")
 }
 
-/// The toolchain's bin dir, as `e2e/toolchain/build.sh --print-bin-dir` reports it (builds nothing).
-fn toolchain_bin() -> PathBuf {
-    let script = repo().join("e2e/toolchain/build.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .arg("--print-bin-dir")
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
-    assert!(
-        output.status.success(),
-        "{} --print-bin-dir failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+/// `helm template` of the chart as release `switchyard` in its namespace, with extra arguments.
+trait TemplateChart {
+    fn template_chart(&self, extra: &[&str]) -> String;
 }
 
-/// A toolchain binary, or a panic that says how to get it.
-fn tool(name: &str) -> PathBuf {
-    let path = toolchain_bin().join(name);
-    if !path.is_file() {
-        let how = if name == "helm" {
-            "scripts/helm.sh (builds the toolchain with e2e/toolchain/build.sh on first use)"
-        } else {
-            "e2e/toolchain/build.sh (~19 min on first use, then instant)"
-        };
-        panic!(
-            "{name} is missing: expected {}. Build it with {how}.",
-            path.display()
-        );
-    }
-    path
-}
-
-/// A program on PATH, or a panic that names the package to install.
-fn on_path(program: &str, package: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(program))
-                .find(|candidate| candidate.is_file())
-        })
-        .unwrap_or_else(|| panic!("{program} is not on PATH: install it (Debian package `{package}`)"))
-}
-
-/// A directory under the system temp dir, removed (recursively) when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "switchyard-{label}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap_or_else(|error| panic!("create {}: {error}", path.display()));
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn describe(command: &Command) -> String {
-    let mut text = command.get_program().to_string_lossy().into_owned();
-    for arg in command.get_args() {
-        text.push(' ');
-        text.push_str(&arg.to_string_lossy());
-    }
-    text
-}
-
-/// Runs a command to completion.
-fn output(command: &mut Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(command)))
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn run_ok(command: &mut Command) -> String {
-    let out = output(command);
-    assert!(
-        out.status.success(),
-        "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        describe(command),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn run_err(command: &mut Command) -> String {
-    let out = output(command);
-    assert!(
-        !out.status.success(),
-        "`{}` succeeded but should have failed:\n--- stdout\n{}",
-        describe(command),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs a command with `input` on stdin.
-fn run_with_input(command: &mut Command, input: &str) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(command)));
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for the command")
-}
-
-/// helm with its cache, config and data in a private temp dir (the user's helm setup is not touched).
-struct Helm {
-    bin: PathBuf,
-    home: TempDir,
-}
-
-impl Helm {
-    fn new() -> Helm {
-        Helm {
-            bin: tool("helm"),
-            home: TempDir::new("helm-home"),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut command = Command::new(&self.bin);
-        let home = self.home.path();
-        command
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .current_dir(repo());
-        command
-    }
-
-    /// `helm template` of the chart with extra arguments; the rendered manifest.
-    fn template(&self, extra: &[&str]) -> String {
+impl TemplateChart for Helm {
+    fn template_chart(&self, extra: &[&str]) -> String {
         run_ok(
             self.cmd()
                 .args(["template", RELEASE])
@@ -400,7 +251,7 @@ fn values_schema_refuses_mistyped_and_unknown_values() {
 #[test]
 fn helm_template_renders_the_operator_with_least_privilege() {
     let helm = Helm::new();
-    let manifest = helm.template(&[]);
+    let manifest = helm.template_chart(&[]);
     let docs = documents(&manifest);
 
     let expected: BTreeSet<(String, String)> = [
@@ -416,6 +267,7 @@ fn helm_template_renders_the_operator_with_least_privilege() {
         ("ConfigMap", "switchyard-dashboard-gate"),
         ("ConfigMap", "switchyard-dashboard-node"),
         ("ConfigMap", "switchyard-dashboard-operator"),
+        ("Pod", "switchyard-test-login"),
     ]
     .into_iter()
     .map(|(kind, name)| (kind.to_owned(), name.to_owned()))
@@ -502,7 +354,7 @@ fn helm_template_renders_the_operator_with_least_privilege() {
     );
 
     // The CRD comes from crds/, only with --include-crds (helm installs it before the templates).
-    let with_crds = documents(&helm.template(&["--include-crds"]));
+    let with_crds = documents(&helm.template_chart(&["--include-crds"]));
     find(&with_crds, "CustomResourceDefinition", CRD);
     find(&with_crds, "CustomResourceDefinition", "gamepools.switchyard.dev");
 }
@@ -510,7 +362,7 @@ fn helm_template_renders_the_operator_with_least_privilege() {
 #[test]
 fn helm_template_renders_a_namespace_scoped_install() {
     let helm = Helm::new();
-    let manifest = helm.template(&["--set", "watchNamespace=games"]);
+    let manifest = helm.template_chart(&["--set", "watchNamespace=games"]);
     let docs = documents(&manifest);
     // A Role and RoleBinding in the watched namespace, with exactly the operator's rules; nothing
     // cluster-wide (the CRDs aside, which helm installs from crds/).
@@ -543,7 +395,7 @@ fn helm_template_renders_a_namespace_scoped_install() {
         "{deployment}"
     );
     // The default install watches every namespace.
-    let default = documents(&helm.template(&[]));
+    let default = documents(&helm.template_chart(&[]));
     find(&default, "ClusterRole", OPERATOR);
     find(&default, "ClusterRoleBinding", OPERATOR);
     assert!(
@@ -553,11 +405,61 @@ fn helm_template_renders_a_namespace_scoped_install() {
     );
 }
 
+/// `helm test`: a hook pod running `switchyard probe-login` against the values' GameCluster gate Service,
+/// locked down like the operator, with nothing of the API (no token); gone with `test.enabled=false`.
+#[test]
+fn helm_template_renders_the_login_test_hook() {
+    let helm = Helm::new();
+    let docs = documents(&helm.template_chart(&[]));
+    let pod = &find(&docs, "Pod", "switchyard-test-login").text;
+    for needle in [
+        "    helm.sh/hook: test\n",
+        "    helm.sh/hook-delete-policy: before-hook-creation\n",
+        "  restartPolicy: Never\n",
+        "  automountServiceAccountToken: false\n",
+        "      image: \"switchyard:0.1.0\"\n",
+        "      args: [\"probe-login\"]\n",
+        "        - name: SWITCHYARD_PROBE_ADDR\n          value: \"my-game-gate.game.svc:3553\"\n",
+        "        - name: SWITCHYARD_PROBE_UID\n          value: \"999000001\"\n",
+        "        - name: SWITCHYARD_PROBE_WAIT\n          value: \"60s\"\n",
+        "    runAsNonRoot: true\n",
+        "        readOnlyRootFilesystem: true\n",
+        "          drop:\n          - ALL\n",
+        "    app.kubernetes.io/component: test\n",
+        "      resources:\n        requests:\n          memory: 16Mi\n        limits:\n          memory: 64Mi\n",
+    ] {
+        assert!(pod.contains(needle), "the test pod lacks {needle:?}:\n{pod}");
+    }
+    let docs = documents(&helm.template_chart(&[
+        "--set",
+        "test.gameCluster.name=arena,test.gameCluster.namespace=games,test.port=4000,test.wait=2m",
+        "--set",
+        "image.repository=registry.local/switchyard,image.tag=e2e",
+    ]));
+    let pod = &find(&docs, "Pod", "switchyard-test-login").text;
+    for needle in [
+        "value: \"arena-gate.games.svc:4000\"\n",
+        "value: \"2m\"\n",
+        "image: \"registry.local/switchyard:e2e\"\n",
+    ] {
+        assert!(pod.contains(needle), "the test pod lacks {needle:?}:\n{pod}");
+    }
+    let docs = documents(&helm.template_chart(&["--set", "test.enabled=false"]));
+    assert!(!docs.iter().any(|doc| doc.kind == "Pod"), "no test pod");
+    let err = run_err(
+        helm.cmd()
+            .args(["template", RELEASE])
+            .arg(chart())
+            .args(["--set", "test.wait=soon"]),
+    );
+    assert!(err.contains("/test/wait"), "{err}");
+}
+
 #[test]
 fn helm_template_follows_the_values() {
     let helm = Helm::new();
 
-    let docs = documents(&helm.template(&[
+    let docs = documents(&helm.template_chart(&[
         "--set",
         "replicas=2,image.repository=registry.example/switchyard,image.tag=1.2.3,logLevel=debug",
         "--set",
@@ -598,7 +500,7 @@ fn helm_template_follows_the_values() {
     );
 
     // One operator without leader election: no lease permission at all.
-    let docs = documents(&helm.template(&["--set", "leaderElection.enabled=false"]));
+    let docs = documents(&helm.template_chart(&["--set", "leaderElection.enabled=false"]));
     assert!(
         !docs
             .iter()
@@ -613,7 +515,7 @@ fn helm_template_follows_the_values() {
     );
 
     // An existing ServiceAccount: not created, but bound.
-    let docs = documents(&helm.template(&[
+    let docs = documents(&helm.template_chart(&[
         "--set",
         "serviceAccount.create=false,serviceAccount.name=existing",
     ]));
@@ -640,7 +542,7 @@ fn helm_template_follows_the_values() {
     );
 
     // No metrics Service when switched off.
-    let docs = documents(&helm.template(&["--set", "metrics.service.enabled=false"]));
+    let docs = documents(&helm.template_chart(&["--set", "metrics.service.enabled=false"]));
     assert!(!docs.iter().any(|doc| doc.kind == "Service"));
 
     // Another release name: every name follows it.
@@ -655,213 +557,34 @@ fn helm_template_follows_the_values() {
         names
             .iter()
             .all(|name| name.starts_with("games-switchyard-operator")
-                || name.starts_with("games-switchyard-dashboard-")),
+                || name.starts_with("games-switchyard-dashboard-")
+                || name == "games-switchyard-test-login"),
         "{names:?}"
     );
 }
 
 // ---- a real kube-apiserver ------------------------------------------------------------------------------------
 
-/// etcd and kube-apiserver on free 127.0.0.1 ports, with certificates made by openssl; stopped (apiserver
-/// first) when dropped. Their logs are printed when a test fails.
+/// etcd and kube-apiserver on free 127.0.0.1 ports (`switchyard-testkit`), stopped when dropped (their
+/// logs are printed when a test fails), and the kubectl calls the test makes against them.
 struct ControlPlane {
-    dir: TempDir,
-    kubectl: PathBuf,
+    plane: switchyard_testkit::ControlPlane,
     kubeconfig: PathBuf,
-    processes: Vec<(String, Child)>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port on 127.0.0.1")
 }
 
 impl ControlPlane {
     fn start() -> ControlPlane {
-        let etcd = tool("etcd");
-        let apiserver = tool("kube-apiserver");
-        let kubectl = tool("kubectl");
-        let openssl = on_path("openssl", "openssl");
-        let dir = TempDir::new("apiserver");
-        let pki = dir.path().join("pki");
-        std::fs::create_dir_all(&pki).expect("pki dir");
-        let ssl = |args: &[&str]| {
-            run_ok(Command::new(&openssl).args(args).current_dir(&pki));
-        };
-        ssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=switchyard-chart-test-ca",
-        ]);
-        let sign = |name: &str, subject: &str, extensions: &str| {
-            std::fs::write(pki.join(format!("{name}.ext")), extensions).expect("write extensions");
-            ssl(&[
-                "req",
-                "-new",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                subject,
-            ]);
-            ssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.crt"),
-            ]);
-        };
-        sign(
-            "apiserver",
-            "/CN=kube-apiserver",
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\n\
-             subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,\
-             DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n",
-        );
-        sign(
-            "admin",
-            "/O=system:masters/CN=switchyard-admin",
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=clientAuth\n",
-        );
-        ssl(&["genrsa", "-out", "sa.key", "2048"]);
-        ssl(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
-
-        let etcd_port = free_port();
-        let peer_port = free_port();
-        let api_port = free_port();
-        let pki_path = |file: &str| pki.join(file).display().to_string();
-        let kubeconfig = dir.path().join("admin.kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    \
-                 server: https://127.0.0.1:{api_port}\n    certificate-authority: {}\n\
-                 users:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\n\
-                 contexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n\
-                 current-context: test\n",
-                pki_path("ca.crt"),
-                pki_path("admin.crt"),
-                pki_path("admin.key"),
-            ),
-        )
-        .expect("write the kubeconfig");
-
-        let mut plane = ControlPlane {
-            dir,
-            kubectl,
-            kubeconfig,
-            processes: Vec::new(),
-        };
-        plane.spawn(
-            "etcd",
-            Command::new(etcd).args([
-                "--name=test".to_owned(),
-                format!("--data-dir={}", plane.dir.path().join("etcd").display()),
-                format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
-                format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-cluster=test=http://127.0.0.1:{peer_port}"),
-                "--initial-cluster-state=new".to_owned(),
-                "--unsafe-no-fsync".to_owned(),
-                "--log-level=warn".to_owned(),
-            ]),
-        );
-        plane.wait_until("etcd accepts connections", Duration::from_secs(60), |_| {
-            TcpStream::connect(("127.0.0.1", etcd_port)).is_ok()
-        });
-        plane.spawn(
-            "kube-apiserver",
-            Command::new(apiserver).args([
-                format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-                "--bind-address=127.0.0.1".to_owned(),
-                "--advertise-address=127.0.0.1".to_owned(),
-                format!("--secure-port={api_port}"),
-                format!("--tls-cert-file={}", pki_path("apiserver.crt")),
-                format!("--tls-private-key-file={}", pki_path("apiserver.key")),
-                format!("--client-ca-file={}", pki_path("ca.crt")),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
-                format!("--service-account-key-file={}", pki_path("sa.pub")),
-                format!("--service-account-signing-key-file={}", pki_path("sa.key")),
-                "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
-                "--authorization-mode=RBAC".to_owned(),
-                // A loopback advertise address needs this (see e2e/toolchain/README.md).
-                "--endpoint-reconciler-type=none".to_owned(),
-                "--profiling=false".to_owned(),
-                "--v=1".to_owned(),
-            ]),
-        );
-        plane.wait_until("kube-apiserver /readyz", Duration::from_secs(180), |plane| {
-            output(plane.kubectl().args(["get", "--raw", "/readyz"]))
-                .status
-                .success()
-        });
-        plane
-    }
-
-    fn spawn(&mut self, name: &str, command: &mut Command) {
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log file");
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        self.processes.push((name.to_owned(), child));
-    }
-
-    /// Polls `ready` until it holds; panics when time runs out or a process exits.
-    fn wait_until(&mut self, what: &str, within: Duration, ready: impl Fn(&ControlPlane) -> bool) {
-        let deadline = Instant::now() + within;
-        loop {
-            if ready(self) {
-                return;
-            }
-            for (name, child) in &mut self.processes {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("waiting for {what}: {name} exited ({status})");
-                }
-            }
-            assert!(Instant::now() < deadline, "{what}: not ready after {within:?}");
-            std::thread::sleep(Duration::from_millis(300));
+        let config = ControlPlaneConfig::local().unwrap_or_else(|error| panic!("{error}"));
+        let plane = switchyard_testkit::ControlPlane::start(config).unwrap_or_else(|error| panic!("{error}"));
+        ControlPlane {
+            kubeconfig: plane.admin_kubeconfig(),
+            plane,
         }
     }
 
     fn kubectl(&self) -> Command {
-        let mut command = Command::new(&self.kubectl);
-        command
-            .env("KUBECONFIG", &self.kubeconfig)
-            .arg("--request-timeout=60s")
-            .current_dir(repo());
+        let mut command = self.plane.kubectl();
+        command.current_dir(repo());
         command
     }
 
@@ -901,25 +624,6 @@ impl ControlPlane {
     /// Applies a manifest from stdin; returns the command's output.
     fn apply(&self, command: &mut Command, manifest: &str) -> Output {
         run_with_input(command.args(["apply", "-f", "-"]), manifest)
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        // Reverse start order: an apiserver whose etcd is gone hangs in its graceful shutdown.
-        while let Some((name, mut child)) = self.processes.pop() {
-            let _ = child.kill();
-            let _ = child.wait();
-            if std::thread::panicking() {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!("----- last lines of {name}.log -----");
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
-        }
     }
 }
 
@@ -965,17 +669,6 @@ fn env_entry<'a>(container: &'a Value, name: &str) -> &'a Value {
 #[test]
 #[ignore = "needs the control plane: scripts/test.sh runs it"]
 fn helm_install_into_a_real_apiserver() {
-    let bin = toolchain_bin();
-    let missing: Vec<&str> = ["etcd", "kube-apiserver", "kubectl", "helm"]
-        .into_iter()
-        .filter(|name| !bin.join(name).is_file())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "this test needs the control plane, but {missing:?} are missing from {}: build them with \
-         e2e/toolchain/build.sh (~19 min on first use, then instant)",
-        bin.display()
-    );
     let helm = Helm::new();
     let plane = ControlPlane::start();
     let helm_cmd = || {
@@ -1332,32 +1025,6 @@ fn euid() -> u32 {
         .expect("a Uid line in /proc/self/status")
 }
 
-/// One HTTP/1.1 GET; the status code and body.
-fn http_get(address: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap_or_else(|error| panic!("connect {address}: {error}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read the response");
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
-
-/// Sends route 1 (echo) over TCP with the default packet settings and returns the response payload.
 fn echo(address: &str, message: &str) -> String {
     let mut stream = TcpStream::connect(address).unwrap_or_else(|error| panic!("connect {address}: {error}"));
     stream
@@ -1399,10 +1066,10 @@ fn binary_runs_unprivileged_read_only_with_documented_env_only() {
     if root {
         // Drop to the image's user; make the root filesystem read-only in a private mount namespace when
         // this environment allows one (a container without CAP_SYS_ADMIN does not).
-        let setpriv = on_path("setpriv", "util-linux");
-        let unshare = on_path("unshare", "util-linux");
-        let sh = on_path("sh", "dash");
-        let mount = on_path("mount", "mount");
+        let setpriv = on_path("setpriv", "install it (Debian package `util-linux`)");
+        let unshare = on_path("unshare", "install it (Debian package `util-linux`)");
+        let sh = on_path("sh", "install it (Debian package `dash`)");
+        let mount = on_path("mount", "install it (Debian package `mount`)");
         read_only_root = Command::new(&unshare)
             .args(["--mount", "--propagation", "private", "--"])
             .arg(&mount)
@@ -1538,9 +1205,9 @@ fn binary_runs_unprivileged_read_only_with_documented_env_only() {
     }
 
     // It serves: admin endpoints and a client.
-    assert_eq!(http_get(&admin, "/healthz").0, 200, "/healthz");
-    assert_eq!(http_get(&admin, "/readyz").0, 200, "/readyz");
-    let (code, metrics) = http_get(&admin, "/metrics");
+    assert_eq!(http_get_blocking(admin.as_str(), "/healthz").0, 200, "/healthz");
+    assert_eq!(http_get_blocking(admin.as_str(), "/readyz").0, 200, "/readyz");
+    let (code, metrics) = http_get_blocking(admin.as_str(), "/metrics");
     assert_eq!(code, 200, "/metrics");
     assert!(metrics.contains("switchyard_"), "metrics:\n{metrics}");
     let reply = echo(&tcp, "read-only");

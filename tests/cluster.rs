@@ -7,9 +7,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::cluster::{Cluster, admin_metrics, login, strings, wait_for, whoami};
+use support::cluster::{Cluster, admin_metrics, login, strings, whoami};
 use support::procs::{Proc, Redis, TempDir, free_port};
 use support::{Conn, Packet, Wire, http_get, metric_sum, switchyard_binary};
+use switchyard_testkit::eventually_true;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_and_room_messages_cross_gates() {
@@ -68,7 +69,7 @@ async fn a_draining_node_keeps_its_players_and_exits_after_the_last_logout() {
     assert!(!on_drained.is_empty(), "round robin put someone on {drained_id}");
     drained.signal("TERM");
     for (_, _, admin) in &cluster.gates {
-        wait_for(Duration::from_secs(5), "the gate heard of the drain", || async {
+        eventually_true("the gate heard of the drain", Duration::from_secs(5), || async {
             metric_sum(
                 &admin_metrics(admin).await,
                 "switchyard_gate_nodes",
@@ -170,9 +171,9 @@ async fn players_of_a_killed_node_play_on_the_other_one() {
     // and retries); what must hold is that the players recover once the gates have noticed and the link
     // grace (1 s here) has passed.
     for (_, _, admin) in &cluster.gates {
-        wait_for(
-            Duration::from_secs(10),
+        eventually_true(
             "the gate dropped the killed node's link",
+            Duration::from_secs(10),
             || async { metric_sum(&admin_metrics(admin).await, "switchyard_gate_node_links", &[]) == 1.0 },
         )
         .await;
@@ -320,12 +321,12 @@ async fn a_node_started_before_redis_waits_for_it() {
         "--locator",
         &format!("redis://127.0.0.1:{redis_port}"),
     ]);
-    let mut node = Proc::spawn("early", switchyard_binary(), &args, &dir.0);
+    let mut node = Proc::spawn("early", switchyard_binary(), &args, dir.path());
     // As in Kubernetes, where a cluster's pods start in no particular order: Redis comes a bit later.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(node.is_running(), "the node waits for Redis instead of exiting");
-    let _redis = Redis::start_on(redis_port, &dir.0);
-    wait_for(Duration::from_secs(10), "the node to become ready", || async {
+    let _redis = Redis::start_on(redis_port, dir.path());
+    eventually_true("the node to become ready", Duration::from_secs(10), || async {
         // The admin endpoint starts once the locator is connected.
         tokio::net::TcpStream::connect(&admin).await.is_ok()
             && http_get(&format!("http://{admin}"), "/readyz").await.0 == 200
@@ -336,7 +337,7 @@ async fn a_node_started_before_redis_waits_for_it() {
 
     // A URL that can never work is refused at once.
     let bad = strings(&["node", "--link", &link, "--locator", "redis://[::1"]);
-    let mut refused = Proc::spawn("bad-url", switchyard_binary(), &bad, &dir.0);
+    let mut refused = Proc::spawn("bad-url", switchyard_binary(), &bad, dir.path());
     let status = refused.wait_exit(Duration::from_secs(5)).expect("exits at once");
     assert!(!status.success());
     node.signal("TERM");

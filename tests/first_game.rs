@@ -12,11 +12,11 @@
 mod kube_support;
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use kube_support::{ControlPlane, bin_dir};
+use kube_support::ControlPlane;
 use support::game::workspace;
+use switchyard_testkit::{Helm, TempDir, tool};
 
 fn guide() -> String {
     std::fs::read_to_string(workspace().join("docs/first-game.md")).expect("docs/first-game.md")
@@ -118,10 +118,9 @@ fn every_command_of_the_guide_is_run_by_a_test() {
 #[ignore = "needs a real kube-apiserver and helm: e2e/toolchain/build.sh, scripts/helm.sh"]
 fn helm_install_and_kubectl_apply_as_the_guide_says() {
     let plane = ControlPlane::shared();
-    let bin: PathBuf = bin_dir();
-    let helm_home = std::env::temp_dir().join(format!("switchyard-first-game-helm-{}", std::process::id()));
-    let work = std::env::temp_dir().join(format!("switchyard-first-game-{}", std::process::id()));
-    std::fs::create_dir_all(&work).expect("work dir");
+    let helm = Helm::new();
+    let work = TempDir::new("first-game");
+    let work = work.path();
     let yaml = blocks(&guide(), "yaml");
     assert_eq!(yaml.len(), 1, "one my-game.yaml in the guide");
     std::fs::write(work.join("my-game.yaml"), &yaml[0]).expect("write my-game.yaml");
@@ -130,19 +129,15 @@ fn helm_install_and_kubectl_apply_as_the_guide_says() {
         let words: Vec<&str> = line.split_whitespace().collect();
         let mut command = match words[0] {
             "helm" => {
-                let mut helm = Command::new(bin.join("helm"));
-                helm.env("HELM_CACHE_HOME", helm_home.join("cache"))
-                    .env("HELM_CONFIG_HOME", helm_home.join("config"))
-                    .env("HELM_DATA_HOME", helm_home.join("data"))
-                    .env("KUBECONFIG", &plane.admin_kubeconfig)
-                    .current_dir(workspace());
-                helm
+                let mut command = helm.cmd();
+                command.env("KUBECONFIG", &plane.admin_kubeconfig);
+                command
             }
             "kubectl" => {
-                let mut kubectl = Command::new(bin.join("kubectl"));
+                let mut kubectl = Command::new(tool("kubectl"));
                 kubectl
                     .env("KUBECONFIG", &plane.admin_kubeconfig)
-                    .current_dir(&work);
+                    .current_dir(work);
                 kubectl
             }
             _ => continue,
@@ -161,13 +156,9 @@ fn helm_install_and_kubectl_apply_as_the_guide_says() {
     // What the API server stored: the guide's image in the node pool.
     let stored = plane.kubectl_ok(&["get", "gc", "my-game", "-o", "jsonpath={.spec.node.image}"]);
     assert_eq!(stored, "registry.local/my-game:1.0.0");
-    let _ = Command::new(bin.join("helm"))
+    let _ = helm
+        .cmd()
         .env("KUBECONFIG", &plane.admin_kubeconfig)
-        .env("HELM_CACHE_HOME", helm_home.join("cache"))
-        .env("HELM_CONFIG_HOME", helm_home.join("config"))
-        .env("HELM_DATA_HOME", helm_home.join("data"))
         .args(["uninstall", "switchyard", "--namespace", "switchyard-system"])
         .output();
-    let _ = std::fs::remove_dir_all(&work);
-    let _ = std::fs::remove_dir_all(&helm_home);
 }

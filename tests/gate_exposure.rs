@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::certs::Certs;
-use support::cluster::wait_for;
 use support::{Conn, Dev, Wire, metric_sum};
+use switchyard_testkit::eventually_true;
 use tokio::io::AsyncWriteExt;
 
 const HOST_A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -110,9 +110,9 @@ async fn a_replaced_certificate_is_served_to_new_connections() {
     drop(before);
     // The gate counts the refused handshake when the client's alert reaches it, after the client's side
     // of the handshake has already failed: wait for it rather than read the counter once.
-    wait_for(
-        Duration::from_secs(5),
+    eventually_true(
         "the refused handshake is counted",
+        Duration::from_secs(5),
         || async {
             let metrics = dev.metrics().await;
             metric_sum(

@@ -32,7 +32,7 @@ async fn a_gate_becomes_ready_only_after_its_first_link_attempts() {
     .iter()
     .map(|arg| arg.to_string())
     .collect();
-    let _gate = Proc::spawn("gate-r", switchyard_binary(), &args, &dir.0);
+    let _gate = Proc::spawn("gate-r", switchyard_binary(), &args, dir.path());
     let base = format!("http://{admin}");
     let started = Instant::now();
     while tokio::net::TcpStream::connect(&admin).await.is_err() {

@@ -15,13 +15,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::cluster::{admin_metrics, strings, wait_for};
+use support::cluster::{admin_metrics, strings};
 use support::link::{
     client_packet, gate_frames, gate_hello, node_frames, start_gate, start_node, wait_listening,
 };
 use support::procs::{TempDir, rss_kib};
 use support::{Conn, Wire, metric_sum};
 use switchyard_protocol::link::{GateToNode, NodeState, NodeToGate, RouteSpec, Target};
+use switchyard_testkit::eventually_true;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -114,7 +115,7 @@ async fn a_hostile_node_is_cut_off_and_the_other_players_keep_being_served() {
     );
 
     // The healthy node is linked meanwhile; a player on it starts echoing and must never notice the rest.
-    wait_for(Duration::from_secs(15), "gate linked to node-a", || async {
+    eventually_true("gate linked to node-a", Duration::from_secs(15), || async {
         metric(&admin, "switchyard_gate_node_links", &[]).await >= 1.0
     })
     .await;
@@ -178,7 +179,7 @@ async fn a_hostile_node_is_cut_off_and_the_other_players_keep_being_served() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    wait_for(Duration::from_secs(10), "the fake node linked", || async {
+    eventually_true("the fake node linked", Duration::from_secs(10), || async {
         metric(&admin, "switchyard_gate_node_links", &[]).await == 2.0
     })
     .await;
@@ -196,9 +197,9 @@ async fn a_hostile_node_is_cut_off_and_the_other_players_keep_being_served() {
             }
         }
     });
-    wait_for(
-        Duration::from_secs(30),
+    eventually_true(
         "the stuck fake node's link closed by the write deadline",
+        Duration::from_secs(30),
         || async { link_closed(&admin, "switchyard_gate", "write_timeout").await >= 1.0 },
     )
     .await;
@@ -256,7 +257,7 @@ async fn a_flood_of_lanes_is_capped_per_link_and_other_gates_keep_flowing() {
     );
     wait_listening(&node.link).await;
     let (_gate, tcp, gate_admin) = start_gate(&dir, "gate-a", &[&node.link], &[]);
-    wait_for(Duration::from_secs(15), "gate linked", || async {
+    eventually_true("gate linked", Duration::from_secs(15), || async {
         metric(&gate_admin, "switchyard_gate_node_links", &[]).await == 1.0
     })
     .await;
@@ -282,9 +283,9 @@ async fn a_flood_of_lanes_is_capped_per_link_and_other_gates_keep_flowing() {
             .await
         }
     };
-    wait_for(
-        Duration::from_secs(30),
+    eventually_true(
         "every packet over the lane cap refused",
+        Duration::from_secs(30),
         || async { refused("too_many_lanes").await == (claimed - 500) as f64 },
     )
     .await;
@@ -305,9 +306,9 @@ async fn a_flood_of_lanes_is_capped_per_link_and_other_gates_keep_flowing() {
     let work = format!("{{\"ms\":3000,\"pad\":\"{}\"}}", "p".repeat(50_000));
     let slow = (0..60u64).map(|i| client_packet(101 + i % 10, 0, 10, work.as_bytes()));
     flood.write_all(&gate_frames(slow)).await.unwrap();
-    wait_for(
-        Duration::from_secs(10),
+    eventually_true(
         "the flood link's lane bytes refused",
+        Duration::from_secs(10),
         || async { refused("link_full").await >= 10.0 },
     )
     .await;
@@ -333,7 +334,7 @@ async fn a_gate_that_stops_reading_is_closed_within_the_write_deadline() {
     let mut node = start_node(&dir, "node-s", &strings(&["--link-write-timeout", "1s"]));
     wait_listening(&node.link).await;
     let (_gate, tcp, gate_admin) = start_gate(&dir, "gate-a", &[&node.link], &[]);
-    wait_for(Duration::from_secs(15), "gate linked", || async {
+    eventually_true("gate linked", Duration::from_secs(15), || async {
         metric(&gate_admin, "switchyard_gate_node_links", &[]).await == 1.0
     })
     .await;
@@ -368,9 +369,9 @@ async fn a_gate_that_stops_reading_is_closed_within_the_write_deadline() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    wait_for(
-        Duration::from_secs(20),
+    eventually_true(
         "the stuck gate's link closed by the write deadline",
+        Duration::from_secs(20),
         || async { link_closed(&node.admin, "switchyard_node", "write_timeout").await == 1.0 },
     )
     .await;

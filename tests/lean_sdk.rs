@@ -1,7 +1,7 @@
 //! What a game pays for the node SDK: no library crate of the workspace selects a k8s-openapi version
 //! feature (k8s-openapi leaves that choice to the application; a library that made it would break every game
 //! that uses kube with another version), and without its default features switchyard-node pulls in neither
-//! Kubernetes, Redis nor the OTLP exporter.
+//! Kubernetes, Redis nor the OTLP exporter; and the test-support crate (`testkit/`) stays out of them all.
 
 use std::process::Command;
 
@@ -69,4 +69,19 @@ fn without_default_features_the_sdk_stays_lean() {
             "the defaults bring {heavy}"
         );
     }
+}
+
+/// The test-support crate is a dev-dependency (and the e2e harness's): no library, nor the binary, ships it.
+#[test]
+fn the_testkit_is_never_a_normal_dependency() {
+    for package in LIBRARIES.into_iter().chain(["switchyard"]) {
+        let tree = cargo_tree(package, &["-e", "normal,build", "--all-features"]);
+        assert!(
+            !tree.lines().any(|line| line.starts_with("switchyard-testkit ")),
+            "{package} depends on switchyard-testkit outside its dev-dependencies"
+        );
+    }
+    // The check can fail: the e2e harness does depend on it.
+    let e2e = cargo_tree("switchyard-e2e", &["-e", "normal"]);
+    assert!(e2e.lines().any(|line| line.starts_with("switchyard-testkit ")));
 }

@@ -18,10 +18,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use serde_json::json;
-use support::cluster::{Cluster, Player, admin_metrics, matched, strings, wait_for};
+use support::cluster::{Cluster, Player, admin_metrics, matched, strings};
 use support::procs::{Proc, TempDir, free_port};
 use support::{Conn, Wire, metric_sum, switchyard_binary};
 use switchyard_operator::link_certs::{Leaf, LinkCa, leaf_secret_data, new_ca};
+use switchyard_testkit::eventually_true;
 
 /// Writes a leaf Secret's data as a Secret volume holds it (`ca.crt`, `tls.crt`, `tls.key`) under `dir`;
 /// returns the `--link-tls-*` flags that name the files, as `SWITCHYARD_LINK_TLS_*` do in a pod.
@@ -126,11 +127,11 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
         &cluster.links.join(","),
     ]);
     args.extend(foreign_flags);
-    let _foreign = Proc::spawn("gate-foreign", switchyard_binary(), &args, &dir.0);
+    let _foreign = Proc::spawn("gate-foreign", switchyard_binary(), &args, dir.path());
     let admin = format!("http://{admin}");
-    wait_for(
-        Duration::from_secs(20),
+    eventually_true(
         "the foreign gate tried and failed",
+        Duration::from_secs(20),
         || async {
             metric_sum(
                 &admin_metrics(&admin).await,
@@ -154,9 +155,9 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
         "the foreign gate got {} bytes",
         received.len()
     );
-    wait_for(
-        Duration::from_secs(10),
+    eventually_true(
         "the node counted the refusal",
+        Duration::from_secs(10),
         || async {
             metric_sum(
                 &admin_metrics(cluster.node_admin("lobby-1")).await,

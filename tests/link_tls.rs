@@ -14,11 +14,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use serde_json::json;
 use support::certs::{LinkLeaf, LinkPki, LinkRole};
-use support::cluster::{admin_metrics, strings, wait_for};
+use support::cluster::{admin_metrics, strings};
 use support::link::{Node, client_packet, gate_frames, gate_hello, start_gate, start_node, wait_listening};
 use support::procs::TempDir;
 use support::{Conn, Wire, metric_sum, switchyard_binary};
 use switchyard_protocol::link::{GateToNode, LinkDecoder, NodeToGate, Target};
+use switchyard_testkit::eventually_true;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -107,7 +108,7 @@ async fn strangers_get_no_frame_and_a_gate_of_the_cluster_serves() {
             assert!(received.is_empty(), "{what}: got {} bytes", received.len());
         }
     }
-    wait_for(Duration::from_secs(5), "every refusal counted", || async {
+    eventually_true("every refusal counted", Duration::from_secs(5), || async {
         refused(&node, "not_tls").await >= 1.0
             && refused(&node, "no_certificate").await >= 1.0
             && refused(&node, "bad_certificate").await >= 2.0
@@ -125,7 +126,7 @@ async fn strangers_get_no_frame_and_a_gate_of_the_cluster_serves() {
 
     // A gate of another cluster is refused too (its CA does not vouch for the node, nor the node's for it).
     let (_foreign, _, foreign_admin) = start_gate(&dir, "gate-x", &[&node.link], &other.flags(&foreign_gate));
-    wait_for(Duration::from_secs(15), "the foreign gate tried", || async {
+    eventually_true("the foreign gate tried", Duration::from_secs(15), || async {
         metric_sum(
             &admin_metrics(&foreign_admin).await,
             "switchyard_gate_node_link_failures_total",
@@ -144,7 +145,7 @@ async fn strangers_get_no_frame_and_a_gate_of_the_cluster_serves() {
 
     // The cluster's own gate links and serves a client.
     let (_gate, tcp, admin) = start_gate(&dir, "gate-a", &[&node.link], &pki.flags(&gate_leaf));
-    wait_for(Duration::from_secs(15), "gate linked over mutual TLS", || async {
+    eventually_true("gate linked over mutual TLS", Duration::from_secs(15), || async {
         metric_sum(&admin_metrics(&admin).await, "switchyard_gate_node_links", &[]) == 1.0
     })
     .await;
@@ -169,7 +170,7 @@ async fn replaced_files_serve_new_links_and_established_links_stay_up() {
         &[&node.link],
         &[pki.flags(&gate_leaf), fast].concat(),
     );
-    wait_for(Duration::from_secs(15), "gate linked", || async {
+    eventually_true("gate linked", Duration::from_secs(15), || async {
         metric_sum(&admin_metrics(&admin).await, "switchyard_gate_node_links", &[]) == 1.0
     })
     .await;
@@ -194,9 +195,9 @@ async fn replaced_files_serve_new_links_and_established_links_stay_up() {
     // Renewal: both leaves replaced in place, as the operator's Secret update does.
     let renewed_node = pki.leaf(LinkRole::Node, "node");
     let renewed_gate = pki.leaf(LinkRole::Gate, "gate");
-    wait_for(
-        Duration::from_secs(10),
+    eventually_true(
         "the node presents its renewed certificate",
+        Duration::from_secs(10),
         || async { presented(&pki, &renewed_gate, &node.link).await == renewed_node.der.to_vec() },
     )
     .await;
@@ -297,7 +298,7 @@ async fn link_connections_per_node_are_bounded() {
     let node = start_node(&dir, "node-m", &strings(&["--max-links", "2"]));
     wait_listening(&node.link).await;
     // The wait above held a connection briefly; let it go before counting.
-    wait_for(Duration::from_secs(5), "no link connection open", || async {
+    eventually_true("no link connection open", Duration::from_secs(5), || async {
         metric_sum(
             &admin_metrics(&node.admin).await,
             "switchyard_node_link_connections",
@@ -307,7 +308,7 @@ async fn link_connections_per_node_are_bounded() {
     .await;
     let _first = TcpStream::connect(&node.link).await.expect("connect");
     let _second = TcpStream::connect(&node.link).await.expect("connect");
-    wait_for(Duration::from_secs(5), "two link connections open", || async {
+    eventually_true("two link connections open", Duration::from_secs(5), || async {
         metric_sum(
             &admin_metrics(&node.admin).await,
             "switchyard_node_link_connections",
@@ -320,7 +321,7 @@ async fn link_connections_per_node_are_bounded() {
         forge(third).await.is_empty(),
         "the link over the cap got an answer"
     );
-    wait_for(Duration::from_secs(5), "the third connection counted", || async {
+    eventually_true("the third connection counted", Duration::from_secs(5), || async {
         refused(&node, "max_links").await == 1.0
     })
     .await;

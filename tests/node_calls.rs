@@ -215,7 +215,11 @@ async fn a_call_reaches_any_node_of_a_pool_a_named_node_or_a_players_node_and_re
     ));
     // The named node adopts the player the caller bound to it.
     let callee = &setup.callees[0];
-    support::eventually_true(Duration::from_secs(5), || callee.is_bound(77)).await;
+    switchyard_testkit::eventually_true("the callee adopts player 77", Duration::from_secs(5), || {
+        let bound = callee.is_bound(77);
+        async move { bound }
+    })
+    .await;
 
     let metrics = setup.metrics();
     assert!(

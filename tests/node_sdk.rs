@@ -131,7 +131,7 @@ struct Cluster {
 impl Cluster {
     async fn start(name: &str) -> Cluster {
         let dir = TempDir::new(name);
-        let redis = Redis::start(&dir.0);
+        let redis = Redis::start(dir.path());
         let mut registry = Registry::default();
         let locator = RedisLocator::connect(RedisLocatorConfig::new(redis.url()), &mut registry)
             .await
@@ -175,7 +175,7 @@ impl Cluster {
             .iter()
             .map(|arg| arg.to_string())
             .collect();
-            procs.push(Proc::spawn(id, switchyard_binary(), &args, &dir.0));
+            procs.push(Proc::spawn(id, switchyard_binary(), &args, dir.path()));
             gates.push((tcp, format!("ws://{ws}/")));
         }
         let cluster = Cluster {

@@ -22,14 +22,15 @@ mod kube_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::procs::{Proc, Redis, free_port};
 use support::{Conn, Packet, Wire, http_get, metric_sum, switchyard_binary};
+use switchyard_testkit::{Helm, TempDir, on_path, output, run_ok};
 
 // ---- files of the repository --------------------------------------------------------------------------------
 
@@ -269,78 +270,8 @@ fn alert_rules() -> Vec<(String, String)> {
 const PROMETHEUS_HINT: &str = "install it with scripts/prometheus.sh (Debian's `prometheus` package, which \
      ships prometheus and promtool; scripts/test.sh runs it)";
 
-/// A program on PATH, or a panic that says how to install it.
-fn on_path(program: &str, hint: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join(program))
-                .find(|candidate| candidate.is_file())
-        })
-        .unwrap_or_else(|| panic!("{program} is not on PATH: {hint}"))
-}
-
-fn describe(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn output(command: &mut Command) -> Output {
-    command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(command)))
-}
-
-fn run_ok(command: &mut Command) -> String {
-    let out = output(command);
-    assert!(
-        out.status.success(),
-        "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        describe(command),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn promtool() -> Command {
     Command::new(on_path("promtool", PROMETHEUS_HINT))
-}
-
-/// A directory under the system temp dir, removed when dropped unless the test failed (logs stay).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "switchyard-obs-{label}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap_or_else(|error| panic!("create {}: {error}", path.display()));
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept for reading: {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 // ---- dashboards: structure ----------------------------------------------------------------------------------
@@ -660,40 +591,13 @@ async fn every_gate_and_node_metric_the_dashboards_and_alerts_use_is_exported() 
 
 // ---- the chart ------------------------------------------------------------------------------------------------
 
-/// helm from the e2e toolchain, with its home in a private temp dir.
-struct Helm {
-    bin: PathBuf,
-    home: TempDir,
+/// `helm template` of the chart as release `switchyard` in `switchyard-system`, with `--set` values.
+trait TemplateSets {
+    fn template_sets(&self, sets: &[&str]) -> Vec<Doc>;
 }
 
-impl Helm {
-    fn new() -> Helm {
-        let script = repo().join("e2e/toolchain/build.sh");
-        let dir = run_ok(Command::new("bash").arg(&script).arg("--print-bin-dir"));
-        let bin = PathBuf::from(dir.trim()).join("helm");
-        assert!(
-            bin.is_file(),
-            "helm is missing: expected {}. Build it with scripts/helm.sh.",
-            bin.display()
-        );
-        Helm {
-            bin,
-            home: TempDir::new("helm-home"),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut command = Command::new(&self.bin);
-        let home = self.home.path();
-        command
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .current_dir(repo());
-        command
-    }
-
-    fn template(&self, sets: &[&str]) -> Vec<Doc> {
+impl TemplateSets for Helm {
+    fn template_sets(&self, sets: &[&str]) -> Vec<Doc> {
         let mut command = self.cmd();
         command
             .args(["template", "switchyard"])
@@ -767,7 +671,7 @@ fn chart_ships_dashboards_for_the_grafana_sidecar_with_toggles() {
     let helm = Helm::new();
 
     // On by default: one ConfigMap per dashboard, labelled grafana_dashboard: "1", holding the file.
-    let docs = helm.template(&[]);
+    let docs = helm.template_sets(&[]);
     let maps = of_kind(&docs, "ConfigMap");
     let names: BTreeSet<&str> = maps.iter().map(|doc| doc.name.as_str()).collect();
     assert_eq!(
@@ -819,7 +723,7 @@ fn chart_ships_dashboards_for_the_grafana_sidecar_with_toggles() {
     );
 
     // Sidecar label, namespace, extra labels and annotations from the values.
-    let docs = helm.template(&[
+    let docs = helm.template_sets(&[
         "dashboards.label=my_dashboards,dashboards.labelValue=yes,dashboards.namespace=grafana",
         "dashboards.annotations.grafana_folder=Switchyard,dashboards.labels.team=games",
     ]);
@@ -842,7 +746,7 @@ fn chart_ships_dashboards_for_the_grafana_sidecar_with_toggles() {
     }
 
     // Off.
-    let docs = helm.template(&["dashboards.enabled=false"]);
+    let docs = helm.template_sets(&["dashboards.enabled=false"]);
     assert!(
         of_kind(&docs, "ConfigMap").is_empty(),
         "dashboards.enabled=false renders no ConfigMap"
@@ -852,7 +756,7 @@ fn chart_ships_dashboards_for_the_grafana_sidecar_with_toggles() {
 #[test]
 fn chart_renders_the_podmonitor_and_the_prometheusrule_when_asked() {
     let helm = Helm::new();
-    let docs = helm.template(&[
+    let docs = helm.template_sets(&[
         "monitoring.podMonitor.enabled=true,monitoring.prometheusRule.enabled=true",
         "monitoring.podMonitor.labels.release=kps,monitoring.prometheusRule.labels.release=kps",
         "monitoring.podMonitor.interval=30s,monitoring.podMonitor.namespace=monitoring",
@@ -904,7 +808,7 @@ fn chart_renders_the_podmonitor_and_the_prometheusrule_when_asked() {
     assert!(out.contains("SUCCESS"), "{out}");
 
     // A nameOverride adds the operator's own name to the PodMonitor's selector.
-    let docs = helm.template(&["monitoring.podMonitor.enabled=true,nameOverride=arcade"]);
+    let docs = helm.template_sets(&["monitoring.podMonitor.enabled=true,nameOverride=arcade"]);
     assert!(
         of_kind(&docs, "PodMonitor")[0]
             .text
@@ -927,7 +831,7 @@ fn chart_renders_the_podmonitor_and_the_prometheusrule_when_asked() {
 fn operator_pod_carries_scrape_annotations() {
     let helm = Helm::new();
     let deployment = |sets: &[&str]| {
-        helm.template(sets)
+        helm.template_sets(sets)
             .into_iter()
             .find(|doc| doc.kind == "Deployment")
             .expect("the operator's Deployment")
@@ -1023,7 +927,7 @@ impl Prometheus {
             proc,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while get(&prometheus.base, "/-/ready").await.0 != 200 {
+        while http_get(&prometheus.base, "/-/ready").await.0 != 200 {
             assert!(
                 Instant::now() < deadline,
                 "prometheus not ready within 60 s:\n{}",
@@ -1036,7 +940,7 @@ impl Prometheus {
 
     /// An instant query: `Ok(result)` (the vector), or `Err(what Prometheus said)`.
     async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let (status, body) = get(&self.base, &format!("/api/v1/query?query={}", url_encode(expr))).await;
+        let (status, body) = http_get(&self.base, &format!("/api/v1/query?query={}", url_encode(expr))).await;
         let json: Value = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}: {body}"))?;
         if json["status"] != "success" {
             return Err(format!("HTTP {status}: {}", json["error"]));
@@ -1065,7 +969,7 @@ impl Prometheus {
             assert!(
                 Instant::now() < deadline,
                 "Prometheus did not scrape {targets} targets 3 times within 60 s: {}\n{}",
-                get(&self.base, "/api/v1/targets").await.1,
+                http_get(&self.base, "/api/v1/targets").await.1,
                 self.proc.log_text()
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -1074,7 +978,7 @@ impl Prometheus {
 
     /// Every alert rule evaluates without error against the real series.
     async fn assert_rules_healthy(&self) {
-        let (_, body) = get(&self.base, "/api/v1/rules").await;
+        let (_, body) = http_get(&self.base, "/api/v1/rules").await;
         let json: Value = serde_json::from_str(&body).expect("rules JSON");
         let mut seen = 0;
         for group in json["data"]["groups"].as_array().into_iter().flatten() {
@@ -1093,31 +997,6 @@ impl Prometheus {
             "Prometheus loaded every alert rule: {body}"
         );
     }
-}
-
-/// A plain HTTP/1.0 GET (no chunked responses): (status, body).
-async fn get(base: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(base).await else {
-        return (0, String::new());
-    };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {base}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response).await;
-    let response = String::from_utf8_lossy(&response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn url_encode(text: &str) -> String {

@@ -9,8 +9,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::cluster::{Cluster, MOVED, Player, admin_metrics, login, matched, wait_for, whoami};
+use support::cluster::{Cluster, MOVED, Player, admin_metrics, login, matched, whoami};
 use support::{Conn, Wire, metric_sum};
+use switchyard_testkit::eventually_true;
 
 /// Each player's move reaches the other (route 14), and stateful battle routes reach the match host.
 async fn play(a: &mut Player, b: &mut Player, host: &str, round: i64) {
@@ -65,7 +66,7 @@ async fn players_are_matched_across_gates_and_a_draining_battle_node_keeps_its_m
         .expect("host");
     cluster.nodes[host_index].1.signal("TERM");
     for (_, _, admin) in &cluster.gates {
-        wait_for(Duration::from_secs(5), "the gates hear of the drain", || async {
+        eventually_true("the gates hear of the drain", Duration::from_secs(5), || async {
             metric_sum(
                 &admin_metrics(admin).await,
                 "switchyard_gate_nodes",

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::certs::Certs;
-use support::procs::{Proc, Redis, RedisOptions, TempDir, free_port, wait_until};
+use support::procs::{Proc, Redis, RedisOptions, TempDir, free_port};
 use support::{Conn, Wire, http_get, metric_sum, switchyard_binary};
+use switchyard_testkit::eventually_true;
 
 const PASSWORD: &str = "correct-horse-battery-staple";
 
@@ -42,7 +43,7 @@ async fn play_through(dir: &TempDir, redis: &Redis, env: &[(&str, &str)]) {
         "--locator",
         &redis.url(),
     ]);
-    let _node = Proc::spawn_env("node-a", switchyard_binary(), &node_args, env, &dir.0);
+    let _node = Proc::spawn_env("node-a", switchyard_binary(), &node_args, env, dir.path());
     let tcp = format!("127.0.0.1:{}", free_port());
     let gate_admin = format!("127.0.0.1:{}", free_port());
     let gate_args = strings(&[
@@ -60,8 +61,8 @@ async fn play_through(dir: &TempDir, redis: &Redis, env: &[(&str, &str)]) {
         "--nodes",
         &link,
     ]);
-    let _gate = Proc::spawn_env("gate-a", switchyard_binary(), &gate_args, env, &dir.0);
-    wait_until(Duration::from_secs(20), "gate linked to the node", || async {
+    let _gate = Proc::spawn_env("gate-a", switchyard_binary(), &gate_args, env, dir.path());
+    eventually_true("gate linked to the node", Duration::from_secs(20), || async {
         metric_sum(&metrics(&gate_admin).await, "switchyard_gate_node_links", &[]) == 1.0
     })
     .await;
@@ -98,7 +99,7 @@ fn refused_gate(dir: &TempDir, name: &str, url: &str, env: &[(&str, &str)]) -> (
         "127.0.0.1:9",
     ]);
     let started = Instant::now();
-    let mut gate = Proc::spawn_env(name, switchyard_binary(), &args, env, &dir.0);
+    let mut gate = Proc::spawn_env(name, switchyard_binary(), &args, env, dir.path());
     let status = gate
         .wait_exit(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("{name}: the gate kept running:\n{}", gate.log_text()));
@@ -113,7 +114,7 @@ async fn gate_and_node_use_a_password_protected_redis() {
         password: Some(PASSWORD.to_owned()),
         ..RedisOptions::default()
     };
-    let redis = Redis::start_with(free_port(), &dir.0, options);
+    let redis = Redis::start_with(free_port(), dir.path(), options);
     play_through(&dir, &redis, &[("SWITCHYARD_LOCATOR_PASSWORD", PASSWORD)]).await;
 }
 
@@ -135,7 +136,7 @@ async fn gate_and_node_use_an_acl_user_held_to_their_key_prefix() {
         extra: user.into_iter().chain(off).collect(),
         ..RedisOptions::default()
     };
-    let redis = Redis::start_with(free_port(), &dir.0, options);
+    let redis = Redis::start_with(free_port(), dir.path(), options);
     let env = [
         ("SWITCHYARD_LOCATOR_USERNAME", "game"),
         ("SWITCHYARD_LOCATOR_PASSWORD", "acl-password"),
@@ -162,7 +163,7 @@ async fn gate_and_node_use_rediss_with_a_private_ca_and_a_password() {
         tls: Some((certs.cert.clone(), certs.key.clone())),
         ..RedisOptions::default()
     };
-    let redis = Redis::start_with(free_port(), &dir.0, options);
+    let redis = Redis::start_with(free_port(), dir.path(), options);
     assert!(redis.url().starts_with("rediss://"));
     let ca = certs.cert.display().to_string();
     play_through(
@@ -183,7 +184,7 @@ fn a_wrong_or_missing_password_stops_the_gate_at_start_up() {
         password: Some(PASSWORD.to_owned()),
         ..RedisOptions::default()
     };
-    let redis = Redis::start_with(free_port(), &dir.0, options);
+    let redis = Redis::start_with(free_port(), dir.path(), options);
     for (name, env) in [
         ("wrong", &[("SWITCHYARD_LOCATOR_PASSWORD", "guess")][..]),
         ("missing", &[][..]),
@@ -212,7 +213,7 @@ fn an_untrusted_certificate_stops_the_gate_at_start_up() {
         tls: Some((served.cert.clone(), served.key.clone())),
         ..RedisOptions::default()
     };
-    let redis = Redis::start_with(free_port(), &dir.0, options);
+    let redis = Redis::start_with(free_port(), dir.path(), options);
     let other_ca = other.cert.display().to_string();
     for (name, env) in [
         (

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use prometheus_client::registry::Registry;
 use switchyard_cluster::admin::{AdminLimits, Readiness, serve_limited};
+use switchyard_testkit::http_get;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -27,30 +28,6 @@ async fn start(limits: AdminLimits) -> (std::net::SocketAddr, CancellationToken)
         stop.clone(),
     ));
     (address, stop)
-}
-
-/// `GET path` on a new connection: (status, body), within 2 s.
-async fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let exchange = async {
-        let mut stream = TcpStream::connect(address).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    };
-    tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .unwrap_or_else(|_| panic!("GET {path} took more than 2 s"))
 }
 
 /// Reads until the server closes the connection; how long that took.
@@ -93,8 +70,8 @@ async fn silent_clients_are_closed_after_the_header_timeout_and_probes_still_ans
 
     // Meanwhile probes are answered at once.
     let started = Instant::now();
-    assert_eq!(get(address, "/healthz").await, (200, "ok\n".to_owned()));
-    assert_eq!(get(address, "/readyz").await.0, 200);
+    assert_eq!(http_get(address, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(http_get(address, "/readyz").await.0, 200);
     assert!(
         started.elapsed() < timeout,
         "probes waited {:?}",
@@ -111,7 +88,7 @@ async fn silent_clients_are_closed_after_the_header_timeout_and_probes_still_ans
         "closed before the timeout: {:?}",
         opened.elapsed()
     );
-    let (status, metrics) = get(address, "/metrics").await;
+    let (status, metrics) = http_get(address, "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(sample(&metrics, "header_timeout"), Some(6.0), "{metrics}");
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
@@ -140,7 +117,7 @@ async fn connections_over_the_cap_are_closed_at_accept_until_one_ends() {
     drop(holders.pop());
     let mut answered = None;
     for _ in 0..50 {
-        let (status, _) = get(address, "/healthz").await;
+        let (status, _) = http_get(address, "/healthz").await;
         if status == 200 {
             answered = Some(status);
             break;
@@ -150,7 +127,7 @@ async fn connections_over_the_cap_are_closed_at_accept_until_one_ends() {
     assert_eq!(answered, Some(200), "no slot came free");
     drop(holders);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (_, metrics) = get(address, "/metrics").await;
+    let (_, metrics) = http_get(address, "/metrics").await;
     assert!(sample(&metrics, "over_cap").unwrap_or(0.0) >= 1.0, "{metrics}");
     stop.cancel();
 }

@@ -1,7 +1,7 @@
 //! The Kubernetes components against a real etcd + kube-apiserver (no controller-manager, no kubelet).
 //!
-//! Starts both on 127.0.0.1 (free ports, certificates made with the `openssl` CLI, the binaries from
-//! `e2e/toolchain/build.sh`), then, as a node whose RBAC is exactly what the module docs ask for:
+//! Starts both on 127.0.0.1 with `switchyard-testkit` (free ports, throwaway certificates, the binaries
+//! from `e2e/toolchain/build.sh`), then, as a node whose RBAC is exactly what the module docs ask for:
 //! - [`KubernetesRegistry`] publishes EndpointSlices created by hand (10.244.x.y / fd00:: addresses:
 //!   the API refuses loopback ones; nothing connects to them), and follows ready → terminating and deletes;
 //!   one registry over two Services (the node Services of two pools) lists both;
@@ -10,17 +10,12 @@
 //! - [`DrainSignal`] (pod watch) sees the drain annotation come and go.
 //!
 //! Run: `cargo test -p switchyard-cluster --test kubernetes_apiserver -- --ignored --nocapture`.
-//! It fails (never skips) when the binaries or `openssl` are missing. `SWITCHYARD_K8S_BIN` overrides the
-//! binary directory; `SWITCHYARD_K8S_KEEP=1` keeps the work dir (logs, kubeconfigs) after the run.
+//! It fails (never skips) when the binaries are missing. `SWITCHYARD_K8S_BIN` overrides the binary
+//! directory; `SWITCHYARD_KEEP_KUBE=1` keeps the work dir (logs, kubeconfigs) after the run.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +32,7 @@ use switchyard_cluster::kubernetes::{
     DrainSignal, KubernetesRegistry, PodRef, PodReporter, RegistryConfig, ReporterConfig,
 };
 use switchyard_cluster::registry::{NodeEndpoint, Registry};
+use switchyard_testkit::{ControlPlane, ControlPlaneConfig, User, eventually, eventually_true};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -47,299 +43,23 @@ const WAIT: Duration = Duration::from_secs(30);
 
 // ---- the control plane ------------------------------------------------------------------------------------
 
-/// etcd + kube-apiserver as child processes of this test, killed (by pid) on drop.
-struct ControlPlane {
-    dir: PathBuf,
-    children: Vec<(&'static str, Child)>,
-    api_port: u16,
+/// etcd + kube-apiserver on free 127.0.0.1 ports (`switchyard-testkit`), with the node's user.
+async fn start_control_plane() -> ControlPlane {
+    let config = ControlPlaneConfig::local()
+        .unwrap_or_else(|error| panic!("{error}"))
+        .user(User::new("node", NODE_USER));
+    ControlPlane::start_async(config)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
 }
 
-fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SWITCHYARD_K8S_BIN") {
-        return PathBuf::from(dir);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/toolchain/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("--print-bin-dir")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} --print-bin-dir: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} --print-bin-dir failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn run(dir: &Path, program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} (is it installed? Debian: apt-get install {program}): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, the API server's serving cert, two client certs and the service-account key pair.
-fn make_pki(pki: &Path) {
-    fs::create_dir_all(pki).unwrap();
-    run(
-        pki,
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=switchyard-test-ca",
-        ],
-    );
-    let sign = |name: &str, subject: &str, ext: &str| {
-        run(
-            pki,
-            "openssl",
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                subject,
-            ],
-        );
-        fs::write(pki.join(format!("{name}.ext")), ext).unwrap();
-        run(
-            pki,
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.crt"),
-            ],
-        );
-    };
-    sign(
-        "apiserver",
-        "/CN=kube-apiserver",
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    );
-    let client = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-                  extendedKeyUsage=clientAuth\n";
-    sign("admin", "/O=system:masters/CN=switchyard-admin", client);
-    sign("node", &format!("/CN={NODE_USER}"), client);
-    run(pki, "openssl", &["genrsa", "-out", "sa.key", "2048"]);
-    run(
-        pki,
-        "openssl",
-        &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"],
-    );
-}
-
-impl ControlPlane {
-    fn start() -> ControlPlane {
-        let bin = bin_dir();
-        for b in ["etcd", "kube-apiserver"] {
-            assert!(
-                bin.join(b).is_file(),
-                "{} is missing: build the control plane first with e2e/toolchain/build.sh \
-                 (or point SWITCHYARD_K8S_BIN at a directory holding etcd and kube-apiserver)",
-                bin.join(b).display()
-            );
-        }
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("switchyard-k8s-{}-{stamp}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let pki = dir.join("pki");
-        make_pki(&pki);
-        let mut plane = ControlPlane {
-            dir: dir.clone(),
-            children: Vec::new(),
-            api_port: free_port(),
-        };
-        let (etcd_port, peer_port) = (free_port(), free_port());
-        let etcd = format!("http://127.0.0.1:{etcd_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        plane.spawn(
-            "etcd",
-            &bin.join("etcd"),
-            &[
-                "--name=test".into(),
-                format!("--data-dir={}", dir.join("etcd").display()),
-                format!("--listen-client-urls={etcd}"),
-                format!("--advertise-client-urls={etcd}"),
-                format!("--listen-peer-urls={peer}"),
-                format!("--initial-advertise-peer-urls={peer}"),
-                format!("--initial-cluster=test={peer}"),
-                "--initial-cluster-state=new".into(),
-                "--unsafe-no-fsync".into(),
-                "--log-level=warn".into(),
-            ],
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", etcd_port)).is_err() {
-            plane.assert_alive();
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not listen on {etcd} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let p = |f: &str| pki.join(f).display().to_string();
-        plane.spawn(
-            "kube-apiserver",
-            &bin.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers={etcd}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                // A loopback advertise address is refused by the default (lease) endpoint reconciler.
-                "--endpoint-reconciler-type=none".into(),
-                format!("--secure-port={}", plane.api_port),
-                format!("--tls-cert-file={}", p("apiserver.crt")),
-                format!("--tls-private-key-file={}", p("apiserver.key")),
-                format!("--client-ca-file={}", p("ca.crt")),
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", p("sa.pub")),
-                format!("--service-account-signing-key-file={}", p("sa.key")),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--authorization-mode=RBAC".into(),
-                "--profiling=false".into(),
-                "--v=1".into(),
-            ],
-        );
-        for (user, cert) in [("admin", "admin"), ("node", "node")] {
-            let kubeconfig = format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{}\n    \
-                 certificate-authority: {}\nusers:\n- name: {user}\n  user:\n    client-certificate: {}\n    \
-                 client-key: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n\
-                 current-context: test\n",
-                plane.api_port,
-                p("ca.crt"),
-                p(&format!("{cert}.crt")),
-                p(&format!("{cert}.key")),
-            );
-            fs::write(dir.join(format!("{user}.kubeconfig")), kubeconfig).unwrap();
-        }
-        plane
-    }
-
-    fn spawn(&mut self, name: &'static str, program: &Path, args: &[String]) {
-        let log = fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        self.children.push((name, child));
-    }
-
-    fn assert_alive(&mut self) {
-        for (name, child) in &mut self.children {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("{name} exited early with {status}; see its log above");
-            }
-        }
-    }
-
-    async fn client(&self, user: &str) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.dir.join(format!("{user}.kubeconfig"))).unwrap();
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .unwrap();
-        Client::try_from(config).unwrap()
-    }
-
-    /// Waits until the API server serves requests (it creates the `default` namespace once it is up).
-    async fn wait_ready(&mut self, admin: &Client) {
-        let namespaces: Api<Namespace> = Api::all(admin.clone());
-        let deadline = Instant::now() + Duration::from_secs(240);
-        loop {
-            self.assert_alive();
-            let last_error = match namespaces.get("default").await {
-                Ok(_) => return,
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                Instant::now() < deadline,
-                "kube-apiserver not ready within 240 s; last error: {last_error}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        for (_, child) in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let keep = std::env::var_os("SWITCHYARD_K8S_KEEP").is_some();
-        if std::thread::panicking() {
-            for (name, _) in &self.children {
-                let path = self.dir.join(format!("{name}.log"));
-                let lines: Vec<String> = fs::File::open(&path)
-                    .map(|f| BufReader::new(f).lines().map_while(Result::ok).collect())
-                    .unwrap_or_default();
-                eprintln!("----- last lines of {} -----", path.display());
-                for line in &lines[lines.len().saturating_sub(30)..] {
-                    eprintln!("{line}");
-                }
-            }
-        }
-        if keep || std::thread::panicking() {
-            eprintln!("kept {}", self.dir.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
+/// A client as one of the control plane's users (`admin`, `node`).
+async fn client(plane: &ControlPlane, user: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(plane.kubeconfig(user)).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
 }
 
 // ---- helpers ----------------------------------------------------------------------------------------------
@@ -399,18 +119,16 @@ fn annotation(pod: &Pod, key: &str) -> Option<String> {
 }
 
 async fn wait_annotation(pods: &Api<Pod>, pod: &str, key: &str, value: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    let mut seen = None;
-    while Instant::now() < deadline {
-        if let Ok(p) = pods.get(pod).await {
-            seen = annotation(&p, key);
-            if seen.as_deref() == Some(value) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("pod {pod}: annotation {key} is {seen:?}, not {value:?}, after {within:?}");
+    eventually_true(
+        &format!("pod {pod}: annotation {key} = {value:?}"),
+        within,
+        || async {
+            pods.get(pod)
+                .await
+                .is_ok_and(|p| annotation(&p, key).as_deref() == Some(value))
+        },
+    )
+    .await;
 }
 
 fn pod_json(name: &str) -> serde_json::Value {
@@ -436,9 +154,14 @@ async fn registry_reporter_and_drain_against_a_real_api_server() {
             std::env::var("SWITCHYARD_LOG").unwrap_or_else(|_| "switchyard_cluster=debug".to_owned()),
         )
         .try_init();
-    let mut plane = ControlPlane::start();
-    let admin = plane.client("admin").await;
-    plane.wait_ready(&admin).await;
+    let plane = start_control_plane().await;
+    let admin = client(&plane, "admin").await;
+    // The API server creates the `default` namespace once it serves.
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    eventually("the default namespace", WAIT, || async {
+        namespaces.get("default").await.ok()
+    })
+    .await;
 
     // Namespace, the default ServiceAccount (no controller-manager creates it), and the node's RBAC: exactly
     // what the module docs list.
@@ -469,7 +192,7 @@ async fn registry_reporter_and_drain_against_a_real_api_server() {
         }),
     )
     .await;
-    let node = plane.client("node").await;
+    let node = client(&plane, "node").await;
     let shutdown = CancellationToken::new();
 
     registry_follows_endpoint_slices(&admin, &node, &shutdown).await;

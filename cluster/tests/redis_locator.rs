@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
-use support::{RedisCluster, RedisServer, eventually, free_port};
+use support::{RedisCluster, RedisServer};
 use switchyard_cluster::locator::{DEFAULT_POOL, Locator, LocatorError, LocatorEvent};
 use switchyard_cluster::redis_locator::{RedisLocator, RedisLocatorConfig};
+use switchyard_testkit::{eventually_true, free_port};
 use tokio::sync::broadcast;
 
 /// How long an event may take to arrive; far more than it needs.
@@ -278,7 +279,7 @@ async fn cache_is_invalidated_by_another_instances_events() {
 
     // Without the event, A's cache would answer gate-1 for ever.
     b.bind_gate(9, "gate-2").await.unwrap();
-    let took = eventually(Duration::from_secs(2), "A sees B's rebind", || async {
+    let took = eventually_true("A sees B's rebind", Duration::from_secs(2), || async {
         a.locate_gate(9).await.unwrap().as_deref() == Some("gate-2")
     })
     .await;
@@ -288,7 +289,7 @@ async fn cache_is_invalidated_by_another_instances_events() {
 
     // Negative answers are cached and invalidated the same way.
     assert!(b.unbind_gate(9, "gate-2").await.unwrap());
-    eventually(Duration::from_secs(2), "A sees B's unbind", || async {
+    eventually_true("A sees B's unbind", Duration::from_secs(2), || async {
         a.locate_gate(9).await.unwrap().is_none()
     })
     .await;
@@ -296,7 +297,7 @@ async fn cache_is_invalidated_by_another_instances_events() {
     assert_eq!(a.locate_gate(9).await.unwrap(), None);
     assert_eq!(sample(&a_registry, hits), before + 1.0);
     b.bind_gate(9, "gate-3").await.unwrap();
-    eventually(Duration::from_secs(2), "A sees B's new bind", || async {
+    eventually_true("A sees B's new bind", Duration::from_secs(2), || async {
         a.locate_gate(9).await.unwrap().as_deref() == Some("gate-3")
     })
     .await;
@@ -468,9 +469,9 @@ async fn survives_a_redis_restart() {
     assert_eq!(next_event(&mut b_events).await, gate_bound(1, "gate-1"));
 
     redis.kill();
-    let noticed = eventually(
-        Duration::from_secs(5),
+    let noticed = eventually_true(
         "both locators notice the outage",
+        Duration::from_secs(5),
         || async { !a.pubsub_connected() && !b.pubsub_connected() },
     )
     .await;
@@ -522,7 +523,7 @@ async fn survives_a_redis_restart() {
     a.bind_gate(3, "gate-3").await.unwrap();
     assert_eq!(b.locate_gate(3).await.unwrap().as_deref(), Some("gate-3"));
     let first_operations = restarted.elapsed();
-    eventually(Duration::from_secs(15), "both locators resubscribe", || async {
+    eventually_true("both locators resubscribe", Duration::from_secs(15), || async {
         a.pubsub_connected() && b.pubsub_connected()
     })
     .await;
@@ -671,7 +672,7 @@ async fn dropping_the_locator_releases_its_connections() {
     clone.locate_gate(1).await.unwrap();
     assert_eq!(clients().await, 3, "a clone keeps everything alive");
     drop(clone);
-    eventually(Duration::from_secs(5), "connections closed", || async {
+    eventually_true("connections closed", Duration::from_secs(5), || async {
         clients().await == 1
     })
     .await;

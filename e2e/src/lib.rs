@@ -106,9 +106,9 @@ pub enum Error {
         /// The end of its log.
         tail: String,
     },
-    /// Generating the control plane's certificates failed.
-    #[error("certificate generation: {0}")]
-    Certificate(#[from] rcgen::Error),
+    /// The control plane (`switchyard-testkit`) could not be started.
+    #[error("control plane: {0}")]
+    ControlPlane(#[from] switchyard_testkit::Error),
     /// The test run inside the network namespace failed; its output is above and its logs are in `run_dir`.
     #[error("the test inside the network namespace failed ({status}); logs: {run_dir}")]
     Isolated {

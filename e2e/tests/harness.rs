@@ -32,6 +32,7 @@ use serde_json::json;
 use switchyard_e2e::coredns::resolve_a;
 use switchyard_e2e::node::CLUSTER_DNS;
 use switchyard_e2e::{Harness, RunDir, http_get};
+use switchyard_testkit::eventually;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const NS: &str = "smoke";
@@ -61,25 +62,6 @@ fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("a valid object")
 }
 
-/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
@@ -103,7 +85,7 @@ fn name(pod: &Pod) -> String {
 /// The Ready pods of the node Deployment, once there are exactly `n`.
 async fn ready_nodes(pods: &Api<Pod>, n: usize) -> Vec<Pod> {
     let params = ListParams::default().labels(&format!("app={APP}"));
-    wait_for(
+    eventually(
         &format!("{n} ready node pods"),
         Duration::from_secs(120),
         || async {
@@ -234,7 +216,7 @@ async fn smoke(run: RunDir) {
     }
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
     let want: BTreeSet<(String, bool)> = ips.iter().map(|ip| (ip.clone(), true)).collect();
-    wait_for(
+    eventually(
         "both pods ready in the EndpointSlice",
         Duration::from_secs(60),
         || async { (endpoints(&slices).await == want).then_some(()) },
@@ -250,7 +232,7 @@ async fn smoke(run: RunDir) {
     }
     for pod in &ready {
         let pod_name = name(pod);
-        wait_for(
+        eventually(
             "the node's own bound-players annotation (service-account token)",
             Duration::from_secs(30),
             || async {
@@ -284,7 +266,7 @@ async fn smoke(run: RunDir) {
     );
     assert_eq!(exit.grace, Some(Duration::from_secs(20)));
     assert_eq!(exit.exit_code, 0, "a drained node exits cleanly: {exit:?}");
-    wait_for(
+    eventually(
         "the deleted pod object to go",
         Duration::from_secs(30),
         || async { matches!(pods.get_opt(&victim).await, Ok(None)).then_some(()) },
@@ -295,7 +277,7 @@ async fn smoke(run: RunDir) {
         exited_after.as_secs_f64(),
         deleted_at.elapsed().as_secs_f64()
     ));
-    let log = wait_for(
+    let log = eventually(
         "the victim's log to show its SIGTERM",
         Duration::from_secs(10),
         || async {
@@ -325,7 +307,7 @@ async fn smoke(run: RunDir) {
         .await
         .expect("the kubelet reports the crash");
     assert!(crash.killed(), "exit code 137: {crash:?}");
-    wait_for(
+    eventually(
         "the restarted pod Ready with restartCount 1",
         Duration::from_secs(120),
         || async {
@@ -353,12 +335,12 @@ async fn smoke(run: RunDir) {
     )
     .await
     .expect("annotate");
-    wait_for("the drained pod unready", Duration::from_secs(30), || async {
+    eventually("the drained pod unready", Duration::from_secs(30), || async {
         let pod = pods.get(&drained).await.ok()?;
         (!is_ready(&pod)).then_some(())
     })
     .await;
-    wait_for(
+    eventually(
         "the EndpointSlice to show the drained pod unready",
         Duration::from_secs(30),
         || async {
@@ -391,7 +373,7 @@ async fn smoke(run: RunDir) {
     )
     .await
     .expect("create redis pod");
-    let redis = wait_for("the redis pod Ready", Duration::from_secs(120), || async {
+    let redis = eventually("the redis pod Ready", Duration::from_secs(120), || async {
         pods.get("redis").await.ok().filter(is_ready)
     })
     .await;
@@ -420,7 +402,7 @@ async fn smoke(run: RunDir) {
         .await
         .expect("create the redis service");
     let cluster_ip = service.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
-    let answer = wait_for(
+    let answer = eventually(
         "PONG through redis.smoke.svc.cluster.local:6379",
         Duration::from_secs(30),
         || async {
@@ -526,7 +508,7 @@ fn teardown_after_a_failure() {
                 )
                 .await
                 .expect("create a pod");
-                wait_for("redis to run", Duration::from_secs(120), || async {
+                eventually("redis to run", Duration::from_secs(120), || async {
                     let pod = pods.get("redis").await.ok()?;
                     let running = pod
                         .status?

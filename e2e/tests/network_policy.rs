@@ -24,7 +24,8 @@ use switchyard_e2e::network_policy::{Reach, connect_from, verdicts};
 use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, RunDir};
 
 mod support;
-use support::{is_ready, object, play, tool, wait_for};
+use support::{is_ready, object, play, tool};
+use switchyard_testkit::eventually;
 
 const IMAGE: &str = "registry.local/switchyard:e2e";
 const PAUSE: &str = "registry.local/pause:e2e";
@@ -59,7 +60,7 @@ async fn create_namespace(client: &kube::Client, name: &str) {
         .await
         .expect("namespace");
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), name);
-    wait_for("the default ServiceAccount", Duration::from_secs(60), || async {
+    eventually("the default ServiceAccount", Duration::from_secs(60), || async {
         accounts.get_opt("default").await.ok().flatten()
     })
     .await;
@@ -87,7 +88,7 @@ async fn run_pods(pods: &Api<Pod>, specs: Vec<Pod>) -> Vec<Ipv4Addr> {
     let mut ips = Vec::new();
     for pod in &specs {
         let name = pod.metadata.name.clone().expect("name");
-        let ready = wait_for(&format!("pod {name} Ready"), Duration::from_secs(180), || async {
+        let ready = eventually(&format!("pod {name} Ready"), Duration::from_secs(180), || async {
             pods.get_opt(&name).await.ok().flatten().filter(is_ready)
         })
         .await;
@@ -319,7 +320,7 @@ async fn game_cluster(run: RunDir) {
             let params = ListParams::default().labels(&format!(
                 "app.kubernetes.io/instance=my-game,app.kubernetes.io/component={name}"
             ));
-            wait_for(
+            eventually(
                 &format!("a ready {name} pod"),
                 Duration::from_secs(120),
                 || async { pods.list(&params).await.ok()?.items.into_iter().find(is_ready) },

@@ -24,9 +24,10 @@ use serde_json::json;
 use switchyard_client::{Client, ClientOptions, PacketConfig};
 use switchyard_e2e::coredns::resolve_a;
 use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, RunDir};
+use switchyard_testkit::eventually;
 
 mod support;
-use support::{is_ready, object, play, tool, wait_for};
+use support::{is_ready, object, play, tool, tool_output};
 
 const NS: &str = "real";
 const APP: &str = "dev";
@@ -43,7 +44,7 @@ fn real_node() {
 
 async fn ready_pod(pods: &Api<Pod>, not: Option<&str>) -> Pod {
     let params = ListParams::default().labels(&format!("app={APP}"));
-    wait_for("a ready dev pod", Duration::from_secs(180), || async {
+    eventually("a ready dev pod", Duration::from_secs(180), || async {
         let list = pods.list(&params).await.ok()?;
         list.items
             .into_iter()
@@ -101,7 +102,7 @@ async fn journey(run: RunDir) {
         .await
         .expect("namespace");
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), NS);
-    wait_for("the default ServiceAccount", Duration::from_secs(60), || async {
+    eventually("the default ServiceAccount", Duration::from_secs(60), || async {
         accounts.get_opt("default").await.ok().flatten()
     })
     .await;
@@ -229,7 +230,7 @@ async fn journey(run: RunDir) {
     play(&via_node_port, 42).await;
     let dns = SocketAddr::from((Ipv4Addr::new(10, 96, 0, 10), 53));
     let name = format!("{APP}.{NS}.svc.cluster.local");
-    let resolved = wait_for("CoreDNS to resolve the Service", Duration::from_secs(30), || {
+    let resolved = eventually("CoreDNS to resolve the Service", Duration::from_secs(30), || {
         let name = name.clone();
         async move {
             let found = tokio::task::spawn_blocking(move || resolve_a(dns, &name))
@@ -251,7 +252,7 @@ async fn journey(run: RunDir) {
     pods.delete(&pod_name, &DeleteParams::default())
         .await
         .expect("delete the pod");
-    wait_for("the old process to exit", Duration::from_secs(25), || async {
+    eventually("the old process to exit", Duration::from_secs(25), || async {
         (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     })
     .await;
@@ -262,7 +263,7 @@ async fn journey(run: RunDir) {
     );
     let replacement = ready_pod(&pods, Some(&pod_name)).await;
     let replacement_name = replacement.metadata.name.clone().expect("name");
-    wait_for(
+    eventually(
         "the ClusterIP to reach the replacement",
         Duration::from_secs(60),
         || async {
@@ -285,10 +286,29 @@ async fn journey(run: RunDir) {
     plane.stop().await;
 }
 
+/// `helm test switchyard --logs`: the chart's test pod logs a player in through `my-game-gate`.
+const HELM_TEST: [&str; 6] = [
+    "test",
+    "switchyard",
+    "--namespace",
+    "switchyard-system",
+    "--logs",
+    "--timeout=180s",
+];
+
+/// The `Phase:` of the test pod in `helm test`'s report.
+fn test_phase(report: &str) -> Option<&str> {
+    report
+        .lines()
+        .find_map(|line| line.strip_prefix("Phase:"))
+        .map(str::trim)
+}
+
 /// The install path of the README ("Install on a real cluster") on the real node: `helm install` with
 /// the image values, a GameCluster with a NodePort gate Service and the managed Redis from our Redis
 /// image, Ready; a player logs in through the gate Service's ClusterIP, its NodePort and its DNS name
-/// (resolved by CoreDNS); `helm uninstall` removes the operator.
+/// (resolved by CoreDNS), and so does the chart's `helm test` pod (through the Service's DNS name); after the
+/// GameCluster is deleted the same `helm test` fails; `helm uninstall` removes the operator.
 #[test]
 #[ignore = "run via e2e/run.sh"]
 fn chart_install_on_the_real_node() {
@@ -391,6 +411,30 @@ async fn install(run: RunDir) {
     step(&format!(
         "players in via my-game-gate ({cluster_ip}:3553, NodePort {node_port}, CoreDNS)"
     ));
+    // The chart's own check: a pod of our image logs a player in through the gate Service's DNS name.
+    let (passed, out) = tool_output(&plane, "helm", &HELM_TEST);
+    if !passed {
+        // Where the test pod got stuck (scheduling, sandbox, image), for the failure message.
+        let (_, pod) = tool_output(
+            &plane,
+            "kubectl",
+            &[
+                "-n",
+                "switchyard-system",
+                "describe",
+                "pod",
+                "switchyard-test-login",
+            ],
+        );
+        let (_, nodes) = tool_output(&plane, "kubectl", &["describe", "nodes"]);
+        panic!("helm test failed:\n{out}\n--- the test pod\n{pod}\n--- the node\n{nodes}");
+    }
+    assert!(
+        test_phase(&out) == Some("Succeeded")
+            && out.contains("login ok: uid 999000001 through my-game-gate.game.svc:3553"),
+        "helm test:\n{out}"
+    );
+    step("helm test: the test pod logged a player in through my-game-gate.game.svc:3553");
 
     // The chart README's upgrade: the CRD first (helm never upgrades crds/), then the release.
     tool(
@@ -412,7 +456,8 @@ async fn install(run: RunDir) {
         "--reuse-values",
     ];
     let mut args = upgraded.to_vec();
-    args.extend(["--set", "image.tag=e2e", "--wait"]);
+    // A short test.wait: the failing `helm test` below should not take the default minute.
+    args.extend(["--set", "image.tag=e2e", "--set", "test.wait=10s", "--wait"]);
     let out = tool(&plane, "helm", &args);
     assert!(out.contains("has been upgraded"), "{out}");
     tool(
@@ -440,6 +485,25 @@ async fn install(run: RunDir) {
             "--timeout=120s",
         ],
     );
+    // Without the GameCluster the gate Service is gone: the same test fails, and says where it knocked.
+    tool(
+        &plane,
+        "kubectl",
+        &[
+            "-n",
+            "game",
+            "wait",
+            "--for=delete",
+            "service/my-game-gate",
+            "--timeout=120s",
+        ],
+    );
+    let (passed, out) = tool_output(&plane, "helm", &HELM_TEST);
+    assert!(
+        !passed && test_phase(&out) == Some("Failed") && out.contains("my-game-gate.game.svc:3553"),
+        "helm test without a gate must fail:\n{out}"
+    );
+    step("helm test without the GameCluster: failed, naming my-game-gate.game.svc:3553");
     let out = tool(
         &plane,
         "helm",
@@ -569,6 +633,12 @@ async fn readme(run: RunDir) {
     assert!(
         outputs[0].contains("20 ok, 0 errors"),
         "20 requests through a gate's NodePort:\n{}",
+        outputs[0]
+    );
+    assert!(
+        test_phase(&outputs[0]) == Some("Succeeded")
+            && outputs[0].contains("login ok: uid 999000001 through my-game-gate.game.svc:3553"),
+        "the README's helm test logs a player in through the gate Service:\n{}",
         outputs[0]
     );
     assert!(

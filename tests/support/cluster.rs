@@ -1,7 +1,7 @@
 //! A real cluster of processes: `switchyard gate`s and `switchyard node`s (the demo game, in the pools each
 //! test names) linked over TCP through a static registry, and a real redis-server as the locator.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -56,7 +56,7 @@ impl Cluster {
         node_args: &[String],
     ) -> Cluster {
         let dir = TempDir::new(name);
-        let redis = Redis::start(&dir.0);
+        let redis = Redis::start(dir.path());
         let mut started = Vec::new();
         let mut links = Vec::new();
         for (id, pool) in nodes {
@@ -80,7 +80,7 @@ impl Cluster {
             let args = [args, node_args.to_vec()].concat();
             started.push((
                 (*id).to_owned(),
-                Proc::spawn(id, switchyard_binary(), &args, &dir.0),
+                Proc::spawn(id, switchyard_binary(), &args, dir.path()),
                 format!("http://{admin}"),
             ));
             links.push(link);
@@ -112,7 +112,7 @@ impl Cluster {
             ]);
             let args = [args, gate_args.to_vec()].concat();
             gate_procs.push((
-                Proc::spawn(&id, switchyard_binary(), &args, &dir.0),
+                Proc::spawn(&id, switchyard_binary(), &args, dir.path()),
                 tcp,
                 format!("http://{admin}"),
             ));
@@ -126,10 +126,14 @@ impl Cluster {
         };
         let expected = nodes.len() as f64;
         for (_, _, admin) in &cluster.gates {
-            wait_for(Duration::from_secs(15), "gate linked to every node", || async {
-                let metrics = admin_metrics(admin).await;
-                metric_sum(&metrics, "switchyard_gate_node_links", &[]) == expected
-            })
+            switchyard_testkit::eventually_true(
+                "gate linked to every node",
+                Duration::from_secs(15),
+                || async {
+                    let metrics = admin_metrics(admin).await;
+                    metric_sum(&metrics, "switchyard_gate_node_links", &[]) == expected
+                },
+            )
             .await;
         }
         cluster
@@ -155,18 +159,6 @@ pub async fn admin_metrics(admin: &str) -> String {
     match tokio::net::TcpStream::connect(admin.trim_start_matches("http://")).await {
         Ok(_) => http_get(admin, "/metrics").await.1,
         Err(_) => String::new(),
-    }
-}
-
-pub async fn wait_for<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

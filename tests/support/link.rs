@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use switchyard_protocol::link::{GateToNode, NodeToGate, encode_gate_to_node, encode_node_to_gate, feature};
+use switchyard_testkit::eventually_true;
 use tokio::net::TcpStream;
 
 use super::Wire;
-use super::cluster::{strings, wait_for};
+use super::cluster::strings;
 use super::procs::{Proc, TempDir, free_port};
 use super::switchyard_binary;
 
@@ -39,7 +40,7 @@ pub fn start_node(dir: &TempDir, id: &str, extra: &[String]) -> Node {
     ]);
     args.extend_from_slice(extra);
     Node {
-        proc: Proc::spawn(id, switchyard_binary(), &args, &dir.0),
+        proc: Proc::spawn(id, switchyard_binary(), &args, dir.path()),
         link,
         admin: format!("http://{admin}"),
     }
@@ -69,7 +70,7 @@ pub fn start_gate(dir: &TempDir, id: &str, nodes: &[&str], extra: &[String]) -> 
     ]);
     args.extend_from_slice(extra);
     (
-        Proc::spawn(id, switchyard_binary(), &args, &dir.0),
+        Proc::spawn(id, switchyard_binary(), &args, dir.path()),
         tcp,
         format!("http://{admin}"),
     )
@@ -77,7 +78,7 @@ pub fn start_gate(dir: &TempDir, id: &str, nodes: &[&str], extra: &[String]) -> 
 
 /// Waits until something accepts TCP connections at `address`.
 pub async fn wait_listening(address: &str) {
-    wait_for(Duration::from_secs(15), "listening", || async {
+    eventually_true("listening", Duration::from_secs(15), || async {
         TcpStream::connect(address).await.is_ok()
     })
     .await;

@@ -108,28 +108,7 @@ impl Drop for Dev {
     }
 }
 
-/// A minimal HTTP/1.1 GET: (status, body).
-pub async fn http_get(base: &str, path: &str) -> (u16, String) {
-    let host = base.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(host).await.expect("admin reachable");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("request written");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("response read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+pub use switchyard_testkit::http_get;
 
 /// Sum of a metric's samples whose line contains every one of `filters`.
 pub fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
@@ -449,17 +428,5 @@ impl Conn {
                 Err(()) => panic!("connection still open after {within:?}"),
             }
         }
-    }
-}
-
-/// Waits until `check` holds, polling it; panics after `within`.
-pub async fn eventually_true(within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + within;
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -5,25 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released), never one this test process handed out before:
-/// the kernel readily hands a just-released port out again, and two processes of one test given the same
-/// port would fail to start.
-pub fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return port;
-        }
-    }
-}
+pub use switchyard_testkit::{TempDir, free_port};
 
 /// A process's resident set and its peak, in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> (u64, u64) {
@@ -37,27 +19,6 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
             .expect("status field")
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// A scratch directory for a test's logs, removed when dropped unless the test failed (so its logs stay
-/// for reading).
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 /// A child process with its log file.
@@ -243,18 +204,5 @@ impl Redis {
         let replacement = Redis::start_with(self.port, &self.dir, self.options.clone());
         let Redis { proc, .. } = replacement;
         self.proc = proc;
-    }
-}
-
-/// Polls `check` every 25 ms until it holds; panics naming `what` after `within`.
-pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

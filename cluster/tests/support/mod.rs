@@ -7,12 +7,10 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::ErrorKind;
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use switchyard_testkit::{TempDir, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -21,15 +19,6 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 const MISSING: &str = "is not on PATH: run scripts/redis.sh to install it (the Redis locator tests start \
                        their own redis-server processes and never skip)";
 
-static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
-
-/// A free loopback port: bound, read, released. Another process could take it before we use it; starts
-/// retry on a new port when that happens.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
 /// One `redis-server` process.
 #[derive(Debug)]
 pub struct RedisServer {
@@ -37,7 +26,7 @@ pub struct RedisServer {
     port: u16,
     /// With `--cluster-enabled`: the cluster bus port.
     cluster_bus_port: Option<u16>,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl RedisServer {
@@ -56,12 +45,7 @@ impl RedisServer {
         for _ in 0..3 {
             let port = free_port();
             let cluster_bus_port = cluster.then(free_port);
-            let dir = std::env::temp_dir().join(format!(
-                "switchyard-redis-{}-{}-{port}",
-                std::process::id(),
-                NEXT_DIR.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).expect("create the Redis directory");
+            let dir = TempDir::new(&format!("redis-{port}"));
             let mut server = RedisServer {
                 child: None,
                 port,
@@ -117,7 +101,7 @@ impl RedisServer {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
@@ -130,7 +114,7 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(self.dir.path())
             .args(["--logfile", "redis.log"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -139,7 +123,7 @@ impl RedisServer {
             command
                 .args(["--cluster-enabled", "yes"])
                 .arg("--cluster-config-file")
-                .arg(self.dir.join("nodes.conf"))
+                .arg(self.dir.path().join("nodes.conf"))
                 .args(["--cluster-port", &bus.to_string()])
                 .args(["--cluster-node-timeout", "5000"]);
         }
@@ -181,8 +165,8 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // The directory goes with the field (kept when the test failed).
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -300,20 +284,4 @@ fn reply_complete(reply: &[u8]) -> bool {
         .and_then(|text| text.parse().ok())
         .unwrap_or(-1);
     length < 0 || reply.len() >= line_end + 2 + usize::try_from(length).unwrap_or(0) + 2
-}
-
-/// Polls `condition` until it holds or `within` passes; returns how long it took.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    loop {
-        if condition().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

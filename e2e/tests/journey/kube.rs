@@ -21,24 +21,8 @@ impl Clock {
     }
 }
 
-/// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout`.
-pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// Polling until a check holds: the testkit's, under the name the journey's stages use.
+pub(crate) use switchyard_testkit::eventually as wait_for;
 
 pub(crate) fn is_terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()

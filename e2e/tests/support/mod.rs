@@ -1,9 +1,9 @@
-//! What the real-node tests share: polling, building API objects from JSON, pod readiness, a player's
+//! What the real-node tests share: building API objects from JSON, pod readiness, a player's
 //! round trip through a gate, and the toolchain's kubectl/helm against the control plane.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde::de::DeserializeOwned;
@@ -14,25 +14,6 @@ use switchyard_e2e::ControlPlane;
 /// An API object from its JSON; panics when it does not fit the type.
 pub fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("a valid object")
-}
-
-/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Whether the pod is Ready and not being deleted.
@@ -76,8 +57,9 @@ pub async fn play(address: &str, uid: i64) {
     assert_eq!(login["uid"], uid);
 }
 
-/// Runs a toolchain command (kubectl, helm) against the control plane; panics with its output on failure.
-pub fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
+/// Runs a toolchain command (kubectl, helm) against the control plane: whether it succeeded, and its
+/// stdout and stderr.
+pub fn tool_output(plane: &ControlPlane, name: &str, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(plane.bin_dir().join(name))
         .args(args)
         .env("KUBECONFIG", plane.kubeconfig())
@@ -90,6 +72,12 @@ pub fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{name} {args:?} failed:\n{text}");
+    (out.status.success(), text)
+}
+
+/// [`tool_output`] of a command that must succeed; panics with its output on failure.
+pub fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
+    let (ok, text) = tool_output(plane, name, args);
+    assert!(ok, "{name} {args:?} failed:\n{text}");
     text
 }
