@@ -62,7 +62,7 @@ def parse_args(argv=None):
     ap.add_argument("--due-versions", default=",".join(DUE_VERSIONS),
                     help="due versions to build and measure; the first is the anchor (tuning, open-loop rates, "
                          "the due client)")
-    ap.add_argument("--systems", help="systems to measure (default: switchyard, due-<each version>, floor, direct)")
+    ap.add_argument("--systems", help="systems to measure (default: switchyard, due-<each version>, floor, direct; also switchyard-mtls: mutual TLS on the gate-node link)")
     ap.add_argument("--clients", default="switchyard,due", help="load generators of the matrix")
     ap.add_argument("--transports", default="tcp,ws")
     ap.add_argument("--reps", type=int, help="repetitions of the matrix (full 6: the 95%% median interval needs 6)")

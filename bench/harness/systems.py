@@ -6,6 +6,7 @@ generators' command lines and the loopback infrastructure (etcd, Redis)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -31,8 +32,36 @@ def due_bin(version: str) -> Path:
 
 
 def system_label(system: str) -> str:
-    return {"switchyard": "Switchyard", "floor": "floor", "direct": "direct"}.get(
-        system, system.replace("due-", "due "))
+    return {"switchyard": "Switchyard", "switchyard-mtls": "Switchyard, mTLS links", "floor": "floor",
+            "direct": "direct"}.get(system, system.replace("due-", "due "))
+
+
+def link_tls_flags(folder: Path) -> list[str]:
+    """Gate and node flags of mutual TLS on the link: a throwaway CA and leaves (P-256, as the operator mints
+    them: the gate's for clientAuth, the node's for serverAuth on the name switchyard-link), made with
+    openssl into `folder`. Returns the gate's flags; the node's are the same with node.* files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    def openssl(*args: str, extensions: str | None = None) -> None:
+        ext = []
+        if extensions is not None:
+            (folder / "ext.cnf").write_text(extensions)
+            ext = ["-extfile", str(folder / "ext.cnf")]
+        subprocess.run(["openssl", *args, *ext], cwd=folder, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=bench-link-ca",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for role, usage, name in (("gate", "clientAuth", "gate"), ("node", "serverAuth", "switchyard-link")):
+        openssl("req", *ec, "-keyout", f"{role}.key", "-out", f"{role}.csr", "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{role}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-out", f"{role}.crt",
+                extensions=f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                           f"extendedKeyUsage={usage}\nsubjectAltName=DNS:{name}\n")
+    return tls_flags(folder, "gate")
+
+
+def tls_flags(folder: Path, role: str) -> list[str]:
+    return ["--link-tls-ca", str(folder / "ca.crt"), "--link-tls-cert", str(folder / f"{role}.crt"),
+            "--link-tls-key", str(folder / f"{role}.key")]
 
 
 class Ports:
@@ -138,13 +167,17 @@ class SwitchyardTopo(Topology):
         self.port = p.sy_gate
         common = ["--route-bytes", "4", "--seq-bytes", "4", "--max-packet-bytes", str(a.max_packet_bytes),
                   "--locator", f"redis://127.0.0.1:{p.redis}", "--locator-prefix", self.tag, "--log", "warn"]
+        gate_tls, node_tls = [], []
+        if self.system == "switchyard-mtls":
+            folder = self.logdir / f"{self.tag}-link-tls"
+            gate_tls, node_tls = link_tls_flags(folder), tls_flags(folder, "node")
         self.node = Proc(f"{self.tag}-node", [
             str(SWITCHYARD), "node", "--id", f"node-{self.tag}", "--link", f"127.0.0.1:{p.sy_node_link}",
-            "--http", f"127.0.0.1:{p.sy_node_http}", "--drain-deadline", "2s"] + common, self.logdir)
+            "--http", f"127.0.0.1:{p.sy_node_http}", "--drain-deadline", "2s"] + common + node_tls, self.logdir)
         wait_port("127.0.0.1", p.sy_node_link, 30, [self.node])
         self.gate = switchyard_gate(self.tag, self.transport, f"127.0.0.1:{p.sy_gate}",
-                                    f"127.0.0.1:{p.sy_gate_http}", f"127.0.0.1:{p.sy_node_link}", common,
-                                    self.logdir)
+                                    f"127.0.0.1:{p.sy_gate_http}", f"127.0.0.1:{p.sy_node_link}",
+                                    common + gate_tls, self.logdir)
 
 
 def switchyard_gate(tag: str, transport: str, listen: str, http: str, node_link: str, common: list[str],
@@ -206,7 +239,7 @@ class DirectTopo(Topology):
 
 
 def topology(system: str, transport: str, ports: Ports, logdir: Path, args) -> Topology:
-    if system == "switchyard":
+    if system in ("switchyard", "switchyard-mtls"):
         cls = SwitchyardTopo
     elif system.startswith("due-"):
         cls = DueTopo
