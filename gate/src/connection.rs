@@ -267,11 +267,7 @@ impl Gate {
                 cid: session.cid,
                 uid,
             };
-            if let Err(mpsc::error::TrySendError::Full(message)) = node.tx.try_send(message) {
-                inner.tasks.spawn(async move {
-                    let _ = node.tx.send(message).await;
-                });
-            }
+            self.send_control(&node, message);
         }
         if let Some(uid) = owned_uid {
             let gate = self.clone();

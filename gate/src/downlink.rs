@@ -54,37 +54,33 @@ impl Gate {
                 }
             }
             NodeToGate::BindUser { request, cid, uid } => {
-                let result = inner.sessions.bind(cid, uid);
-                let session = result.as_ref().ok().and_then(|_| inner.sessions.get(cid));
-                let gate = self.clone();
-                let tx = link.tx.clone();
-                inner.tasks.spawn(async move {
-                    if let Some(session) = session {
-                        gate.load_binding(&session, uid).await;
+                let result = inner.sessions.bind(cid, uid).map(|_| ());
+                let session = result.is_ok().then(|| inner.sessions.get(cid)).flatten();
+                let ack = GateToNode::Ack { request, result };
+                match session {
+                    // The binding is recorded in the locator first (I/O), then acknowledged.
+                    Some(session) => {
+                        let (gate, node) = (self.clone(), link.node.clone());
+                        inner.tasks.spawn(async move {
+                            gate.load_binding(&session, uid).await;
+                            gate.send_control(&node, ack);
+                        });
                     }
-                    let _ = tx
-                        .send(GateToNode::Ack {
-                            request,
-                            result: result.map(|_| ()),
-                        })
-                        .await;
-                });
+                    None => self.send_control(&link.node, ack),
+                }
             }
             NodeToGate::UnbindUser { request, uid } => {
-                let result = match inner.sessions.unbind(uid) {
-                    Some(session) => {
-                        self.release_all_nodes(&session);
-                        Ok(())
-                    }
-                    None => Err(switchyard_protocol::link::AckError::UnknownUser),
+                let Some(session) = inner.sessions.unbind(uid) else {
+                    let result = Err(switchyard_protocol::link::AckError::UnknownUser);
+                    self.send_control(&link.node, GateToNode::Ack { request, result });
+                    return;
                 };
-                let gate = self.clone();
-                let tx = link.tx.clone();
+                self.release_all_nodes(&session);
+                // The locator's binding is released first (I/O), then the unbind acknowledged.
+                let (gate, node) = (self.clone(), link.node.clone());
                 inner.tasks.spawn(async move {
-                    if result.is_ok() {
-                        gate.release_gate_binding(uid).await;
-                    }
-                    let _ = tx.send(GateToNode::Ack { request, result }).await;
+                    gate.release_gate_binding(uid).await;
+                    gate.send_control(&node, GateToNode::Ack { request, result: Ok(()) });
                 });
             }
             NodeToGate::UserNode { uid, node_id, pool } => {

@@ -11,6 +11,7 @@ mod bindings;
 mod calls;
 pub mod config;
 mod connection;
+mod control;
 mod downlink;
 mod gate;
 mod links;

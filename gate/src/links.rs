@@ -15,6 +15,7 @@ use switchyard_protocol::link::{GateToNode, NodeToGate, feature};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::ControlQueue;
 use crate::downlink::LinkContext;
 use crate::nodes::NodeHandle;
 use crate::shared::Gate;
@@ -194,11 +195,15 @@ async fn run_link(
         return Err(format!("expected a hello, got {hello:?}"));
     };
     let pool: Arc<str> = Arc::from(pool.as_deref().unwrap_or(DEFAULT_POOL));
+    // The control queue's task ends with this link (or the gate).
+    let link_ended = stop.child_token();
+    let _end_control = link_ended.clone().drop_guard();
     let node = Arc::new(NodeHandle {
         id: Arc::from(node_id.as_str()),
         pool: pool.clone(),
         address: address.to_owned(),
         tx: tx.clone(),
+        control: ControlQueue::start(tx.clone(), &gate.inner.tasks, link_ended),
         bound: AtomicUsize::new(0),
     });
     tracing::info!(%address, node = %node_id, %pool, %state, routes = routes.len(), "node linked");

@@ -165,6 +165,8 @@ pub struct GateMetrics {
     pub(crate) heartbeats: Counter,
     pub(crate) pushes_delivered: Counter,
     pub(crate) stale_bindings_cleared: Counter,
+    /// Acks and disconnect notices dropped: a node's link and its control queue were both full.
+    pub(crate) link_control_dropped: Counter,
     pub(crate) node_links: Gauge,
     /// Gate → node → gate time of requests, from forwarding to the response reaching the session's queue.
     pub(crate) request_duration: LatencyHistogram,
@@ -247,6 +249,11 @@ impl GateMetrics {
             "stale_bindings_cleared",
             "Stateful bindings to vanished nodes cleared",
             metrics.stale_bindings_cleared.clone(),
+        );
+        gate.register(
+            "link_control_dropped",
+            "Acks and disconnect notices dropped because a node's link and its control queue were both full",
+            metrics.link_control_dropped.clone(),
         );
         gate.register("node_links", "Live links to nodes", metrics.node_links.clone());
         gate.register(

@@ -29,6 +29,8 @@ pub(crate) struct NodeHandle {
     pub(crate) pool: Arc<str>,
     pub(crate) address: String,
     pub(crate) tx: LinkSender<GateToNode>,
+    /// Acks and disconnect notices that found the link full, in order (see [`crate::control`]).
+    pub(crate) control: crate::control::ControlQueue,
     /// Players of this gate bound to the node (for the least-bound policy).
     pub(crate) bound: AtomicUsize,
 }
@@ -453,6 +455,7 @@ mod tests {
             pool: pool.into(),
             address: format!("{id}:1"),
             tx,
+            control: crate::control::ControlQueue::detached(),
             bound: AtomicUsize::new(0),
         })
     }
