@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::game::{GameBehindGate, build_workspace_binary};
+use switchyard_testkit::TempDir;
 use support::{Conn, Wire, http_get, metric_sum};
 
 const LOGIN: i64 = 1;
@@ -30,10 +31,9 @@ async fn mark(player: &mut Conn, other: &mut Conn, seq: i64, cell: u64) -> Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_players_play_a_game_through_a_gate() {
-    let dir = std::env::temp_dir().join(format!("switchyard-example-game-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = TempDir::new("example-game");
     let binary = build_workspace_binary("tictactoe", "tictactoe");
-    let running = GameBehindGate::start(&binary, &[], &dir).await;
+    let running = GameBehindGate::start(&binary, &[], dir.path()).await;
 
     let mut x = Conn::tcp(&running.tcp, Wire::DEFAULT).await;
     let mut o = Conn::ws(&running.ws, Wire::DEFAULT).await;
@@ -86,5 +86,4 @@ async fn two_players_play_a_game_through_a_gate() {
     );
     assert!(metrics.contains("switchyard_node_"), "{metrics}");
     x.expect_silence(Duration::from_millis(100)).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,9 +7,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -45,15 +45,10 @@ fn secret_volume(ca: &LinkCa, leaf: Leaf, cluster: &str, dir: &Path) -> Vec<Stri
     ]
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-link-certs-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() {
-    let volumes = scratch("volumes");
+    let scratch = TempDir::new("link-certs");
+    let volumes = scratch.path();
     let (_, ca) = new_ca("arena", "games", SystemTime::now()).expect("the operator mints a CA");
     let gate_flags = secret_volume(&ca, Leaf::Gate, "arena", &volumes.join("gate"));
     let node_flags = secret_volume(&ca, Leaf::Node, "arena", &volumes.join("node"));
@@ -89,6 +84,28 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
         .request(1, 1, json!({"message": "over minted certificates"}))
         .await;
     assert_eq!(reply["message"], "over minted certificates", "{reply}");
+
+    // Fairness over a real mutual-TLS link: one connection floods the slow route (10, lobby pool) far past
+    // its lane (256); another connection's echo goes over the same gate, link and lobby node and stays fast.
+    let mut slow = Conn::tcp(cluster.gate_tcp(0), Wire::DEFAULT).await;
+    for seq in 1..=400 {
+        slow.send(10, seq, json!({"ms": 3000})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for seq in 2..=6 {
+        let started = Instant::now();
+        let reply = conn.request(1, seq, json!({"message": "hi"})).await;
+        let took = started.elapsed();
+        assert_eq!(reply["message"], "hi", "{reply}");
+        assert!(took < Duration::from_millis(250), "echo took {took:?} behind a flood of slow requests");
+    }
+    let refused = metric_sum(
+        &admin_metrics(cluster.node_admin("lobby-1")).await,
+        "switchyard_node_packets_dropped_total",
+        &["reason=\"lane_full\""],
+    );
+    assert!(refused >= 100.0, "the flood's overflow was refused and counted: {refused}");
+    drop(slow);
     let (mut first, lobby) = Player::login(&cluster, 0, 101).await;
     let (mut second, _) = Player::login(&cluster, 0, 102).await;
     assert_eq!(lobby, "lobby-1");
@@ -167,7 +184,6 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
         },
     )
     .await;
-    let _ = std::fs::remove_dir_all(&volumes);
 }
 
 /// Connects to the node at `address` as a TLS client trusting `ca`, presenting the certificate and key of

@@ -8,13 +8,15 @@ mod support;
 use std::time::Duration;
 
 use support::game::{GameBehindGate, build_outside_crate, workspace};
+use serde_json::json;
+use support::image::{ImageContents, build_image};
+use switchyard_testkit::TempDir;
 use support::{Conn, Packet, Wire, http_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outside_crate_runs_as_a_node_behind_a_gate() {
-    let scratch = std::env::temp_dir().join(format!("switchyard-outside-game-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).expect("scratch dir");
-    let binary = build_outside_crate(&workspace().join("tests/fixtures/outside-game"), &scratch);
+    let scratch = TempDir::new("outside-game");
+    let binary = build_outside_crate(&workspace().join("tests/fixtures/outside-game"), scratch.path());
     // The runtime's flags, under the game's own name; the `node` a GameCluster passes by default is accepted.
     let help = std::process::Command::new(&binary)
         .args(["node", "--help"])
@@ -30,7 +32,21 @@ async fn an_outside_crate_runs_as_a_node_behind_a_gate() {
         .expect("runs");
     assert!(!bad.status.success(), "an unknown flag is refused");
 
-    let mut running = GameBehindGate::start(&binary, &[], &scratch).await;
+    // docs/first-game.md's image step: the game's own binary packed by scripts/image.sh, run as 65532 with
+    // the game as its entrypoint and no shell.
+    let image = build_image(
+        "registry.local/my-game:1.0.0",
+        &scratch.path().join("my-game.tar"),
+        &["--binary", binary.to_str().expect("utf-8 path")],
+    );
+    let contents = ImageContents::read(&image.archive);
+    assert_eq!(contents.config["config"]["User"], "65532:65532");
+    assert_eq!(contents.config["config"]["Entrypoint"], json!(["my-game"]));
+    let files: Vec<String> = contents.layer_entries().into_iter().map(|(_, _, path)| path).collect();
+    assert!(files.iter().any(|path| path.ends_with("bin/my-game")), "{files:?}");
+    assert!(!files.iter().any(|path| path.ends_with("/sh") || path.ends_with("busybox")), "{files:?}");
+
+    let mut running = GameBehindGate::start(&binary, &[], scratch.path()).await;
 
     // A due data packet, byte by byte: size, header 0 (request), route 1, seq 7, a binary payload.
     let payload = [0x00, 0xff, b's', b'w', b'y'];
@@ -62,5 +78,4 @@ async fn an_outside_crate_runs_as_a_node_behind_a_gate() {
     let log = running.node.log_text();
     assert!(log.contains("SIGTERM: draining"), "{log}");
     assert!(log.contains("node stopped"), "{log}");
-    let _ = std::fs::remove_dir_all(&scratch);
 }

@@ -7,7 +7,7 @@
 //! are kept with the run. [`ControlPlane::stop`] stops the processes in reverse start order; dropping a
 //! [`ControlPlane`] stops them all at once.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,17 +58,6 @@ impl ControlPlaneConfig {
             ready_timeout: Duration::from_secs(180),
         })
     }
-}
-
-/// What a pod needs to reach the API server (the pod runner writes it into the pod's kubeconfig).
-#[derive(Debug, Clone)]
-pub struct ApiAccess {
-    /// `https://<address>:<port>`.
-    pub server: String,
-    /// The cluster CA certificate (PEM file).
-    pub ca_file: PathBuf,
-    /// The API server's address.
-    pub address: SocketAddr,
 }
 
 /// A running control plane.
@@ -123,13 +112,9 @@ impl ControlPlane {
         &self.kubeconfig
     }
 
-    /// How pods reach the API server.
-    pub fn pod_api_access(&self) -> ApiAccess {
-        ApiAccess {
-            server: self.plane.server().to_owned(),
-            ca_file: self.plane.ca_file().to_owned(),
-            address: self.plane.api_address(),
-        }
+    /// The cluster CA certificate (PEM file): what a component on the node trusts the API server with.
+    pub fn ca_file(&self) -> &Path {
+        self.plane.ca_file()
     }
 
     /// The directory of the control-plane binaries (kubectl and helm are there too).

@@ -43,7 +43,6 @@
 pub mod conntrack;
 pub mod control_plane;
 pub mod coredns;
-pub mod http;
 pub mod netns;
 pub mod network_policy;
 pub mod node;
@@ -55,7 +54,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use control_plane::{ControlPlane, ControlPlaneConfig};
-pub use http::{http_get, http_status};
 pub use netns::isolate;
 pub use node::{NodeConfig, RealNode};
 pub use pod_watch::{ContainerExit, PodWatch};

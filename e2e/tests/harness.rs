@@ -31,8 +31,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_e2e::coredns::resolve_a;
 use switchyard_e2e::node::CLUSTER_DNS;
-use switchyard_e2e::{Harness, RunDir, http_get};
-use switchyard_testkit::eventually;
+use switchyard_e2e::{Harness, RunDir};
+use switchyard_testkit::{eventually, http_get};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const NS: &str = "smoke";
@@ -224,10 +224,10 @@ async fn smoke(run: RunDir) {
     .await;
     clock.step("EndpointSlice lists both pod IPs as ready");
     for ip in &ips {
-        let (status, body) = http_get(ip, 9090, "/metrics", &[]).await.expect("admin answers");
+        let (status, body) = http_get(format!("{ip}:9090"), "/metrics").await;
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("switchyard_"), "metrics: {body}");
-        let (status, _) = http_get(ip, 9090, "/readyz", &[]).await.expect("readyz answers");
+        let (status, _) = http_get(format!("{ip}:9090"), "/readyz").await;
         assert_eq!(status, 200);
     }
     for pod in &ready {
@@ -351,7 +351,7 @@ async fn smoke(run: RunDir) {
         },
     )
     .await;
-    let (status, _) = http_get(&drained_ip, 9090, "/readyz", &[]).await.expect("readyz");
+    let (status, _) = http_get(format!("{drained_ip}:9090"), "/readyz").await;
     assert_eq!(status, 503, "a draining node is not ready");
     clock.step("drain annotation -> downward API file -> node unready -> EndpointSlice not ready");
 

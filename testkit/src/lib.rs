@@ -27,7 +27,7 @@ pub use http::{HttpTarget, http_get, http_get_blocking, parse_response};
 pub use ports::free_port;
 pub use temp::TempDir;
 pub use tools::{HOW_TO_BUILD, on_path, tool, toolchain_bin_dir, workspace};
-pub use wait::{eventually, eventually_true};
+pub use wait::{eventually, eventually_true, holds_within};
 
 use std::path::PathBuf;
 use std::time::Duration;

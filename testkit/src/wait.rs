@@ -46,6 +46,21 @@ where
     started.elapsed()
 }
 
+/// Polls the synchronous `check` until it holds or `within` passes; whether it held. For a test that
+/// measures whether something happened in time rather than fails on it (the journey counts such cases).
+pub async fn holds_within(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    while started.elapsed() < within {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(pause.min(within.saturating_sub(started.elapsed()))).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+    check()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +84,14 @@ mod tests {
             took >= Duration::from_millis(100) && took < Duration::from_secs(1),
             "{took:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn holds_within_says_whether_it_held() {
+        let started = Instant::now();
+        assert!(holds_within(Duration::from_secs(5), || started.elapsed() > Duration::from_millis(50)).await);
+        assert!(!holds_within(Duration::from_millis(50), || false).await);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]

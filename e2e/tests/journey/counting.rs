@@ -261,15 +261,3 @@ pub(crate) async fn counted_request(
     }
     outcome
 }
-
-/// Waits until `f` holds, polling every 50 ms, for at most `timeout`.
-pub(crate) async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
-}

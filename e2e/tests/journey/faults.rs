@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use switchyard_e2e::http_get;
+use switchyard_testkit::http_get;
 
 use crate::cluster::{self, is_ready, name, pod_ip, settled_pods, wait_for};
 use crate::load::{self, PhaseStats, Player};
@@ -329,12 +329,9 @@ impl Journey<'_> {
             for pod in pods.iter().filter(|p| old_names.contains(&name(p))) {
                 let ordered = cluster::is_terminating(pod)
                     || cluster::annotation(pod, "switchyard.dev/drain").as_deref() == Some("true");
-                let answer = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    http_get(&pod_ip(pod), 9090, "/readyz", &[]),
-                )
-                .await;
-                let draining = !matches!(answer, Ok(Some((200, _))));
+                let readyz = http_get(format!("{}:9090", pod_ip(pod)), "/readyz");
+                let answer = tokio::time::timeout(Duration::from_secs(1), readyz).await;
+                let draining = !matches!(answer, Ok((200, _)));
                 if !(ordered && draining) {
                     return None;
                 }
@@ -371,7 +368,7 @@ impl Journey<'_> {
                 .map(|p| p.uid)
                 .collect::<Vec<i64>>()
         };
-        load::eventually(Duration::from_secs(60), || still_old().is_empty()).await;
+        load::holds_within(Duration::from_secs(60), || still_old().is_empty()).await;
         assert!(
             still_old().is_empty(),
             "players of the old pods not on a new pod: {:?} ({told_to_reconnect} were told to reconnect)",
@@ -438,7 +435,7 @@ pub(crate) async fn pushes_reach(player: &Player, shared: &load::Shared, round: 
     let room = format!("solo-{}", player.uid);
     player.join(shared, &room).await.is_ok()
         && player.say(shared, &room, &text).await.is_ok()
-        && load::eventually(Duration::from_secs(2), || {
+        && load::holds_within(Duration::from_secs(2), || {
             player.messages().iter().any(|m| m.text == text)
         })
         .await

@@ -28,7 +28,8 @@ use serde_json::{Value, json};
 use switchyard_client::Client;
 use tokio::task::JoinHandle;
 
-pub(crate) use crate::counting::{Outcome, PhaseStats, Shared, connect, counted_request, eventually};
+pub(crate) use crate::counting::{Outcome, PhaseStats, Shared, connect, counted_request};
+pub(crate) use switchyard_testkit::holds_within;
 
 /// Client TCP port of the gates (the CRD's default `gate.tcp.port`).
 pub(crate) const GATE_TCP_PORT: u16 = 3553;

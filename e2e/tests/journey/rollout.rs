@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::DynamicObject;
-use switchyard_e2e::http_get;
+use switchyard_testkit::http_get;
 
 use crate::cluster::{self, is_ready, name, pod_ip, settled_pods, wait_for};
 use crate::load::{self, PhaseStats, Player};
@@ -180,7 +180,7 @@ impl Journey<'_> {
                 .map(|p| p.uid)
                 .collect::<Vec<i64>>()
         };
-        load::eventually(Duration::from_secs(15), || on_old().is_empty()).await;
+        load::holds_within(Duration::from_secs(15), || on_old().is_empty()).await;
         let old_left = on_old();
         assert!(old_left.is_empty(), "players still on old pods: {old_left:?}");
         assert_no_failures(&phase);
@@ -240,7 +240,7 @@ impl Journey<'_> {
             .iter()
             .map(|g| format!("{}:{}", pod_ip(g), load::GATE_TCP_PORT))
             .collect();
-        let moved_over = load::eventually(Duration::from_secs(60), || {
+        let moved_over = load::holds_within(Duration::from_secs(60), || {
             self.swarm
                 .players()
                 .iter()
@@ -301,10 +301,8 @@ pub(crate) fn watch_drains(pods: &[Pod]) -> (Drains, Vec<tokio::task::JoinHandle
             let (pod, ip, drains) = (name(pod), pod_ip(pod), drains.clone());
             tokio::spawn(async move {
                 loop {
-                    let answer =
-                        tokio::time::timeout(Duration::from_secs(1), http_get(&ip, 9090, "/readyz", &[]))
-                            .await;
-                    if let Ok(Some((503, _))) = answer {
+                    let readyz = http_get(format!("{ip}:9090"), "/readyz");
+                    if let Ok((503, _)) = tokio::time::timeout(Duration::from_secs(1), readyz).await {
                         drains.lock().expect("drains").insert(pod, Instant::now());
                         return;
                     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_e2e::http_get;
+use switchyard_testkit::http_get;
 
 use crate::cluster::{self, name, pod_ip, settled_pods, wait_for};
 use crate::load::{PhaseStats, Player};
@@ -130,7 +130,7 @@ impl Journey<'_> {
             wait_for(
                 &format!("{victim} to report not ready while draining"),
                 Duration::from_secs(30),
-                || async { (http_get(&ip, 9090, "/readyz", &[]).await?.0 == 503).then_some(()) },
+                || async { (http_get(format!("{ip}:9090"), "/readyz").await.0 == 503).then_some(()) },
             )
             .await;
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use switchyard_e2e::http_get;
+use switchyard_testkit::http_get;
 
 use crate::cluster::{self, name, pod_ip, settled_pods, wait_for};
 use crate::load::{self, PhaseStats, Player, Swarm};
@@ -41,10 +41,8 @@ impl Journey<'_> {
         let operators = settled_pods(&system_pods, OPERATOR_SELECTOR, 2, READY_TIMEOUT).await;
         let operator_names: BTreeSet<String> = operators.iter().map(name).collect();
         for pod in &operators {
-            let (status, _) = http_get(&pod_ip(pod), 9090, "/readyz", &[])
-                .await
-                .expect("the operator's admin port answers");
-            assert_eq!(status, 200, "{} is ready", name(pod));
+            let (status, _) = http_get(format!("{}:9090", pod_ip(pod)), "/readyz").await;
+            assert_eq!(status, 200, "{}'s admin port answers that it is ready", name(pod));
         }
         let leader = self.leader(&operator_names, Duration::from_secs(120)).await;
         self.summary.time(
@@ -191,7 +189,7 @@ pub(crate) async fn cross_gate_pushes(
         let speaker = &members[0];
         let text = format!("hello from {} on {}", speaker.uid, speaker.gate());
         speaker.say(shared, &room, &text).await.expect("say");
-        let all_got_it = load::eventually(Duration::from_secs(10), || {
+        let all_got_it = load::holds_within(Duration::from_secs(10), || {
             members.iter().all(|m| {
                 m.messages()
                     .iter()
