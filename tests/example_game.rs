@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::game::{GameBehindGate, build_workspace_binary};
-use switchyard_testkit::TempDir;
 use support::{Conn, Wire, http_get, metric_sum};
+use switchyard_testkit::TempDir;
 
 const LOGIN: i64 = 1;
 const PLAY: i64 = 2;

@@ -208,8 +208,16 @@ async fn a_hostile_node_is_cut_off_and_the_other_players_keep_being_served() {
     let (rss_after, peak) = rss_kib(gate.pid());
     // Before the link closed, the flooder's packets waited the forward deadline (2 s) for room on the full
     // link, then were dropped and counted, so its reads went on.
-    let busy = metric(&admin, "switchyard_gate_packets_dropped_total", &["reason=\"node_busy\""]).await;
-    assert!(busy >= 1.0, "packets to the stuck node were dropped at the forward deadline: {busy}");
+    let busy = metric(
+        &admin,
+        "switchyard_gate_packets_dropped_total",
+        &["reason=\"node_busy\""],
+    )
+    .await;
+    assert!(
+        busy >= 1.0,
+        "packets to the stuck node were dropped at the forward deadline: {busy}"
+    );
     flood.abort();
     heartbeats.abort();
     // The link queue is bounded in bytes (4 MiB by default): the stuck node never pinned much of the gate

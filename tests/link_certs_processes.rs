@@ -97,14 +97,20 @@ async fn minted_certificates_link_real_processes_and_carry_node_to_node_calls() 
         let reply = conn.request(1, seq, json!({"message": "hi"})).await;
         let took = started.elapsed();
         assert_eq!(reply["message"], "hi", "{reply}");
-        assert!(took < Duration::from_millis(250), "echo took {took:?} behind a flood of slow requests");
+        assert!(
+            took < Duration::from_millis(250),
+            "echo took {took:?} behind a flood of slow requests"
+        );
     }
     let refused = metric_sum(
         &admin_metrics(cluster.node_admin("lobby-1")).await,
         "switchyard_node_packets_dropped_total",
         &["reason=\"lane_full\""],
     );
-    assert!(refused >= 100.0, "the flood's overflow was refused and counted: {refused}");
+    assert!(
+        refused >= 100.0,
+        "the flood's overflow was refused and counted: {refused}"
+    );
     drop(slow);
     let (mut first, lobby) = Player::login(&cluster, 0, 101).await;
     let (mut second, _) = Player::login(&cluster, 0, 102).await;

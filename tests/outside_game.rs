@@ -7,11 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use support::game::{GameBehindGate, build_outside_crate, workspace};
 use serde_json::json;
+use support::game::{GameBehindGate, build_outside_crate, workspace};
 use support::image::{ImageContents, build_image};
-use switchyard_testkit::TempDir;
 use support::{Conn, Packet, Wire, http_get};
+use switchyard_testkit::TempDir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outside_crate_runs_as_a_node_behind_a_gate() {
@@ -42,9 +42,21 @@ async fn an_outside_crate_runs_as_a_node_behind_a_gate() {
     let contents = ImageContents::read(&image.archive);
     assert_eq!(contents.config["config"]["User"], "65532:65532");
     assert_eq!(contents.config["config"]["Entrypoint"], json!(["my-game"]));
-    let files: Vec<String> = contents.layer_entries().into_iter().map(|(_, _, path)| path).collect();
-    assert!(files.iter().any(|path| path.ends_with("bin/my-game")), "{files:?}");
-    assert!(!files.iter().any(|path| path.ends_with("/sh") || path.ends_with("busybox")), "{files:?}");
+    let files: Vec<String> = contents
+        .layer_entries()
+        .into_iter()
+        .map(|(_, _, path)| path)
+        .collect();
+    assert!(
+        files.iter().any(|path| path.ends_with("bin/my-game")),
+        "{files:?}"
+    );
+    assert!(
+        !files
+            .iter()
+            .any(|path| path.ends_with("/sh") || path.ends_with("busybox")),
+        "{files:?}"
+    );
 
     let mut running = GameBehindGate::start(&binary, &[], scratch.path()).await;
 

@@ -75,11 +75,18 @@ async fn one_players_slow_requests_leave_another_players_echo_fast() {
     // Route 10 waits the asked time, then answers code 0; more than 5000 ms is refused as a bad request.
     let started = Instant::now();
     assert_eq!(slow.request(10, 1, json!({"ms": 300})).await, json!({"code": 0}));
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     let started = Instant::now();
     let refused = slow.request(10, 2, json!({"ms": 5001})).await;
     assert_eq!(refused["code"], 1, "{refused}");
-    assert!(started.elapsed() < Duration::from_secs(1), "refused without waiting");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused without waiting"
+    );
     // Far more slow requests than one connection's lane holds (256): the overflow is refused, not queued
     // in front of other players.
     for seq in 1..=400 {

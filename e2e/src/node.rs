@@ -242,7 +242,10 @@ impl RealNode {
         node.wait_ready(2, config.ready_timeout, || async move {
             let healthz = SocketAddr::from((NODE_ADDRESS, KUBE_PROXY_HEALTHZ_PORT));
             let get = switchyard_testkit::http_get(healthz, "/healthz");
-            matches!(tokio::time::timeout(Duration::from_secs(2), get).await, Ok((200, _)))
+            matches!(
+                tokio::time::timeout(Duration::from_secs(2), get).await,
+                Ok((200, _))
+            )
         })
         .await?;
 

@@ -144,7 +144,11 @@ mod tests {
         let stop = CancellationToken::new();
         let control = ControlQueue::start(link.clone(), &tasks, stop.clone());
 
-        assert_eq!(control.send(&link, disconnected(0)), Sent::Queued, "room on the link: sent at once");
+        assert_eq!(
+            control.send(&link, disconnected(0)),
+            Sent::Queued,
+            "room on the link: sent at once"
+        );
         // The link is full now (one message): the rest wait on the control queue, in order.
         for n in 1..=CONTROL_QUEUE_CAPACITY as u64 {
             assert_eq!(control.send(&link, disconnected(n)), Sent::Queued, "message {n}");
@@ -155,7 +159,11 @@ mod tests {
         }
         let last = CONTROL_QUEUE_CAPACITY as u64 + 1;
         assert_eq!(control.send(&link, disconnected(last)), Sent::Queued);
-        assert_eq!(control.send(&link, disconnected(0)), Sent::Dropped, "past the bound: dropped");
+        assert_eq!(
+            control.send(&link, disconnected(0)),
+            Sent::Dropped,
+            "past the bound: dropped"
+        );
         assert_eq!(tasks.len(), 1, "one draining task, however many messages wait");
 
         // The node reads again: everything queued arrives, in the order it was sent.

@@ -80,7 +80,13 @@ impl Gate {
                 let (gate, node) = (self.clone(), link.node.clone());
                 inner.tasks.spawn(async move {
                     gate.release_gate_binding(uid).await;
-                    gate.send_control(&node, GateToNode::Ack { request, result: Ok(()) });
+                    gate.send_control(
+                        &node,
+                        GateToNode::Ack {
+                            request,
+                            result: Ok(()),
+                        },
+                    );
                 });
             }
             NodeToGate::UserNode { uid, node_id, pool } => {

@@ -89,7 +89,11 @@ mod tests {
     #[tokio::test]
     async fn holds_within_says_whether_it_held() {
         let started = Instant::now();
-        assert!(holds_within(Duration::from_secs(5), || started.elapsed() > Duration::from_millis(50)).await);
+        assert!(
+            holds_within(Duration::from_secs(5), || started.elapsed()
+                > Duration::from_millis(50))
+            .await
+        );
         assert!(!holds_within(Duration::from_millis(50), || false).await);
         assert!(started.elapsed() < Duration::from_secs(1));
     }
