@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::certs::Certs;
-use support::{Conn, Dev, Wire, metric_sum};
+use support::{Conn, Dev, Wire, behind_balancer, metric_sum, proxy_v2};
 use switchyard_testkit::eventually_true;
-use tokio::io::AsyncWriteExt;
 
 const HOST_A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const HOST_B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -125,29 +124,6 @@ async fn a_replaced_certificate_is_served_to_new_connections() {
     .await;
 }
 
-/// A PROXY protocol v2 header, TCP over IPv4, written out from the specification (not from the gate's code).
-fn proxy_v2(source: SocketAddrV4) -> Vec<u8> {
-    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-    header.push(0x21); // version 2, command PROXY
-    header.push(0x11); // AF_INET, STREAM
-    header.extend_from_slice(&12u16.to_be_bytes());
-    header.extend_from_slice(&source.ip().octets());
-    header.extend_from_slice(&[192, 0, 2, 1]); // destination: the load balancer's address
-    header.extend_from_slice(&source.port().to_be_bytes());
-    header.extend_from_slice(&3553u16.to_be_bytes());
-    header
-}
-
-/// A connection from the "load balancer" (127.0.0.1) that first sends `header`.
-async fn behind_balancer(dev: &Dev, header: &[u8]) -> Conn {
-    let mut conn = Conn::tcp(&dev.tcp, Wire::DEFAULT).await;
-    let Conn::Tcp { stream, .. } = &mut conn else {
-        unreachable!("Conn::tcp is TCP")
-    };
-    stream.write_all(header).await.expect("PROXY header sent");
-    conn
-}
-
 #[tokio::test]
 async fn behind_proxy_protocol_the_header_names_the_address_that_is_counted() {
     let dev = Dev::start(&["--proxy-protocol", "--max-connections-per-ip", "1"]);
@@ -155,11 +131,11 @@ async fn behind_proxy_protocol_the_header_names_the_address_that_is_counted() {
     let player_b = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 8), 40_002);
 
     // Every connection comes from 127.0.0.1, yet each player address has a cap of its own.
-    let mut a = behind_balancer(&dev, &proxy_v2(player_a)).await;
+    let mut a = behind_balancer(&dev.tcp, &proxy_v2(player_a)).await;
     logged_in(&mut a, 1).await;
-    let mut b = behind_balancer(&dev, &proxy_v2(player_b)).await;
+    let mut b = behind_balancer(&dev.tcp, &proxy_v2(player_b)).await;
     logged_in(&mut b, 2).await;
-    let mut a_again = behind_balancer(&dev, &proxy_v2(player_a)).await;
+    let mut a_again = behind_balancer(&dev.tcp, &proxy_v2(player_a)).await;
     a_again.expect_closed(Duration::from_secs(2)).await;
 
     // No header: something other than the load balancer reached the gate; refused.

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use support::procs::{Proc, Redis, TempDir, free_port};
-use support::{Conn, Wire, metric_sum, switchyard_binary};
+use support::{Conn, Wire, behind_balancer, metric_sum, proxy_v2, switchyard_binary};
 use switchyard_cluster::link::tcp::{TcpAcceptor, TcpLinkConfig};
 use switchyard_cluster::redis_locator::{RedisLocator, RedisLocatorConfig};
 use switchyard_node::{
@@ -130,6 +131,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, &[]).await
+    }
+
+    /// [`Cluster::start`] with `gate_b_flags` added to the second gate's.
+    async fn start_with(name: &str, gate_b_flags: &[&str]) -> Cluster {
         let dir = TempDir::new(name);
         let redis = Redis::start(dir.path());
         let mut registry = Registry::default();
@@ -173,6 +179,7 @@ impl Cluster {
                 &link,
             ]
             .iter()
+            .chain(if id == "gate-b" { gate_b_flags } else { &[] })
             .map(|arg| arg.to_string())
             .collect();
             procs.push(Proc::spawn(id, switchyard_binary(), &args, dir.path()));
@@ -289,7 +296,8 @@ async fn a_panic_is_answered_and_counted_and_the_node_keeps_serving() {
 
 #[tokio::test]
 async fn the_context_carries_the_clients_address() {
-    let cluster = Cluster::start("sdk-addr").await;
+    // gate-b sits behind an L4 load balancer that speaks PROXY protocol v2.
+    let cluster = Cluster::start_with("sdk-addr", &["--proxy-protocol"]).await;
     let mut conn = cluster.tcp(0).await;
     let Conn::Tcp { stream, .. } = &conn else {
         unreachable!("a TCP connection")
@@ -297,7 +305,7 @@ async fn the_context_carries_the_clients_address() {
     let local = stream.local_addr().expect("client address").to_string();
     let reply = conn.request(ADDR, 1, json!({})).await;
     assert_eq!(reply["addr"], json!(local), "{reply}");
-    let mut ws = cluster.ws(1).await;
+    let mut ws = cluster.ws(0).await;
     let reply = ws.request(ADDR, 1, json!({})).await;
     assert!(
         reply["addr"]
@@ -305,6 +313,11 @@ async fn the_context_carries_the_clients_address() {
             .is_some_and(|addr| addr.starts_with("127.0.0.1:")),
         "{reply}"
     );
+    // Behind the load balancer the node sees the player's address from the header, not the balancer's.
+    let player = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 40_009);
+    let mut behind = behind_balancer(&cluster.gates[1].0, &proxy_v2(player)).await;
+    let reply = behind.request(ADDR, 1, json!({})).await;
+    assert_eq!(reply["addr"], json!("203.0.113.9:40009"), "{reply}");
 }
 
 #[tokio::test]

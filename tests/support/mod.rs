@@ -430,3 +430,28 @@ impl Conn {
         }
     }
 }
+
+/// A PROXY protocol v2 header, TCP over IPv4, written out from the specification (not from the gate's
+/// code): what an L4 load balancer sends first on each connection it passes on.
+pub fn proxy_v2(source: std::net::SocketAddrV4) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.push(0x21); // version 2, command PROXY
+    header.push(0x11); // AF_INET, STREAM
+    header.extend_from_slice(&12u16.to_be_bytes());
+    header.extend_from_slice(&source.ip().octets());
+    header.extend_from_slice(&[192, 0, 2, 1]); // destination: the load balancer's address
+    header.extend_from_slice(&source.port().to_be_bytes());
+    header.extend_from_slice(&3553u16.to_be_bytes());
+    header
+}
+
+/// A TCP connection to the gate at `address` as a load balancer makes it: `header` first, then the player's
+/// packets.
+pub async fn behind_balancer(address: &str, header: &[u8]) -> Conn {
+    let mut conn = Conn::tcp(address, Wire::DEFAULT).await;
+    let Conn::Tcp { stream, .. } = &mut conn else {
+        unreachable!("Conn::tcp is TCP")
+    };
+    stream.write_all(header).await.expect("PROXY header sent");
+    conn
+}
