@@ -267,6 +267,12 @@ async fn invalid_specs_are_refused_with_the_cel_message() {
             "locator.redis.url must start with redis://",
         ),
         (
+            // TLS to a Redis Cluster is not built into the binary: refused here, not at every pod's start.
+            "tls-redis-cluster",
+            "locator: {redis: {url: 'rediss+cluster://r1:6380,r2:6380'}}",
+            "locator.redis.url must start with redis://",
+        ),
+        (
             "inline-password",
             "locator: {redis: {url: 'redis://:hunter2@redis:6379'}}",
             "locator.redis.url must not carry a password",
