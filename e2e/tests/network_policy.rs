@@ -24,7 +24,7 @@ use switchyard_e2e::network_policy::{Reach, connect_from, verdicts};
 use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, RunDir};
 
 mod support;
-use support::{is_ready, object, play, tool};
+use support::{install_operator, is_ready, object, play, tool};
 use switchyard_testkit::eventually;
 
 const IMAGE: &str = "registry.local/switchyard:e2e";
@@ -252,26 +252,7 @@ async fn game_cluster(run: RunDir) {
     let started = Instant::now();
     let step = |what: &str| eprintln!("[netpol-gc {:6.1}s] {what}", started.elapsed().as_secs_f64());
     let (plane, node) = start(&run).await;
-    let out = tool(
-        &plane,
-        "helm",
-        &[
-            "install",
-            "switchyard",
-            "charts/switchyard",
-            "--namespace",
-            "switchyard-system",
-            "--create-namespace",
-            "--set",
-            "image.repository=registry.local/switchyard",
-            "--set",
-            "image.tag=e2e",
-            "--wait",
-            "--timeout",
-            "180s",
-        ],
-    );
-    assert!(out.contains("STATUS: deployed"), "{out}");
+    install_operator(&plane);
     const NS: &str = "game";
     let client = plane.client();
     create_namespace(&client, NS).await;

@@ -27,7 +27,7 @@ use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, Run
 use switchyard_testkit::eventually;
 
 mod support;
-use support::{is_ready, object, play, tool, tool_output};
+use support::{install_operator, is_ready, object, play, tool, tool_output};
 
 const NS: &str = "real";
 const APP: &str = "dev";
@@ -332,26 +332,7 @@ async fn install(run: RunDir) {
         .expect("the node starts");
     step("node Ready");
 
-    let out = tool(
-        &plane,
-        "helm",
-        &[
-            "install",
-            "switchyard",
-            "charts/switchyard",
-            "--namespace",
-            "switchyard-system",
-            "--create-namespace",
-            "--set",
-            "image.repository=registry.local/switchyard",
-            "--set",
-            "image.tag=e2e",
-            "--wait",
-            "--timeout",
-            "180s",
-        ],
-    );
-    assert!(out.contains("STATUS: deployed"), "{out}");
+    install_operator(&plane);
     step("helm install: operator Ready");
 
     let manifest = run.path().join("gamecluster.yaml");

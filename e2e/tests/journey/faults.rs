@@ -250,15 +250,7 @@ impl Journey<'_> {
             .unwrap_or(0);
         let started = Instant::now();
         self.tools
-            .kubectl(&[
-                "patch",
-                "-n",
-                NS,
-                &format!("gc/{GC}"),
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"node":{"env":[{"name":"GAME_MODE","value":"rolled-again"}]}}}"#,
-            ])
+            .patch_game_cluster(r#"{"spec":{"node":{"env":[{"name":"GAME_MODE","value":"rolled-again"}]}}}"#)
             .await;
         // In the middle of the rollout: the leader applied the new template, the Deployment started on it.
         wait_for(

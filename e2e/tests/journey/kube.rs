@@ -197,6 +197,21 @@ impl Tools {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `kubectl patch` of the journey's GameCluster with a merge patch; panics when it fails.
+    pub(crate) async fn patch_game_cluster(&self, merge_patch: &str) -> String {
+        let cluster = format!("gc/{}", crate::GC);
+        self.kubectl(&[
+            "patch",
+            "-n",
+            crate::NS,
+            &cluster,
+            "--type=merge",
+            "-p",
+            merge_patch,
+        ])
+        .await
+    }
+
     /// Runs helm; panics when it fails.
     pub(crate) async fn helm(&self, args: &[&str]) -> String {
         self.run(&self.helm, args).await.unwrap_or_else(|e| panic!("{e}"))

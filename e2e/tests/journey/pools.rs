@@ -16,7 +16,7 @@ use kube::api::DynamicObject;
 use crate::cluster::{self, is_ready, name, settled_pods, wait_for};
 use crate::duel::Duels;
 use crate::load::PhaseStats;
-use crate::rollout::watch_drains;
+use crate::rollout::DrainWatch;
 use crate::{GATE_DRAIN_SECONDS, Journey, READY_TIMEOUT, ROLLED_IMAGE, assert_no_failures, repo_root};
 
 /// Where the two-pool GameCluster lives (its name is the example's, [`crate::GC`]).
@@ -267,7 +267,7 @@ impl Journey<'_> {
             "failed = 0; no match on a drained pod; lobby untouched",
         );
         let old_names: BTreeSet<String> = battle.iter().map(name).collect();
-        let (drained_at, drain_watches) = watch_drains(&battle);
+        let drain_watch = DrainWatch::start(&battle);
         let running_before = duels.running();
         let started = Instant::now();
         let patch =
@@ -283,15 +283,9 @@ impl Journey<'_> {
                 &patch,
             ])
             .await;
-        let drains: BTreeMap<String, Instant> = wait_for(
-            "the old battle pods to drain (readyz 503)",
-            READY_TIMEOUT,
-            || async {
-                let drains = drained_at.lock().expect("drains").clone();
-                (drains.len() == old_names.len()).then_some(drains)
-            },
-        )
-        .await;
+        let drains = drain_watch
+            .all_drained("the old battle pods to drain (readyz 503)")
+            .await;
         let first_drain = drains.values().min().copied().expect("a drain");
         self.step(&format!(
             "   battle image -> {ROLLED_IMAGE}: old battle pods {old_names:?} drained after {:.1}s, running matches {running_before:?}",
@@ -325,9 +319,7 @@ impl Journey<'_> {
         self.settled_pools(&clusters, "the GameCluster Ready after the battle rollout")
             .await;
         let rollout = started.elapsed();
-        for watch in drain_watches {
-            watch.abort();
-        }
+        drop(drain_watch);
         let new = settled_pods(&pods, &pool_selector("battle"), 3, READY_TIMEOUT).await;
         for pod in &new {
             let image = pod.spec.as_ref().and_then(|s| s.containers[0].image.clone());

@@ -27,7 +27,7 @@ impl Journey<'_> {
             .promise(&phase.name, "failed = 0; no login on a drained pod");
         let old = settled_pods(&self.pods, &selector("node"), 2, READY_TIMEOUT).await;
         let old_names: BTreeSet<String> = old.iter().map(name).collect();
-        let (drained_at, drain_watches) = watch_drains(&old);
+        let drain_watch = DrainWatch::start(&old);
         let (progress, progress_watch) = watch_status(self.clusters.clone());
         // Players who keep logging out and in: a steady stream of new logins during the rollout.
         let churners: Vec<Arc<Player>> = self.swarm.players().iter().step_by(12).cloned().collect();
@@ -35,26 +35,12 @@ impl Journey<'_> {
 
         let started = Instant::now();
         self.tools
-            .kubectl(&[
-                "patch",
-                "-n",
-                NS,
-                &format!("gc/{GC}"),
-                "--type=merge",
-                "-p",
-                &format!(r#"{{"spec":{{"node":{{"image":"{ROLLED_IMAGE}"}}}}}}"#),
-            ])
+            .patch_game_cluster(&format!(r#"{{"spec":{{"node":{{"image":"{ROLLED_IMAGE}"}}}}}}"#))
             .await;
         // Once a pod of the new template is ready, the operator drains every old pod at once.
-        let drains: BTreeMap<String, Instant> = wait_for(
-            "the old node pods to drain (readyz 503)",
-            READY_TIMEOUT,
-            || async {
-                let drains = drained_at.lock().expect("drains").clone();
-                (drains.len() == old_names.len()).then_some(drains)
-            },
-        )
-        .await;
+        let drains = drain_watch
+            .all_drained("the old node pods to drain (readyz 503)")
+            .await;
         let first_drain = drains.values().min().copied().expect("a drain");
         self.step(&format!(
             "5. node image -> {ROLLED_IMAGE}: old pods {old_names:?} drained after {:.1}s",
@@ -138,9 +124,7 @@ impl Journey<'_> {
         stop_churn.store(true, Ordering::Relaxed);
         churn.await.expect("churn");
         progress_watch.abort();
-        for watch in drain_watches {
-            watch.abort();
-        }
+        drop(drain_watch);
         let new = settled_pods(&self.pods, &selector("node"), 2, READY_TIMEOUT).await;
         for pod in &new {
             let image = pod.spec.as_ref().and_then(|s| s.containers[0].image.clone());
@@ -211,15 +195,7 @@ impl Journey<'_> {
             self.swarm.players().iter().map(|p| (p.uid, p.node())).collect();
         let started = Instant::now();
         self.tools
-            .kubectl(&[
-                "patch",
-                "-n",
-                NS,
-                &format!("gc/{GC}"),
-                "--type=merge",
-                "-p",
-                &format!(r#"{{"spec":{{"gate":{{"image":"{ROLLED_IMAGE}"}}}}}}"#),
-            ])
+            .patch_game_cluster(&format!(r#"{{"spec":{{"gate":{{"image":"{ROLLED_IMAGE}"}}}}}}"#))
             .await;
         for gate in &old_names {
             let exit = self
@@ -290,28 +266,56 @@ impl Journey<'_> {
     }
 }
 
-type Drains = Arc<std::sync::Mutex<BTreeMap<String, Instant>>>;
+/// When each watched pod first answered `/readyz` with 503 (draining). The watches stop when this drops.
+pub(crate) struct DrainWatch {
+    drains: Arc<std::sync::Mutex<BTreeMap<String, Instant>>>,
+    pods: usize,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
 
-/// Polls each pod's `/readyz` every 100 ms and records when it first answers 503 (draining).
-pub(crate) fn watch_drains(pods: &[Pod]) -> (Drains, Vec<tokio::task::JoinHandle<()>>) {
-    let drains: Drains = Arc::default();
-    let tasks = pods
-        .iter()
-        .map(|pod| {
-            let (pod, ip, drains) = (name(pod), pod_ip(pod), drains.clone());
-            tokio::spawn(async move {
-                loop {
-                    let readyz = http_get(format!("{ip}:9090"), "/readyz");
-                    if let Ok((503, _)) = tokio::time::timeout(Duration::from_secs(1), readyz).await {
-                        drains.lock().expect("drains").insert(pod, Instant::now());
-                        return;
+impl DrainWatch {
+    /// Polls each pod's `/readyz` every 100 ms.
+    pub(crate) fn start(pods: &[Pod]) -> DrainWatch {
+        let drains: Arc<std::sync::Mutex<BTreeMap<String, Instant>>> = Arc::default();
+        let tasks = pods
+            .iter()
+            .map(|pod| {
+                let (pod, ip, drains) = (name(pod), pod_ip(pod), drains.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let readyz = http_get(format!("{ip}:9090"), "/readyz");
+                        if let Ok((503, _)) = tokio::time::timeout(Duration::from_secs(1), readyz).await {
+                            drains.lock().expect("drains").insert(pod, Instant::now());
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                })
             })
+            .collect();
+        DrainWatch {
+            drains,
+            pods: pods.len(),
+            tasks,
+        }
+    }
+
+    /// Waits until every watched pod drained; when each did.
+    pub(crate) async fn all_drained(&self, what: &str) -> BTreeMap<String, Instant> {
+        wait_for(what, READY_TIMEOUT, || async {
+            let drains = self.drains.lock().expect("drains").clone();
+            (drains.len() == self.pods).then_some(drains)
         })
-        .collect();
-    (drains, tasks)
+        .await
+    }
+}
+
+impl Drop for DrainWatch {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 /// Records every distinct (Ready, Progressing, counts) the GameCluster's status goes through.

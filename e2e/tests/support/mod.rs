@@ -81,3 +81,29 @@ pub fn tool(plane: &ControlPlane, name: &str, args: &[&str]) -> String {
     assert!(ok, "{name} {args:?} failed:\n{text}");
     text
 }
+
+/// `helm install` of the chart (the operator, image `registry.local/switchyard:e2e`) into
+/// `switchyard-system`, waiting until it is deployed; helm's output.
+pub fn install_operator(plane: &ControlPlane) -> String {
+    let out = tool(
+        plane,
+        "helm",
+        &[
+            "install",
+            "switchyard",
+            "charts/switchyard",
+            "--namespace",
+            "switchyard-system",
+            "--create-namespace",
+            "--set",
+            "image.repository=registry.local/switchyard",
+            "--set",
+            "image.tag=e2e",
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+    );
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    out
+}
