@@ -11,14 +11,15 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
-use kube::api::PostParams;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::Error;
 use crate::node::{CLUSTER_DNS, COREDNS_IMAGE};
+use crate::objects::create;
 
 const NS: &str = "kube-system";
+/// How setup errors name this component.
+const COMPONENT: &str = "CoreDNS";
 const NAME: &str = "coredns";
 
 /// What the cluster DNS answers from: Services and pods of `cluster.local`; nothing is forwarded (the
@@ -38,22 +39,6 @@ const COREFILE: &str = ".:1053 {
 }
 ";
 
-fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
-    serde_json::from_value(value).map_err(|e| Error::Setup(format!("CoreDNS object: {e}")))
-}
-
-async fn create<K>(api: Api<K>, value: serde_json::Value) -> Result<(), Error>
-where
-    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = object(value)?;
-    match api.create(&PostParams::default(), &object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(Error::kube("create a CoreDNS object")(error)),
-    }
-}
-
 /// Creates CoreDNS's objects and waits (up to `timeout`) until its Deployment has a ready replica.
 ///
 /// # Errors
@@ -61,11 +46,13 @@ where
 pub async fn deploy(client: kube::Client, timeout: Duration) -> Result<(), Error> {
     let labels = json!({"k8s-app": "kube-dns"});
     create(
+        COMPONENT,
         Api::<ServiceAccount>::namespaced(client.clone(), NS),
         json!({"metadata": {"name": NAME, "namespace": NS}}),
     )
     .await?;
     create(
+        COMPONENT,
         Api::<ClusterRole>::all(client.clone()),
         json!({
             "metadata": {"name": "system:coredns"},
@@ -77,6 +64,7 @@ pub async fn deploy(client: kube::Client, timeout: Duration) -> Result<(), Error
     )
     .await?;
     create(
+        COMPONENT,
         Api::<ClusterRoleBinding>::all(client.clone()),
         json!({
             "metadata": {"name": "system:coredns"},
@@ -86,11 +74,13 @@ pub async fn deploy(client: kube::Client, timeout: Duration) -> Result<(), Error
     )
     .await?;
     create(
+        COMPONENT,
         Api::<ConfigMap>::namespaced(client.clone(), NS),
         json!({"metadata": {"name": NAME, "namespace": NS}, "data": {"Corefile": COREFILE}}),
     )
     .await?;
     create(
+        COMPONENT,
         Api::<Deployment>::namespaced(client.clone(), NS),
         json!({
             "metadata": {"name": NAME, "namespace": NS, "labels": labels},
@@ -130,6 +120,7 @@ pub async fn deploy(client: kube::Client, timeout: Duration) -> Result<(), Error
     )
     .await?;
     create(
+        COMPONENT,
         Api::<Service>::namespaced(client.clone(), NS),
         json!({
             "metadata": {"name": "kube-dns", "namespace": NS, "labels": labels},

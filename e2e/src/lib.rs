@@ -46,6 +46,7 @@ pub mod coredns;
 pub mod netns;
 pub mod network_policy;
 pub mod node;
+mod objects;
 pub mod pod_watch;
 pub mod process;
 pub mod run_dir;

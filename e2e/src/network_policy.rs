@@ -32,12 +32,12 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
 use kube::api::PostParams;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::Error;
 use crate::netns::NODE_ADDRESS;
 use crate::node::{NODE_NAME, POD_CIDR};
+use crate::objects::{create, object};
 use crate::process::Spec;
 
 /// The binary's name in the toolchain's bin dir.
@@ -49,24 +49,10 @@ pub const CHAIN: &str = "SY-NETPOL";
 /// The controller's Prometheus metrics (verdict counters), on the node's address.
 pub const METRICS_PORT: u16 = 9080;
 const NS: &str = "kube-system";
+/// How setup errors name this component.
+const COMPONENT: &str = "kube-network-policies";
 const NAME: &str = "kube-network-policies";
 const TOKEN_SECONDS: i64 = 6 * 3600;
-
-fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
-    serde_json::from_value(value).map_err(|e| Error::Setup(format!("kube-network-policies object: {e}")))
-}
-
-async fn create<K>(api: Api<K>, value: serde_json::Value) -> Result<(), Error>
-where
-    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = object(value)?;
-    match api.create(&PostParams::default(), &object).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(Error::kube("create a kube-network-policies object")(error)),
-    }
-}
 
 /// Creates the controller's ServiceAccount and its rights, writes a token and the cluster CA where the
 /// in-cluster configuration looks for them (under `root`, which becomes the controller's `/var/run`), installs
@@ -84,11 +70,13 @@ pub async fn prepare(
     cwd: PathBuf,
 ) -> Result<Spec, Error> {
     create(
+        COMPONENT,
         Api::<ServiceAccount>::namespaced(client.clone(), NS),
         json!({"metadata": {"name": NAME, "namespace": NS}}),
     )
     .await?;
     create(
+        COMPONENT,
         Api::<ClusterRole>::all(client.clone()),
         json!({
             "metadata": {"name": NAME},
@@ -100,6 +88,7 @@ pub async fn prepare(
     )
     .await?;
     create(
+        COMPONENT,
         Api::<ClusterRoleBinding>::all(client.clone()),
         json!({
             "metadata": {"name": NAME},
@@ -108,8 +97,10 @@ pub async fn prepare(
         }),
     )
     .await?;
-    let request: TokenRequest =
-        object(json!({"spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS}}))?;
+    let request: TokenRequest = object(
+        COMPONENT,
+        json!({"spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS}}),
+    )?;
     let token = Api::<ServiceAccount>::namespaced(client, NS)
         .create_token_request(NAME, &PostParams::default(), &request)
         .await
