@@ -198,7 +198,7 @@ async fn crd_is_established_with_short_name_and_columns() {
 #[ignore = "needs the control plane: run scripts/test.sh (it builds e2e/toolchain first) or cargo test --test operator_apiserver -- --ignored"]
 async fn invalid_specs_are_refused_with_the_cel_message() {
     let (plane, client, namespace) = setup("cel").await;
-    let cases: [(&str, &str, &str); 24] = [
+    let cases: [(&str, &str, &str); 25] = [
         (
             "same-ports",
             "gate: {tcp: {port: 4000}, websocket: {port: 4000}}",
