@@ -415,7 +415,25 @@ async fn smoke(run: RunDir) {
             .into_iter()
             .map(|ip| std::net::SocketAddr::from((ip, 6379)))
             .collect();
-            let mut stream = tokio::net::TcpStream::connect(resolved.first()?).await.ok()?;
+            let Some(first) = resolved.first() else {
+                eprintln!("redis.smoke.svc.cluster.local: no A record from CoreDNS yet");
+                return None;
+            };
+            let connect = tokio::net::TcpStream::connect(first);
+            let mut stream = match tokio::time::timeout(Duration::from_secs(5), connect)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let dump = harness.node().dump_network();
+                    eprintln!(
+                        "redis.smoke.svc.cluster.local resolved to {first}, connect: {error} (network: {})",
+                        dump.display()
+                    );
+                    return None;
+                }
+            };
             stream.write_all(b"PING\r\n").await.ok()?;
             let mut buf = [0u8; 16];
             let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
