@@ -5,9 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
+use kube::api::ListParams;
 use switchyard_testkit::http_get;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::cluster::{self, name, pod_ip, settled_pods, wait_for};
 use crate::load::{self, PhaseStats, Player, Swarm};
@@ -90,6 +93,7 @@ impl Journey<'_> {
         let status = self.clusters.get(GC).await.expect("the GameCluster").data["status"].clone();
         assert_eq!(status["gate"]["ready"], 2, "status: {status}");
         assert_eq!(status["node"]["ready"], 2, "status: {status}");
+        self.trust_defaults(&redis).await;
         // Players come in through the gate Service: its ClusterIP and its NodePort, once kube-proxy
         // forwards them (its rules follow the EndpointSlices within a second or so).
         let entrances = self.gate_entrances(NS).await;
@@ -114,6 +118,64 @@ impl Journey<'_> {
             gates.iter().map(pod_ip).collect::<Vec<_>>(),
             nodes.iter().map(name).collect::<Vec<_>>(),
             redis.iter().map(pod_ip).collect::<Vec<_>>(),
+        ));
+    }
+
+    /// The defaults the whole journey runs under: mutual TLS on the gate-node links (the operator's CA and
+    /// leaves; the gates log it), a managed Redis that wants its generated password, and the default
+    /// NetworkPolicies (enforced by the node's kube-network-policies).
+    async fn trust_defaults(&self, redis: &[Pod]) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NS);
+        for secret in ["link-ca", "link-gate-tls", "link-node-tls", "redis-auth"] {
+            let secret = format!("{GC}-{secret}");
+            secrets
+                .get(&secret)
+                .await
+                .unwrap_or_else(|error| panic!("the operator made the Secret {secret}: {error}"));
+        }
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), NS);
+        let policies: Vec<String> = policies
+            .list(&ListParams::default())
+            .await
+            .expect("list NetworkPolicies")
+            .items
+            .into_iter()
+            .filter_map(|policy| policy.metadata.name)
+            .collect();
+        assert!(
+            policies.len() >= 3,
+            "gate, node and Redis NetworkPolicies: {policies:?}"
+        );
+        // The test runs as root on the node, which the policy controller does not judge: this reaches Redis
+        // itself, which must refuse a client without the password.
+        let address = format!("{}:6379", pod_ip(&redis[0]));
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect to Redis");
+        stream.write_all(b"PING\r\n").await.expect("send PING");
+        let mut answer = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .expect("Redis answers")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(
+            answer.starts_with("-NOAUTH"),
+            "Redis without its password answered {answer:?}"
+        );
+        let gate = name(&settled_pods(&self.pods, &selector("gate"), 2, READY_TIMEOUT).await[0]);
+        wait_for(
+            &format!("{gate} to log that its node links are mutual TLS"),
+            Duration::from_secs(10),
+            || async {
+                let log = self.harness.pods().log(NS, &gate, "gate");
+                log.contains("node links are mutual TLS").then_some(())
+            },
+        )
+        .await;
+        self.step(&format!(
+            "   trust defaults: link CA and leaves minted, Redis answers {:?} without its password, NetworkPolicies {policies:?}, gates link with mutual TLS",
+            answer.trim_end()
         ));
     }
 
