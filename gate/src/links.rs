@@ -24,6 +24,14 @@ use crate::shared::Gate;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest pause between tries to a node this gate has never linked, for its first
+/// [`FIRST_LINK_EAGER_TRIES`] tries. A new node is listed by the registry before it listens (it waits for
+/// Redis first), and it may take players as soon as it is ready: a gate still backing off then would route
+/// its players' packets for that node elsewhere (it does not know the node yet). Every gate should link a
+/// new node before the kubelet marks it ready.
+const FIRST_LINK_BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// About 10 s of eager tries; a node that has not come up by then gets the normal backoff.
+const FIRST_LINK_EAGER_TRIES: u32 = 50;
 
 /// Counts the nodes of the registry's first list whose first link attempt is still running; the gate
 /// becomes ready when it reaches zero, so no client lands on a gate that cannot reach any node yet (and no
@@ -152,8 +160,19 @@ async fn keep_link(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff = next_backoff(backoff, was_up, failures);
     }
+}
+
+/// The pause after `backoff` (before jitter): doubling up to [`BACKOFF_MAX`], or up to
+/// [`FIRST_LINK_BACKOFF_MAX`] while a node that never linked is in its first tries.
+fn next_backoff(backoff: Duration, was_up: bool, failures: u32) -> Duration {
+    let max = if !was_up && failures < FIRST_LINK_EAGER_TRIES {
+        FIRST_LINK_BACKOFF_MAX
+    } else {
+        BACKOFF_MAX
+    };
+    (backoff * 2).min(max)
 }
 
 /// Logs the first failure of a streak loudly and the rest quietly.
@@ -266,5 +285,30 @@ impl Gate {
             .map(|node| (node.address.clone(), node.accepting))
             .collect();
         self.inner.nodes.set_accepting(accepting);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_never_linked_is_retried_eagerly_then_with_the_normal_backoff() {
+        let mut backoff = BACKOFF_MIN;
+        for failures in 1..FIRST_LINK_EAGER_TRIES {
+            backoff = next_backoff(backoff, false, failures);
+            assert!(backoff <= FIRST_LINK_BACKOFF_MAX, "try {failures}: {backoff:?}");
+        }
+        assert_eq!(backoff, FIRST_LINK_BACKOFF_MAX);
+        for failures in FIRST_LINK_EAGER_TRIES..FIRST_LINK_EAGER_TRIES + 10 {
+            backoff = next_backoff(backoff, false, failures);
+        }
+        assert_eq!(backoff, BACKOFF_MAX, "past the eager tries");
+        // A node that was linked before backs off normally at once.
+        let mut backoff = BACKOFF_MIN;
+        for failures in 1..10 {
+            backoff = next_backoff(backoff, true, failures);
+        }
+        assert_eq!(backoff, BACKOFF_MAX);
     }
 }
