@@ -5,7 +5,8 @@
 //! queue is full too the message is dropped and counted: the node's request then times out, as it would
 //! for a lost link.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use switchyard_cluster::link::LinkSender;
 use switchyard_protocol::link::GateToNode;
@@ -35,6 +36,9 @@ pub(crate) enum Sent {
 #[derive(Debug)]
 pub(crate) struct ControlQueue {
     tx: mpsc::Sender<GateToNode>,
+    /// Messages queued or in the draining task's hands, not yet on the link: while any is, a new one
+    /// must queue behind it (the queue alone can be empty while the task waits for room).
+    unsent: Arc<AtomicUsize>,
     /// Whether a drop on this link was logged already (each link logs its first drop only).
     warned: AtomicBool,
 }
@@ -47,6 +51,8 @@ impl ControlQueue {
         stop: CancellationToken,
     ) -> ControlQueue {
         let (tx, mut rx) = mpsc::channel::<GateToNode>(CONTROL_QUEUE_CAPACITY);
+        let unsent = Arc::new(AtomicUsize::new(0));
+        let task_unsent = unsent.clone();
         tasks.spawn(async move {
             loop {
                 let message = tokio::select! {
@@ -58,6 +64,7 @@ impl ControlQueue {
                     _ = stop.cancelled() => return,
                     sent = link.send(message) => sent,
                 };
+                task_unsent.fetch_sub(1, Ordering::AcqRel);
                 if sent.is_err() {
                     return;
                 }
@@ -65,6 +72,7 @@ impl ControlQueue {
         });
         ControlQueue {
             tx,
+            unsent,
             warned: AtomicBool::new(false),
         }
     }
@@ -74,6 +82,7 @@ impl ControlQueue {
     pub(crate) fn detached() -> ControlQueue {
         ControlQueue {
             tx: mpsc::channel(1).0,
+            unsent: Arc::default(),
             warned: AtomicBool::new(false),
         }
     }
@@ -81,7 +90,7 @@ impl ControlQueue {
     /// Sends `message` on `link` now if nothing is queued ahead of it and the link has room; otherwise
     /// queues it behind the earlier ones, so a node sees its control messages in the order they were sent.
     pub(crate) fn send(&self, link: &LinkSender<GateToNode>, message: GateToNode) -> Sent {
-        let message = if self.tx.capacity() == self.tx.max_capacity() {
+        let message = if self.unsent.load(Ordering::Acquire) == 0 {
             match link.try_send(message) {
                 Ok(()) => return Sent::Queued,
                 Err(TrySendError::Closed(_)) => return Sent::LinkClosed,
@@ -90,11 +99,14 @@ impl ControlQueue {
         } else {
             message
         };
-        match self.tx.try_send(message) {
-            Ok(()) => Sent::Queued,
+        self.unsent.fetch_add(1, Ordering::AcqRel);
+        let sent = match self.tx.try_send(message) {
+            Ok(()) => return Sent::Queued,
             Err(TrySendError::Full(_)) => Sent::Dropped,
             Err(TrySendError::Closed(_)) => Sent::LinkClosed,
-        }
+        };
+        self.unsent.fetch_sub(1, Ordering::AcqRel);
+        sent
     }
 }
 
