@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::link::feature;
+use bytes::BufMut;
 
 fn hex(bytes: &[u8]) -> String {
     bytes
