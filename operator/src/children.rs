@@ -8,7 +8,7 @@
 //!
 //! Split by stage: `validate` re-checks the spec; `gate` (the gates' Deployment and Service), `redis` (the
 //! managed Redis), `network_policy` and `link_tls` (the link Secret mounted into gates and nodes) add their
-//! share; nodes and pools, shared by both pool kinds, stay here.
+//! share; the nodes' objects (one set per pool) and what every component shares stay here.
 
 use std::collections::BTreeMap;
 
