@@ -17,7 +17,7 @@
 //! #[ignore = "run via e2e/run.sh"]
 //! fn my_journey() {
 //!     // Outside a namespace this runs the same test again inside a new one and returns None.
-//!     let Some(run) = switchyard_e2e::isolate().expect("network namespace") else { return };
+//!     let Some(run) = switchyard_e2e::isolate().unwrap_or_else(|error| panic!("{error}")) else { return };
 //!     switchyard_e2e::runtime().block_on(body(run)).expect("journey");
 //! }
 //! ```
@@ -109,12 +109,16 @@ pub enum Error {
     #[error("control plane: {0}")]
     ControlPlane(#[from] switchyard_testkit::Error),
     /// The test run inside the network namespace failed; its output is above and its logs are in `run_dir`.
-    #[error("the test inside the network namespace failed ({status}); logs: {run_dir}")]
+    #[error(
+        "the test inside the network namespace failed ({status}); logs: {run_dir}; it panicked:\n{panics}"
+    )]
     Isolated {
         /// The child's exit status.
         status: String,
         /// Where its logs are.
         run_dir: PathBuf,
+        /// The child's last panic messages, repeated from its output.
+        panics: String,
     },
 }
 

@@ -112,6 +112,7 @@ fn run_isolated(test: &str, run: &RunDir) -> Result<(), Error> {
     let log = std::fs::File::create(run.path().join(TEST_LOG))
         .map(|file| Arc::new(Mutex::new(file)))
         .map_err(Error::io("create the test log"))?;
+    let panics = Arc::new(Mutex::new(PanicMessages::default()));
     let echo: Vec<std::thread::JoinHandle<()>> = [
         child
             .stdout
@@ -125,8 +126,8 @@ fn run_isolated(test: &str, run: &RunDir) -> Result<(), Error> {
     .into_iter()
     .flatten()
     .map(|stream| {
-        let log = log.clone();
-        std::thread::spawn(move || echo_lines(stream, &log))
+        let (log, panics) = (log.clone(), panics.clone());
+        std::thread::spawn(move || echo_lines(stream, &log, &panics))
     })
     .collect();
     let started = Instant::now();
@@ -162,9 +163,11 @@ fn run_isolated(test: &str, run: &RunDir) -> Result<(), Error> {
         run.path().display()
     );
     if !status.success() {
+        let panics = panics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         return Err(Error::Isolated {
             status: status.to_string(),
             run_dir: run.path().to_path_buf(),
+            panics: panics.summary(),
         });
     }
     if !run.path().join(MARKER).exists() {
@@ -175,9 +178,60 @@ fn run_isolated(test: &str, run: &RunDir) -> Result<(), Error> {
     Ok(())
 }
 
+/// The panic messages the child printed, kept so that the failure's cause is repeated at the end of the
+/// output (a long run's output is often read from its tail, cut in the middle).
+#[derive(Debug, Default)]
+struct PanicMessages {
+    /// The messages, oldest first, at most [`PanicMessages::KEPT`] of them.
+    messages: Vec<String>,
+    /// Whether the lines being read belong to a panic message.
+    in_message: bool,
+}
+
+impl PanicMessages {
+    /// The newest messages kept, and the lines and bytes kept of each.
+    const KEPT: usize = 3;
+    const LINES: usize = 30;
+    const BYTES: usize = 4096;
+
+    /// Takes one line of the child's output. A message starts at libtest's `thread '…' panicked at` line
+    /// and ends before the backtrace, its hint, or a blank line.
+    fn line(&mut self, text: &str) {
+        if text.starts_with("thread '") && text.contains(" panicked at ") {
+            if self.messages.len() == Self::KEPT {
+                self.messages.remove(0);
+            }
+            self.messages.push(text.to_string());
+            self.in_message = true;
+            return;
+        }
+        if !self.in_message {
+            return;
+        }
+        let ends = text.is_empty() || text.starts_with("stack backtrace:") || text.starts_with("note: ");
+        let Some(message) = self.messages.last_mut() else {
+            return;
+        };
+        if ends || message.lines().count() >= Self::LINES || message.len() + text.len() > Self::BYTES {
+            self.in_message = false;
+            return;
+        }
+        message.push('\n');
+        message.push_str(text);
+    }
+
+    /// The messages for an error, or a hint where there were none (a crash, a kill).
+    fn summary(&self) -> String {
+        if self.messages.is_empty() {
+            return "no panic message in its output".into();
+        }
+        self.messages.join("\n---\n")
+    }
+}
+
 /// Copies the child's output lines to the test log and to this test's stderr, indented so that the child's
-/// own `test result:` line is not mistaken for this test's.
-fn echo_lines(stream: Box<dyn Read + Send>, log: &Mutex<std::fs::File>) {
+/// own `test result:` line is not mistaken for this test's, and notes its panic messages.
+fn echo_lines(stream: Box<dyn Read + Send>, log: &Mutex<std::fs::File>, panics: &Mutex<PanicMessages>) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -188,6 +242,10 @@ fn echo_lines(stream: Box<dyn Read + Send>, log: &Mutex<std::fs::File>) {
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end_matches('\n');
                 eprintln!("  | {text}");
+                panics
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .line(text);
                 let mut file = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let _ = writeln!(file, "{text}");
             }
@@ -231,4 +289,38 @@ fn ip_output(args: &[&str]) -> Result<String, Error> {
 /// Whether this process runs inside the e2e namespace (set up by [`isolate`]).
 pub fn inside() -> bool {
     std::env::var_os(INSIDE_ENV).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PanicMessages;
+
+    #[test]
+    fn panic_messages_are_kept_without_their_backtraces_newest_three() {
+        let mut panics = PanicMessages::default();
+        assert_eq!(panics.summary(), "no panic message in its output");
+        for n in 0..4 {
+            for line in [
+                "[journey 1.0s] a step",
+                &format!("thread 'journey' (7) panicked at e2e/tests/journey.rs:{n}:5:"),
+                "assertion failed: logins",
+                "  left: 1",
+                "stack backtrace:",
+                "   0: rust_begin_unwind",
+            ] {
+                panics.line(line);
+            }
+        }
+        let summary = panics.summary();
+        assert!(!summary.contains("journey.rs:0:"), "{summary}");
+        assert_eq!(
+            summary.matches("assertion failed: logins\n  left: 1").count(),
+            3,
+            "{summary}"
+        );
+        assert!(
+            !summary.contains("rust_begin_unwind") && !summary.contains("a step"),
+            "{summary}"
+        );
+    }
 }

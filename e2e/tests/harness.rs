@@ -43,7 +43,7 @@ const REDIS_IMAGE: &str = "registry.local/redis:e2e";
 #[test]
 #[ignore = "run via e2e/run.sh"]
 fn harness_smoke() {
-    let Some(run) = switchyard_e2e::isolate().expect("network namespace") else {
+    let Some(run) = switchyard_e2e::isolate().unwrap_or_else(|error| panic!("{error}")) else {
         return;
     };
     switchyard_e2e::runtime().block_on(smoke(run));
@@ -543,7 +543,13 @@ fn teardown_after_a_failure() {
             });
         }
         Ok(None) => panic!("the inner test must fail"),
-        Err(switchyard_e2e::Error::Isolated { run_dir, .. }) => {
+        Err(switchyard_e2e::Error::Isolated { run_dir, panics, .. }) => {
+            // The cause is repeated in the error, so the end of a long output names it.
+            assert!(
+                panics.contains("panicked at")
+                    && panics.contains("deliberate failure with the control plane and a pod running"),
+                "the error repeats the inner test's panic message: {panics}"
+            );
             // Nothing on this machine may still run from that run (their command lines name its directory).
             let needle = run_dir.display().to_string();
             let survivors: Vec<String> = std::fs::read_dir("/proc")

@@ -101,7 +101,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 #[test]
 #[ignore = "run via e2e/run.sh"]
 fn journey() {
-    let Some(run) = switchyard_e2e::isolate().expect("network namespace") else {
+    let Some(run) = switchyard_e2e::isolate().unwrap_or_else(|error| panic!("{error}")) else {
         return;
     };
     switchyard_e2e::runtime().block_on(journey_body(run));

@@ -134,7 +134,7 @@ async fn settles(node: &RealNode, what: &str, pid: u32, target: SocketAddrV4, wa
 #[test]
 #[ignore = "run via e2e/run.sh"]
 fn network_policy_plain() {
-    let Some(run) = switchyard_e2e::isolate().expect("network namespace") else {
+    let Some(run) = switchyard_e2e::isolate().unwrap_or_else(|error| panic!("{error}")) else {
         return;
     };
     switchyard_e2e::runtime().block_on(plain(run));
@@ -242,7 +242,7 @@ async fn plain(run: RunDir) {
 #[test]
 #[ignore = "run via e2e/run.sh"]
 fn network_policy_game_cluster() {
-    let Some(run) = switchyard_e2e::isolate().expect("network namespace") else {
+    let Some(run) = switchyard_e2e::isolate().unwrap_or_else(|error| panic!("{error}")) else {
         return;
     };
     switchyard_e2e::runtime().block_on(game_cluster(run));

@@ -36,7 +36,7 @@ const IMAGE: &str = "registry.local/switchyard:e2e";
 #[test]
 #[ignore = "run via e2e/run.sh"]
 fn real_node() {
-    let Some(run) = switchyard_e2e::isolate().expect("network namespace") else {
+    let Some(run) = switchyard_e2e::isolate().unwrap_or_else(|error| panic!("{error}")) else {
         return;
     };
     switchyard_e2e::runtime().block_on(journey(run));
@@ -312,7 +312,7 @@ fn test_phase(report: &str) -> Option<&str> {
 #[test]
 #[ignore = "run via e2e/run.sh"]
 fn chart_install_on_the_real_node() {
-    let Some(run) = switchyard_e2e::isolate().expect("network namespace") else {
+    let Some(run) = switchyard_e2e::isolate().unwrap_or_else(|error| panic!("{error}")) else {
         return;
     };
     switchyard_e2e::runtime().block_on(install(run));
@@ -538,7 +538,7 @@ fn readme_install_blocks() -> Vec<String> {
 #[test]
 #[ignore = "run via e2e/run.sh"]
 fn readme_install_on_the_real_node() {
-    let Some(run) = switchyard_e2e::isolate().expect("network namespace") else {
+    let Some(run) = switchyard_e2e::isolate().unwrap_or_else(|error| panic!("{error}")) else {
         return;
     };
     switchyard_e2e::runtime().block_on(readme(run));
