@@ -417,7 +417,13 @@ def render(results, results_path, out_path, chart_path):
                  "few repetitions, small idle and scale counts) on a shared machine. They show that the harness "
                  "works end to end; no claim may be drawn from them.\n")
     L.append(f"This run: `{meta.get('command', '')}`, {meta.get('started', '')} → {meta.get('finished', '')} "
-             f"({meta.get('duration_secs', 0) / 60:.0f} min). Re-render: `python3 bench/report.py {rel_results}`.\n")
+             f"({meta.get('duration_secs', 0) / 60:.0f} min measuring). Re-render: `python3 bench/report.py {rel_results}`.\n")
+    segments = meta.get("segments", [])
+    if len(segments) > 1:
+        L.append(f"It ran in {len(segments)} segments (cut off, then resumed with `--resume` on the same commit, options "
+                 "and machine; the block that was cut off was measured again):\n")
+        L += [f"{i}. {s.get('started', '?')} → {s.get('finished', '?')}: `{s.get('command', '')}`"
+              for i, s in enumerate(segments, 1)] + [""]
     L.append("## Goals, on the conservative bound\n")
     L += goal_tables(g_matrix, results, idle_per, full)
     L.append("## Method\n")

@@ -11,6 +11,7 @@ calls report.py for the tables and the chart.
 
     python3 bench/run.py            # the full specification (hours), writes BENCHMARKS.md
     python3 bench/run.py --quick    # the short configuration (minutes), writes bench/results/quick/
+    python3 bench/run.py --resume bench/results/full-YYYYMMDD-HHMMSS.json   # go on with a run cut off
 
 Everything listens and connects on 127.0.0.0/8 only. See bench/README.md.
 """
@@ -101,6 +102,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
     ap.add_argument("--port-base", type=int, default=29000, help="ports PORT_BASE+1 … +120 on 127.0.0.x")
     ap.add_argument("--out", help="results JSON (default bench/results/<full|quick>-<time>.json)")
+    ap.add_argument("--resume", help="results JSON of a run that was cut off: run the blocks it did not finish, with "
+                                     "the same options and commit (checked), into the same file")
     ap.add_argument("--report", help="markdown to write (default: BENCHMARKS.md for a full run, "
                                      "bench/results/quick/BENCHMARKS.md for --quick)")
     a = ap.parse_args(argv)
@@ -226,12 +229,32 @@ def raise_nofile(want: int) -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+def resumed(path: str, meta: dict) -> dict:
+    """The results of a run that was cut off, ready to go on: refused when this run's options, commit or
+    machine differ from its (its figures would not compare), with the records of its unfinished block
+    dropped."""
+    results = json.loads(Path(path).read_text())
+    old = results.get("meta", {})
+    if old.get("format") != 2:
+        raise SystemExit(f"--resume {path}: not a results file of this harness (format 2)")
+    differ = [key for key in ("mode", "machine", "config") if old.get(key) != meta.get(key)]
+    differ += [f"versions[{k}]" for k in meta["versions"] if old.get("versions", {}).get(k) != meta["versions"][k]]
+    if differ:
+        raise SystemExit(f"--resume {path}: this run differs from the one resumed in {', '.join(differ)}; "
+                         "resume with the same options on the same commit and machine, or start a new run")
+    if not old.get("segments"):  # cut off before segments were recorded: its own times are its segment
+        old["segments"] = [{k: old[k] for k in ("started", "finished", "command") if k in old}]
+    dropped = phases.drop_unfinished(results)
+    log(f"resuming {path}: {len(results['done'])} blocks finished, {dropped} records of an unfinished block dropped")
+    return results
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     mode = "quick" if args.quick else "full"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_dir = HERE / "results"
-    out = Path(args.out) if args.out else results_dir / f"{mode}-{stamp}.json"
+    out = Path(args.out or args.resume) if (args.out or args.resume) else results_dir / f"{mode}-{stamp}.json"
     logdir = results_dir / "logs" / f"{mode}-{stamp}"
     logdir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,16 +300,19 @@ def main(argv=None) -> int:
         },
         "command": " ".join(["bench/run.py"] + (argv if argv is not None else sys.argv[1:])),
     }
-    results = {"meta": meta, "runs": [], "idle": []}
+    segment = {"started": meta["started"], "command": meta["command"]}
+    results = resumed(args.resume, meta) if args.resume else {"meta": meta, "runs": [], "idle": []}
+    meta = results["meta"]
+    meta.setdefault("segments", []).append(segment)
 
     def save():
-        results["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        results["meta"]["finished"] = segment["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))
         tmp.replace(out)
 
     infra = Infra(ports, logdir)
-    started = time.time()
+    started = time.time() - meta.get("duration_secs", 0)
     try:
         if "tune" in args.phase_list and not args.due_env_explicit and len(args.due_tune) > 1:
             args.due_env = phases.tune_due(args, ports, logdir, infra, results, save)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh checkout: installs what the tests need, then runs every tier.
 #   ./scripts/test.sh            everything
-#   ./scripts/test.sh quick      formatting, lints and the Rust tests (not the TypeScript, browser, fuzz,
+#   ./scripts/test.sh quick      formatting, lints, the Rust tests and the benchmark harness's unit tests (not the TypeScript, browser, fuzz,
 #                                kube-apiserver and end-to-end tiers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +46,9 @@ cargo clippy -p switchyard-node -p switchyard-cluster --no-default-features --li
 
 step "Rust tests: unit, property, and integration against real processes and redis-server"
 cargo test --workspace --locked
+
+step "benchmark harness: unit tests (resuming a run that was cut off)"
+python3 -m unittest discover -s bench/tests
 
 if [ "$tier" = quick ]; then
   summary

@@ -1,7 +1,12 @@
 """The measuring phases of a run: one measured load-generator run against a running topology, the
 throughput matrix, the due tuning pass, open-loop latency, efficiency (system calls, pinned variant),
 idle memory and the scale run. Each returns plain records for the results JSON; a failed run is
-recorded with its error and never enters a median."""
+recorded with its error and never enters a median.
+
+Every phase is a sequence of blocks (one topology start, or one idle or scale run), each named by a key
+such as `matrix/3/tcp/switchyard`. A block's records carry its key, and the key joins `results["done"]`
+once the block has finished, so a run cut off part-way can be resumed (`run.py --resume`): finished blocks
+are skipped, and the records of the block that was cut off are dropped and measured again."""
 
 from __future__ import annotations
 
@@ -19,6 +24,35 @@ from .systems import CLIENT_ENV, SWITCHYARD, Ports, due_bin, due_client, switchy
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def block(results, save, key: str, body) -> None:
+    """Runs body(tag) unless the block `key` finished in the run being resumed; tag(rec) marks a record as
+    the block's. The key is recorded as done (and saved) once body returns: a body records its own failures,
+    so an exception out of it (an interrupt) leaves the block unfinished, to be measured again."""
+    done = results.setdefault("done", [])
+    if key in done:
+        log(f"{key}: finished in the run resumed, skipped")
+        return
+
+    def tag(rec: dict) -> dict:
+        rec["block"] = key
+        return rec
+
+    body(tag)
+    done.append(key)
+    save()
+
+
+def drop_unfinished(results) -> int:
+    """Drops the records of blocks that did not finish (a run cut off); returns how many."""
+    done = set(results.setdefault("done", []))
+    dropped = 0
+    for kind in ("runs", "idle"):
+        kept = [r for r in results.get(kind, []) if r.get("block", "") in done]
+        dropped += len(results.get(kind, [])) - len(kept)
+        results[kind] = kept
+    return dropped
 
 
 def client_cmd(client: str, args, addr: str, transport: str, conns: int, payload: int, *,
@@ -125,29 +159,34 @@ def matrix(args, ports, logdir, infra, results, save) -> None:
         order = args.system_list[rep % len(args.system_list):] + args.system_list[:rep % len(args.system_list)]
         for transport in args.transport_list:
             for system in systems_for(transport, order):
-                def body(topo, rep=rep):
-                    for conns, payload in args.cells:
-                        for k in range(len(args.client_list)):
-                            client = args.client_list[(k + rep + conns) % len(args.client_list)]
-                            rec = measure(topo, infra, client, conns, payload, args, secs=args.run_secs,
-                                          requests=args.run_requests)
-                            rec.update(phase="matrix", rep=rep)
-                            results["runs"].append(rec)
-                            log(f"matrix rep {rep}: {describe(rec)}")
-                            save()
-                try:
-                    with_topology(system, transport, ports, logdir, args, infra, body)
-                except Exception as e:  # keep going: record the failure
-                    log(f"matrix rep {rep}: {system} {transport}: {e}")
-                    results["runs"].append({"phase": "matrix", "system": system, "transport": transport, "rep": rep,
-                                            "error": str(e)[:2000], "failed": True})
-                    save()
+                def cells(tag, rep=rep, system=system, transport=transport):
+                    def body(topo):
+                        for conns, payload in args.cells:
+                            for k in range(len(args.client_list)):
+                                client = args.client_list[(k + rep + conns) % len(args.client_list)]
+                                rec = measure(topo, infra, client, conns, payload, args, secs=args.run_secs,
+                                              requests=args.run_requests)
+                                rec.update(phase="matrix", rep=rep)
+                                results["runs"].append(tag(rec))
+                                log(f"matrix rep {rep}: {describe(rec)}")
+                                save()
+                    try:
+                        with_topology(system, transport, ports, logdir, args, infra, body)
+                    except Exception as e:  # keep going: record the failure
+                        log(f"matrix rep {rep}: {system} {transport}: {e}")
+                        results["runs"].append(tag({"phase": "matrix", "system": system, "transport": transport,
+                                                    "rep": rep, "error": str(e)[:2000], "failed": True}))
+                block(results, save, f"matrix/{rep}/{transport}/{system}", cells)
 
 
 def tune_due(args, ports, logdir, infra, results, save) -> dict:
     """One pass over due runtime settings (env of its gate and node) on the tuning cell; returns the env
     with the best median TPS. Everything tried is recorded."""
     version = args.due_versions[0]
+    if "tune" in results.get("done", []) and "tuning" in results:
+        chosen = results["tuning"]["chosen"]
+        log(f"tune: finished in the run resumed, due runs with {chosen}")
+        return parse_env("" if chosen == "default" else chosen)
     conns, payload = args.tune_cell
     tried = []
     for env_text in args.due_tune:
@@ -158,7 +197,7 @@ def tune_due(args, ports, logdir, infra, results, save) -> dict:
             def body(topo):
                 for rep in range(args.tune_reps):
                     rec = measure(topo, infra, "switchyard", conns, payload, args, secs=args.tune_secs)
-                    rec.update(phase="tuning", rep=rep, due_env=env_text or "default")
+                    rec.update(phase="tuning", rep=rep, due_env=env_text or "default", block="tune")
                     results["runs"].append(rec)
                     log(f"tuning {env_text or 'default'}: {describe(rec)}")
                     if not rec["failed"]:
@@ -172,6 +211,7 @@ def tune_due(args, ports, logdir, infra, results, save) -> dict:
         tried.append({"env": env_text or "default", "tps": tps})
     best = max(tried, key=lambda t: sorted(t["tps"])[len(t["tps"]) // 2] if t["tps"] else 0.0)
     results["tuning"] = {"version": version, "cell": [conns, payload], "tried": tried, "chosen": best["env"]}
+    results.setdefault("done", []).append("tune")
     save()
     return parse_env("" if best["env"] == "default" else best["env"])
 
@@ -194,6 +234,8 @@ def open_loop(args, ports, logdir, infra, results, save) -> None:
                 if r.get("phase") == "matrix" and not r["failed"] and r["system"] == anchor
                 and r["transport"] == transport and r["client"] == "switchyard" and r["connections"] == conns
                 and r["payload_bytes"] == payload]
+        if not best and transport in results.get("open_loop_max", {}):
+            best = [results["open_loop_max"][transport]["tps"]]  # probed in the run resumed
         if not best:
             probe = []
             with_topology(anchor, transport, ports, logdir, args, infra, lambda topo: probe.append(
@@ -208,21 +250,22 @@ def open_loop(args, ports, logdir, infra, results, save) -> None:
         for rep in range(args.open_reps):
             order = args.system_list[rep % len(args.system_list):] + args.system_list[:rep % len(args.system_list)]
             for system in systems_for(transport, order):
-                def body(topo, rep=rep):
-                    for fraction, rate in zip(args.open_fractions, rates):
-                        rec = measure(topo, infra, "switchyard", conns, payload, args, secs=args.open_secs,
-                                      rate=rate, pipeline=args.open_pipeline)
-                        rec.update(phase="open", rep=rep, fraction=fraction)
-                        results["runs"].append(rec)
-                        log(f"open loop {fraction:.0%}: {describe(rec)}")
-                        save()
-                try:
-                    with_topology(system, transport, ports, logdir, args, infra, body)
-                except Exception as e:
-                    log(f"open loop {system} {transport}: {e}")
-                    results["runs"].append({"phase": "open", "system": system, "transport": transport, "rep": rep,
-                                            "error": str(e)[:2000], "failed": True})
-                    save()
+                def rates_of(tag, rep=rep, system=system):
+                    def body(topo):
+                        for fraction, rate in zip(args.open_fractions, rates):
+                            rec = measure(topo, infra, "switchyard", conns, payload, args, secs=args.open_secs,
+                                          rate=rate, pipeline=args.open_pipeline)
+                            rec.update(phase="open", rep=rep, fraction=fraction)
+                            results["runs"].append(tag(rec))
+                            log(f"open loop {fraction:.0%}: {describe(rec)}")
+                            save()
+                    try:
+                        with_topology(system, transport, ports, logdir, args, infra, body)
+                    except Exception as e:
+                        log(f"open loop {system} {transport}: {e}")
+                        results["runs"].append(tag({"phase": "open", "system": system, "transport": transport,
+                                                    "rep": rep, "error": str(e)[:2000], "failed": True}))
+                block(results, save, f"open/{transport}/{rep}/{system}", rates_of)
 
 
 def efficiency(args, ports, logdir, infra, results, save) -> None:
@@ -237,21 +280,23 @@ def efficiency(args, ports, logdir, infra, results, save) -> None:
         for pin in ([False, True] if pin_ok else [False]):
             for transport in args.transport_list:
                 for system in systems_for(transport, args.system_list):
-                    def body(topo, pin=pin, rep=rep):
-                        if pin:
-                            for p in topo.procs():
-                                subprocess.run(["taskset", "-a", "-p", "-c", "0", str(p.pid)],
-                                               stdout=subprocess.DEVNULL, check=False)
-                        rec = measure(topo, infra, "switchyard", conns, payload, args, secs=args.eff_secs,
-                                      syscalls=counting, pin=pin)
-                        rec.update(phase="efficiency", rep=rep)
-                        results["runs"].append(rec)
-                        log(f"efficiency{' pinned' if pin else ''}: {describe(rec)}")
-                        save()
-                    try:
-                        with_topology(system, transport, ports, logdir, args, infra, body)
-                    except Exception as e:
-                        log(f"efficiency {system} {transport}: {e}")
+                    def one(tag, pin=pin, rep=rep, system=system, transport=transport):
+                        def body(topo):
+                            if pin:
+                                for p in topo.procs():
+                                    subprocess.run(["taskset", "-a", "-p", "-c", "0", str(p.pid)],
+                                                   stdout=subprocess.DEVNULL, check=False)
+                            rec = measure(topo, infra, "switchyard", conns, payload, args, secs=args.eff_secs,
+                                          syscalls=counting, pin=pin)
+                            rec.update(phase="efficiency", rep=rep)
+                            results["runs"].append(tag(rec))
+                            log(f"efficiency{' pinned' if pin else ''}: {describe(rec)}")
+                            save()
+                        try:
+                            with_topology(system, transport, ports, logdir, args, infra, body)
+                        except Exception as e:
+                            log(f"efficiency {system} {transport}: {e}")
+                    block(results, save, f"efficiency/{rep}/{'pinned' if pin else 'shared'}/{transport}/{system}", one)
 
 
 def idle(args, ports, logdir, infra, results, save) -> None:
@@ -262,16 +307,18 @@ def idle(args, ports, logdir, infra, results, save) -> None:
     for rep in range(args.idle_reps):
         for system in systems:
             for transport in args.transport_list:
-                try:
-                    rec = idle_once(system, transport, ports, logdir, args)
-                    rec["rep"] = rep
-                    log(f"idle rep {rep}: {system} {transport}: {rec['held_by_gate']} held, "
-                        f"{rec['kb_per_conn']} KiB per connection as-is, {rec.get('kb_per_conn_after_gc')} after GC")
-                except Exception as e:
-                    rec = {"system": system, "transport": transport, "rep": rep, "error": str(e)[:2000]}
-                    log(f"idle: {system} {transport}: {e}")
-                results["idle"].append(rec)
-                save()
+                def one(tag, rep=rep, system=system, transport=transport):
+                    try:
+                        rec = idle_once(system, transport, ports, logdir, args)
+                        rec["rep"] = rep
+                        log(f"idle rep {rep}: {system} {transport}: {rec['held_by_gate']} held, "
+                            f"{rec['kb_per_conn']} KiB per connection as-is, "
+                            f"{rec.get('kb_per_conn_after_gc')} after GC")
+                    except Exception as e:
+                        rec = {"system": system, "transport": transport, "rep": rep, "error": str(e)[:2000]}
+                        log(f"idle: {system} {transport}: {e}")
+                    results["idle"].append(tag(rec))
+                block(results, save, f"idle/{rep}/{system}/{transport}", one)
 
 
 def open_holders(idle_bin: Path, addr: str, transport: str, count: int, per: int,
@@ -371,6 +418,9 @@ def scale(args, ports, logdir, infra, results, save) -> None:
     open-file limit), one node; each gate listens on its own 127.0.0.x address so no source/destination
     pair runs short of ephemeral ports. Open loop at `scale_rate` in total; gate RSS per connection,
     p99 and errors."""
+    if "scale" in results.get("done", []):
+        log("scale: finished in the run resumed, skipped")
+        return
     gates = args.scale_gates
     per_gate = -(-args.scale_conns // gates)
     tag = f"scale-{int(time.time())}"
@@ -439,4 +489,5 @@ def scale(args, ports, logdir, infra, results, save) -> None:
         for proc in procs:
             proc.stop()
     results["scale"] = rec
+    results.setdefault("done", []).append("scale")
     save()
