@@ -420,10 +420,10 @@ def render(results, results_path, out_path, chart_path):
              f"({meta.get('duration_secs', 0) / 60:.0f} min measuring). Re-render: `python3 bench/report.py {rel_results}`.\n")
     segments = meta.get("segments", [])
     if len(segments) > 1:
-        L.append(f"It ran in {len(segments)} segments (cut off, then resumed with `--resume` on the same commit, options "
-                 "and machine; the block that was cut off was measured again):\n")
-        L += [f"{i}. {s.get('started', '?')} → {s.get('finished', '?')}: `{s.get('command', '')}`"
-              for i, s in enumerate(segments, 1)] + [""]
+        L.append(f"It ran in {len(segments)} segments (cut off, then resumed with `--resume` with the same options, "
+                 "programs (SHA-256 in the raw data) and machine; the block that was cut off was measured again):\n")
+        L += [f"{i}. {s.get('started', '?')} → {s.get('finished', '?')}, commit {s.get('commit', '?')}: "
+              f"`{s.get('command', '')}`" for i, s in enumerate(segments, 1)] + [""]
     L.append("## Goals, on the conservative bound\n")
     L += goal_tables(g_matrix, results, idle_per, full)
     L.append("## Method\n")

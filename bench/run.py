@@ -19,6 +19,7 @@ Everything listens and connects on 127.0.0.0/8 only. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -200,6 +201,13 @@ def build(args) -> dict:
         versions["switchyard commit"] += " (with uncommitted changes)"
     args.due_versions = built
     return versions
+
+
+def programs() -> dict:
+    """SHA-256 of every program a run measures (ours and each built due's), so a resumed run can check
+    that it measures the same programs even when the commit moved on (a docs change rebuilds the same)."""
+    paths = [SWITCHYARD, FLOOR] + sorted(p for d in BUILD.glob("bin*") if d.is_dir() for p in d.iterdir() if p.is_file())
+    return {os.path.relpath(p, ROOT): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.exists()}
 def machine_info() -> dict:
     info = {"kernel": platform.release(), "cores": os.cpu_count()}
     try:
@@ -230,20 +238,24 @@ def raise_nofile(want: int) -> tuple[int, int]:
 
 
 def resumed(path: str, meta: dict) -> dict:
-    """The results of a run that was cut off, ready to go on: refused when this run's options, commit or
-    machine differ from its (its figures would not compare), with the records of its unfinished block
-    dropped."""
+    """The results of a run that was cut off, ready to go on: refused when this run's options, programs
+    (by SHA-256) or machine differ from its (its figures would not compare), with the records of its
+    unfinished block dropped. The commit may differ (each segment records its own)."""
     results = json.loads(Path(path).read_text())
     old = results.get("meta", {})
     if old.get("format") != 2:
         raise SystemExit(f"--resume {path}: not a results file of this harness (format 2)")
-    differ = [key for key in ("mode", "machine", "config") if old.get(key) != meta.get(key)]
-    differ += [f"versions[{k}]" for k in meta["versions"] if old.get("versions", {}).get(k) != meta["versions"][k]]
+    differ = [key for key in ("mode", "machine", "config", "programs") if old.get(key) != meta.get(key)]
+    differ += [f"versions[{k}]" for k in meta["versions"]
+               if k != "switchyard commit" and old.get("versions", {}).get(k) != meta["versions"][k]]
     if differ:
         raise SystemExit(f"--resume {path}: this run differs from the one resumed in {', '.join(differ)}; "
-                         "resume with the same options on the same commit and machine, or start a new run")
-    if not old.get("segments"):  # cut off before segments were recorded: its own times are its segment
-        old["segments"] = [{k: old[k] for k in ("started", "finished", "command") if k in old}]
+                         "resume with the same options, programs and machine, or start a new run")
+    if not old.get("segments"):  # the first segment: the run's own start, end, command and commit
+        old["segments"] = [{k: v for k, v in (("started", old.get("started")), ("finished", old.get("finished")),
+                                              ("command", old.get("command")),
+                                              ("commit", old.get("versions", {}).get("switchyard commit")))
+                            if v is not None}]
     dropped = phases.drop_unfinished(results)
     log(f"resuming {path}: {len(results['done'])} blocks finished, {dropped} records of an unfinished block dropped")
     return results
@@ -281,7 +293,7 @@ def main(argv=None) -> int:
     ports = Ports(args.port_base)
     meta = {
         "format": 2, "mode": mode, "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine_info(),
-        "versions": versions, "due_anchor": args.due_versions[0],
+        "versions": versions, "programs": programs(), "due_anchor": args.due_versions[0],
         "config": {
             "phases": args.phase_list, "reps": args.reps, "run_secs": args.run_secs, "run_requests": args.run_requests,
             "pipeline": args.pipeline, "cells": [{"connections": c, "payload_bytes": p} for c, p in args.cells],
@@ -300,7 +312,8 @@ def main(argv=None) -> int:
         },
         "command": " ".join(["bench/run.py"] + (argv if argv is not None else sys.argv[1:])),
     }
-    segment = {"started": meta["started"], "command": meta["command"]}
+    segment = {"started": meta["started"], "command": meta["command"],
+               "commit": meta["versions"].get("switchyard commit")}
     results = resumed(args.resume, meta) if args.resume else {"meta": meta, "runs": [], "idle": []}
     meta = results["meta"]
     meta.setdefault("segments", []).append(segment)

@@ -1,6 +1,6 @@
 """The resume of a benchmark run that was cut off (`run.py --resume`): finished blocks are skipped, the
 records of the block that was cut off are dropped and measured again, and a run made with other options,
-another commit or on another machine is refused. No process is started: the topology and the load
+other programs or on another machine is refused. No process is started: the topology and the load
 generator are replaced by fakes."""
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ class ResumeTest(unittest.TestCase):
 
     def meta(self, **config) -> dict:
         return {"format": 2, "mode": "full", "started": "2026-12-04 19:00:00 +0000", "command": "bench/run.py",
-                "machine": {"cores": 2}, "versions": {"switchyard commit": "abc1234"},
-                "config": {"reps": 6, **config}}
+                "machine": {"cores": 2}, "versions": {"switchyard commit": "abc1234", "rustc": "1.95"},
+                "programs": {"target/release/switchyard": "5e1f"}, "config": {"reps": 6, **config}}
 
     def resumed(self, old: dict, new: dict) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
@@ -101,7 +101,8 @@ class ResumeTest(unittest.TestCase):
     def test_resume_refuses_a_run_with_other_options_commit_or_machine(self):
         old = {"meta": self.meta(), "runs": [], "idle": [], "done": []}
         for change, named in [({"config": {"reps": 3}}, "config"),
-                              ({"versions": {"switchyard commit": "def5678"}}, "versions[switchyard commit]"),
+                              ({"programs": {"target/release/switchyard": "b0b0"}}, "programs"),
+                              ({"versions": {"switchyard commit": "abc1234", "rustc": "1.96"}}, "versions[rustc]"),
                               ({"machine": {"cores": 4}}, "machine")]:
             new = {**self.meta(), **change}
             with self.assertRaises(SystemExit) as refused:
@@ -112,11 +113,13 @@ class ResumeTest(unittest.TestCase):
         old_meta = {**self.meta(), "finished": "2026-12-04 20:00:00 +0000"}
         old = {"meta": old_meta, "done": ["idle/0/switchyard/tcp"],
                "runs": [], "idle": [{"block": "idle/0/switchyard/tcp"}, {"block": "idle/0/switchyard/ws"}]}
-        results = self.resumed(old, self.meta())
+        # Another commit building the same programs (a docs change) may go on.
+        new = {**self.meta(), "versions": {"switchyard commit": "fedcba9", "rustc": "1.95"}}
+        results = self.resumed(old, new)
         self.assertEqual(results["idle"], [{"block": "idle/0/switchyard/tcp"}])
         self.assertEqual(results["meta"]["segments"], [
             {"started": "2026-12-04 19:00:00 +0000", "finished": "2026-12-04 20:00:00 +0000",
-             "command": "bench/run.py"}])
+             "command": "bench/run.py", "commit": "abc1234"}])
 
 
 if __name__ == "__main__":
