@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tarfile
@@ -245,6 +246,7 @@ def resumed(path: str, meta: dict) -> dict:
     old = results.get("meta", {})
     if old.get("format") != 2:
         raise SystemExit(f"--resume {path}: not a results file of this harness (format 2)")
+    meta = json.loads(json.dumps(meta))  # as it will be stored (tuples become lists), to compare with the file
     differ = [key for key in ("mode", "machine", "config", "programs") if old.get(key) != meta.get(key)]
     differ += [f"versions[{k}]" for k in meta["versions"]
                if k != "switchyard commit" and old.get("versions", {}).get(k) != meta["versions"][k]]
@@ -261,8 +263,18 @@ def resumed(path: str, meta: dict) -> dict:
     return results
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT (which a shell ignores in background jobs) end the run the way Ctrl-C does: the
+    running block is left unfinished, every process started is stopped, and the results are saved."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stop_on_signals()
     mode = "quick" if args.quick else "full"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_dir = HERE / "results"
@@ -335,6 +347,10 @@ def main(argv=None) -> int:
             if phase in args.phase_list:
                 log(f"phase {phase}")
                 getattr(phases, {"open": "open_loop"}.get(phase, phase))(args, ports, logdir, infra, results, save)
+    except KeyboardInterrupt as stop:
+        log(f"interrupted ({stop}): the finished blocks are in {out}; go on with "
+            f"`python3 bench/run.py --resume {out}` and this run's options")
+        return 130
     finally:
         infra.stop()
         results["meta"]["duration_secs"] = round(time.time() - started)

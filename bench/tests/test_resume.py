@@ -113,8 +113,10 @@ class ResumeTest(unittest.TestCase):
         old_meta = {**self.meta(), "finished": "2026-12-04 20:00:00 +0000"}
         old = {"meta": old_meta, "done": ["idle/0/switchyard/tcp"],
                "runs": [], "idle": [{"block": "idle/0/switchyard/tcp"}, {"block": "idle/0/switchyard/ws"}]}
-        # Another commit building the same programs (a docs change) may go on.
-        new = {**self.meta(), "versions": {"switchyard commit": "fedcba9", "rustc": "1.95"}}
+        # Another commit building the same programs (a docs change) may go on; the new run's options hold
+        # tuples where the file has lists.
+        new = {**self.meta(cell=(200, 1024)), "versions": {"switchyard commit": "fedcba9", "rustc": "1.95"}}
+        old["meta"]["config"]["cell"] = [200, 1024]
         results = self.resumed(old, new)
         self.assertEqual(results["idle"], [{"block": "idle/0/switchyard/tcp"}])
         self.assertEqual(results["meta"]["segments"], [
