@@ -6,9 +6,11 @@
 //! owns. A spec that cannot work is a [`SpecError`]: the user is at fault, and the reconciler reports it
 //! as the `Degraded` condition rather than retrying.
 //!
-//! Split by stage: `validate` re-checks the spec; `gate` (the gates' Deployment and Service), `redis` (the
-//! managed Redis), `network_policy` and `link_tls` (the link Secret mounted into gates and nodes) add their
-//! share; the nodes' objects (one set per pool) and what every component shares stay here.
+//! Split by stage: `validate` re-checks the spec; `gate` (the gates' Deployment and Service), `node` (each
+//! pool's Deployment, Service, PodDisruptionBudget and GamePool), `redis` (the managed Redis),
+//! `network_policy` and `link_tls` (the link Secret mounted into gates and nodes) add their share; `child`
+//! lists them all in apply order. What every component shares (names, labels, the ConfigMap, RBAC, probes,
+//! security contexts) stays here.
 
 use std::collections::BTreeMap;
 

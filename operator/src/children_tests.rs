@@ -1,4 +1,5 @@
-//! Golden-ish checks of the translation: the fields the pod contract and the drain design depend on.
+//! Golden-ish checks of the translation: the fields the pod contract and the drain design depend on. The
+//! NetworkPolicies, the locator's settings and the gates' exposure have their own files below.
 
 #![allow(clippy::field_reassign_with_default)]
 
