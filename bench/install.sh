@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the benchmark harness needs, idempotently: Debian's etcd-server (due's registry) and
-# redis-server (both systems' locator), and matplotlib (the chart). Rust (cargo) and Go must already be
+# Installs what the benchmark harness needs, idempotently: Debian's etcd-server (due's registry),
+# redis-server (both systems' locator) and linux-perf (system calls, profiles), and matplotlib (the chart). Rust (cargo) and Go must already be
 # there; the Go toolchain due v2.4.2 builds with (go1.25.5) is fetched by the go command itself through
 # the Go module proxy (GOTOOLCHAIN), because due's pinned sonic v1.14.1 does not compile with Go 1.26.
 set -euo pipefail
@@ -8,6 +8,8 @@ set -euo pipefail
 need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# perf: system calls per request (efficiency phase) and bench/profile.sh
+command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
 if ((${#need_apt[@]})); then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
