@@ -152,6 +152,22 @@ def systems_for(transport: str, systems: list[str]) -> list[str]:
     return [s for s in systems if not (s == "direct" and transport != "tcp")]
 
 
+def topology_block(results, save, key: str, setup, fields: dict, body) -> None:
+    """One block of measured runs on a fresh topology of `fields["system"]` and `fields["transport"]`:
+    `body(topo, tag)` records them. A topology that does not start or answer is recorded as one failed run
+    with `fields` (phase, rep, ...), and the block counts as finished."""
+    ports, logdir, args, infra = setup
+
+    def measured(tag):
+        try:
+            with_topology(fields["system"], fields["transport"], ports, logdir, args, infra,
+                          lambda topo: body(topo, tag))
+        except Exception as e:  # keep going: record the failure
+            log(f"{key}: {e}")
+            results["runs"].append(tag({**fields, "error": str(e)[:2000], "failed": True}))
+    block(results, save, key, measured)
+
+
 def matrix(args, ports, logdir, infra, results, save) -> None:
     """Every cell with every load generator, `reps` times; repetitions rotate the order of the systems
     and the load generators, so no system always runs first or on a warmer machine."""
@@ -159,24 +175,18 @@ def matrix(args, ports, logdir, infra, results, save) -> None:
         order = args.system_list[rep % len(args.system_list):] + args.system_list[:rep % len(args.system_list)]
         for transport in args.transport_list:
             for system in systems_for(transport, order):
-                def cells(tag, rep=rep, system=system, transport=transport):
-                    def body(topo):
-                        for conns, payload in args.cells:
-                            for k in range(len(args.client_list)):
-                                client = args.client_list[(k + rep + conns) % len(args.client_list)]
-                                rec = measure(topo, infra, client, conns, payload, args, secs=args.run_secs,
-                                              requests=args.run_requests)
-                                rec.update(phase="matrix", rep=rep)
-                                results["runs"].append(tag(rec))
-                                log(f"matrix rep {rep}: {describe(rec)}")
-                                save()
-                    try:
-                        with_topology(system, transport, ports, logdir, args, infra, body)
-                    except Exception as e:  # keep going: record the failure
-                        log(f"matrix rep {rep}: {system} {transport}: {e}")
-                        results["runs"].append(tag({"phase": "matrix", "system": system, "transport": transport,
-                                                    "rep": rep, "error": str(e)[:2000], "failed": True}))
-                block(results, save, f"matrix/{rep}/{transport}/{system}", cells)
+                def cells(topo, tag, rep=rep):
+                    for conns, payload in args.cells:
+                        for k in range(len(args.client_list)):
+                            client = args.client_list[(k + rep + conns) % len(args.client_list)]
+                            rec = measure(topo, infra, client, conns, payload, args, secs=args.run_secs,
+                                          requests=args.run_requests)
+                            rec.update(phase="matrix", rep=rep)
+                            results["runs"].append(tag(rec))
+                            log(f"matrix rep {rep}: {describe(rec)}")
+                            save()
+                topology_block(results, save, f"matrix/{rep}/{transport}/{system}", (ports, logdir, args, infra),
+                               {"phase": "matrix", "rep": rep, "system": system, "transport": transport}, cells)
 
 
 def tune_due(args, ports, logdir, infra, results, save) -> dict:
@@ -250,22 +260,16 @@ def open_loop(args, ports, logdir, infra, results, save) -> None:
         for rep in range(args.open_reps):
             order = args.system_list[rep % len(args.system_list):] + args.system_list[:rep % len(args.system_list)]
             for system in systems_for(transport, order):
-                def rates_of(tag, rep=rep, system=system):
-                    def body(topo):
-                        for fraction, rate in zip(args.open_fractions, rates):
-                            rec = measure(topo, infra, "switchyard", conns, payload, args, secs=args.open_secs,
-                                          rate=rate, pipeline=args.open_pipeline)
-                            rec.update(phase="open", rep=rep, fraction=fraction)
-                            results["runs"].append(tag(rec))
-                            log(f"open loop {fraction:.0%}: {describe(rec)}")
-                            save()
-                    try:
-                        with_topology(system, transport, ports, logdir, args, infra, body)
-                    except Exception as e:
-                        log(f"open loop {system} {transport}: {e}")
-                        results["runs"].append(tag({"phase": "open", "system": system, "transport": transport,
-                                                    "rep": rep, "error": str(e)[:2000], "failed": True}))
-                block(results, save, f"open/{transport}/{rep}/{system}", rates_of)
+                def rates_of(topo, tag, rep=rep, rates=rates):
+                    for fraction, rate in zip(args.open_fractions, rates):
+                        rec = measure(topo, infra, "switchyard", conns, payload, args, secs=args.open_secs,
+                                      rate=rate, pipeline=args.open_pipeline)
+                        rec.update(phase="open", rep=rep, fraction=fraction)
+                        results["runs"].append(tag(rec))
+                        log(f"open loop {fraction:.0%}: {describe(rec)}")
+                        save()
+                topology_block(results, save, f"open/{transport}/{rep}/{system}", (ports, logdir, args, infra),
+                               {"phase": "open", "rep": rep, "system": system, "transport": transport}, rates_of)
 
 
 def efficiency(args, ports, logdir, infra, results, save) -> None:
@@ -280,23 +284,20 @@ def efficiency(args, ports, logdir, infra, results, save) -> None:
         for pin in ([False, True] if pin_ok else [False]):
             for transport in args.transport_list:
                 for system in systems_for(transport, args.system_list):
-                    def one(tag, pin=pin, rep=rep, system=system, transport=transport):
-                        def body(topo):
-                            if pin:
-                                for p in topo.procs():
-                                    subprocess.run(["taskset", "-a", "-p", "-c", "0", str(p.pid)],
-                                                   stdout=subprocess.DEVNULL, check=False)
-                            rec = measure(topo, infra, "switchyard", conns, payload, args, secs=args.eff_secs,
-                                          syscalls=counting, pin=pin)
-                            rec.update(phase="efficiency", rep=rep)
-                            results["runs"].append(tag(rec))
-                            log(f"efficiency{' pinned' if pin else ''}: {describe(rec)}")
-                            save()
-                        try:
-                            with_topology(system, transport, ports, logdir, args, infra, body)
-                        except Exception as e:
-                            log(f"efficiency {system} {transport}: {e}")
-                    block(results, save, f"efficiency/{rep}/{'pinned' if pin else 'shared'}/{transport}/{system}", one)
+                    def one(topo, tag, pin=pin, rep=rep):
+                        if pin:
+                            for p in topo.procs():
+                                subprocess.run(["taskset", "-a", "-p", "-c", "0", str(p.pid)],
+                                               stdout=subprocess.DEVNULL, check=False)
+                        rec = measure(topo, infra, "switchyard", conns, payload, args, secs=args.eff_secs,
+                                      syscalls=counting, pin=pin)
+                        rec.update(phase="efficiency", rep=rep)
+                        results["runs"].append(tag(rec))
+                        log(f"efficiency{' pinned' if pin else ''}: {describe(rec)}")
+                        save()
+                    topology_block(results, save, f"efficiency/{rep}/{'pinned' if pin else 'shared'}/{transport}/{system}",
+                                   (ports, logdir, args, infra), {"phase": "efficiency", "rep": rep, "system": system,
+                                                                  "transport": transport, "pinned": pin}, one)
 
 
 def idle(args, ports, logdir, infra, results, save) -> None:
