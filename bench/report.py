@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 
 from harness.method import method_text  # noqa: E402
 from harness.stats import conservative_ratio, median, median_interval  # noqa: E402
-from harness.systems import system_label  # noqa: E402
+from harness.systems import system_label, systems_for  # noqa: E402
 
 CLIENT_NAMES = {"switchyard": "`switchyard bench`", "due": "due client"}
 TRANSPORT_NAMES = {"tcp": "TCP", "ws": "WebSocket"}
@@ -63,7 +63,11 @@ def metrics(run):
         "tps": r.get("tps"), "p50": lat.get("p50", 0) / 1000, "p99": lat.get("p99", 0) / 1000,
         "p999": lat.get("p999", 0) / 1000,
         "cpu": (run["gate_cpu_s"] + run["node_cpu_s"]) * per if per else None,
+        "gate_cpu": run["gate_cpu_s"] * per if per else None,
+        "node_cpu": run["node_cpu_s"] * per if per and run["node_peak_rss_kb"] else None,  # direct: no node
         "client_cpu": run["client_cpu_s"] * per if per else None,
+        "busy_cores": (run["gate_cpu_s"] + run["node_cpu_s"] + run["client_cpu_s"]) / run["wall_secs"]
+        if run.get("wall_secs") else None,
         "gate_rss": run["gate_peak_rss_kb"] / 1024,
         "node_rss": run["node_peak_rss_kb"] / 1024 if run["node_peak_rss_kb"] else None,  # direct: no node
         "rw_sys": (run.get("gate_rw_syscalls", 0) + run.get("node_rw_syscalls", 0)) / ok if ok else None,
@@ -181,7 +185,7 @@ def throughput_tables(g, meta):
     cells = [(c["connections"], c["payload_bytes"]) for c in cfg["cells"]]
     out = []
     for transport in cfg["transports"]:
-        systems = [s for s in cfg["systems"] if not (s == "direct" and transport != "tcp")]
+        systems = systems_for(transport, cfg["systems"])
         out.append(f"### {TRANSPORT_NAMES[transport]}: throughput (requests per second)\n")
         head = ["load generator", "conns", "payload"] + [system_label(s) for s in systems]
         if "floor" in systems:
@@ -216,6 +220,32 @@ def throughput_tables(g, meta):
     return out
 
 
+def cost_tables(g, meta):
+    """CPU µs per request of each process (gate / node / load generator), closed loop, medians."""
+    cfg = meta["config"]
+    cells = [(c["connections"], c["payload_bytes"]) for c in cfg["cells"]]
+    busy = [v for vals in g.values() for v in vals.get("busy_cores", [])]
+    out = [f"Gate, node and load generator share the machine's {meta['machine'].get('cores', '?')} cores and keep "
+           f"{median(busy):.2f} of them busy (median over the matrix's runs), so TPS ≈ busy cores / (gate + node + load "
+           "generator CPU per request): a load generator that costs more per request leaves less for the servers, "
+           "whichever system they are. Medians over the repetitions, µs per request.\n" if busy else ""]
+    for transport in cfg["transports"]:
+        systems = systems_for(transport, cfg["systems"])
+        out.append(f"#### {TRANSPORT_NAMES[transport]}: CPU per request, gate / node / load generator (µs)\n")
+        out.append("| load generator | conns | payload | " + " | ".join(system_label(s) for s in systems) + " |")
+        out.append("|---|--:|--:|" + "--:|" * len(systems))
+        for client in cfg["clients"]:
+            for conns, payload in cells:
+                row = [CLIENT_NAMES[client], f"{conns:,}", f"{payload} B"]
+                for s in systems:
+                    v = g.get((transport, client, conns, payload, s, None, False), {})
+                    row.append(" / ".join(fmt(median(v.get(k)), 1) if v.get(k) else "–"
+                                          for k in ("gate_cpu", "node_cpu", "client_cpu")) if v else "–")
+                out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return out
+
+
 def open_loop_tables(g, results):
     meta = results["meta"]
     cfg = meta["config"]
@@ -229,7 +259,7 @@ def open_loop_tables(g, results):
            f"connection. Latency in ms from each request's scheduled send time, medians over the repetitions "
            f"(95 % interval for p99). p99 × conservative: Switchyard's highest p99 against due's lowest.\n"]
     for transport, m in info.items():
-        systems = [s for s in cfg["systems"] if not (s == "direct" and transport != "tcp")]
+        systems = systems_for(transport, cfg["systems"])
         out.append(f"#### {TRANSPORT_NAMES[transport]} (due {anchor or ''} maximum "
                    f"{fmt(m['tps'])} requests/s)\n")
         head = ["offered", "rate"] + [f"{system_label(s)} p50 / p99 / p99.9" for s in systems]
@@ -449,6 +479,8 @@ def render(results, results_path, out_path, chart_path):
     if have_chart:
         L.append(f"![median TPS against concurrency]({rel_chart})\n")
     L += throughput_tables(g_matrix, meta)
+    L.append("### CPU per request by process\n")
+    L += cost_tables(g_matrix, meta)
     L.append("### Open-loop latency at fixed offered rates\n")
     L += open_loop_tables(group(results["runs"], "open"), results)
     L.append("### Efficiency: CPU, system calls and peak memory per request\n")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from . import procfs
 from .procs import Proc, run_client, wait_port
-from .systems import CLIENT_ENV, SWITCHYARD, Ports, due_bin, due_client, switchyard_bench, switchyard_gate, topology
+from .systems import (CLIENT_ENV, SWITCHYARD, Ports, due_bin, due_client, switchyard_bench, switchyard_gate, systems_for,
+                      topology)
 
 
 def log(msg: str) -> None:
@@ -146,10 +147,6 @@ def with_topology(system, transport, ports, logdir, args, infra, body):
         return body(topo)
     finally:
         topo.stop()
-
-
-def systems_for(transport: str, systems: list[str]) -> list[str]:
-    return [s for s in systems if not (s == "direct" and transport != "tcp")]
 
 
 def topology_block(results, save, key: str, setup, fields: dict, body) -> None:

@@ -238,6 +238,11 @@ class DirectTopo(Topology):
             "--max-packet-bytes", str(a.max_packet_bytes)], self.logdir)
 
 
+def systems_for(transport: str, systems: list[str]) -> list[str]:
+    """The systems that serve `transport`: the direct run has no WebSocket."""
+    return [s for s in systems if not (s == "direct" and transport != "tcp")]
+
+
 def topology(system: str, transport: str, ports: Ports, logdir: Path, args) -> Topology:
     if system in ("switchyard", "switchyard-mtls"):
         cls = SwitchyardTopo
