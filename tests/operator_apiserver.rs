@@ -44,13 +44,7 @@ fn instance(name: &str) -> String {
 }
 
 async fn setup(namespace: &str) -> (&'static ControlPlane, Client, String) {
-    let plane = tokio::task::spawn_blocking(|| {
-        let plane = ControlPlane::shared();
-        plane.install();
-        plane
-    })
-    .await
-    .expect("control plane");
+    let plane = ControlPlane::shared_installed().await;
     let namespace = plane.namespace(namespace);
     (plane, plane.admin_client().await, namespace)
 }

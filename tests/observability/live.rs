@@ -505,13 +505,7 @@ async fn operator_dashboard_panels_return_data_against_a_real_apiserver() {
     let queries: Vec<Query> = all_queries().into_iter().filter(|query| query.operator).collect();
     assert!(queries.len() >= 10, "operator queries: {queries:?}");
     on_path("prometheus", PROMETHEUS_HINT);
-    let plane = tokio::task::spawn_blocking(|| {
-        let plane = ControlPlane::shared();
-        plane.install();
-        plane
-    })
-    .await
-    .expect("control plane");
+    let plane = ControlPlane::shared_installed().await;
     let namespace = plane.namespace("observability");
     let operator = Operator::start(plane, &namespace, "switchyard-operator-0").await;
 

@@ -54,6 +54,18 @@ impl ControlPlane {
         SHARED.get_or_init(ControlPlane::start)
     }
 
+    /// [`ControlPlane::shared`] with the CRD and the operator's RBAC installed, from async code (starting and
+    /// installing block, so they run on a blocking thread).
+    pub async fn shared_installed() -> &'static ControlPlane {
+        tokio::task::spawn_blocking(|| {
+            let plane = ControlPlane::shared();
+            plane.install();
+            plane
+        })
+        .await
+        .expect("control plane")
+    }
+
     /// Starts a fresh control plane. Panics, with the processes' logs, when it does not come up.
     pub fn start() -> ControlPlane {
         let config = ControlPlaneConfig::local()
