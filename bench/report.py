@@ -24,7 +24,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from harness.method import method_text  # noqa: E402
-from harness.stats import conservative_ratio, median, median_interval  # noqa: E402
+from harness.stats import conservative_ratio, median, median_interval, paired_ratio  # noqa: E402
 from harness.systems import system_label, systems_for  # noqa: E402
 
 CLIENT_NAMES = {"switchyard": "`switchyard bench`", "due": "due client"}
@@ -77,8 +77,9 @@ def metrics(run):
     return out
 
 
-def group(runs, phase):
-    groups = defaultdict(lambda: defaultdict(list))
+def group_by_rep(runs, phase):
+    """{(transport, client, conns, payload, system, fraction, pinned): {metric: {rep: value}}}, failed runs left out."""
+    groups = defaultdict(lambda: defaultdict(dict))
     for run in runs:
         if run.get("phase") != phase or run.get("failed"):
             continue
@@ -86,8 +87,17 @@ def group(runs, phase):
                run.get("fraction"), run.get("pinned", False))
         for name, value in metrics(run).items():
             if value is not None:
-                groups[key][name].append(value)
+                groups[key][name][run.get("rep")] = value
     return groups
+
+
+def as_lists(by_rep):
+    """group_by_rep's groups with each metric's values as a list (one per repetition)."""
+    return {key: {name: list(reps.values()) for name, reps in names.items()} for key, names in by_rep.items()}
+
+
+def group(runs, phase):
+    return as_lists(group_by_rep(runs, phase))
 
 
 def systems_of(meta, kind=None):
@@ -101,9 +111,18 @@ def times(v, digits=2):
     return "–" if v is None else f"{v:.{digits}f}×"
 
 
-def judged(v, missed: bool) -> str:
-    """A ratio, in bold when it misses its goal."""
+def judged(v, goal: str) -> str:
+    """A ratio, in bold when it misses its goal (GOALS; tps, floor: at least; cpu, p99, idle: at most)."""
+    at_least = goal in ("tps", "floor")
+    missed = v is not None and (v < GOALS[goal] if at_least else v > GOALS[goal])
     return f"**{times(v)}**" if missed else times(v)
+
+
+def bounds(ours_by_rep, theirs_by_rep, goal: str):
+    """(conservative, paired) bounds of one ratio, from {rep: value} of both sides."""
+    higher = goal in ("tps", "floor")
+    return (conservative_ratio(list(ours_by_rep.values()), list(theirs_by_rep.values()), higher_is_better=higher),
+            paired_ratio(ours_by_rep, theirs_by_rep, higher_is_better=higher))
 
 
 def open_loop_worst(g_open, results, transport, due):
@@ -120,7 +139,7 @@ def open_loop_worst(g_open, results, transport, due):
     return worst
 
 
-def goal_tables(g, results, idle_per, full):
+def goal_tables(g_reps, results, idle_per, full):
     meta = results["meta"]
     cfg = meta["config"]
     g_open = group(results["runs"], "open")
@@ -128,36 +147,43 @@ def goal_tables(g, results, idle_per, full):
     out = []
     for due in systems_of(meta, "due"):
         out.append(f"#### Against {system_label(due)}\n")
-        out.append("Per cell: medians (95 % interval), the ratio of medians, and the conservative bound "
-                   "(Switchyard's worst repetition against due's best; for CPU, Switchyard's highest against due's "
-                   "lowest). Goals are judged on the conservative bound; a bound in bold misses its goal "
-                   "(TPS ≥ 2× due, CPU per request ≤ ¼ of due's, TPS ≥ 0.8 of the floor's).\n")
+        out.append("Per cell: medians (95 % interval), the ratio of medians, then two bounds. The conservative "
+                   "bound is Switchyard's worst repetition against due's best (for CPU, Switchyard's highest against "
+                   "due's lowest); the paired bound is the worst of the per-repetition ratios, which cancels a drift "
+                   "of the machine between the interleaved repetitions. Goals are judged on the conservative bound; "
+                   "a bound in bold misses its goal (TPS ≥ 2× due, CPU per request ≤ ¼ of due's, TPS ≥ 0.8 of the "
+                   "floor's). The last column holds the floor itself to the first two goals (paired bounds): where the floor "
+                   "misses a goal, no gate–node pair of this architecture meets it in that cell on this machine.\n")
         out.append("| transport | load generator | conns | payload | due TPS | Switchyard TPS | × medians | "
-                   "× conservative | CPU/request × conservative | TPS / floor, conservative |")
-        out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+                   "TPS × conservative / paired | CPU/request × conservative / paired | "
+                   "TPS / floor, conservative / paired | floor × due: TPS / CPU, paired |")
+        out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         worst = {}
         for transport in cfg["transports"]:
             for client in cfg["clients"]:
                 for conns, payload in cells:
-                    d = g.get((transport, client, conns, payload, due, None, False), {})
-                    s = g.get((transport, client, conns, payload, "switchyard", None, False), {})
-                    cons = conservative_ratio(s.get("tps"), d.get("tps"))
-                    cpu = conservative_ratio(s.get("cpu"), d.get("cpu"), higher_is_better=False)
-                    floor = conservative_ratio(s.get("tps"), g.get((transport, client, conns, payload, "floor", None,
-                                                                    False), {}).get("tps"))
-                    w = worst.setdefault((transport, client), {"tps": [], "cpu": [], "floor": []})
-                    for name, value in (("tps", cons), ("cpu", cpu), ("floor", floor)):
-                        if value is not None:
-                            w[name].append(value)
-                    out.append(f"| {TRANSPORT_NAMES[transport]} | {CLIENT_NAMES[client]} | {conns:,} | {payload} B | "
-                               f"{with_interval(d.get('tps'))} | {with_interval(s.get('tps'))} | "
-                               f"{ratio(median(s.get('tps')), median(d.get('tps')))} | "
-                               f"{judged(cons, cons is not None and cons < GOALS['tps'])} | "
-                               f"{judged(cpu, cpu is not None and cpu > GOALS['cpu'])} | "
-                               f"{judged(floor, floor is not None and floor < GOALS['floor'])} |")
+                    d = g_reps.get((transport, client, conns, payload, due, None, False), {})
+                    s = g_reps.get((transport, client, conns, payload, "switchyard", None, False), {})
+                    f = g_reps.get((transport, client, conns, payload, "floor", None, False), {})
+                    s_tps, d_tps = list(s.get("tps", {}).values()), list(d.get("tps", {}).values())
+                    w = worst.setdefault((transport, client), defaultdict(list))
+                    cell = [f"| {TRANSPORT_NAMES[transport]} | {CLIENT_NAMES[client]} | {conns:,} | {payload} B | "
+                            f"{with_interval(d_tps)} | {with_interval(s_tps)} | "
+                            f"{ratio(median(s_tps), median(d_tps))} |"]
+                    for goal, theirs in (("tps", d), ("cpu", d), ("floor", f)):
+                        metric = "cpu" if goal == "cpu" else "tps"
+                        cons, paired = bounds(s.get(metric, {}), theirs.get(metric, {}), goal)
+                        for kind, value in ((goal, cons), (goal + "_paired", paired)):
+                            if value is not None:
+                                w[kind].append(value)
+                        cell.append(f" {judged(cons, goal)} / {judged(paired, goal)} |")
+                    cell.append("".join(f" {judged(bounds(f.get(m, {}), d.get(m, {}), m)[1], m)}{sep}"
+                                        for m, sep in (("tps", " /"), ("cpu", " |"))))
+                    out.append("".join(cell))
         out.append("")
-        out.append("Worst cell, conservative bound. Open-loop p99 (same offered rates, `switchyard bench` drives both) "
-                   "and the floor fraction (Switchyard's worst TPS against the floor's best) are per transport.\n")
+        out.append("Worst cell, conservative bound (and paired bound, after the slash). Open-loop p99 (same offered "
+                   "rates, `switchyard bench` drives both) and idle memory (Switchyard's highest against due's lowest) "
+                   "are per transport.\n")
         out.append("| transport | load generator | worst TPS × (goal ≥ 2×) | worst CPU/request × (goal ≤ ¼) | "
                    "idle KiB/conn × (goal ≤ ¼) | open-loop p99 × (goal ≤ ½) | TPS / floor (goal ≥ 0.8) |"
                    + (" goals met |" if full else ""))
@@ -165,11 +191,13 @@ def goal_tables(g, results, idle_per, full):
         for (transport, client), w in worst.items():
             s_idle, d_idle = idle_per.get(("switchyard", transport)), idle_per.get((due, transport))
             idle_r = max(s_idle) / min(d_idle) if s_idle and d_idle and min(d_idle) > 0 else None
-            tps, cpu = (min(w["tps"]) if w["tps"] else None), (max(w["cpu"]) if w["cpu"] else None)
+            tps, cpu, floor = min(w["tps"], default=None), max(w["cpu"], default=None), min(w["floor"], default=None)
             p99 = open_loop_worst(g_open, results, transport, due)
-            floor = min(w["floor"], default=None)
-            row = (f"| {TRANSPORT_NAMES[transport]} | {CLIENT_NAMES[client]} | {times(tps)} | {times(cpu)} | "
-                   f"{times(idle_r)} | {times(p99)} | {times(floor)} |")
+            row = (f"| {TRANSPORT_NAMES[transport]} | {CLIENT_NAMES[client]} | "
+                   f"{judged(tps, 'tps')} / {judged(min(w['tps_paired'], default=None), 'tps')} | "
+                   f"{judged(cpu, 'cpu')} / {judged(max(w['cpu_paired'], default=None), 'cpu')} | "
+                   f"{judged(idle_r, 'idle')} | {judged(p99, 'p99')} | "
+                   f"{judged(floor, 'floor')} / {judged(min(w['floor_paired'], default=None), 'floor')} |")
             if full:
                 met = (tps is not None and tps >= GOALS["tps"] and cpu is not None and cpu <= GOALS["cpu"]
                        and idle_r is not None and idle_r <= GOALS["idle"] and p99 is not None
@@ -441,7 +469,8 @@ def render(results, results_path, out_path, chart_path):
     meta = results["meta"]
     cfg = meta["config"]
     full = meta["mode"] == "full"
-    g_matrix = group(results["runs"], "matrix")
+    g_matrix_reps = group_by_rep(results["runs"], "matrix")
+    g_matrix = as_lists(g_matrix_reps)
     idle_lines, idle_per = idle_table(results.get("idle", []))
     have_chart = chart(g_matrix, meta, chart_path)
     rel_chart = os.path.relpath(chart_path, out_path.parent)
@@ -461,7 +490,7 @@ def render(results, results_path, out_path, chart_path):
         L += [f"{i}. {s.get('started', '?')} → {s.get('finished', '?')}, commit {s.get('commit', '?')}: "
               f"`{s.get('command', '')}`" for i, s in enumerate(segments, 1)] + [""]
     L.append("## Goals, on the conservative bound\n")
-    L += goal_tables(g_matrix, results, idle_per, full)
+    L += goal_tables(g_matrix_reps, results, idle_per, full)
     L.append("## Method\n")
     L.append(method_text(meta))
     L.append("## Machine\n")

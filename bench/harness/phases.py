@@ -411,6 +411,10 @@ def settle_rss(pid: int, timeout: float = 15.0) -> int:
     return last
 
 
+# TIME_WAIT sockets the machine may hold when the scale phase starts (each may pin a source port).
+TIME_WAIT_CALM = 1000
+
+
 def scale(args, ports, logdir, infra, results, save) -> None:
     """Switchyard with `scale_conns` client connections over several gate processes (each within the
     open-file limit), one node; each gate listens on its own 127.0.0.x address so no source/destination
@@ -419,6 +423,12 @@ def scale(args, ports, logdir, infra, results, save) -> None:
     if "scale" in results.get("done", []):
         log("scale: finished in the run resumed, skipped")
         return
+    # The idle phase just closed hundreds of thousands of connections whose source ports it had bound; while
+    # they sit in TIME_WAIT (60 s) those ports are refused to every connect(), and the scale clients would
+    # fail with EADDRNOTAVAIL before opening a connection. Wait for them to go.
+    deadline = time.time() + 120
+    while procfs.time_wait_sockets() > TIME_WAIT_CALM and time.time() < deadline:
+        time.sleep(2)
     gates = args.scale_gates
     per_gate = -(-args.scale_conns // gates)
     tag = f"scale-{int(time.time())}"

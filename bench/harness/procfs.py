@@ -1,4 +1,5 @@
-"""Readings from /proc: CPU seconds, RSS and its peak, open descriptors, the machine's busy time, and
+"""Readings from /proc: CPU seconds, RSS and its peak, open descriptors, the machine's busy time, TCP
+sockets in TIME_WAIT, and
 system calls (perf stat on the raw_syscalls:sys_enter tracepoint where perf works, /proc/<pid>/io's
 syscr + syscw otherwise, which count only the read and write families)."""
 
@@ -49,6 +50,16 @@ def reset_hwm(pid: int) -> bool:
 
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def time_wait_sockets(sockstat: str = "/proc/net/sockstat") -> int:
+    """TCP sockets in TIME_WAIT, machine-wide (the `tw` field of the TCP line)."""
+    with open(sockstat) as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                fields = line.split()[1:]
+                return int(dict(zip(fields[::2], fields[1::2])).get("tw", 0))
+    return 0
 
 
 def machine_busy_seconds() -> float:
