@@ -23,16 +23,17 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_e2e::coredns::resolve_a;
 use switchyard_e2e::node::CLUSTER_DNS;
 use switchyard_e2e::{Harness, RunDir};
 use switchyard_testkit::{eventually, http_get};
+
+mod support;
+use support::{endpoints, is_ready, object};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const NS: &str = "smoke";
@@ -56,19 +57,6 @@ impl Clock {
     fn step(&self, what: &str) {
         eprintln!("[smoke {:6.1}s] {what}", self.0.elapsed().as_secs_f64());
     }
-}
-
-fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {
-    serde_json::from_value(value).expect("a valid object")
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .iter()
-            .flat_map(|s| s.conditions.iter().flatten())
-            .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 fn pod_ip(pod: &Pod) -> String {
@@ -95,22 +83,6 @@ async fn ready_nodes(pods: &Api<Pod>, n: usize) -> Vec<Pod> {
         },
     )
     .await
-}
-
-/// The node Service's endpoints as (address, ready).
-async fn endpoints(slices: &Api<EndpointSlice>) -> BTreeSet<(String, bool)> {
-    let params = ListParams::default().labels(&format!("kubernetes.io/service-name={APP}"));
-    let Ok(list) = slices.list(&params).await else {
-        return BTreeSet::new();
-    };
-    list.items
-        .iter()
-        .flat_map(|slice| slice.endpoints.iter().flatten())
-        .flat_map(|e| {
-            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
-            e.addresses.iter().map(move |a| (a.clone(), ready))
-        })
-        .collect()
 }
 
 async fn smoke(run: RunDir) {
@@ -214,12 +186,11 @@ async fn smoke(run: RunDir) {
     for ip in &ips {
         assert!(ip.starts_with("10.85.0."), "{ip} is on the CNI bridge");
     }
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
     let want: BTreeSet<(String, bool)> = ips.iter().map(|ip| (ip.clone(), true)).collect();
     eventually(
         "both pods ready in the EndpointSlice",
         Duration::from_secs(60),
-        || async { (endpoints(&slices).await == want).then_some(()) },
+        || async { (endpoints(&client, NS, APP).await == want).then_some(()) },
     )
     .await;
     clock.step("EndpointSlice lists both pod IPs as ready");
@@ -344,7 +315,7 @@ async fn smoke(run: RunDir) {
         "the EndpointSlice to show the drained pod unready",
         Duration::from_secs(30),
         || async {
-            endpoints(&slices)
+            endpoints(&client, NS, APP)
                 .await
                 .contains(&(drained_ip.clone(), false))
                 .then_some(())

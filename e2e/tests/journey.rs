@@ -57,6 +57,8 @@ mod summary;
 #[path = "journey/teardown.rs"]
 mod teardown;
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -69,9 +71,10 @@ use kube::Api;
 use kube::api::DynamicObject;
 use switchyard_e2e::{ContainerExit, Harness, RunDir};
 
-use cluster::{Clock, Tools, endpoints, gameclusters, name, pod_ip, wait_for};
+use cluster::{Clock, Tools, gameclusters, name, pod_ip, wait_for};
 use load::{PhaseStats, Swarm};
 use summary::Summary;
+use support::endpoints;
 
 /// Where the chart installs the operator.
 const SYSTEM_NS: &str = "switchyard-system";

@@ -21,10 +21,10 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use switchyard_e2e::network_policy::{Reach, connect_from, verdicts};
-use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, RunDir};
+use switchyard_e2e::{RealNode, RunDir};
 
 mod support;
-use support::{install_operator, is_ready, object, play, tool};
+use support::{install_operator, is_ready, object, play, start_plane_and_node, tool};
 use switchyard_testkit::eventually;
 
 const IMAGE: &str = "registry.local/switchyard:e2e";
@@ -34,21 +34,6 @@ const PAUSE: &str = "registry.local/pause:e2e";
 const ATTEMPT: Duration = Duration::from_secs(3);
 /// How long a policy change may take to reach the controller's informers.
 const SETTLE: Duration = Duration::from_secs(30);
-
-async fn start(run: &RunDir) -> (ControlPlane, RealNode) {
-    run.init_tracing();
-    let plane =
-        ControlPlane::start(ControlPlaneConfig::new(run.path().join("control-plane")).expect("config"))
-            .await
-            .expect("control plane");
-    let node = RealNode::start(
-        &plane,
-        NodeConfig::new(&plane, run.path().join("node")).expect("node config"),
-    )
-    .await
-    .expect("the node starts (with kube-network-policies)");
-    (plane, node)
-}
 
 async fn create_namespace(client: &kube::Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -143,7 +128,7 @@ fn network_policy_plain() {
 async fn plain(run: RunDir) {
     let started = Instant::now();
     let step = |what: &str| eprintln!("[netpol {:6.1}s] {what}", started.elapsed().as_secs_f64());
-    let (plane, node) = start(&run).await;
+    let (plane, node) = start_plane_and_node(&run).await;
     let client = plane.client();
     const NS: &str = "netpol";
     create_namespace(&client, NS).await;
@@ -251,7 +236,7 @@ fn network_policy_game_cluster() {
 async fn game_cluster(run: RunDir) {
     let started = Instant::now();
     let step = |what: &str| eprintln!("[netpol-gc {:6.1}s] {what}", started.elapsed().as_secs_f64());
-    let (plane, node) = start(&run).await;
+    let (plane, node) = start_plane_and_node(&run).await;
     install_operator(&plane);
     const NS: &str = "game";
     let client = plane.client();

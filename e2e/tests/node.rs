@@ -22,12 +22,12 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use switchyard_client::{Client, ClientOptions, PacketConfig};
+use switchyard_e2e::RunDir;
 use switchyard_e2e::coredns::resolve_a;
-use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, RunDir};
 use switchyard_testkit::eventually;
 
 mod support;
-use support::{install_operator, is_ready, object, play, tool, tool_output};
+use support::{install_operator, is_ready, object, play, start_plane_and_node, tool, tool_output};
 
 const NS: &str = "real";
 const APP: &str = "dev";
@@ -82,17 +82,9 @@ fn memory_limit(pid: u32) -> u64 {
 }
 
 async fn journey(run: RunDir) {
-    run.init_tracing();
     let started = Instant::now();
     let step = |what: &str| eprintln!("[node {:6.1}s] {what}", started.elapsed().as_secs_f64());
-    let plane =
-        ControlPlane::start(ControlPlaneConfig::new(run.path().join("control-plane")).expect("config"))
-            .await
-            .expect("control plane");
-    let node_config = NodeConfig::new(&plane, run.path().join("node")).expect("node config");
-    let node = RealNode::start(&plane, node_config)
-        .await
-        .expect("the node starts");
+    let (plane, node) = start_plane_and_node(&run).await;
     step("1. node Ready: containerd, kubelet, kube-proxy, CoreDNS");
     let client = plane.client();
 
@@ -319,17 +311,9 @@ fn chart_install_on_the_real_node() {
 }
 
 async fn install(run: RunDir) {
-    run.init_tracing();
     let started = Instant::now();
     let step = |what: &str| eprintln!("[install {:6.1}s] {what}", started.elapsed().as_secs_f64());
-    let plane =
-        ControlPlane::start(ControlPlaneConfig::new(run.path().join("control-plane")).expect("config"))
-            .await
-            .expect("control plane");
-    let node_config = NodeConfig::new(&plane, run.path().join("node")).expect("node config");
-    let node = RealNode::start(&plane, node_config)
-        .await
-        .expect("the node starts");
+    let (plane, node) = start_plane_and_node(&run).await;
     step("node Ready");
 
     install_operator(&plane);
@@ -554,16 +538,7 @@ async fn readme(run: RunDir) {
     );
     assert!(blocks[0].contains("scripts/image.sh --binary target/release/switchyard"));
     assert!(blocks[1].contains("ctr -n k8s.io images import"));
-    let plane =
-        ControlPlane::start(ControlPlaneConfig::new(run.path().join("control-plane")).expect("config"))
-            .await
-            .expect("control plane");
-    let node = RealNode::start(
-        &plane,
-        NodeConfig::new(&plane, run.path().join("node")).expect("node config"),
-    )
-    .await
-    .expect("the node starts");
+    let (plane, node) = start_plane_and_node(&run).await;
     for (image, readme_name) in [
         ("registry.local/switchyard:e2e", "registry.local/switchyard:0.1.0"),
         ("registry.local/redis:e2e", "registry.local/redis:7.0.15"),

@@ -1,12 +1,10 @@
 //! Kubernetes helpers of the journey: waiting, pods, the GameCluster as a dynamic object, and the real
 //! `kubectl` and `helm` binaries run against the harness's API server.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client};
 use serde_json::Value;
@@ -28,14 +26,8 @@ pub(crate) fn is_terminating(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 
-pub(crate) fn is_ready(pod: &Pod) -> bool {
-    !is_terminating(pod)
-        && pod
-            .status
-            .iter()
-            .flat_map(|s| s.conditions.iter().flatten())
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-}
+/// Ready and not terminating: the real-node tests' shared check, under the name the journey's stages use.
+pub(crate) use crate::support::is_ready;
 
 pub(crate) fn pod_ip(pod: &Pod) -> String {
     pod.status
@@ -80,23 +72,6 @@ pub(crate) async fn settled_pods(api: &Api<Pod>, selector: &str, n: usize, timeo
         },
     )
     .await
-}
-
-/// The addresses of a Service's EndpointSlices as (address, ready).
-pub(crate) async fn endpoints(client: &Client, namespace: &str, service: &str) -> BTreeSet<(String, bool)> {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
-    let params = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
-    let Ok(list) = slices.list(&params).await else {
-        return BTreeSet::new();
-    };
-    list.items
-        .iter()
-        .flat_map(|slice| slice.endpoints.iter().flatten())
-        .flat_map(|e| {
-            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            e.addresses.iter().map(move |a| (a.clone(), ready))
-        })
-        .collect()
 }
 
 /// The GameCluster API (dynamic: the e2e crate does not depend on the operator).

@@ -1,15 +1,37 @@
-//! What the real-node tests share: building API objects from JSON, pod readiness, a player's
-//! round trip through a gate, and the toolchain's kubectl/helm against the control plane.
+//! What the real-node tests share: a control plane with a real node, building API objects from JSON, pod
+//! readiness, a Service's endpoints, a player's round trip through a gate, and the toolchain's kubectl/helm
+//! against the control plane.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::api::ListParams;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use switchyard_client::{Client, ClientOptions, PacketConfig};
-use switchyard_e2e::ControlPlane;
+use switchyard_e2e::{ControlPlane, ControlPlaneConfig, NodeConfig, RealNode, RunDir};
+
+/// The run's tracing, a control plane and a real node (containerd, the kubelet, kube-proxy, CoreDNS and
+/// kube-network-policies) in the run's directory, both started.
+pub async fn start_plane_and_node(run: &RunDir) -> (ControlPlane, RealNode) {
+    run.init_tracing();
+    let plane =
+        ControlPlane::start(ControlPlaneConfig::new(run.path().join("control-plane")).expect("config"))
+            .await
+            .expect("control plane");
+    let node = RealNode::start(
+        &plane,
+        NodeConfig::new(&plane, run.path().join("node")).expect("node config"),
+    )
+    .await
+    .expect("the node starts");
+    (plane, node)
+}
 
 /// An API object from its JSON; panics when it does not fit the type.
 pub fn object<T: DeserializeOwned>(value: serde_json::Value) -> T {
@@ -24,6 +46,24 @@ pub fn is_ready(pod: &Pod) -> bool {
             .iter()
             .flat_map(|s| s.conditions.iter().flatten())
             .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The addresses of a Service's EndpointSlices as (address, ready); an endpoint without a ready condition
+/// counts as ready, as the API documents for consumers.
+pub async fn endpoints(client: &kube::Client, namespace: &str, service: &str) -> BTreeSet<(String, bool)> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let Ok(list) = slices.list(&params).await else {
+        return BTreeSet::new();
+    };
+    list.items
+        .iter()
+        .flat_map(|slice| slice.endpoints.iter().flatten())
+        .flat_map(|e| {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            e.addresses.iter().map(move |a| (a.clone(), ready))
+        })
+        .collect()
 }
 
 /// Echo and login through `address`: the gate answers, and a node behind it binds the player.
