@@ -6,9 +6,9 @@
 //! owns. A spec that cannot work is a [`SpecError`]: the user is at fault, and the reconciler reports it
 //! as the `Degraded` condition rather than retrying.
 //!
-//! Split by stage: `validate` re-checks the spec; `gate` (the gates' Deployment and Service), `redis` (the
-//! managed Redis), `network_policy` and `link_tls` (the link Secret mounted into gates and nodes) add their
-//! share; the nodes' objects (one set per pool) and what every component shares stay here.
+//! Split by stage: `validate` re-checks the spec; `gate`, `node` (one set of objects per pool), `redis`,
+//! `network_policy` and `link_tls` (the link Secret of gates and nodes) add their share; `child` lists them
+//! in apply order. What every component shares (names, labels, ConfigMap, RBAC, probes) stays here.
 
 use std::collections::BTreeMap;
 
