@@ -384,13 +384,16 @@ def idle_table(idle):
     return out, best
 
 
-def scale_section(rec):
+def scale_section(rec, failed_attempts=()):
+    earlier = [f"An earlier attempt failed and was measured again: {a.get('cause') or a.get('error', '?')} "
+               f"(at {a.get('failed_at', '?')}; kept in the raw data as `scale_failed_attempts`).\n"
+               for a in failed_attempts]
     if not rec:
-        return ["Not measured in this run.", ""]
+        return earlier + ["Not measured in this run.", ""]
     if "error" in rec:
-        return [f"Failed: {rec['error'][:300]}", ""]
+        return earlier + [f"Failed: {rec['error'][:300]}", ""]
     held = sum(r.get("connections", 0) for r in rec["reports"] if "error" not in r)
-    return [f"Switchyard, TCP: {held:,} of {rec['connections']:,} client connections held over {rec['gates']} gate "
+    return earlier + [f"Switchyard, TCP: {held:,} of {rec['connections']:,} client connections held over {rec['gates']} gate "
             f"processes ({rec['per_gate']:,} each, gate g listening on 127.0.0.(10+g)) and one node; open loop at "
             f"{fmt(rec['offered_rate'])} requests/s in total for {rec['secs']:.0f} s.\n",
             "| gate RSS per connection | p99, median gate | p99, worst gate | requests answered | errors | timeouts | "
@@ -519,7 +522,7 @@ def render(results, results_path, out_path, chart_path):
     L.append("### Gate memory per idle connection\n")
     L += idle_lines
     L.append("### Scale: many connections over several gates\n")
-    L += scale_section(results.get("scale"))
+    L += scale_section(results.get("scale"), results.get("scale_failed_attempts", []))
     fails = failures(results)
     L.append("### Failed runs (recorded, left out of every median)\n")
     L += (fails or ["None."]) + [""]
