@@ -47,7 +47,7 @@ cargo clippy -p switchyard-node -p switchyard-cluster --no-default-features --li
 step "Rust tests: unit, property, and integration against real processes and redis-server"
 cargo test --workspace --locked
 
-step "benchmark harness: unit tests (resuming a run, the phases' bookkeeping, the profiler's cells)"
+step "benchmark harness: unit tests (resuming a run, the phases' bookkeeping, the report's bounds, the TIME_WAIT reading, the profiler's cells)"
 python3 -m unittest discover -s bench/tests
 
 if [ "$tier" = quick ]; then
