@@ -53,6 +53,15 @@ DEFAULTS = {
     "scale_secs": (30.0, 4.0),
 }
 PHASES = ("tune", "matrix", "open", "efficiency", "idle", "scale")
+# The options that narrow what a run measures.
+SCOPE = ("phases", "systems", "clients", "transports", "due_versions")
+
+
+def report_default(args, out: Path) -> Path:
+    """Where the report goes without --report: the published BENCHMARKS.md for the whole full specification only."""
+    if args.quick:
+        return HERE / "results" / "quick" / "BENCHMARKS.md"
+    return ROOT / "BENCHMARKS.md" if args.whole_specification else out.with_suffix("") / "BENCHMARKS.md"
 
 
 def parse_args(argv=None):
@@ -106,9 +115,13 @@ def parse_args(argv=None):
     ap.add_argument("--out", help="results JSON (default bench/results/<full|quick>-<time>.json)")
     ap.add_argument("--resume", help="results JSON of a run that was cut off: run the blocks it did not finish, with "
                                      "the same options and commit (checked), into the same file")
-    ap.add_argument("--report", help="markdown to write (default: BENCHMARKS.md for a full run, "
-                                     "bench/results/quick/BENCHMARKS.md for --quick)")
+    ap.add_argument("--report", help="markdown to write (default: BENCHMARKS.md for the whole full specification; "
+                                     "next to the results JSON for a subset of it; bench/results/quick/BENCHMARKS.md "
+                                     "for --quick)")
     a = ap.parse_args(argv)
+    # Only the whole specification may replace the published BENCHMARKS.md; a subset (--phases, --systems, ...)
+    # would replace its tables with a part of them.
+    a.whole_specification = not a.quick and all(getattr(a, name) == ap.get_default(name) for name in SCOPE)
     k = 1 if a.quick else 0
     for name, values in DEFAULTS.items():
         if getattr(a, name, None) is None:
@@ -357,8 +370,7 @@ def main(argv=None) -> int:
         save()
     log(f"results: {out} ({round(time.time() - started)} s)")
 
-    report_path = args.report or (str(ROOT / "BENCHMARKS.md") if mode == "full" else
-                                  str(results_dir / "quick" / "BENCHMARKS.md"))
+    report_path = args.report or str(report_default(args, Path(out)))
     subprocess.run([sys.executable, str(HERE / "report.py"), str(out), "--out", report_path], check=True)
     return 0
 
