@@ -426,9 +426,12 @@ def scale(args, ports, logdir, infra, results, save) -> None:
     # The idle phase just closed hundreds of thousands of connections whose source ports it had bound; while
     # they sit in TIME_WAIT (60 s) those ports are refused to every connect(), and the scale clients would
     # fail with EADDRNOTAVAIL before opening a connection. Wait for them to go.
-    deadline = time.time() + 120
+    waited, deadline = time.time(), time.time() + 120
     while procfs.time_wait_sockets() > TIME_WAIT_CALM and time.time() < deadline:
         time.sleep(2)
+    if time.time() - waited > 1:
+        log(f"scale: waited {time.time() - waited:.0f} s for TIME_WAIT sockets to go "
+            f"({procfs.time_wait_sockets()} left, calm at {TIME_WAIT_CALM})")
     gates = args.scale_gates
     per_gate = -(-args.scale_conns // gates)
     tag = f"scale-{int(time.time())}"
